@@ -1,0 +1,352 @@
+//! `liveload-agent`: the process that runs on every node.
+//!
+//! It measures the node, listens for its controller, launches one Chromium, runs the users it is
+//! assigned and streams their metrics. It never outlives its purpose: it exits when the
+//! controller says so, when the controller has been silent for `--grace` (dead-man switch), at
+//! its `--ttl` whatever happens, and on SIGTERM/SIGINT — and on every one of these paths it
+//! closes Chromium and kills whatever is left in its process group.
+
+mod browser;
+mod facts;
+mod recorder;
+mod session;
+mod users;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use liveload_proto::{BrowserInfo, NodeFacts};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::browser::NodeBrowser;
+use crate::users::StopSignal;
+
+/// The liveload agent. Started by a liveload backend, not by hand.
+///
+/// The run token comes from the LIVELOAD_TOKEN environment variable (never the command line,
+/// where `ps` would show it); TLS material from --tls-cert/--tls-key or LIVELOAD_TLS_CERT_PEM and
+/// LIVELOAD_TLS_KEY_PEM.
+#[derive(Debug, Parser)]
+#[command(name = "liveload-agent", version)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// The run this agent serves (shown by `ps`, used by backends to recognise their agents).
+    #[arg(long, default_value = "")]
+    run_id: String,
+    /// Write `{"address": ..., "pid": ...}` here once listening (atomically).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Hard lifetime in seconds: the agent exits at this age whatever happens.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// Dead-man switch in seconds: exit when the controller has been silent this long.
+    #[arg(long, default_value_t = 30)]
+    grace: u64,
+    /// TLS certificate (PEM file) to serve the link with.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM file).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// This agent's share of the host is 1/N (several agents on one host).
+    #[arg(long)]
+    host_share: Option<u32>,
+    /// Chromium executable (default: chromium-headless-shell, then chromium, on PATH).
+    #[arg(long, env = "LIVELOAD_CHROMIUM")]
+    chromium: Option<PathBuf>,
+    /// Launch Chromium without its sandbox (needed as root and in most containers).
+    #[arg(long)]
+    no_sandbox: bool,
+    /// Test hook: wait this many milliseconds before listening (simulates a slow boot).
+    #[arg(long, hide = true, default_value_t = 0)]
+    debug_delay_listen_ms: u64,
+}
+
+/// What every part of the agent shares.
+pub struct AgentState {
+    token: String,
+    facts: NodeFacts,
+    no_sandbox: bool,
+    busy: AtomicBool,
+    last_heard: Mutex<Instant>,
+    stop: watch::Sender<StopSignal>,
+    shutdown: watch::Sender<Option<String>>,
+    browser: tokio::sync::Mutex<Option<Arc<NodeBrowser>>>,
+    browser_pid: AtomicU32,
+}
+
+impl AgentState {
+    /// Ask the agent to exit, saying why.
+    pub fn shut_down(&self, reason: &str) {
+        self.shutdown.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(reason.to_string());
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    // Read secrets from the environment, then remove them so Chromium and anything it starts do
+    // not inherit them.
+    let token = std::env::var("LIVELOAD_TOKEN").unwrap_or_default();
+    let cert_env = std::env::var("LIVELOAD_TLS_CERT_PEM").ok();
+    let key_env = std::env::var("LIVELOAD_TLS_KEY_PEM").ok();
+    // SAFETY: no other thread exists yet (the runtime is built below).
+    unsafe {
+        std::env::remove_var("LIVELOAD_TOKEN");
+        std::env::remove_var("LIVELOAD_TLS_KEY_PEM");
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LIVELOAD_AGENT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let code = match runtime.block_on(agent(args, token, cert_env, key_env)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            1
+        }
+    };
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    kill_rest_of_process_group();
+    std::process::exit(code);
+}
+
+async fn agent(
+    args: Args,
+    token: String,
+    cert_env: Option<String>,
+    key_env: Option<String>,
+) -> Result<()> {
+    if token.len() < 16 {
+        bail!("LIVELOAD_TOKEN must hold the run token (16 characters or more)");
+    }
+    let started = Instant::now();
+    // Lead our own process group, so Chromium and its helpers share it and die with us.
+    // SAFETY: setsid has no memory-safety preconditions; it fails harmlessly when we already
+    // lead a group.
+    unsafe {
+        libc::setsid();
+    }
+    let tls = tls_config(&args, cert_env, key_env)?;
+    let chromium = facts::find_chromium(args.chromium.as_deref()).and_then(|path| {
+        facts::chromium_version(&path).map(|version| BrowserInfo {
+            path: path.display().to_string(),
+            version,
+        })
+    });
+    let facts = facts::measure(args.host_share, chromium);
+    let no_sandbox = args.no_sandbox || unsafe { libc::geteuid() } == 0;
+    let (stop, _) = watch::channel(StopSignal::Run);
+    let (shutdown, mut shutdown_rx) = watch::channel(None);
+    let state = Arc::new(AgentState {
+        token,
+        facts,
+        no_sandbox,
+        busy: AtomicBool::new(false),
+        last_heard: Mutex::new(Instant::now()),
+        stop,
+        shutdown,
+        browser: tokio::sync::Mutex::new(None),
+        browser_pid: AtomicU32::new(0),
+    });
+
+    if args.debug_delay_listen_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(args.debug_delay_listen_ms)).await;
+    }
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    if let Some(path) = &args.ready_file {
+        write_ready_file(path, address)?;
+    }
+    tracing::info!(%address, run_id = %args.run_id, tls = tls.is_some(), "agent listening");
+
+    // Dead-man switch and TTL.
+    let watchdog = {
+        let state = state.clone();
+        let grace = Duration::from_secs(args.grace);
+        let ttl_deadline = started + Duration::from_secs(args.ttl);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let silent = state.last_heard.lock().expect("not poisoned").elapsed();
+                if Instant::now() >= ttl_deadline {
+                    state.shut_down("TTL reached");
+                } else if silent > grace {
+                    state.shut_down("the controller has been silent past the grace period");
+                }
+            }
+        })
+    };
+
+    let accept = {
+        let state = state.clone();
+        async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                stream.set_nodelay(true).ok();
+                let state = state.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let result = match tls {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => session::serve(stream, state).await,
+                            Err(e) => Err(e.into()),
+                        },
+                        None => session::serve(stream, state).await,
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(%peer, error = %format!("{e:#}"), "connection ended");
+                    }
+                });
+            }
+        }
+    };
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = accept => {}
+        _ = shutdown_rx.wait_for(|r| r.is_some()) => {}
+        _ = sigterm.recv() => state.shut_down("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => state.shut_down("SIGINT"),
+    }
+    watchdog.abort();
+    let reason = state.shutdown.borrow().clone().unwrap_or_default();
+    tracing::info!(%reason, "agent shutting down");
+    stop_everything(&state).await;
+    if let Some(path) = &args.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Stop users at once, then close Chromium (killing it if it will not close).
+async fn stop_everything(state: &AgentState) {
+    session::force_stop(&state.stop);
+    // Users end their contexts on a forced stop; give them a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let browser = state.browser.lock().await.take();
+    let Some(mut browser) = browser else { return };
+    loop {
+        match Arc::try_unwrap(browser) {
+            Ok(owned) => {
+                owned.close().await;
+                return;
+            }
+            Err(shared) if Instant::now() < deadline => {
+                browser = shared;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => break,
+        }
+    }
+    // Users still hold the browser: kill it by pid; the group sweep at exit gets the helpers.
+    let pid = state.browser_pid.load(Ordering::SeqCst);
+    if pid != 0 {
+        // SAFETY: sending a signal has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+}
+
+/// SIGKILL every other process in our process group (Chromium helpers that escaped `close`).
+fn kill_rest_of_process_group() {
+    // SAFETY: plain syscalls without memory-safety preconditions.
+    let (me, group) = unsafe { (libc::getpid(), libc::getpgrp()) };
+    if me != group {
+        return; // Not our group to clean.
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the ")" that closes the command name: state ppid pgrp ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let pgrp = rest.split_whitespace().nth(2).and_then(|s| s.parse::<i32>().ok());
+        if pgrp == Some(group) {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn write_ready_file(path: &std::path::Path, address: SocketAddr) -> Result<()> {
+    let body = serde_json::json!({ "address": address.to_string(), "pid": std::process::id() });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn tls_config(
+    args: &Args,
+    cert_env: Option<String>,
+    key_env: Option<String>,
+) -> Result<Option<tokio_rustls::TlsAcceptor>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert_pem, key_pem) = match (&args.tls_cert, &args.tls_key, cert_env, key_env) {
+        (Some(cert), Some(key), _, _) => (
+            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+            std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+        ),
+        (_, _, Some(cert), Some(key)) => (cert.into_bytes(), key.into_bytes()),
+        _ => return Ok(None),
+    };
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .context("parsing the TLS certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).context("parsing the TLS key")?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("building the TLS configuration")?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}

@@ -1,0 +1,116 @@
+//! Where users record latencies and counts, and where snapshots are cut from.
+//!
+//! Every user task records into one shared interval; once a second the session takes the
+//! interval (swapping in an empty one) and sends it as a delta. The cost of a snapshot depends on
+//! the number of metric names, never on the number of users or samples.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Serializer, V2Serializer};
+use liveload_proto::{HistogramBlob, MetricsSnapshot};
+
+#[derive(Default)]
+struct Interval {
+    histograms: BTreeMap<String, Histogram<u64>>,
+    counters: BTreeMap<String, u64>,
+}
+
+/// Shared metrics of one agent.
+#[derive(Default)]
+pub struct Recorder {
+    interval: Mutex<Interval>,
+    active_users: AtomicU64,
+    seq: AtomicU64,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid");
+    h.auto(true);
+    h
+}
+
+impl Recorder {
+    /// Record one latency under `name`.
+    pub fn latency(&self, name: &str, elapsed: Duration) {
+        let micros = (elapsed.as_micros() as u64).max(1);
+        let mut interval = self.interval.lock().expect("not poisoned");
+        match interval.histograms.get_mut(name) {
+            Some(h) => h.saturating_record(micros),
+            None => {
+                let mut h = new_histogram();
+                h.saturating_record(micros);
+                interval.histograms.insert(name.to_string(), h);
+            }
+        }
+    }
+
+    /// Add `by` to counter `name`.
+    pub fn count(&self, name: &str, by: u64) {
+        let mut interval = self.interval.lock().expect("not poisoned");
+        *interval.counters.entry(name.to_string()).or_default() += by;
+    }
+
+    /// One more (`+1`) or one fewer (`-1`) user running.
+    pub fn user_running(&self, running: bool) {
+        if running {
+            self.active_users.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.active_users.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Users running now.
+    pub fn active_users(&self) -> u64 {
+        self.active_users.load(Ordering::Relaxed)
+    }
+
+    /// Cut the interval: everything recorded since the last call, as a snapshot.
+    pub fn take(&self, elapsed: Duration) -> MetricsSnapshot {
+        let interval = std::mem::take(&mut *self.interval.lock().expect("not poisoned"));
+        let mut serializer = V2Serializer::new();
+        let histograms = interval
+            .histograms
+            .into_iter()
+            .map(|(name, h)| {
+                let mut bytes = Vec::new();
+                serializer
+                    .serialize(&h, &mut bytes)
+                    .expect("serialising into a Vec cannot fail");
+                (name, HistogramBlob(bytes))
+            })
+            .collect();
+        MetricsSnapshot {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            elapsed_ms: elapsed.as_millis() as u64,
+            active_users: self.active_users(),
+            counters: interval.counters,
+            histograms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_returns_deltas() {
+        let r = Recorder::default();
+        r.latency("step:a", Duration::from_millis(5));
+        r.latency("step:a", Duration::from_millis(7));
+        r.count("iterations_ok", 2);
+        let first = r.take(Duration::from_secs(1));
+        assert_eq!(first.counters["iterations_ok"], 2);
+        let h: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut &first.histograms["step:a"].0[..])
+            .unwrap();
+        assert_eq!(h.len(), 2);
+        let second = r.take(Duration::from_secs(2));
+        assert!(second.counters.is_empty() && second.histograms.is_empty());
+        assert_eq!(second.seq, 1);
+    }
+}

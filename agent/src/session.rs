@@ -1,0 +1,298 @@
+//! One controller connection: handshake, then commands in and metrics out.
+//!
+//! The agent accepts one authenticated controller at a time. Only frames from an authenticated
+//! controller reset the dead-man switch, so a stranger poking the port cannot keep an orphaned
+//! agent alive.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use liveload_proto::{
+    AgentMessage, Assignment, ControllerMessage, HELLO_TIMEOUT_MS, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION, Rejection, decode_controller, encode,
+};
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::AgentState;
+use crate::browser::NodeBrowser;
+use crate::recorder::Recorder;
+use crate::users::{StopSignal, UserEnv, run_user};
+
+/// Serve one connection until it closes.
+pub async fn serve<S>(stream: S, state: Arc<AgentState>) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
+    let (mut sink, mut frames) = ws.split();
+
+    // The handshake: one Hello within HELLO_TIMEOUT_MS.
+    let first = tokio::time::timeout(Duration::from_millis(HELLO_TIMEOUT_MS), frames.next())
+        .await
+        .ok()
+        .flatten();
+    let hello = match first {
+        Some(Ok(Message::Text(text))) => decode_controller(text.as_bytes()).ok(),
+        Some(Ok(Message::Binary(bytes))) => decode_controller(&bytes).ok(),
+        _ => None,
+    };
+    let verdict = match hello {
+        Some(ControllerMessage::Hello {
+            protocol_version,
+            token,
+            ..
+        }) => check_hello(&state, protocol_version, &token),
+        _ => Err(Rejection::ExpectedHello),
+    };
+    if let Err(reason) = verdict {
+        tracing::warn!(%reason, "refused a controller");
+        let _ = sink
+            .send(Message::text(encode(&AgentMessage::Rejected { reason })))
+            .await;
+        let _ = sink.close().await;
+        return Ok(());
+    }
+    // From here on this controller owns the agent until it disconnects.
+    let _busy = BusyGuard(state.clone());
+    state.touch();
+    tracing::info!("controller connected");
+    sink.send(Message::text(encode(&AgentMessage::Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        facts: state.facts.clone(),
+    })))
+    .await?;
+
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<AgentMessage>();
+    let mut run = RunControl::default();
+    loop {
+        tokio::select! {
+            frame = frames.next() => {
+                let bytes = match frame {
+                    Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
+                    Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "controller connection failed");
+                        break;
+                    }
+                };
+                state.touch();
+                match decode_controller(&bytes) {
+                    Ok(message) => run.handle(message, &state, &out_tx),
+                    Err(e) => {
+                        let _ = out_tx.send(AgentMessage::Failed { message: format!("malformed frame: {e}") });
+                    }
+                }
+            }
+            Some(message) = out_rx.recv() => {
+                sink.send(Message::text(encode(&message))).await?;
+            }
+        }
+    }
+    tracing::info!("controller disconnected");
+    Ok(())
+}
+
+fn check_hello(state: &AgentState, protocol_version: u32, token: &str) -> Result<(), Rejection> {
+    if protocol_version != PROTOCOL_VERSION {
+        return Err(Rejection::ProtocolMismatch {
+            agent: PROTOCOL_VERSION,
+            controller: protocol_version,
+        });
+    }
+    // Constant-time: the comparison's duration must not reveal how much of a guess was right.
+    let expected = state.token.as_bytes();
+    if !bool::from(expected.ct_eq(token.as_bytes())) {
+        return Err(Rejection::Unauthorized);
+    }
+    if state.busy.swap(true, Ordering::SeqCst) {
+        return Err(Rejection::Busy);
+    }
+    Ok(())
+}
+
+struct BusyGuard(Arc<AgentState>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The run's state as seen by one session.
+#[derive(Default)]
+struct RunControl {
+    /// Filled by the Prepare task once the browser is up.
+    prepared: Arc<tokio::sync::Mutex<Option<Assignment>>>,
+    started: bool,
+}
+
+impl RunControl {
+    fn handle(
+        &mut self,
+        message: ControllerMessage,
+        state: &Arc<AgentState>,
+        out: &mpsc::UnboundedSender<AgentMessage>,
+    ) {
+        match message {
+            ControllerMessage::Hello { .. } => {
+                let _ = out.send(AgentMessage::Failed {
+                    message: "already greeted".into(),
+                });
+            }
+            ControllerMessage::Heartbeat => {}
+            ControllerMessage::Prepare(assignment) => {
+                let prepared = self.prepared.clone();
+                let state = state.clone();
+                let out = out.clone();
+                tokio::spawn(async move {
+                    let reply = prepare(&state, &assignment).await;
+                    if matches!(reply, AgentMessage::Prepared { .. }) {
+                        *prepared.lock().await = Some(*assignment);
+                    }
+                    let _ = out.send(reply);
+                });
+            }
+            ControllerMessage::Start => {
+                if self.started {
+                    return;
+                }
+                let Ok(mut prepared) = self.prepared.try_lock() else {
+                    let _ = out.send(AgentMessage::Failed {
+                        message: "start before prepare finished".into(),
+                    });
+                    return;
+                };
+                let Some(assignment) = prepared.take() else {
+                    let _ = out.send(AgentMessage::Failed {
+                        message: "start without a prepared assignment".into(),
+                    });
+                    return;
+                };
+                self.started = true;
+                tokio::spawn(run_users(state.clone(), assignment, out.clone()));
+            }
+            ControllerMessage::Stop { force } => {
+                let signal = if force {
+                    StopSignal::Force
+                } else {
+                    StopSignal::Graceful
+                };
+                let _ = state.stop.send(signal);
+            }
+            ControllerMessage::Shutdown => state.shut_down("the controller asked"),
+        }
+    }
+}
+
+/// Launch the browser (once per agent) so users can start the moment `Start` arrives.
+async fn prepare(state: &Arc<AgentState>, assignment: &Assignment) -> AgentMessage {
+    if assignment.no_browser {
+        return AgentMessage::Prepared {
+            users: assignment.users,
+            browser: None,
+        };
+    }
+    let Some(info) = state.facts.chromium.clone() else {
+        return AgentMessage::Failed {
+            message: "no Chromium found on this node: install Debian's chromium-headless-shell \
+                      or pass --chromium PATH to the agent"
+                .into(),
+        };
+    };
+    let mut slot = state.browser.lock().await;
+    if slot.is_none() {
+        match NodeBrowser::launch(&info.path.clone().into(), state.no_sandbox).await {
+            Ok(mut browser) => {
+                if let Some(pid) = browser.pid() {
+                    state.browser_pid.store(pid, Ordering::SeqCst);
+                }
+                *slot = Some(Arc::new(browser));
+            }
+            Err(e) => {
+                return AgentMessage::Failed {
+                    message: format!("{e:#}"),
+                };
+            }
+        }
+    }
+    AgentMessage::Prepared {
+        users: assignment.users,
+        browser: Some(info),
+    }
+}
+
+/// Start the users (spread by `start_interval_ms`), stream a snapshot every second, and send
+/// `Finished` when the last user has ended.
+async fn run_users(
+    state: Arc<AgentState>,
+    assignment: Assignment,
+    out: mpsc::UnboundedSender<AgentMessage>,
+) {
+    let started = Instant::now();
+    let recorder = Arc::new(Recorder::default());
+    let browser = if assignment.no_browser {
+        None
+    } else {
+        state.browser.lock().await.clone()
+    };
+    let env = Arc::new(UserEnv {
+        deadline: started + Duration::from_millis(assignment.duration_ms),
+        browser,
+        recorder: recorder.clone(),
+        stop: state.stop.subscribe(),
+        assignment,
+    });
+    let mut users = tokio::task::JoinSet::new();
+    let interval = Duration::from_millis(env.assignment.start_interval_ms);
+    let first = env.assignment.first_user_id;
+    let spawner = {
+        let env = env.clone();
+        async move {
+            for i in 0..env.assignment.users {
+                let start_at = started + interval * i as u32;
+                tokio::time::sleep_until(start_at).await;
+                users.spawn(run_user(env.clone(), first + i));
+            }
+            while users.join_next().await.is_some() {}
+        }
+    };
+    tokio::pin!(spawner);
+    let mut ticker = tokio::time::interval_at(
+        started + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    loop {
+        tokio::select! {
+            _ = &mut spawner => break,
+            _ = ticker.tick() => {
+                let _ = out.send(AgentMessage::Snapshot(recorder.take(started.elapsed())));
+            }
+        }
+    }
+    let _ = out.send(AgentMessage::Finished(recorder.take(started.elapsed())));
+}
+
+impl AgentState {
+    /// An authenticated controller spoke: reset the dead-man switch.
+    pub fn touch(&self) {
+        *self.last_heard.lock().expect("not poisoned") = Instant::now();
+    }
+}
+
+/// Tell watchers the stop signal; used at shutdown.
+pub fn force_stop(stop: &watch::Sender<StopSignal>) {
+    let _ = stop.send(StopSignal::Force);
+}

@@ -1,0 +1,505 @@
+//! The local backend: agents are child processes of the controller, on this host.
+//!
+//! It is the default backend (development, CI, a laptop) and the reference implementation of
+//! [`Backend`]. What a cloud provider keeps in its API, this backend keeps in a per-run state
+//! directory: one JSON record per node (pid, process group), so that `liveload cleanup` in
+//! another process can find and kill a crashed run's agents.
+//!
+//! Nothing outlives the controller:
+//! - each agent leads its own process group (Chromium and its helpers join it), so one signal to
+//!   the group ends the whole node;
+//! - each agent gets `PR_SET_PDEATHSIG = SIGTERM`: when the controller dies, even by SIGKILL, the
+//!   kernel tells the agent, which closes Chromium and exits;
+//! - and the agent's own dead-man switch ends it anyway if the controller goes silent.
+//!
+//! Local nodes share one host. The backend splits the host into `nodes_per_host` shares: each
+//! agent reports 1/N of the host's memory and cores, and the backend never holds more than N
+//! nodes per run, so N local nodes never claim N times the host.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use liveload_core::{
+    AgentEndpoint, Backend, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, Result,
+    RunFilter,
+};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// Agents as local processes. Build with [`LocalBackend::builder`].
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    agent_bin: PathBuf,
+    state_dir: PathBuf,
+    nodes_per_host: u32,
+    chromium: Option<PathBuf>,
+    announce_size: bool,
+    die_with_controller: bool,
+    debug_delay_listen: Duration,
+}
+
+/// Options of a [`LocalBackend`].
+#[derive(Debug, Clone)]
+pub struct LocalBackendBuilder {
+    agent_bin: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    nodes_per_host: u32,
+    chromium: Option<PathBuf>,
+    announce_size: bool,
+    die_with_controller: bool,
+    debug_delay_listen: Duration,
+}
+
+impl Default for LocalBackendBuilder {
+    fn default() -> Self {
+        LocalBackendBuilder {
+            agent_bin: None,
+            state_dir: None,
+            nodes_per_host: 1,
+            chromium: None,
+            announce_size: true,
+            die_with_controller: true,
+            debug_delay_listen: Duration::ZERO,
+        }
+    }
+}
+
+impl LocalBackendBuilder {
+    /// The `liveload-agent` executable (default: `LIVELOAD_AGENT_BIN`, else next to the running
+    /// executable, else on `PATH`).
+    pub fn agent_bin(mut self, path: impl Into<PathBuf>) -> Self {
+        self.agent_bin = Some(path.into());
+        self
+    }
+
+    /// Where run records live (default: [`liveload_core::lock::default_state_dir`]).
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Split the host into this many nodes (default 1): each reports 1/N of the host.
+    pub fn nodes_per_host(mut self, n: u32) -> Self {
+        self.nodes_per_host = n.max(1);
+        self
+    }
+
+    /// The Chromium executable agents launch.
+    pub fn chromium(mut self, path: Option<PathBuf>) -> Self {
+        self.chromium = path;
+        self
+    }
+
+    /// Whether [`Backend::expected_size`] reports the host's share (default) or `None`, which
+    /// makes the run boot a probe node first.
+    pub fn announce_size(mut self, announce: bool) -> Self {
+        self.announce_size = announce;
+        self
+    }
+
+    /// Whether agents get `PR_SET_PDEATHSIG` (default). Tests turn it off to simulate agents
+    /// orphaned by a crash, which `liveload cleanup` must then find.
+    pub fn die_with_controller(mut self, die: bool) -> Self {
+        self.die_with_controller = die;
+        self
+    }
+
+    /// Test hook: agents wait this long before listening (a slow boot).
+    pub fn debug_delay_listen(mut self, delay: Duration) -> Self {
+        self.debug_delay_listen = delay;
+        self
+    }
+
+    /// Build the backend, finding the agent binary.
+    pub fn build(self) -> Result<LocalBackend> {
+        let agent_bin = match self.agent_bin {
+            Some(path) => path,
+            None => find_agent_bin().ok_or_else(|| Error::Backend {
+                backend: "local",
+                kind: BackendErrorKind::BadImage,
+                message: "the liveload-agent executable was not found".into(),
+                hint: Some(
+                    "build it (cargo build -p liveload-agent) or point LIVELOAD_AGENT_BIN at it"
+                        .into(),
+                ),
+            })?,
+        };
+        Ok(LocalBackend {
+            agent_bin,
+            state_dir: self
+                .state_dir
+                .unwrap_or_else(liveload_core::lock::default_state_dir),
+            nodes_per_host: self.nodes_per_host,
+            chromium: self.chromium,
+            announce_size: self.announce_size,
+            die_with_controller: self.die_with_controller,
+            debug_delay_listen: self.debug_delay_listen,
+        })
+    }
+}
+
+/// `LIVELOAD_AGENT_BIN`, else `liveload-agent` next to the running executable (or one level up,
+/// where cargo puts binaries relative to test executables), else on `PATH`.
+pub fn find_agent_bin() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("LIVELOAD_AGENT_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    for candidate in [
+        dir.join("liveload-agent"),
+        dir.parent()?.join("liveload-agent"),
+    ] {
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+    }
+    let path_var = std::env::var_os("PATH")?;
+    std::env::split_paths(&path_var)
+        .map(|d| d.join("liveload-agent"))
+        .find(|p| p.is_file())
+}
+
+/// What the backend records per node, for itself and for later processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NodeRecord {
+    run_id: String,
+    index: u32,
+    pid: i32,
+    ready_file: PathBuf,
+    log_file: PathBuf,
+}
+
+impl LocalBackend {
+    /// Start building a local backend.
+    pub fn builder() -> LocalBackendBuilder {
+        LocalBackendBuilder::default()
+    }
+
+    /// The directory holding run records.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    fn runs_dir(&self) -> PathBuf {
+        self.state_dir.join("runs")
+    }
+
+    fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.runs_dir().join(run_id)
+    }
+
+    fn record_path(&self, run_id: &str, index: u32) -> PathBuf {
+        self.run_dir(run_id).join(format!("node-{index}.json"))
+    }
+
+    fn read_record(&self, run_id: &str, index: u32) -> Option<NodeRecord> {
+        let text = std::fs::read_to_string(self.record_path(run_id, index)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn handle(record: &NodeRecord) -> NodeHandle {
+        NodeHandle {
+            id: format!("ll-{}-{}", record.run_id, record.index),
+            run_id: record.run_id.clone(),
+            index: record.index,
+            detail: format!("pid {}", record.pid),
+        }
+    }
+}
+
+/// Is `pid` alive and really this run's agent (not a recycled pid)?
+fn is_agent_of(pid: i32, run_id: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let is_agent = args
+        .first()
+        .is_some_and(|a| a.ends_with(b"liveload-agent"));
+    let has_run = args
+        .windows(2)
+        .any(|w| w[0] == b"--run-id" && w[1] == run_id.as_bytes());
+    // A zombie keeps its cmdline empty; it is not alive in any useful sense.
+    is_agent && has_run
+}
+
+/// Does any process remain in process group `pgid`?
+fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    pgid > 0 && unsafe { libc::kill(-pgid, 0) == 0 }
+}
+
+/// Is process group `pgid` made only of leftovers of a liveload agent (its Chromium, whose
+/// profile directory carries liveload's prefix)? Guards against signalling a stranger's group
+/// after the agent's pid was recycled.
+fn group_is_agent_leftovers(pgid: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let mut members = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let pgrp = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|s| s.parse::<i32>().ok());
+        if pgrp != Some(pgid) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let ours = cmdline
+            .windows(b"liveload-chromium-".len())
+            .any(|w| w == b"liveload-chromium-");
+        if !ours {
+            return false;
+        }
+        members += 1;
+    }
+    members > 0
+}
+
+fn backend_error(kind: BackendErrorKind, message: String) -> Error {
+    Error::Backend {
+        backend: "local",
+        kind,
+        message,
+        hint: None,
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn create(&self, spec: &NodeSpec) -> Result<NodeHandle> {
+        use std::os::unix::process::CommandExt as _;
+
+        let run_dir = self.run_dir(&spec.run_id);
+        std::fs::create_dir_all(&run_dir)
+            .map_err(|e| Error::io(format!("creating {}", run_dir.display()), e))?;
+        let ready_file = run_dir.join(format!("node-{}.ready", spec.index));
+        let log_file = run_dir.join(format!("node-{}.log", spec.index));
+        let _ = std::fs::remove_file(&ready_file);
+        let log = std::fs::File::create(&log_file)
+            .map_err(|e| Error::io(format!("creating {}", log_file.display()), e))?;
+
+        let mut command = std::process::Command::new(&self.agent_bin);
+        command
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--run-id")
+            .arg(&spec.run_id)
+            .arg("--ready-file")
+            .arg(&ready_file)
+            .arg("--ttl")
+            .arg(spec.ttl.as_secs().max(1).to_string())
+            .arg("--grace")
+            .arg(spec.grace.as_secs().max(1).to_string())
+            .arg("--host-share")
+            .arg(self.nodes_per_host.to_string())
+            .env("LIVELOAD_TOKEN", spec.token.expose())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        if let Some(chromium) = &self.chromium {
+            command.arg("--chromium").arg(chromium);
+        }
+        if !self.debug_delay_listen.is_zero() {
+            command
+                .arg("--debug-delay-listen-ms")
+                .arg(self.debug_delay_listen.as_millis().to_string());
+        }
+        if let Some(tls) = &spec.tls {
+            command
+                .env("LIVELOAD_TLS_CERT_PEM", &tls.cert_pem)
+                .env("LIVELOAD_TLS_KEY_PEM", &tls.key_pem);
+        }
+        let die_with_controller = self.die_with_controller;
+        // SAFETY: between fork and exec only async-signal-safe calls are made (getpid-family,
+        // setsid, prctl).
+        let parent = unsafe { libc::getpid() };
+        unsafe {
+            command.pre_exec(move || {
+                // Own process group: destroy signals the whole group, Chromium included.
+                libc::setsid();
+                if die_with_controller {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    // The controller may have died between fork and prctl.
+                    if libc::getppid() != parent {
+                        libc::_exit(1);
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = tokio::process::Command::from(command)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| Error::Backend {
+                backend: "local",
+                kind: BackendErrorKind::BadImage,
+                message: format!("cannot start {}: {e}", self.agent_bin.display()),
+                hint: Some("check LIVELOAD_AGENT_BIN or rebuild liveload-agent".into()),
+            })?;
+        let pid = child.id().unwrap_or(0) as i32;
+        // Reap the child when it exits so it never lingers as a zombie.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let record = NodeRecord {
+            run_id: spec.run_id.clone(),
+            index: spec.index,
+            pid,
+            ready_file,
+            log_file,
+        };
+        let path = self.record_path(&spec.run_id, spec.index);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&record).expect("a record serialises"))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        Ok(Self::handle(&record))
+    }
+
+    async fn wait_ready(&self, node: &NodeHandle, deadline: Instant) -> Result<AgentEndpoint> {
+        let record = self.read_record(&node.run_id, node.index).ok_or_else(|| {
+            backend_error(
+                BackendErrorKind::NodeFailed,
+                format!("node {} has no record", node.id),
+            )
+        })?;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&record.ready_file)
+                && let Ok(ready) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(address) = ready["address"].as_str()
+            {
+                return Ok(AgentEndpoint {
+                    address: address.to_string(),
+                    tls: None,
+                    headers: Vec::new(),
+                });
+            }
+            if !is_agent_of(record.pid, &record.run_id) {
+                return Err(backend_error(
+                    BackendErrorKind::NodeFailed,
+                    format!(
+                        "the agent of node {} exited before it was ready; its log ends with:\n{}",
+                        node.id,
+                        tail(&record.log_file, 10)
+                    ),
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::ClusterNodeCreationTimeout {
+                    node: node.id.clone(),
+                    timeout: Duration::ZERO,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn destroy(&self, node: &NodeHandle) -> Result<()> {
+        let Some(record) = self.read_record(&node.run_id, node.index) else {
+            return Ok(()); // Already gone.
+        };
+        if is_agent_of(record.pid, &record.run_id) {
+            // The agent leads its group: SIGTERM lets it close Chromium; SIGKILL after 3 s.
+            // SAFETY: sending signals has no memory-safety preconditions.
+            unsafe {
+                libc::kill(-record.pid, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while group_alive(record.pid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if group_alive(record.pid) {
+                unsafe {
+                    libc::kill(-record.pid, libc::SIGKILL);
+                }
+            }
+        } else if group_alive(record.pid) && group_is_agent_leftovers(record.pid) {
+            // The agent is gone but Chromium processes of its group remain.
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(-record.pid, libc::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_file(&record.ready_file);
+        let _ = std::fs::remove_file(&record.log_file);
+        let _ = std::fs::remove_file(self.record_path(&node.run_id, node.index));
+        // The last node of a run takes the run's directory with it.
+        let _ = std::fs::remove_dir(self.run_dir(&node.run_id));
+        Ok(())
+    }
+
+    async fn list(&self, runs: &RunFilter) -> Result<Vec<NodeHandle>> {
+        let mut nodes = Vec::new();
+        let Ok(run_dirs) = std::fs::read_dir(self.runs_dir()) else {
+            return Ok(nodes);
+        };
+        for run_dir in run_dirs.flatten() {
+            let run_id = run_dir.file_name().to_string_lossy().to_string();
+            if !runs.matches(&run_id) {
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(run_dir.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                    continue;
+                };
+                if entry.path().extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                if let Ok(record) = serde_json::from_str::<NodeRecord>(&text) {
+                    // A record whose agent is dead but whose group lives is still listed, so
+                    // cleanup kills the leftovers.
+                    if is_agent_of(record.pid, &record.run_id)
+                        || (group_alive(record.pid) && group_is_agent_leftovers(record.pid))
+                    {
+                        nodes.push(Self::handle(&record));
+                    }
+                }
+            }
+        }
+        nodes.sort_by(|a, b| (&a.run_id, a.index).cmp(&(&b.run_id, b.index)));
+        Ok(nodes)
+    }
+
+    async fn expected_size(&self) -> Result<Option<NodeSize>> {
+        if !self.announce_size {
+            return Ok(None);
+        }
+        let mut system = sysinfo::System::new();
+        system.refresh_memory();
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64;
+        let share = self.nodes_per_host as u64;
+        Ok(Some(NodeSize {
+            memory_bytes: system.available_memory() / share,
+            cores: cores / share as f64,
+        }))
+    }
+
+    fn node_limit(&self) -> Option<u64> {
+        Some(self.nodes_per_host as u64)
+    }
+}

@@ -1,0 +1,171 @@
+//! The [`Backend`] trait: how liveload gets machines that run its agent.
+//!
+//! Every provider (local processes, Fly Machines, EC2, SSH hosts) implements this one trait and
+//! passes the one conformance suite in [`crate::conformance`]. The trait is deliberately small:
+//! a backend creates, waits for, lists and destroys machines. Everything shared — timeouts,
+//! destroying a node that missed its deadline, sizing, talking to the agent — lives once in
+//! core, so no provider re-implements it.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::Result;
+use crate::tls::Pin;
+
+/// What to create: one node of one run.
+///
+/// Holds the run token, so it is deliberately not `Debug`-printed field by field.
+#[derive(Clone)]
+pub struct NodeSpec {
+    /// The run this node belongs to; every provider tags the machine with it.
+    pub run_id: String,
+    /// The node's index in the run (0-based); with the run id it names the machine.
+    pub index: u32,
+    /// The per-run secret the agent checks on `Hello`. Never logged.
+    pub token: Secret,
+    /// The agent exits at this age whatever happens (hard lifetime).
+    pub ttl: Duration,
+    /// The agent exits when the controller has been silent this long (dead-man switch).
+    pub grace: Duration,
+    /// TLS material for the agent's listener, when the path to it leaves the host.
+    pub tls: Option<crate::tls::AgentTls>,
+    /// Start the agent without a browser (benchmarks of the cluster machinery).
+    pub no_browser: bool,
+}
+
+impl Debug for NodeSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSpec")
+            .field("run_id", &self.run_id)
+            .field("index", &self.index)
+            .field("ttl", &self.ttl)
+            .field("grace", &self.grace)
+            .field("tls", &self.tls.is_some())
+            .field("no_browser", &self.no_browser)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeSpec {
+    /// A stable machine name for this node: `ll-<run id>-<index>`.
+    pub fn machine_name(&self) -> String {
+        format!("ll-{}-{}", self.run_id, self.index)
+    }
+}
+
+/// A string that must never reach a log or a report: `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A machine the provider holds for a run, as the provider describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHandle {
+    /// The provider's id of the machine (process group, Fly machine id, EC2 instance id, host).
+    pub id: String,
+    /// The run the machine is tagged with.
+    pub run_id: String,
+    /// The node index it was created with.
+    pub index: u32,
+    /// A human description (`pid 1234`, `iad shared-cpu-2x`).
+    pub detail: String,
+}
+
+/// How the controller reaches one agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEndpoint {
+    /// `host:port` to dial.
+    pub address: String,
+    /// The TLS certificate to pin, or `None` for plain TCP (loopback or an SSH tunnel only).
+    pub tls: Option<Pin>,
+    /// Extra HTTP headers on the WebSocket upgrade (e.g. Fly's `fly-force-instance-id`).
+    pub headers: Vec<(String, String)>,
+}
+
+/// The size of a node from the provider's catalogue, for planning only: facts decide sizing.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct NodeSize {
+    /// Memory the node will have, in bytes.
+    pub memory_bytes: u64,
+    /// Cores the node will have.
+    pub cores: f64,
+}
+
+/// Which runs to list or clean up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunFilter {
+    /// One run.
+    Run(String),
+    /// Every liveload run the provider holds.
+    All,
+}
+
+impl RunFilter {
+    /// Does this filter select `run_id`?
+    pub fn matches(&self, run_id: &str) -> bool {
+        match self {
+            RunFilter::Run(id) => id == run_id,
+            RunFilter::All => true,
+        }
+    }
+}
+
+/// A provider of agent machines.
+#[async_trait]
+pub trait Backend: Send + Sync + Debug {
+    /// The backend's short name (`local`, `fly`, `ec2`, `ssh`).
+    fn name(&self) -> &'static str;
+
+    /// Ask the provider for one machine running the agent, tagged with the run id, started with
+    /// the token and TTL. Returns once the provider accepted the request, not when it is ready.
+    async fn create(&self, spec: &NodeSpec) -> Result<NodeHandle>;
+
+    /// Wait until the node's agent accepts connections, and say how to reach it.
+    ///
+    /// Returns [`crate::Error::ClusterNodeCreationTimeout`] once `deadline` passes. The caller
+    /// (core) destroys the node on any error; a backend need not.
+    async fn wait_ready(&self, node: &NodeHandle, deadline: Instant) -> Result<AgentEndpoint>;
+
+    /// Destroy the node. Idempotent: a node that is already gone is success.
+    async fn destroy(&self, node: &NodeHandle) -> Result<()>;
+
+    /// Every machine the provider still holds for the selected runs, from the provider's own
+    /// tags or records, so that a later process can clean up after a crashed one.
+    async fn list(&self, runs: &RunFilter) -> Result<Vec<NodeHandle>>;
+
+    /// The node size the provider will give, from its catalogue, when known in advance.
+    async fn expected_size(&self) -> Result<Option<NodeSize>>;
+
+    /// The most nodes this backend can hold for one run regardless of `max_allowed_nodes`
+    /// (the local backend splits one host into a fixed number of shares).
+    fn node_limit(&self) -> Option<u64> {
+        None
+    }
+}

@@ -1,0 +1,21 @@
+//! liveload's core: the [`Backend`] trait every provider implements, the sizing formula, the
+//! cluster lifecycle ([`run::run`]), the metrics model and the typed errors.
+//!
+//! Providers never leak into this crate, and it does no I/O a backend owns: it talks only to
+//! agents (over [`agent_client`]) and to the local file system for the scenario lock.
+
+pub mod agent_client;
+pub mod backend;
+pub mod conformance;
+pub mod error;
+pub mod lock;
+pub mod metrics;
+pub mod names;
+pub mod run;
+pub mod scenario;
+pub mod sizing;
+pub mod tls;
+
+pub use backend::{AgentEndpoint, Backend, NodeHandle, NodeSize, NodeSpec, RunFilter, Secret};
+pub use error::{BackendErrorKind, Error, Result};
+pub use liveload_proto as proto;

@@ -1,0 +1,89 @@
+//! One run of a scenario at a time per machine (`scenario_is_already_running`).
+//!
+//! The lock is an advisory `flock` on a file named after the scenario. The kernel drops it when
+//! the holding process exits for any reason, SIGKILL included, so a crashed run never leaves a
+//! stale lock behind.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// Where liveload keeps local state (locks, local runs' records): `LIVELOAD_STATE_DIR`, else
+/// `$XDG_RUNTIME_DIR/liveload`, else `/tmp/liveload-<uid>`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LIVELOAD_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return PathBuf::from(dir).join("liveload");
+    }
+    // SAFETY: getuid cannot fail and has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("liveload-{uid}"))
+}
+
+/// A held scenario lock; released on drop (or when the process dies).
+#[derive(Debug)]
+pub struct ScenarioLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl ScenarioLock {
+    /// Take the lock for `scenario` under `state_dir`, or fail with
+    /// [`Error::ScenarioIsAlreadyRunning`].
+    pub fn acquire(state_dir: &Path, scenario: &str) -> Result<ScenarioLock> {
+        let dir = state_dir.join("locks");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        // Scenario names are free text; keep the file name safe and still readable.
+        let safe: String = scenario
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .collect();
+        let path = dir.join(format!("{safe}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(ScenarioLock { _file: file, path }),
+            Err(TryLockError::WouldBlock) => Err(Error::ScenarioIsAlreadyRunning {
+                scenario: scenario.to_string(),
+                lock: path,
+            }),
+            Err(TryLockError::Error(e)) => {
+                Err(Error::io(format!("locking {}", path.display()), e))
+            }
+        }
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_is_refused_until_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ScenarioLock::acquire(dir.path(), "checkout flow").unwrap();
+        match ScenarioLock::acquire(dir.path(), "checkout flow") {
+            Err(e @ Error::ScenarioIsAlreadyRunning { .. }) => {
+                assert_eq!(e.code(), "scenario_is_already_running")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another scenario is independent.
+        ScenarioLock::acquire(dir.path(), "other").unwrap();
+        drop(first);
+        ScenarioLock::acquire(dir.path(), "checkout flow").unwrap();
+    }
+}

@@ -1,0 +1,789 @@
+//! A whole run: plan → provision → measure → size → dispatch → observe → tear down.
+//!
+//! [`run`] is the one function the CLI calls. Its shape guarantees the promise users care most
+//! about: every node the run creates is destroyed, whatever happens. The run itself is one
+//! future raced against the interrupt signal; whichever ends first, [`teardown`] then destroys
+//! every node this process created *and* every node the backend still lists for the run id (a
+//! create whose answer was lost still carries the tag).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use liveload_proto::{AgentMessage, Assignment, ControllerMessage, NodeFacts};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::agent_client::{AgentConnection, AgentSender, message_name};
+use crate::backend::{Backend, NodeHandle, NodeSize, NodeSpec, RunFilter, Secret};
+use crate::metrics::{LatencySummary, MetricsAggregate, counter};
+use crate::scenario::Scenario;
+use crate::sizing::{NodeCapacity, SizingConfig, assign_users, necessary_nodes};
+use crate::tls::Pin;
+use crate::{Error, Result, names};
+
+/// Everything a run needs besides the scenario and the backend.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The cluster's name (run ids, machine names, the lock); see [`names`].
+    pub cluster_name: String,
+    /// Users to simulate.
+    pub users: u64,
+    /// How long users iterate.
+    pub duration: Duration,
+    /// The most nodes the run may use.
+    pub max_allowed_nodes: u64,
+    /// How long one node may take from create to a completed handshake.
+    pub creation_timeout: Duration,
+    /// The sizing formula's knobs.
+    pub sizing: SizingConfig,
+    /// The agents' hard lifetime.
+    pub ttl: Duration,
+    /// The agents' dead-man grace period.
+    pub grace: Duration,
+    /// Serve the agent link over TLS pinned to a per-run certificate.
+    pub tls: bool,
+    /// Time between user starts on each node (0: all at once).
+    pub start_interval: Duration,
+    /// Run the agents without a browser (benchmarks of the cluster machinery).
+    pub no_browser: bool,
+}
+
+impl RunOptions {
+    /// Defaults for `users` over `duration`: 100 nodes at most, 120 s creation timeout, 30 s
+    /// grace, a TTL of the duration plus 15 minutes, plain loopback links.
+    pub fn new(cluster_name: impl Into<String>, users: u64, duration: Duration) -> Self {
+        RunOptions {
+            cluster_name: cluster_name.into(),
+            users,
+            duration,
+            max_allowed_nodes: 100,
+            creation_timeout: Duration::from_secs(120),
+            sizing: SizingConfig::default(),
+            ttl: duration + Duration::from_secs(15 * 60),
+            grace: Duration::from_secs(30),
+            tls: false,
+            start_interval: Duration::ZERO,
+            no_browser: false,
+        }
+    }
+
+    /// Check every option before anything is created.
+    pub fn validate(&self) -> Result<()> {
+        names::validate_cluster_name(&self.cluster_name)?;
+        if self.max_allowed_nodes == 0 {
+            return Err(Error::MaxAllowedNodesInvalid { value: 0 });
+        }
+        if self.users == 0 {
+            return Err(Error::InvalidOption {
+                option: "--users".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.duration.is_zero() {
+            return Err(Error::InvalidOption {
+                option: "--duration".into(),
+                message: "must be more than 0".into(),
+            });
+        }
+        if self.grace < Duration::from_secs(1) {
+            return Err(Error::InvalidOption {
+                option: "--grace".into(),
+                message: "must be at least 1s".into(),
+            });
+        }
+        self.sizing.validate()
+    }
+}
+
+/// What the run is told while it goes on (the CLI draws progress from these).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The plan before any node is booted.
+    Planned(Plan),
+    /// Nodes are being booted.
+    Booting {
+        /// How many in this wave.
+        nodes: u32,
+    },
+    /// One node answered the handshake with its facts.
+    NodeReady(NodeReport),
+    /// Users were assigned; nothing started yet.
+    Assigned {
+        /// Users per node, in node order.
+        users: Vec<u64>,
+    },
+    /// Every agent received the start signal.
+    Started,
+    /// A snapshot was merged.
+    Progress {
+        /// Seconds since start.
+        elapsed: Duration,
+        /// Users running now, cluster-wide.
+        active_users: u64,
+        /// Iterations completed so far.
+        iterations_ok: u64,
+        /// Iterations failed so far.
+        iterations_failed: u64,
+    },
+    /// Teardown began.
+    TearingDown {
+        /// Nodes to destroy.
+        nodes: usize,
+    },
+    /// One node was destroyed.
+    NodeDestroyed {
+        /// Its id.
+        node: String,
+    },
+}
+
+/// Something that listens to a run's [`Event`]s.
+pub trait Observer: Send + Sync {
+    /// Called for every event, in order.
+    fn event(&self, event: &Event);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&self, _: &Event) {}
+}
+
+/// How the cluster will be (or was) sized before booting.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Users requested.
+    pub users: u64,
+    /// Nodes to boot first.
+    pub nodes: u64,
+    /// Users one node can host, by the plan's figures.
+    pub users_per_node: u64,
+    /// Where the node size came from: `catalogue` (the backend's expected size) or `probe`
+    /// (a booted node's facts).
+    pub source: &'static str,
+    /// The node size the plan used.
+    pub node_memory_bytes: u64,
+    /// The node cores the plan used.
+    pub node_cores: f64,
+    /// The formula's intermediate figures.
+    pub capacity: NodeCapacity,
+    /// The limit in force (`max_allowed_nodes`, or lower if the backend holds fewer).
+    pub max_nodes: u64,
+    /// The sizing knobs used.
+    pub sizing: SizingConfig,
+}
+
+impl Plan {
+    /// Plan from a node size (the backend's catalogue or a probe's facts).
+    pub fn from_size(
+        users: u64,
+        size: NodeSize,
+        source: &'static str,
+        sizing: &SizingConfig,
+        max_nodes: u64,
+    ) -> Result<Plan> {
+        let capacity = sizing.capacity_of_size(&size);
+        if capacity.users == 0 {
+            return Err(Error::NodeTooSmall {
+                node: format!("({source} size)"),
+                memory_mib: capacity.usable_memory_bytes / (1024 * 1024),
+                cores: size.cores,
+                needed_mib: (sizing.profile.browser_memory_usage_bytes
+                    + sizing.profile.context_memory_usage_bytes)
+                    / (1024 * 1024),
+            });
+        }
+        let nodes = necessary_nodes(users, capacity.users, max_nodes)?;
+        Ok(Plan {
+            users,
+            nodes,
+            users_per_node: capacity.users,
+            source,
+            node_memory_bytes: size.memory_bytes,
+            node_cores: size.cores,
+            capacity,
+            max_nodes,
+            sizing: *sizing,
+        })
+    }
+}
+
+/// One node of a run, as measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    /// The provider's id.
+    pub id: String,
+    /// The node's index.
+    pub index: u32,
+    /// The agent's version.
+    pub agent_version: String,
+    /// What the agent measured.
+    pub facts: NodeFacts,
+    /// Users the facts allow.
+    pub capacity: NodeCapacity,
+    /// Users assigned (0 until assignment).
+    pub users: u64,
+    /// First user id of the node's range.
+    pub first_user_id: u64,
+    /// Seconds from create to a completed handshake.
+    pub ready_after_s: f64,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    /// The run's id.
+    pub run_id: String,
+    /// The scenario's name.
+    pub scenario: String,
+    /// The plan it started from.
+    pub plan: Plan,
+    /// Every node that ran users.
+    pub nodes: Vec<NodeReport>,
+    /// Users requested.
+    pub users: u64,
+    /// Users whose every iteration succeeded.
+    pub users_succeeded: u64,
+    /// Users that failed an iteration or could not start.
+    pub users_failed: u64,
+    /// Iterations that passed.
+    pub iterations_ok: u64,
+    /// Iterations that failed.
+    pub iterations_failed: u64,
+    /// Seconds from the first create to every agent's facts in.
+    pub boot_s: f64,
+    /// Seconds from the start signal to every agent finished.
+    pub run_s: f64,
+    /// Latency percentiles by metric (`step:<name>`, `iteration`, `user_setup`).
+    pub latencies: std::collections::BTreeMap<String, LatencySummary>,
+    /// Counters by name, cluster totals.
+    pub counters: std::collections::BTreeMap<String, u64>,
+}
+
+impl RunReport {
+    /// Did every user succeed?
+    pub fn succeeded(&self) -> bool {
+        self.users_failed == 0 && self.users_succeeded == self.users
+    }
+}
+
+/// Nodes this process created and has not destroyed yet.
+type Created = Arc<Mutex<Vec<NodeHandle>>>;
+
+/// Run `scenario` on `backend`. Every node is destroyed before this returns, on success, error or
+/// when `interrupt` completes (Ctrl-C).
+pub async fn run(
+    backend: Arc<dyn Backend>,
+    scenario: &Scenario,
+    options: &RunOptions,
+    observer: Arc<dyn Observer>,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Result<RunReport> {
+    options.validate()?;
+    let run_id = names::new_run_id(&options.cluster_name);
+    let created: Created = Arc::default();
+    let outcome = tokio::select! {
+        outcome = run_cluster(backend.clone(), scenario, options, &run_id, created.clone(), observer.clone()) => outcome,
+        _ = interrupt => Err(Error::Interrupted),
+    };
+    let teardown_result = teardown(backend.as_ref(), &run_id, &created, observer.as_ref()).await;
+    let report = outcome?;
+    teardown_result?;
+    Ok(report)
+}
+
+/// Destroy every node of `run_id`: the ones this process created and any the backend still
+/// lists. Returns the first destroy error after trying every node.
+pub async fn teardown(
+    backend: &dyn Backend,
+    run_id: &str,
+    created: &Created,
+    observer: &dyn Observer,
+) -> Result<()> {
+    let mut nodes: Vec<NodeHandle> = std::mem::take(&mut *created.lock().expect("not poisoned"));
+    if let Ok(listed) = backend.list(&RunFilter::Run(run_id.to_string())).await {
+        for node in listed {
+            if !nodes.iter().any(|n| n.id == node.id) {
+                nodes.push(node);
+            }
+        }
+    }
+    observer.event(&Event::TearingDown { nodes: nodes.len() });
+    let results = join_all(nodes.iter().map(|node| async move {
+        let result = backend.destroy(node).await;
+        if result.is_ok() {
+            observer.event(&Event::NodeDestroyed {
+                node: node.id.clone(),
+            });
+        }
+        result
+    }))
+    .await;
+    results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
+}
+
+/// A node that answered, with the link the run talks to it through.
+struct LiveNode {
+    report: NodeReport,
+    handle: NodeHandle,
+    commands: mpsc::UnboundedSender<ControllerMessage>,
+}
+
+/// Messages from every node's reader task, tagged with the node's index.
+type Inbox = mpsc::UnboundedReceiver<(usize, Result<AgentMessage>)>;
+
+struct Booter<'a> {
+    backend: Arc<dyn Backend>,
+    options: &'a RunOptions,
+    run_id: &'a str,
+    token: Secret,
+    tls: Option<(crate::tls::AgentTls, Pin)>,
+    created: Created,
+    observer: Arc<dyn Observer>,
+    inbox_tx: mpsc::UnboundedSender<(usize, Result<AgentMessage>)>,
+}
+
+impl Booter<'_> {
+    fn spec(&self, index: u32) -> NodeSpec {
+        NodeSpec {
+            run_id: self.run_id.to_string(),
+            index,
+            token: self.token.clone(),
+            ttl: self.options.ttl,
+            grace: self.options.grace,
+            tls: self.tls.as_ref().map(|(agent, _)| agent.clone()),
+            no_browser: self.options.no_browser,
+        }
+    }
+
+    /// Boot nodes `indices` all at once; each either answers with its facts or is destroyed.
+    async fn boot(&self, indices: std::ops::Range<u32>, live: &mut Vec<LiveNode>) -> Result<()> {
+        self.observer.event(&Event::Booting {
+            nodes: indices.len() as u32,
+        });
+        let results = join_all(indices.map(|i| self.boot_one(i))).await;
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok((handle, connection, report)) => {
+                    let commands = spawn_link(
+                        report.index as usize,
+                        connection,
+                        self.inbox_tx.clone(),
+                        heartbeat_interval(self.options.grace),
+                    );
+                    self.observer.event(&Event::NodeReady(report.clone()));
+                    live.push(LiveNode {
+                        report,
+                        handle,
+                        commands,
+                    });
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn boot_one(&self, index: u32) -> Result<(NodeHandle, AgentConnection, NodeReport)> {
+        let started = Instant::now();
+        let deadline = started + self.options.creation_timeout;
+        let spec = self.spec(index);
+        let handle = self.backend.create(&spec).await?;
+        self.created
+            .lock()
+            .expect("not poisoned")
+            .push(handle.clone());
+        match self.await_agent(&handle, deadline).await {
+            Ok((connection, welcome)) => {
+                let capacity = self.options.sizing.capacity_of(&welcome.facts);
+                let report = NodeReport {
+                    id: handle.id.clone(),
+                    index,
+                    agent_version: welcome.agent_version,
+                    facts: welcome.facts,
+                    capacity,
+                    users: 0,
+                    first_user_id: 0,
+                    ready_after_s: started.elapsed().as_secs_f64(),
+                };
+                Ok((handle, connection, report))
+            }
+            Err(e) => {
+                // A node that missed its deadline or refused us is destroyed now, not at the
+                // end of the run: it costs money and may never answer.
+                if self.backend.destroy(&handle).await.is_ok() {
+                    self.created
+                        .lock()
+                        .expect("not poisoned")
+                        .retain(|n| n.id != handle.id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn await_agent(
+        &self,
+        handle: &NodeHandle,
+        deadline: Instant,
+    ) -> Result<(AgentConnection, crate::agent_client::Welcome)> {
+        let endpoint = wait_ready(
+            self.backend.as_ref(),
+            handle,
+            deadline,
+            self.options.creation_timeout,
+        )
+        .await?;
+        let mut endpoint = endpoint;
+        if let (Some((_, pin)), None) = (&self.tls, &endpoint.tls) {
+            // The backend reached the agent over a path it does not encrypt itself: pin the
+            // run's certificate.
+            endpoint.tls = Some(pin.clone());
+        }
+        AgentConnection::connect(&handle.id, &endpoint, &self.token, deadline)
+            .await
+            .map_err(|e| match e {
+                Error::AgentConnection { .. } if Instant::now() >= deadline => {
+                    Error::ClusterNodeCreationTimeout {
+                        node: handle.id.clone(),
+                        timeout: self.options.creation_timeout,
+                    }
+                }
+                e => e,
+            })
+    }
+}
+
+/// [`Backend::wait_ready`], cut at `deadline` even if the backend overruns it.
+pub async fn wait_ready(
+    backend: &dyn Backend,
+    handle: &NodeHandle,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<crate::backend::AgentEndpoint> {
+    match tokio::time::timeout_at(deadline, backend.wait_ready(handle, deadline)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::ClusterNodeCreationTimeout {
+            node: handle.id.clone(),
+            timeout,
+        }),
+    }
+}
+
+/// [`wait_ready`], and on any error destroy the node before returning the error.
+pub async fn wait_ready_or_destroy(
+    backend: &dyn Backend,
+    handle: &NodeHandle,
+    timeout: Duration,
+) -> Result<crate::backend::AgentEndpoint> {
+    let deadline = Instant::now() + timeout;
+    match wait_ready(backend, handle, deadline, timeout).await {
+        Ok(endpoint) => Ok(endpoint),
+        Err(e) => {
+            backend.destroy(handle).await?;
+            Err(e)
+        }
+    }
+}
+
+fn heartbeat_interval(grace: Duration) -> Duration {
+    (grace / 4).clamp(Duration::from_millis(200), Duration::from_secs(2))
+}
+
+/// Start the tasks that own one agent link: a writer that sends commands and heartbeats, and a
+/// reader that forwards every message into the run's inbox. Dropping the returned sender closes
+/// the link.
+fn spawn_link(
+    position: usize,
+    connection: AgentConnection,
+    inbox: mpsc::UnboundedSender<(usize, Result<AgentMessage>)>,
+    heartbeat: Duration,
+) -> mpsc::UnboundedSender<ControllerMessage> {
+    let (sender, mut receiver) = connection.into_split();
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    tokio::spawn(write_loop(sender, commands_rx, heartbeat));
+    tokio::spawn(async move {
+        loop {
+            let message = receiver.recv().await;
+            let failed = message.is_err();
+            if inbox.send((position, message)).is_err() || failed {
+                break;
+            }
+        }
+    });
+    commands_tx
+}
+
+async fn write_loop(
+    mut sender: AgentSender,
+    mut commands: mpsc::UnboundedReceiver<ControllerMessage>,
+    heartbeat: Duration,
+) {
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let message = tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => command,
+                None => break,
+            },
+            _ = ticker.tick() => ControllerMessage::Heartbeat,
+        };
+        if sender.send(&message).await.is_err() {
+            return;
+        }
+    }
+    sender.close().await;
+}
+
+async fn run_cluster(
+    backend: Arc<dyn Backend>,
+    scenario: &Scenario,
+    options: &RunOptions,
+    run_id: &str,
+    created: Created,
+    observer: Arc<dyn Observer>,
+) -> Result<RunReport> {
+    let max_nodes = backend
+        .node_limit()
+        .map_or(options.max_allowed_nodes, |limit| {
+            limit.min(options.max_allowed_nodes)
+        });
+    let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
+    let booter = Booter {
+        backend: backend.clone(),
+        options,
+        run_id,
+        token: names::new_token(),
+        tls: if options.tls {
+            Some(crate::tls::generate_run_certificate()?)
+        } else {
+            None
+        },
+        created,
+        observer: observer.clone(),
+        inbox_tx,
+    };
+    let boot_started = Instant::now();
+    let mut live: Vec<LiveNode> = Vec::new();
+
+    // Plan: from the catalogue when the backend knows its node size, else from a probe node.
+    let plan = match backend.expected_size().await? {
+        Some(size) => {
+            let plan = Plan::from_size(options.users, size, "catalogue", &options.sizing, max_nodes)?;
+            observer.event(&Event::Planned(plan.clone()));
+            booter.boot(0..plan.nodes as u32, &mut live).await?;
+            plan
+        }
+        None => {
+            booter.boot(0..1, &mut live).await?;
+            let facts = &live[0].report.facts;
+            options.sizing.check_node(&live[0].report.id, facts)?;
+            let size = NodeSize {
+                memory_bytes: facts.effective_memory_bytes,
+                cores: facts.effective_cores,
+            };
+            let plan = Plan::from_size(options.users, size, "probe", &options.sizing, max_nodes)?;
+            observer.event(&Event::Planned(plan.clone()));
+            booter.boot(1..plan.nodes as u32, &mut live).await?;
+            plan
+        }
+    };
+
+    // Size: every node's own facts decide its share. Boot the shortfall when nodes turned out
+    // smaller than planned.
+    loop {
+        for node in &live {
+            booter
+                .options
+                .sizing
+                .check_node(&node.report.id, &node.report.facts)?;
+        }
+        let capacity: u64 = live.iter().map(|n| n.report.capacity.users).sum();
+        if capacity >= options.users {
+            break;
+        }
+        let smallest = live
+            .iter()
+            .map(|n| n.report.capacity.users)
+            .min()
+            .unwrap_or(1);
+        let extra = (options.users - capacity).div_ceil(smallest);
+        let necessary = live.len() as u64 + extra;
+        if necessary > max_nodes {
+            return Err(Error::NecessaryNodesExceedsMaxAllowedNodes {
+                necessary,
+                max_allowed: max_nodes,
+                users: options.users,
+                users_per_node: smallest,
+            });
+        }
+        let from = live.len() as u32;
+        booter.boot(from..from + extra as u32, &mut live).await?;
+    }
+    let boot_s = boot_started.elapsed().as_secs_f64();
+
+    // Assign user ranges by capacity, before any context exists anywhere.
+    let capacities: Vec<u64> = live.iter().map(|n| n.report.capacity.users).collect();
+    let shares = assign_users(options.users, &capacities);
+    let mut next_user = 0;
+    for (node, users) in live.iter_mut().zip(&shares) {
+        node.report.users = *users;
+        node.report.first_user_id = next_user;
+        next_user += users;
+    }
+    observer.event(&Event::Assigned {
+        users: shares.clone(),
+    });
+    // Nodes left without users are destroyed now rather than idling until the end.
+    let (idle, live): (Vec<_>, Vec<_>) = live.into_iter().partition(|n| n.report.users == 0);
+    for node in idle {
+        let _ = node.commands.send(ControllerMessage::Shutdown);
+        if backend.destroy(&node.handle).await.is_ok() {
+            booter
+                .created
+                .lock()
+                .expect("not poisoned")
+                .retain(|n| n.id != node.handle.id);
+        }
+    }
+    // Inbox messages carry the node index; map it to the node's place among those kept.
+    let original_to_live: std::collections::HashMap<usize, usize> = live
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.report.index as usize, i))
+        .collect();
+
+    // Prepare every node (browser launched, users not started), then start them together.
+    for node in &live {
+        let assignment = Assignment {
+            run_id: run_id.to_string(),
+            scenario: scenario.name.clone(),
+            base_url: scenario.base_url.clone(),
+            first_user_id: node.report.first_user_id,
+            users: node.report.users,
+            duration_ms: options.duration.as_millis() as u64,
+            iteration_timeout_ms: scenario.iteration_timeout.as_millis() as u64,
+            start_interval_ms: options.start_interval.as_millis() as u64,
+            steps: scenario.steps.clone(),
+            no_browser: options.no_browser,
+        };
+        send(node, ControllerMessage::Prepare(Box::new(assignment)))?;
+    }
+    let mut prepared = 0;
+    let prepare_deadline = Instant::now() + options.creation_timeout;
+    while prepared < live.len() {
+        let (position, message) = next_message(&mut inbox, prepare_deadline, "prepare").await?;
+        let Some(&i) = original_to_live.get(&position) else {
+            continue;
+        };
+        match message? {
+            AgentMessage::Prepared { .. } => prepared += 1,
+            AgentMessage::Failed { message } => {
+                return Err(Error::RunFailed {
+                    message: format!("node {} could not prepare: {message}", live[i].report.id),
+                });
+            }
+            other => {
+                return Err(Error::AgentConnection {
+                    node: live[i].report.id.clone(),
+                    message: format!("expected prepared, got {}", message_name(&other)),
+                });
+            }
+        }
+    }
+    for node in &live {
+        send(node, ControllerMessage::Start)?;
+    }
+    observer.event(&Event::Started);
+    let started = Instant::now();
+
+    // Observe until every node has finished.
+    let mut metrics = MetricsAggregate::default();
+    let mut finished = vec![false; live.len()];
+    let run_deadline =
+        started + options.duration + scenario.iteration_timeout + Duration::from_secs(30);
+    while finished.iter().any(|f| !f) {
+        let (position, message) = next_message(&mut inbox, run_deadline, "run").await?;
+        let Some(&i) = original_to_live.get(&position) else {
+            continue;
+        };
+        let node_id = live[i].report.id.clone();
+        match message? {
+            AgentMessage::Snapshot(snapshot) => metrics.merge(&node_id, &snapshot)?,
+            AgentMessage::Finished(snapshot) => {
+                metrics.merge(&node_id, &snapshot)?;
+                finished[i] = true;
+            }
+            AgentMessage::Failed { message } => {
+                return Err(Error::RunFailed {
+                    message: format!("node {node_id}: {message}"),
+                });
+            }
+            other => {
+                return Err(Error::AgentConnection {
+                    node: node_id,
+                    message: format!("unexpected {} during the run", message_name(&other)),
+                });
+            }
+        }
+        observer.event(&Event::Progress {
+            elapsed: started.elapsed(),
+            active_users: metrics.active_users(),
+            iterations_ok: metrics.counter(counter::ITERATIONS_OK),
+            iterations_failed: metrics.counter(counter::ITERATIONS_FAILED),
+        });
+    }
+    let run_s = started.elapsed().as_secs_f64();
+    for node in &live {
+        let _ = node.commands.send(ControllerMessage::Shutdown);
+    }
+
+    Ok(RunReport {
+        run_id: run_id.to_string(),
+        scenario: scenario.name.clone(),
+        plan,
+        nodes: live.iter().map(|n| n.report.clone()).collect(),
+        users: options.users,
+        users_succeeded: metrics.counter(counter::USERS_SUCCEEDED),
+        users_failed: metrics.counter(counter::USERS_FAILED),
+        iterations_ok: metrics.counter(counter::ITERATIONS_OK),
+        iterations_failed: metrics.counter(counter::ITERATIONS_FAILED),
+        boot_s,
+        run_s,
+        latencies: metrics.summaries(),
+        counters: metrics.counters.clone(),
+    })
+}
+
+fn send(node: &LiveNode, message: ControllerMessage) -> Result<()> {
+    node.commands
+        .send(message)
+        .map_err(|_| Error::AgentConnection {
+            node: node.report.id.clone(),
+            message: "the link to the agent is closed".into(),
+        })
+}
+
+async fn next_message(
+    inbox: &mut Inbox,
+    deadline: Instant,
+    phase: &str,
+) -> Result<(usize, Result<AgentMessage>)> {
+    match tokio::time::timeout_at(deadline, inbox.recv()).await {
+        Ok(Some(message)) => Ok(message),
+        Ok(None) => Err(Error::RunFailed {
+            message: format!("every agent link closed during {phase}"),
+        }),
+        Err(_) => Err(Error::RunFailed {
+            message: format!("agents did not answer in time during {phase}"),
+        }),
+    }
+}

@@ -1,0 +1,284 @@
+//! Messages between the liveload controller and its agents.
+//!
+//! This crate is the contract of the wire: it defines what each side may say, and how a frame of
+//! bytes turns into a message. It does no I/O. The transport (a WebSocket, optionally inside TLS)
+//! lives in `liveload-core` (controller side) and `liveload-agent` (agent side).
+//!
+//! # The conversation
+//!
+//! ```text
+//! controller                                  agent
+//!     |-- Hello {version, token} ----------------->|   first frame, within HELLO_TIMEOUT
+//!     |<------------- Welcome {facts} | Rejected --|   token checked in constant time
+//!     |-- Prepare {assignment} ------------------->|   browser launched, users not started
+//!     |<------------------- Prepared {browser} ----|
+//!     |-- Start ---------------------------------->|   every agent starts on the same signal
+//!     |<----------------- Snapshot (every second) -|
+//!     |-- Heartbeat (every few seconds) ---------->|   silence past `grace` = dead-man switch
+//!     |<--------------------- Finished {final} ----|
+//!     |-- Shutdown ------------------------------->|   agent closes Chromium and exits
+//! ```
+//!
+//! Every frame is one JSON document in a WebSocket text message. Frames from the other side are
+//! untrusted bytes: [`decode_controller`] and [`decode_agent`] refuse anything larger than
+//! [`MAX_FRAME_BYTES`] and never panic (property-tested in `tests/`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+mod step;
+
+pub use step::{Step, StepKind};
+
+/// Version of this protocol. A controller and an agent talk only when both say the same number.
+///
+/// Bump it on any change that an older peer would misread.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame either side accepts, in bytes. A snapshot of hundreds of histograms fits
+/// comfortably; anything larger is a bug or an attack.
+pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long an agent waits for the first frame (`Hello`) before closing the connection.
+pub const HELLO_TIMEOUT_MS: u64 = 10_000;
+
+/// What the controller says to an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControllerMessage {
+    /// The first frame of every connection: who is speaking and with what right.
+    Hello {
+        /// The controller's [`PROTOCOL_VERSION`].
+        protocol_version: u32,
+        /// The per-run secret the agent was started with.
+        token: String,
+        /// The controller's crate version, for messages only.
+        controller_version: String,
+    },
+    /// The users this agent will run. The agent launches its browser and answers `Prepared`,
+    /// but starts no user before `Start`.
+    Prepare(Box<Assignment>),
+    /// Start every prepared user now.
+    Start,
+    /// Nothing to say, but still alive: resets the agent's dead-man switch.
+    Heartbeat,
+    /// Stop users: gracefully (finish the current iteration) or at once (`force`).
+    Stop {
+        /// Stop now instead of letting the current iterations finish.
+        force: bool,
+    },
+    /// Stop everything, close the browser and exit the agent process.
+    Shutdown,
+}
+
+/// What an agent says to the controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// The answer to an accepted `Hello`: the node's real facts.
+    Welcome {
+        /// The agent's [`PROTOCOL_VERSION`].
+        protocol_version: u32,
+        /// The agent's crate version.
+        agent_version: String,
+        /// What this node really is.
+        facts: NodeFacts,
+    },
+    /// The answer to a refused `Hello`; the agent closes the connection after it.
+    Rejected {
+        /// Why.
+        reason: Rejection,
+    },
+    /// The answer to `Prepare`: the browser is up and the users are ready to start.
+    Prepared {
+        /// How many users this agent will run.
+        users: u64,
+        /// The browser that will run them (`None` when the agent runs without one).
+        browser: Option<BrowserInfo>,
+    },
+    /// Metrics recorded since the previous snapshot (a delta, never a running total).
+    Snapshot(MetricsSnapshot),
+    /// Every user has ended; the last metrics delta.
+    Finished(MetricsSnapshot),
+    /// The agent could not do what was asked; it stays connected so the controller can shut it
+    /// down.
+    Failed {
+        /// What went wrong, in words.
+        message: String,
+    },
+}
+
+/// Why an agent refused a controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Rejection {
+    /// The token did not match the one the agent was started with.
+    Unauthorized,
+    /// Controller and agent speak different protocol versions.
+    ProtocolMismatch {
+        /// The agent's version.
+        agent: u32,
+        /// The controller's version.
+        controller: u32,
+    },
+    /// Another controller is already connected to this agent.
+    Busy,
+    /// The first frame was not a `Hello`.
+    ExpectedHello,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::Unauthorized => write!(
+                f,
+                "the agent refused the run token (it was started for another run, or the token was mistyped)"
+            ),
+            Rejection::ProtocolMismatch { agent, controller } => write!(
+                f,
+                "protocol mismatch: the agent speaks version {agent}, this controller speaks version {controller}; \
+                 use an agent image built from the same liveload release"
+            ),
+            Rejection::Busy => write!(f, "another controller is already connected to this agent"),
+            Rejection::ExpectedHello => write!(f, "the first frame was not a hello"),
+        }
+    }
+}
+
+/// What a node really is, measured by the agent on the node itself.
+///
+/// Sizing uses `effective_*`: the host's figures, lowered by cgroup limits (a container's limit
+/// wins over the host's) and divided by `host_share` when several agents share one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeFacts {
+    /// The node's host name.
+    pub hostname: String,
+    /// CPU architecture (`x86_64`, `aarch64`).
+    pub arch: String,
+    /// Physical memory of the host, in bytes.
+    pub total_memory_bytes: u64,
+    /// Memory the host reports as available now, in bytes.
+    pub available_memory_bytes: u64,
+    /// Logical cores of the host.
+    pub logical_cores: u32,
+    /// cgroup v2 `memory.max` of the agent's cgroup (smallest along the path), when limited.
+    pub cgroup_memory_limit_bytes: Option<u64>,
+    /// cgroup v2 `cpu.max` as cores (`quota / period`), when limited.
+    pub cgroup_cpu_limit: Option<f64>,
+    /// When several agents share one host (local backend), this agent's share is 1 / `host_share`.
+    pub host_share: Option<u32>,
+    /// Memory this agent may use: min(available, cgroup limit - usage) / share.
+    pub effective_memory_bytes: u64,
+    /// Cores this agent may use: min(logical, cgroup limit) / share.
+    pub effective_cores: f64,
+    /// The Chromium the agent will launch, when found.
+    pub chromium: Option<BrowserInfo>,
+}
+
+/// A browser executable and its version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrowserInfo {
+    /// Path of the executable.
+    pub path: String,
+    /// What it says of its version (`Chromium 156.0.8078.79`).
+    pub version: String,
+}
+
+/// The users one agent runs, and what they do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The run these users belong to.
+    pub run_id: String,
+    /// The scenario's name.
+    pub scenario: String,
+    /// Base URL that relative step URLs are joined to.
+    pub base_url: String,
+    /// The first user id of this agent's range; users are `first_user_id .. first_user_id + users`.
+    pub first_user_id: u64,
+    /// How many users this agent runs.
+    pub users: u64,
+    /// How long users keep starting iterations, in milliseconds.
+    pub duration_ms: u64,
+    /// The longest one iteration may take before it is failed, in milliseconds.
+    pub iteration_timeout_ms: u64,
+    /// Time between user starts on this agent, in milliseconds (0: all at once).
+    pub start_interval_ms: u64,
+    /// The steps of one iteration.
+    pub steps: Vec<Step>,
+    /// Run without a browser: users execute only `think` steps (benchmarks, protocol tests).
+    #[serde(default)]
+    pub no_browser: bool,
+}
+
+/// One histogram, in HdrHistogram's V2 serialization (base64 in JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HistogramBlob(#[serde(with = "base64_bytes")] pub Vec<u8>);
+
+/// Metrics recorded by one agent over one interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricsSnapshot {
+    /// Sequence number, from 0, per connection.
+    pub seq: u64,
+    /// Milliseconds since `Start` at the end of this interval.
+    pub elapsed_ms: u64,
+    /// Users running at the end of this interval.
+    pub active_users: u64,
+    /// Counter increments during the interval, by metric name.
+    pub counters: BTreeMap<String, u64>,
+    /// Latency histograms (microseconds) recorded during the interval, by metric name.
+    pub histograms: BTreeMap<String, HistogramBlob>,
+}
+
+/// Why a frame could not be turned into a message.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The frame is larger than [`MAX_FRAME_BYTES`].
+    #[error("frame of {0} bytes is larger than the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(usize),
+    /// The frame is not a message of this protocol.
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+fn decode<T: serde::de::DeserializeOwned>(frame: &[u8]) -> Result<T, DecodeError> {
+    if frame.len() > MAX_FRAME_BYTES {
+        return Err(DecodeError::TooLarge(frame.len()));
+    }
+    Ok(serde_json::from_slice(frame)?)
+}
+
+/// Decode a frame the controller sent (on the agent side).
+pub fn decode_controller(frame: &[u8]) -> Result<ControllerMessage, DecodeError> {
+    decode(frame)
+}
+
+/// Decode a frame an agent sent (on the controller side).
+pub fn decode_agent(frame: &[u8]) -> Result<AgentMessage, DecodeError> {
+    decode(frame)
+}
+
+/// Encode a message as one frame.
+pub fn encode<T: Serialize>(message: &T) -> String {
+    // Serialising these types cannot fail: every map key is a string and no type has a
+    // fallible `Serialize`.
+    serde_json::to_string(message).expect("protocol messages always serialise")
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,130 @@
+//! The decoders face untrusted bytes: they must never panic, must refuse oversize frames, and
+//! must give back exactly what was encoded.
+
+use std::collections::BTreeMap;
+
+use liveload_proto::*;
+use proptest::prelude::*;
+
+fn arb_snapshot() -> impl Strategy<Value = MetricsSnapshot> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        proptest::collection::btree_map("[a-z:_.]{1,20}", any::<u64>(), 0..8),
+        proptest::collection::btree_map(
+            "[a-z:_.]{1,20}",
+            proptest::collection::vec(any::<u8>(), 0..64),
+            0..4,
+        ),
+    )
+        .prop_map(|(seq, elapsed_ms, active_users, counters, hists)| MetricsSnapshot {
+            seq,
+            elapsed_ms,
+            active_users,
+            counters,
+            histograms: hists
+                .into_iter()
+                .map(|(k, v)| (k, HistogramBlob(v)))
+                .collect::<BTreeMap<_, _>>(),
+        })
+}
+
+fn arb_agent_message() -> impl Strategy<Value = AgentMessage> {
+    prop_oneof![
+        arb_snapshot().prop_map(AgentMessage::Snapshot),
+        arb_snapshot().prop_map(AgentMessage::Finished),
+        ".*".prop_map(|message| AgentMessage::Failed { message }),
+        (any::<u32>(), any::<u32>()).prop_map(|(agent, controller)| AgentMessage::Rejected {
+            reason: Rejection::ProtocolMismatch { agent, controller }
+        }),
+        (any::<u64>(), proptest::option::of(("[ -~]{0,30}", "[ -~]{0,30}"))).prop_map(
+            |(users, b)| AgentMessage::Prepared {
+                users,
+                browser: b.map(|(path, version)| BrowserInfo { path, version }),
+            }
+        ),
+    ]
+}
+
+fn arb_controller_message() -> impl Strategy<Value = ControllerMessage> {
+    prop_oneof![
+        (any::<u32>(), ".*", ".*").prop_map(|(protocol_version, token, controller_version)| {
+            ControllerMessage::Hello {
+                protocol_version,
+                token,
+                controller_version,
+            }
+        }),
+        Just(ControllerMessage::Start),
+        Just(ControllerMessage::Heartbeat),
+        Just(ControllerMessage::Shutdown),
+        any::<bool>().prop_map(|force| ControllerMessage::Stop { force }),
+        (any::<u64>(), any::<u64>(), ".*", 0u64..1000, 0u64..1000).prop_map(
+            |(first_user_id, users, url, min_ms, extra)| {
+                ControllerMessage::Prepare(Box::new(Assignment {
+                    run_id: "r".into(),
+                    scenario: "s".into(),
+                    base_url: "http://127.0.0.1".into(),
+                    first_user_id,
+                    users,
+                    duration_ms: 1,
+                    iteration_timeout_ms: 1,
+                    start_interval_ms: 0,
+                    steps: vec![
+                        Step { name: "a".into(), kind: StepKind::Navigate { url } },
+                        Step {
+                            name: "b".into(),
+                            kind: StepKind::Think { min_ms, max_ms: min_ms + extra },
+                        },
+                    ],
+                    no_browser: false,
+                }))
+            }
+        ),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode_agent(&bytes);
+        let _ = decode_controller(&bytes);
+    }
+
+    #[test]
+    fn json_shaped_garbage_never_panics(text in r#"\{"type":"[a-z_]{0,12}"(,"[a-z_]{1,10}":("[^"]{0,8}"|[0-9]{1,25}|null|\[\]|\{\}))*\}"#) {
+        let _ = decode_agent(text.as_bytes());
+        let _ = decode_controller(text.as_bytes());
+    }
+
+    #[test]
+    fn agent_messages_round_trip(message in arb_agent_message()) {
+        let frame = encode(&message);
+        prop_assert_eq!(decode_agent(frame.as_bytes()).unwrap(), message);
+    }
+
+    #[test]
+    fn controller_messages_round_trip(message in arb_controller_message()) {
+        let frame = encode(&message);
+        prop_assert_eq!(decode_controller(frame.as_bytes()).unwrap(), message);
+    }
+}
+
+#[test]
+fn oversize_frame_is_refused_before_parsing() {
+    let frame = vec![b' '; MAX_FRAME_BYTES + 1];
+    assert!(matches!(decode_agent(&frame), Err(DecodeError::TooLarge(n)) if n == MAX_FRAME_BYTES + 1));
+}
+
+#[test]
+fn unknown_message_type_is_malformed() {
+    let err = decode_controller(br#"{"type":"format_disk"}"#).unwrap_err();
+    assert!(matches!(err, DecodeError::Malformed(_)), "{err}");
+}
+
+#[test]
+fn bad_base64_in_histogram_is_malformed() {
+    let frame = br#"{"type":"snapshot","seq":0,"elapsed_ms":0,"active_users":0,"counters":{},"histograms":{"x":"!!!"}}"#;
+    assert!(matches!(decode_agent(frame), Err(DecodeError::Malformed(_))));
+}

@@ -1,0 +1,225 @@
+//! Command-line arguments. The CLI is thin: it turns flags into core types and renders results.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use liveload_core::Error;
+use liveload_core::run::RunOptions;
+use liveload_core::scenario::{Scenario, parse_duration};
+use liveload_core::sizing::{BrowserProfile, SizingConfig};
+
+/// Load-test web applications with real headless browsers on an ephemeral cluster.
+#[derive(Debug, Parser)]
+#[command(name = "liveload", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a load test: plan, boot nodes, size from their facts, run users, report, destroy.
+    Run(RunArgs),
+    /// Show the plan (nodes, users per node, the facts used) without running anything.
+    Plan(RunArgs),
+    /// Run the bundled demo: start the demo target on this machine and load it.
+    Demo(DemoArgs),
+    /// Destroy the nodes of a crashed or interrupted run.
+    Cleanup(CleanupArgs),
+    /// List the nodes a backend holds for liveload runs.
+    Nodes(NodesArgs),
+    /// Measure liveload itself: cluster boot and per-user cost. Prints figures, never fails on
+    /// time.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Where nodes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// Agents as child processes on this machine.
+    Local,
+}
+
+/// How results and errors are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables for people.
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// Options shared by every command that talks to a backend.
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// The backend that provides nodes.
+    #[arg(long, value_enum, default_value = "local", env = "LIVELOAD_BACKEND")]
+    pub backend: BackendKind,
+    /// Local backend: split this host into N nodes (each reports 1/N of the host).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub local_nodes: u32,
+    /// Where local state (locks, local runs' records) lives.
+    #[arg(long, env = "LIVELOAD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Chromium executable for the agents (default: chromium-headless-shell, then chromium).
+    #[arg(long, env = "LIVELOAD_CHROMIUM")]
+    pub chromium: Option<PathBuf>,
+}
+
+/// Options of `run` and `plan`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The scenario file (YAML).
+    pub scenario: PathBuf,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+/// Flags that shape a run.
+#[derive(Debug, Clone, Args)]
+pub struct RunFlags {
+    /// Users to simulate (default: the scenario's `users`).
+    #[arg(long)]
+    pub users: Option<u64>,
+    /// How long users iterate, e.g. 30s, 5m (default: the scenario's `duration`).
+    #[arg(long, value_parser = duration)]
+    pub duration: Option<Duration>,
+    /// Override the scenario's base URL.
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// The most nodes the run may use (a positive integer).
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
+    pub max_allowed_nodes: i64,
+    /// How long one node may take to boot and answer.
+    #[arg(long, value_parser = duration, default_value = "120s")]
+    pub creation_timeout: Duration,
+    /// Cluster name (default: derived from the scenario's name): [a-z0-9-], 1-40 characters.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Agents exit when the controller has been silent this long.
+    #[arg(long, value_parser = duration, default_value = "30s")]
+    pub grace: Duration,
+    /// Agents exit at this age whatever happens (default: duration + 15m).
+    #[arg(long, value_parser = duration)]
+    pub ttl: Option<Duration>,
+    /// Serve the agent link over TLS with a per-run pinned certificate (always on for remote
+    /// backends).
+    #[arg(long)]
+    pub tls: bool,
+    /// Time between user starts on each node (0s: all at once).
+    #[arg(long, value_parser = duration, default_value = "50ms")]
+    pub start_interval: Duration,
+    /// Fraction of a node's available memory liveload may use.
+    #[arg(long, default_value_t = 0.8)]
+    pub memory_safety_factor: f64,
+    /// Memory kept free on each node, in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub reserved_headroom_mib: u64,
+    /// Memory of one browser with no context, in MiB (default: measured profile).
+    #[arg(long)]
+    pub browser_memory_mib: Option<u64>,
+    /// Memory each user's context adds, in MiB (default: measured profile).
+    #[arg(long)]
+    pub context_memory_mib: Option<u64>,
+    /// Browser contexts one core drives (default: measured profile).
+    #[arg(long)]
+    pub contexts_per_core: Option<f64>,
+    /// Print results and errors as JSON.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+/// Options of `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+/// Options of `cleanup`.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false, id = "which")]
+pub struct CleanupArgs {
+    /// The run id to clean up.
+    #[arg(long, group = "which")]
+    pub run: Option<String>,
+    /// Every liveload run the backend holds.
+    #[arg(long, group = "which")]
+    pub all: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Print the result as JSON.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+/// Options of `nodes`.
+#[derive(Debug, Clone, Args)]
+pub struct NodesArgs {
+    /// Only this run's nodes.
+    #[arg(long)]
+    pub run: Option<String>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Print the list as JSON.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+/// Parse `500ms`, `30s`, `5m`, `1h`.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+}
+
+impl RunFlags {
+    /// Core run options from these flags and the scenario.
+    pub fn options(&self, scenario: &Scenario) -> Result<RunOptions, Error> {
+        if self.max_allowed_nodes < 1 {
+            return Err(Error::MaxAllowedNodesInvalid {
+                value: self.max_allowed_nodes,
+            });
+        }
+        let cluster_name = match &self.name {
+            Some(name) => name.clone(),
+            None => liveload_core::names::cluster_name_from(&scenario.name),
+        };
+        let users = self.users.unwrap_or(scenario.users);
+        let duration = self.duration.unwrap_or(scenario.duration);
+        let defaults = BrowserProfile::default();
+        const MIB: u64 = 1024 * 1024;
+        let sizing = SizingConfig {
+            memory_safety_factor: self.memory_safety_factor,
+            reserved_headroom_bytes: self.reserved_headroom_mib * MIB,
+            profile: BrowserProfile {
+                browser_memory_usage_bytes: self
+                    .browser_memory_mib
+                    .map_or(defaults.browser_memory_usage_bytes, |m| m * MIB),
+                context_memory_usage_bytes: self
+                    .context_memory_mib
+                    .map_or(defaults.context_memory_usage_bytes, |m| m * MIB),
+                browser_contexts_per_core: self
+                    .contexts_per_core
+                    .unwrap_or(defaults.browser_contexts_per_core),
+            },
+        };
+        let mut options = RunOptions::new(cluster_name, users, duration);
+        options.max_allowed_nodes = self.max_allowed_nodes as u64;
+        options.creation_timeout = self.creation_timeout;
+        options.grace = self.grace;
+        options.ttl = self
+            .ttl
+            .unwrap_or(duration + Duration::from_secs(15 * 60) + self.creation_timeout);
+        options.tls = self.tls;
+        options.start_interval = self.start_interval;
+        options.sizing = sizing;
+        options.validate()?;
+        Ok(options)
+    }
+}

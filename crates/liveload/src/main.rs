@@ -1,0 +1,239 @@
+//! `liveload`: the command-line interface.
+//!
+//! Every command ends in one of the documented exit codes
+//! ([`liveload_core::error::exit_code`]); errors are printed with what went wrong, where, and
+//! how to fix it — or as JSON with `--output json`.
+
+mod bench;
+mod cli;
+mod output;
+mod progress;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::Parser;
+use liveload_core::error::exit_code;
+use liveload_core::lock::{ScenarioLock, default_state_dir};
+use liveload_core::run::{self, Plan};
+use liveload_core::scenario::Scenario;
+use liveload_core::{Backend, Error, RunFilter};
+use liveload_local::LocalBackend;
+
+use crate::cli::{BackendArgs, BackendKind, Cli, Command, OutputFormat, RunFlags};
+
+/// The demo scenario, bundled so `liveload demo` works from any directory.
+const DEMO_SCENARIO: &str = include_str!("../../../examples/demo.yaml");
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LIVELOAD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let code = runtime.block_on(dispatch(cli));
+    // Let spawned tasks (agent links, reapers) wind down briefly, then exit with the code.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    std::process::exit(code);
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Run(args) => {
+            let scenario = match load_scenario(&args.scenario, &args.run) {
+                Ok(s) => s,
+                Err(e) => return output::error(&e, args.run.output),
+            };
+            run_scenario(scenario, &args.backend, &args.run).await
+        }
+        Command::Plan(args) => {
+            let format = args.run.output;
+            match plan(&args.scenario, &args.backend, &args.run).await {
+                Ok(plan) => {
+                    output::plan(&plan, format);
+                    exit_code::OK
+                }
+                Err(e) => output::error(&e, format),
+            }
+        }
+        Command::Demo(args) => demo(args).await,
+        Command::Cleanup(args) => {
+            let filter = match args.run {
+                Some(run) => RunFilter::Run(run),
+                None => RunFilter::All,
+            };
+            match cleanup(&args.backend, &filter).await {
+                Ok(destroyed) => {
+                    output::cleanup(&destroyed, args.output);
+                    exit_code::OK
+                }
+                Err(e) => output::error(&e, args.output),
+            }
+        }
+        Command::Nodes(args) => {
+            let filter = match args.run {
+                Some(run) => RunFilter::Run(run),
+                None => RunFilter::All,
+            };
+            let listed = match backend(&args.backend) {
+                Ok(b) => b.list(&filter).await,
+                Err(e) => Err(e),
+            };
+            match listed {
+                Ok(nodes) => {
+                    output::nodes(&nodes, args.output);
+                    exit_code::OK
+                }
+                Err(e) => output::error(&e, args.output),
+            }
+        }
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+/// Build the chosen backend.
+pub fn backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Error> {
+    match args.backend {
+        BackendKind::Local => {
+            let mut builder = LocalBackend::builder()
+                .nodes_per_host(args.local_nodes)
+                .chromium(args.chromium.clone());
+            if let Some(dir) = &args.state_dir {
+                builder = builder.state_dir(dir);
+            }
+            Ok(Arc::new(builder.build()?))
+        }
+    }
+}
+
+fn load_scenario(path: &Path, flags: &RunFlags) -> Result<Scenario, Error> {
+    let mut scenario = Scenario::from_file(path)?;
+    if let Some(base_url) = &flags.base_url {
+        scenario.base_url = base_url.trim_end_matches('/').to_string();
+    }
+    Ok(scenario)
+}
+
+async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &RunFlags) -> i32 {
+    let format = flags.output;
+    let options = match flags.options(&scenario) {
+        Ok(o) => o,
+        Err(e) => return output::error(&e, format),
+    };
+    let state_dir = backend_args
+        .state_dir
+        .clone()
+        .unwrap_or_else(default_state_dir);
+    // One run of a scenario at a time on this machine; the lock dies with this process.
+    let _lock = match ScenarioLock::acquire(&state_dir, &scenario.name) {
+        Ok(lock) => lock,
+        Err(e) => return output::error(&e, format),
+    };
+    let backend = match backend(backend_args) {
+        Ok(b) => b,
+        Err(e) => return output::error(&e, format),
+    };
+    let observer = Arc::new(progress::Progress::new(format == OutputFormat::Text));
+    let result = run::run(
+        backend,
+        &scenario,
+        &options,
+        observer.clone(),
+        interrupted(),
+    )
+    .await;
+    observer.finish();
+    match result {
+        Ok(report) => {
+            output::report(&report, format);
+            if report.succeeded() {
+                exit_code::OK
+            } else {
+                exit_code::RUN_FAILED
+            }
+        }
+        Err(e) => output::error(&e, format),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn plan(path: &Path, backend_args: &BackendArgs, flags: &RunFlags) -> Result<Plan, Error> {
+    let scenario = load_scenario(path, flags)?;
+    let options = flags.options(&scenario)?;
+    let backend = backend(backend_args)?;
+    let max_nodes = backend
+        .node_limit()
+        .map_or(options.max_allowed_nodes, |l| l.min(options.max_allowed_nodes));
+    match backend.expected_size().await? {
+        Some(size) => Plan::from_size(options.users, size, "catalogue", &options.sizing, max_nodes),
+        None => Err(Error::InvalidOption {
+            option: "--backend".into(),
+            message: "this backend cannot size nodes before booting one".into(),
+        }),
+    }
+}
+
+async fn cleanup(
+    backend_args: &BackendArgs,
+    filter: &RunFilter,
+) -> Result<Vec<liveload_core::NodeHandle>, Error> {
+    let backend = backend(backend_args)?;
+    let nodes = backend.list(filter).await?;
+    let mut destroyed = Vec::new();
+    for node in nodes {
+        backend.destroy(&node).await?;
+        destroyed.push(node);
+    }
+    // Whatever remains after destroying is a leak worth an error.
+    let left = backend.list(filter).await?;
+    if !left.is_empty() {
+        return Err(Error::Backend {
+            backend: backend.name(),
+            kind: liveload_core::BackendErrorKind::Other,
+            message: format!("{} nodes are still listed after cleanup", left.len()),
+            hint: Some("run liveload cleanup again, or check the provider's console".into()),
+        });
+    }
+    Ok(destroyed)
+}
+
+async fn demo(args: cli::DemoArgs) -> i32 {
+    let format = args.run.output;
+    let address = match demo_target::spawn(([127, 0, 0, 1], 0).into()).await {
+        Ok(a) => a,
+        Err(e) => {
+            return output::error(&Error::io("starting the demo target", e), format);
+        }
+    };
+    if format == OutputFormat::Text {
+        eprintln!("demo target listening on http://{address}");
+    }
+    let mut scenario = match Scenario::from_yaml(Path::new("examples/demo.yaml"), DEMO_SCENARIO) {
+        Ok(s) => s,
+        Err(e) => return output::error(&e, format),
+    };
+    scenario.base_url = format!("http://{address}");
+    if let Some(base_url) = &args.run.base_url {
+        scenario.base_url = base_url.clone();
+    }
+    run_scenario(scenario, &args.backend, &args.run).await
+}

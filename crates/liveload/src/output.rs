@@ -1,0 +1,145 @@
+//! Rendering results and errors: tables for people, JSON for machines.
+
+use liveload_core::run::{Plan, RunReport};
+use liveload_core::{Error, NodeHandle};
+
+use crate::cli::OutputFormat;
+
+const MIB: f64 = 1024.0 * 1024.0;
+const GIB: f64 = 1024.0 * MIB;
+
+/// Print an error and return its exit code.
+pub fn error(error: &Error, format: OutputFormat) -> i32 {
+    match format {
+        OutputFormat::Json => println!("{}", error.to_json()),
+        OutputFormat::Text => {
+            eprintln!("error[{}]: {error}", error.code());
+            if let Some(hint) = error.hint() {
+                eprintln!("  hint: {hint}");
+            }
+        }
+    }
+    error.exit_code()
+}
+
+/// Print a plan.
+pub fn plan(plan: &Plan, format: OutputFormat) {
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::json!({ "plan": plan })),
+        OutputFormat::Text => print!("{}", plan_text(plan)),
+    }
+}
+
+fn plan_text(plan: &Plan) -> String {
+    let p = &plan.sizing.profile;
+    let c = &plan.capacity;
+    format!(
+        "Plan: {nodes} node(s) x up to {upn} users for {users} users (limit {max} nodes)\n\
+         Node size ({source}): {mem:.1} GiB memory, {cores:.2} cores\n\
+         Why: usable = {mem:.1} GiB x {f} - {head:.0} MiB = {usable:.0} MiB; \
+         by memory = ({usable:.0} - {bm:.0} browser) / {cm:.0} per user = {bym}; \
+         by cpu = {cores:.2} cores x {cpc} per core = {byc}; users per node = min = {upn}\n",
+        nodes = plan.nodes,
+        upn = plan.users_per_node,
+        users = plan.users,
+        max = plan.max_nodes,
+        source = plan.source,
+        mem = plan.node_memory_bytes as f64 / GIB,
+        cores = plan.node_cores,
+        f = plan.sizing.memory_safety_factor,
+        head = plan.sizing.reserved_headroom_bytes as f64 / MIB,
+        usable = c.usable_memory_bytes as f64 / MIB,
+        bm = p.browser_memory_usage_bytes as f64 / MIB,
+        cm = p.context_memory_usage_bytes as f64 / MIB,
+        bym = c.by_memory,
+        cpc = p.browser_contexts_per_core,
+        byc = c.by_cpu,
+    )
+}
+
+/// Print a run's report.
+pub fn report(report: &RunReport, format: OutputFormat) {
+    match format {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string(report).expect("a report serialises")
+        ),
+        OutputFormat::Text => print!("{}", report_text(report)),
+    }
+}
+
+fn report_text(r: &RunReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("\nRun {} (scenario '{}')\n", r.run_id, r.scenario));
+    out.push_str(&plan_text(&r.plan));
+    out.push_str("\nNodes (facts measured by each agent):\n");
+    out.push_str(&format!(
+        "  {:<28} {:>10} {:>10} {:>6} {:>6} {:>9} {:>6} {:>7}  {}\n",
+        "NODE", "HOST MEM", "USABLE", "CORES", "SHARE", "CAPACITY", "USERS", "READY", "CHROMIUM"
+    ));
+    for n in &r.nodes {
+        out.push_str(&format!(
+            "  {:<28} {:>8.1}Gi {:>8.1}Gi {:>6.2} {:>6} {:>9} {:>6} {:>6.2}s  {}\n",
+            n.id,
+            n.facts.total_memory_bytes as f64 / GIB,
+            n.facts.effective_memory_bytes as f64 / GIB,
+            n.facts.effective_cores,
+            n.facts.host_share.map_or("-".to_string(), |s| format!("1/{s}")),
+            n.capacity.users,
+            n.users,
+            n.ready_after_s,
+            n.facts
+                .chromium
+                .as_ref()
+                .map_or("none", |c| c.version.as_str()),
+        ));
+    }
+    out.push_str("\nLatency (ms, merged over all nodes):\n");
+    out.push_str(&format!(
+        "  {:<40} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "METRIC", "COUNT", "p50", "p90", "p95", "p99", "max"
+    ));
+    for (name, s) in &r.latencies {
+        out.push_str(&format!(
+            "  {:<40} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}\n",
+            name, s.count, s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms, s.max_ms
+        ));
+    }
+    out.push_str(&format!(
+        "\nUsers: {} succeeded, {} failed (of {}); iterations: {} ok, {} failed\n",
+        r.users_succeeded, r.users_failed, r.users, r.iterations_ok, r.iterations_failed
+    ));
+    out.push_str(&format!(
+        "Boot: {:.2}s until every node's facts were in; run: {:.1}s; every node destroyed.\n",
+        r.boot_s, r.run_s
+    ));
+    out
+}
+
+/// Print what cleanup destroyed.
+pub fn cleanup(destroyed: &[NodeHandle], format: OutputFormat) {
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::json!({ "destroyed": destroyed })),
+        OutputFormat::Text => {
+            for node in destroyed {
+                println!("destroyed {} (run {}, {})", node.id, node.run_id, node.detail);
+            }
+            println!("{} node(s) destroyed", destroyed.len());
+        }
+    }
+}
+
+/// Print a node list.
+pub fn nodes(nodes: &[NodeHandle], format: OutputFormat) {
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::json!({ "nodes": nodes })),
+        OutputFormat::Text => {
+            for node in nodes {
+                println!("{}\trun {}\t{}", node.id, node.run_id, node.detail);
+            }
+            if nodes.is_empty() {
+                println!("no nodes");
+            }
+        }
+    }
+}
