@@ -1,1 +1,183 @@
-//! e2e
+//! Helpers for liveload's end-to-end tests: locate the built binaries, run the CLI, watch
+//! processes. The tests themselves are in `tests/tests/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+/// A binary of this workspace, next to the test executable's target directory.
+///
+/// `cargo test --workspace` builds them (the CLI and agent crates have integration tests);
+/// the README's test command also runs `cargo build --workspace --bins` first.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A `liveload` command using `state` as its state directory.
+pub fn liveload(state: &Path) -> Command {
+    let mut command = Command::new(bin("liveload"));
+    command
+        .env("LIVELOAD_STATE_DIR", state)
+        .env("LIVELOAD_AGENT_BIN", bin("liveload-agent"));
+    command
+}
+
+/// Run to completion and parse stdout as JSON.
+pub fn json_output(command: &mut Command) -> (i32, serde_json::Value, Output) {
+    let out = command.output().expect("liveload runs");
+    let code = out.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, value, out)
+}
+
+/// Start the demo target on a free port in a background thread; returns its base URL.
+pub fn demo_target() -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let address = demo_target::spawn(([127, 0, 0, 1], 0).into()).await.unwrap();
+            tx.send(address).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
+/// Write a scenario file into `dir`.
+pub fn scenario_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Run ids that have records in a local state directory.
+pub fn local_runs(state: &Path) -> Vec<String> {
+    std::fs::read_dir(state.join("runs"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Agent pids (which are also their process group ids) recorded for `run_id`.
+pub fn agent_pids(state: &Path, run_id: &str) -> Vec<i32> {
+    std::fs::read_dir(state.join("runs").join(run_id))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .filter_map(|v| v["pid"].as_i64().map(|p| p as i32))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every live process whose process group is one of `groups`, with its command line.
+pub fn processes_in_groups(groups: &[i32]) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // A zombie is already dead; it only waits for its parent to read its status.
+        if fields.first() == Some(&"Z") {
+            continue;
+        }
+        if let Some(pgrp) = fields.get(2).and_then(|s| s.parse::<i32>().ok())
+            && groups.contains(&pgrp)
+        {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .split(|&b| b == 0)
+                .map(|p| String::from_utf8_lossy(p).to_string())
+                .collect::<Vec<_>>()
+                .join(" ");
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// Poll `check` until it holds or `timeout` passes; returns whether it held.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Wait until a run started by `child` has agents recorded in `state`; returns the run id and
+/// the agent pids.
+pub fn wait_for_agents(state: &Path, child: &mut Child, count: usize) -> (String, Vec<i32>) {
+    let mut result = None;
+    let ok = eventually(Duration::from_secs(60), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("liveload exited early with {status}");
+        }
+        for run in local_runs(state) {
+            let pids = agent_pids(state, &run);
+            if pids.len() >= count {
+                result = Some((run, pids));
+                return true;
+            }
+        }
+        false
+    });
+    assert!(ok, "agents did not appear");
+    result.unwrap()
+}
+
+/// Send a signal to a process.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: sending a signal has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+/// Serialises the tests that run many real Chromium contexts, so they do not starve each
+/// other of the machine's cores.
+pub static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Take [`HEAVY`], ignoring poisoning from a failed test.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -67,6 +67,13 @@ pub struct BackendArgs {
     /// Chromium executable for the agents (default: chromium-headless-shell, then chromium).
     #[arg(long, env = "LIVELOAD_CHROMIUM")]
     pub chromium: Option<PathBuf>,
+    /// Test hook: local agents are not tied to this process (simulates agents orphaned by a
+    /// crash, for `cleanup` tests); the dead-man switch still ends them.
+    #[arg(long, hide = true)]
+    pub local_keep_orphans: bool,
+    /// Test hook: local agents wait this many milliseconds before listening (a slow boot).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub local_debug_delay_listen_ms: u64,
 }
 
 /// Options of `run` and `plan`.

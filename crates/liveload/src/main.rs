@@ -104,7 +104,11 @@ pub fn backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Error> {
         BackendKind::Local => {
             let mut builder = LocalBackend::builder()
                 .nodes_per_host(args.local_nodes)
-                .chromium(args.chromium.clone());
+                .chromium(args.chromium.clone())
+                .die_with_controller(!args.local_keep_orphans)
+                .debug_delay_listen(std::time::Duration::from_millis(
+                    args.local_debug_delay_listen_ms,
+                ));
             if let Some(dir) = &args.state_dir {
                 builder = builder.state_dir(dir);
             }

@@ -1,0 +1,209 @@
+//! The agent binary on its own: handshake refusals, the dead-man switch, the TTL, and secrets
+//! kept out of its logs.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use liveload_core::agent_client::AgentConnection;
+use liveload_core::proto::ControllerMessage;
+use liveload_core::{AgentEndpoint, Error, Secret};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+struct Agent {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_agent(extra: &[&str]) -> Agent {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let log = dir.path().join("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_liveload-agent"))
+        .args(["--listen", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .args(extra)
+        .env("LIVELOAD_TOKEN", TOKEN)
+        .env("LIVELOAD_AGENT_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    let address = loop {
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            break v["address"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < end, "agent did not become ready");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Agent {
+        child,
+        address,
+        _dir: dir,
+        log,
+    }
+}
+
+fn endpoint(agent: &Agent) -> AgentEndpoint {
+    AgentEndpoint {
+        address: agent.address.clone(),
+        tls: None,
+        headers: vec![],
+    }
+}
+
+fn deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(10)
+}
+
+/// Wait for the agent process to exit; returns how long it took.
+fn wait_exit(agent: &mut Agent, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if agent.child.try_wait().unwrap().is_some() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[tokio::test]
+async fn mismatched_protocol_version_is_refused_with_both_versions() {
+    let agent = start_agent(&[]);
+    let result = AgentConnection::connect_speaking(
+        "n",
+        &endpoint(&agent),
+        &Secret::new(TOKEN),
+        deadline(),
+        999,
+    )
+    .await;
+    match result {
+        Err(e @ Error::AgentRejected { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("protocol mismatch"), "{text}");
+            assert!(text.contains("version 1") && text.contains("version 999"), "{text}");
+            assert_eq!(e.code(), "agent_rejected");
+        }
+        other => panic!("{:?}", other.map(|(_, w)| w)),
+    }
+}
+
+#[tokio::test]
+async fn wrong_token_is_refused_and_no_token_reaches_the_log() {
+    let agent = start_agent(&[]);
+    let guess = "ffffffffffffffffffffffffffffffff";
+    let result =
+        AgentConnection::connect("n", &endpoint(&agent), &Secret::new(guess), deadline()).await;
+    assert!(
+        matches!(&result, Err(Error::AgentRejected { reason, .. }) if reason.contains("token")),
+        "{:?}",
+        result.map(|(_, w)| w)
+    );
+    // A right connection, a run of messages, then read the debug log.
+    let (mut connection, _) =
+        AgentConnection::connect("n", &endpoint(&agent), &Secret::new(TOKEN), deadline())
+            .await
+            .unwrap();
+    connection.send(&ControllerMessage::Heartbeat).await.unwrap();
+    connection.send(&ControllerMessage::Shutdown).await.unwrap();
+    let mut agent = agent;
+    wait_exit(&mut agent, Duration::from_secs(10)).expect("shutdown ends the agent");
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(log.contains("agent listening"), "{log}");
+    assert!(!log.contains(TOKEN), "the run token leaked into the log");
+    assert!(!log.contains(guess), "a guessed token leaked into the log");
+}
+
+#[tokio::test]
+async fn a_second_controller_is_told_the_agent_is_busy() {
+    let agent = start_agent(&[]);
+    let (_first, _) =
+        AgentConnection::connect("n", &endpoint(&agent), &Secret::new(TOKEN), deadline())
+            .await
+            .unwrap();
+    let second =
+        AgentConnection::connect("n", &endpoint(&agent), &Secret::new(TOKEN), deadline()).await;
+    assert!(
+        matches!(&second, Err(Error::AgentRejected { reason, .. }) if reason.contains("another controller")),
+        "{:?}",
+        second.map(|(_, w)| w)
+    );
+}
+
+#[tokio::test]
+async fn garbage_instead_of_hello_is_refused() {
+    use futures_util::{SinkExt, StreamExt};
+    let agent = start_agent(&[]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/agent", agent.address))
+        .await
+        .unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text("{\"type\":\"start\"}"))
+        .await
+        .unwrap();
+    let reply = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(reply.contains("expected_hello"), "{reply}");
+}
+
+#[test]
+fn silent_controller_triggers_the_dead_man_switch() {
+    let mut agent = start_agent(&["--grace", "1"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Connect, then say nothing more.
+    let _connection = runtime.block_on(async {
+        AgentConnection::connect("n", &endpoint(&agent), &Secret::new(TOKEN), deadline())
+            .await
+            .unwrap()
+    });
+    let took = wait_exit(&mut agent, Duration::from_secs(10)).expect("the agent exits");
+    assert!(took < Duration::from_secs(5), "exited after {took:?}");
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(log.contains("silent past the grace period"), "{log}");
+}
+
+#[test]
+fn heartbeats_keep_the_agent_alive_until_its_ttl() {
+    let mut agent = start_agent(&["--grace", "1", "--ttl", "3"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let started = Instant::now();
+    runtime.block_on(async {
+        let (mut connection, _) =
+            AgentConnection::connect("n", &endpoint(&agent), &Secret::new(TOKEN), deadline())
+                .await
+                .unwrap();
+        // Heartbeats every 200 ms: the grace never runs out, only the TTL can end the agent.
+        while connection.send(&ControllerMessage::Heartbeat).await.is_ok()
+            && started.elapsed() < Duration::from_secs(15)
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    wait_exit(&mut agent, Duration::from_secs(10)).expect("the agent exits");
+    let lived = started.elapsed();
+    assert!(lived >= Duration::from_millis(1500), "lived only {lived:?}: grace fired?");
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(log.contains("TTL reached"), "{log}");
+}
+
+#[test]
+fn a_missing_token_stops_the_agent_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_liveload-agent"))
+        .env_remove("LIVELOAD_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LIVELOAD_TOKEN"));
+}
