@@ -66,6 +66,10 @@ struct Args {
     /// Launch Chromium without its sandbox (needed as root and in most containers).
     #[arg(long)]
     no_sandbox: bool,
+    /// Run without a browser: skip looking for Chromium; only browserless assignments are
+    /// accepted (benchmarks of the cluster machinery).
+    #[arg(long)]
+    no_browser: bool,
     /// Test hook: wait this many milliseconds before listening (simulates a slow boot).
     #[arg(long, hide = true, default_value_t = 0)]
     debug_delay_listen_ms: u64,
@@ -150,7 +154,12 @@ async fn agent(
         libc::setsid();
     }
     let tls = tls_config(&args, cert_env, key_env)?;
-    let chromium = facts::find_chromium(args.chromium.as_deref()).and_then(|path| {
+    let chromium = if args.no_browser {
+        None
+    } else {
+        facts::find_chromium(args.chromium.as_deref())
+    };
+    let chromium = chromium.and_then(|path| {
         facts::chromium_version(&path).map(|version| BrowserInfo {
             path: path.display().to_string(),
             version,
@@ -181,6 +190,22 @@ async fn agent(
     let address = listener.local_addr()?;
     if let Some(path) = &args.ready_file {
         write_ready_file(path, address)?;
+    }
+    // The one line on stdout: the local backend reads it through a pipe to learn the port.
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "LIVELOAD_AGENT_LISTENING {address}");
+        let _ = stdout.flush();
+        // Nothing else goes to stdout: point it at /dev/null so neither we nor Chromium ever
+        // write into a pipe nobody reads.
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: dup2 onto fd 1 with a valid open descriptor.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), 1);
+            }
+        }
     }
     tracing::info!(%address, run_id = %args.run_id, tls = tls.is_some(), "agent listening");
 
@@ -291,7 +316,11 @@ fn kill_rest_of_process_group() {
         return;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if pid == me {
@@ -304,7 +333,10 @@ fn kill_rest_of_process_group() {
         let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
             continue;
         };
-        let pgrp = rest.split_whitespace().nth(2).and_then(|s| s.parse::<i32>().ok());
+        let pgrp = rest
+            .split_whitespace()
+            .nth(2)
+            .and_then(|s| s.parse::<i32>().ok());
         if pgrp == Some(group) {
             // SAFETY: as above.
             unsafe {

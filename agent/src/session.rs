@@ -21,9 +21,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::AgentState;
-use crate::browser::NodeBrowser;
+use crate::browser::{NodeBrowser, UserContext};
 use crate::recorder::Recorder;
-use crate::users::{StopSignal, UserEnv, run_user};
+use crate::users::{StopSignal, UserEnv, prepare_contexts, run_user};
 
 /// Serve one connection until it closes.
 pub async fn serve<S>(stream: S, state: Arc<AgentState>) -> anyhow::Result<()>
@@ -131,11 +131,18 @@ impl Drop for BusyGuard {
     }
 }
 
+/// An assignment ready to start: browser up, every user's context created.
+struct PreparedRun {
+    assignment: Assignment,
+    recorder: Arc<Recorder>,
+    contexts: Vec<Option<UserContext>>,
+}
+
 /// The run's state as seen by one session.
 #[derive(Default)]
 struct RunControl {
-    /// Filled by the Prepare task once the browser is up.
-    prepared: Arc<tokio::sync::Mutex<Option<Assignment>>>,
+    /// Filled by the Prepare task once the browser and the users' contexts are up.
+    prepared: Arc<tokio::sync::Mutex<Option<PreparedRun>>>,
     started: bool,
 }
 
@@ -158,10 +165,15 @@ impl RunControl {
                 let state = state.clone();
                 let out = out.clone();
                 tokio::spawn(async move {
-                    let reply = prepare(&state, &assignment).await;
-                    if matches!(reply, AgentMessage::Prepared { .. }) {
-                        *prepared.lock().await = Some(*assignment);
-                    }
+                    // Hold the slot while preparing, so a premature Start is refused.
+                    let mut slot = prepared.lock().await;
+                    let reply = match prepare(&state, *assignment).await {
+                        Ok((reply, run)) => {
+                            *slot = Some(run);
+                            reply
+                        }
+                        Err(message) => AgentMessage::Failed { message },
+                    };
                     let _ = out.send(reply);
                 });
             }
@@ -175,14 +187,14 @@ impl RunControl {
                     });
                     return;
                 };
-                let Some(assignment) = prepared.take() else {
+                let Some(run) = prepared.take() else {
                     let _ = out.send(AgentMessage::Failed {
                         message: "start without a prepared assignment".into(),
                     });
                     return;
                 };
                 self.started = true;
-                tokio::spawn(run_users(state.clone(), assignment, out.clone()));
+                tokio::spawn(run_users(state.clone(), run, out.clone()));
             }
             ControllerMessage::Stop { force } => {
                 let signal = if force {
@@ -197,52 +209,77 @@ impl RunControl {
     }
 }
 
-/// Launch the browser (once per agent) so users can start the moment `Start` arrives.
-async fn prepare(state: &Arc<AgentState>, assignment: &Assignment) -> AgentMessage {
+/// Launch the browser (once per agent) and create every user's context, so users can start
+/// the moment `Start` arrives.
+async fn prepare(
+    state: &Arc<AgentState>,
+    assignment: Assignment,
+) -> Result<(AgentMessage, PreparedRun), String> {
+    let recorder = Arc::new(Recorder::default());
     if assignment.no_browser {
-        return AgentMessage::Prepared {
+        let reply = AgentMessage::Prepared {
             users: assignment.users,
             browser: None,
         };
+        return Ok((
+            reply,
+            PreparedRun {
+                contexts: Vec::new(),
+                assignment,
+                recorder,
+            },
+        ));
     }
     let Some(info) = state.facts.chromium.clone() else {
-        return AgentMessage::Failed {
-            message: "no Chromium found on this node: install Debian's chromium-headless-shell \
-                      or pass --chromium PATH to the agent"
+        return Err(
+            "no Chromium found on this node: install Debian's chromium-headless-shell \
+                    or pass --chromium PATH to the agent"
                 .into(),
-        };
+        );
     };
-    let mut slot = state.browser.lock().await;
-    if slot.is_none() {
-        match NodeBrowser::launch(&info.path.clone().into(), state.no_sandbox).await {
-            Ok(mut browser) => {
-                if let Some(pid) = browser.pid() {
-                    state.browser_pid.store(pid, Ordering::SeqCst);
-                }
-                *slot = Some(Arc::new(browser));
+    let browser = {
+        let mut slot = state.browser.lock().await;
+        if slot.is_none() {
+            let mut browser = NodeBrowser::launch(&info.path.clone().into(), state.no_sandbox)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            if let Some(pid) = browser.pid() {
+                state.browser_pid.store(pid, Ordering::SeqCst);
             }
-            Err(e) => {
-                return AgentMessage::Failed {
-                    message: format!("{e:#}"),
-                };
-            }
+            *slot = Some(Arc::new(browser));
         }
-    }
-    AgentMessage::Prepared {
+        slot.clone().expect("just filled")
+    };
+    // One setup per core: more only queues them inside Chromium and slows each one.
+    let concurrency = (state.facts.effective_cores.ceil() as usize).max(1);
+    let contexts = prepare_contexts(&browser, assignment.users, concurrency, &recorder).await;
+    let reply = AgentMessage::Prepared {
         users: assignment.users,
         browser: Some(info),
-    }
+    };
+    Ok((
+        reply,
+        PreparedRun {
+            assignment,
+            recorder,
+            contexts,
+        },
+    ))
 }
 
 /// Start the users (spread by `start_interval_ms`), stream a snapshot every second, and send
 /// `Finished` when the last user has ended.
 async fn run_users(
     state: Arc<AgentState>,
-    assignment: Assignment,
+    run: PreparedRun,
     out: mpsc::UnboundedSender<AgentMessage>,
 ) {
     let started = Instant::now();
-    let recorder = Arc::new(Recorder::default());
+    let PreparedRun {
+        assignment,
+        recorder,
+        mut contexts,
+    } = run;
     let browser = if assignment.no_browser {
         None
     } else {
@@ -264,16 +301,15 @@ async fn run_users(
             for i in 0..env.assignment.users {
                 let start_at = started + interval * i as u32;
                 tokio::time::sleep_until(start_at).await;
-                users.spawn(run_user(env.clone(), first + i));
+                let context = contexts.get_mut(i as usize).and_then(Option::take);
+                users.spawn(run_user(env.clone(), first + i, context));
             }
             while users.join_next().await.is_some() {}
         }
     };
     tokio::pin!(spawner);
-    let mut ticker = tokio::time::interval_at(
-        started + Duration::from_secs(1),
-        Duration::from_secs(1),
-    );
+    let mut ticker =
+        tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = &mut spawner => break,

@@ -14,7 +14,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::browser::NodeBrowser;
+use crate::browser::{NodeBrowser, UserContext};
 use crate::recorder::Recorder;
 
 /// How users are told to stop.
@@ -42,26 +42,50 @@ pub struct UserEnv {
     pub stop: watch::Receiver<StopSignal>,
 }
 
-/// One user's whole life: set up, iterate, tear down, report success or failure.
-pub async fn run_user(env: Arc<UserEnv>, user_id: u64) {
+/// Create the contexts of `users` users before the start signal, `concurrency` at a time, and
+/// record each setup's time (`user_setup`) or failure (`user_setup_failed`).
+///
+/// Doing this at `Prepare` keeps setup off the measured run: at `Start` every user begins its
+/// first iteration at once instead of competing for the CPU with the page loads of users who
+/// started earlier.
+pub async fn prepare_contexts(
+    browser: &NodeBrowser,
+    users: u64,
+    concurrency: usize,
+    recorder: &Recorder,
+) -> Vec<Option<UserContext>> {
+    use futures_util::StreamExt as _;
+    futures_util::stream::iter(0..users)
+        .map(|_| async {
+            let started = Instant::now();
+            match browser.new_user().await {
+                Ok(context) => {
+                    recorder.latency("user_setup", started.elapsed());
+                    Some(context)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "a user's context could not be created");
+                    recorder.count("user_setup_failed", 1);
+                    None
+                }
+            }
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
+}
+
+/// One user's whole life: iterate, tear down, report success or failure. `context` is the
+/// user's prepared browser context (`None` without a browser, or when its setup failed).
+pub async fn run_user(env: Arc<UserEnv>, user_id: u64, context: Option<UserContext>) {
     let recorder = &env.recorder;
     recorder.count("users_started", 1);
+    if env.browser.is_some() && context.is_none() {
+        // Its setup failed at prepare (already counted as user_setup_failed).
+        recorder.count("users_failed", 1);
+        return;
+    }
     recorder.user_running(true);
-    let setup_started = Instant::now();
-    let context = match &env.browser {
-        Some(browser) => match browser.new_user().await {
-            Ok(context) => Some(context),
-            Err(e) => {
-                tracing::warn!(user_id, error = %format!("{e:#}"), "user could not start");
-                recorder.count("users_failed", 1);
-                recorder.count("user_setup_failed", 1);
-                recorder.user_running(false);
-                return;
-            }
-        },
-        None => None,
-    };
-    recorder.latency("user_setup", setup_started.elapsed());
 
     let timeout = Duration::from_millis(env.assignment.iteration_timeout_ms);
     let mut stop = env.stop.clone();
@@ -185,7 +209,10 @@ mod tests {
     #[test]
     fn urls_join_the_base_and_fill_the_user_id() {
         assert_eq!(resolve_url("http://h:1/", "/a", 3), "http://h:1/a");
-        assert_eq!(resolve_url("http://h:1", "a/{{user_id}}", 3), "http://h:1/a/3");
+        assert_eq!(
+            resolve_url("http://h:1", "a/{{user_id}}", 3),
+            "http://h:1/a/3"
+        );
         assert_eq!(resolve_url("http://h:1", "https://x/y", 3), "https://x/y");
     }
 }

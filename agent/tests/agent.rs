@@ -95,7 +95,10 @@ async fn mismatched_protocol_version_is_refused_with_both_versions() {
         Err(e @ Error::AgentRejected { .. }) => {
             let text = e.to_string();
             assert!(text.contains("protocol mismatch"), "{text}");
-            assert!(text.contains("version 1") && text.contains("version 999"), "{text}");
+            assert!(
+                text.contains("version 1") && text.contains("version 999"),
+                "{text}"
+            );
             assert_eq!(e.code(), "agent_rejected");
         }
         other => panic!("{:?}", other.map(|(_, w)| w)),
@@ -118,7 +121,10 @@ async fn wrong_token_is_refused_and_no_token_reaches_the_log() {
         AgentConnection::connect("n", &endpoint(&agent), &Secret::new(TOKEN), deadline())
             .await
             .unwrap();
-    connection.send(&ControllerMessage::Heartbeat).await.unwrap();
+    connection
+        .send(&ControllerMessage::Heartbeat)
+        .await
+        .unwrap();
     connection.send(&ControllerMessage::Shutdown).await.unwrap();
     let mut agent = agent;
     wait_exit(&mut agent, Duration::from_secs(10)).expect("shutdown ends the agent");
@@ -151,9 +157,11 @@ async fn garbage_instead_of_hello_is_refused() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/agent", agent.address))
         .await
         .unwrap();
-    ws.send(tokio_tungstenite::tungstenite::Message::text("{\"type\":\"start\"}"))
-        .await
-        .unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        "{\"type\":\"start\"}",
+    ))
+    .await
+    .unwrap();
     let reply = ws.next().await.unwrap().unwrap().into_text().unwrap();
     assert!(reply.contains("expected_hello"), "{reply}");
 }
@@ -193,7 +201,10 @@ fn heartbeats_keep_the_agent_alive_until_its_ttl() {
     });
     wait_exit(&mut agent, Duration::from_secs(10)).expect("the agent exits");
     let lived = started.elapsed();
-    assert!(lived >= Duration::from_millis(1500), "lived only {lived:?}: grace fired?");
+    assert!(
+        lived >= Duration::from_millis(1500),
+        "lived only {lived:?}: grace fired?"
+    );
     let log = std::fs::read_to_string(&agent.log).unwrap();
     assert!(log.contains("TTL reached"), "{log}");
 }

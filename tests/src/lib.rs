@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 /// the README's test command also runs `cargo build --workspace --bins` first.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let path = dir.join(name);
     assert!(
         path.is_file(),
@@ -55,7 +58,9 @@ pub fn demo_target() -> String {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
-            let address = demo_target::spawn(([127, 0, 0, 1], 0).into()).await.unwrap();
+            let address = demo_target::spawn(([127, 0, 0, 1], 0).into())
+                .await
+                .unwrap();
             tx.send(address).unwrap();
             std::future::pending::<()>().await;
         });
@@ -101,7 +106,11 @@ pub fn agent_pids(state: &Path, run_id: &str) -> Vec<i32> {
 pub fn processes_in_groups(groups: &[i32]) -> Vec<(i32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

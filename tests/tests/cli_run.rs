@@ -126,7 +126,10 @@ fn missing_chromium_is_a_run_failure_that_still_tears_down() {
     ]));
     assert_eq!(code, 7, "{json}");
     assert_eq!(json["error"], "run_failed");
-    assert!(json["message"].as_str().unwrap().contains("Chromium"), "{json}");
+    assert!(
+        json["message"].as_str().unwrap().contains("Chromium"),
+        "{json}"
+    );
     assert_nothing_left(state.path());
     assert!(local_runs(state.path()).is_empty());
 }
@@ -239,7 +242,15 @@ fn unusable_state_directory_is_an_io_error() {
 fn scenario_is_already_running() {
     let state = tempfile::tempdir().unwrap();
     let mut first = liveload(state.path())
-        .args(["demo", "--users", "1", "--duration", "60s", "--output", "json"])
+        .args([
+            "demo",
+            "--users",
+            "1",
+            "--duration",
+            "60s",
+            "--output",
+            "json",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -336,14 +347,12 @@ fn cleanup_removes_a_crashed_runs_agents() {
         !processes_in_groups(&agents).is_empty(),
         "orphaned agents survive the crash"
     );
-    let (code, listed, _) =
-        json_output(liveload(state.path()).args(["nodes", "--output", "json"]));
+    let (code, listed, _) = json_output(liveload(state.path()).args(["nodes", "--output", "json"]));
     assert_eq!(code, 0);
     assert!(!listed["nodes"].as_array().unwrap().is_empty(), "{listed}");
 
-    let (code, cleaned, _) = json_output(liveload(state.path()).args([
-        "cleanup", "--run", &run_id, "--output", "json",
-    ]));
+    let (code, cleaned, _) =
+        json_output(liveload(state.path()).args(["cleanup", "--run", &run_id, "--output", "json"]));
     assert_eq!(code, 0, "{cleaned}");
     let destroyed = cleaned["destroyed"].as_array().unwrap();
     assert!(!destroyed.is_empty());

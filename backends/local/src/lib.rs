@@ -16,7 +16,9 @@
 //! agent reports 1/N of the host's memory and cores, and the backend never holds more than N
 //! nodes per run, so N local nodes never claim N times the host.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +27,8 @@ use liveload_core::{
     RunFilter,
 };
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt as _;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Agents as local processes. Build with [`LocalBackend::builder`].
@@ -37,6 +41,19 @@ pub struct LocalBackend {
     announce_size: bool,
     die_with_controller: bool,
     debug_delay_listen: Duration,
+    /// Addresses announced by agents this process started, by node id.
+    announced: Arc<Mutex<HashMap<String, watch::Receiver<Announcement>>>>,
+}
+
+/// What an agent's stdout said so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Announcement {
+    /// Nothing yet.
+    Pending,
+    /// `LIVELOAD_AGENT_LISTENING <address>`.
+    Listening(String),
+    /// Stdout closed without an address: the agent exited.
+    Exited,
 }
 
 /// Options of a [`LocalBackend`].
@@ -135,6 +152,7 @@ impl LocalBackendBuilder {
             announce_size: self.announce_size,
             die_with_controller: self.die_with_controller,
             debug_delay_listen: self.debug_delay_listen,
+            announced: Arc::default(),
         })
     }
 }
@@ -167,7 +185,6 @@ struct NodeRecord {
     run_id: String,
     index: u32,
     pid: i32,
-    ready_file: PathBuf,
     log_file: PathBuf,
 }
 
@@ -215,9 +232,7 @@ fn is_agent_of(pid: i32, run_id: &str) -> bool {
         return false;
     };
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    let is_agent = args
-        .first()
-        .is_some_and(|a| a.ends_with(b"liveload-agent"));
+    let is_agent = args.first().is_some_and(|a| a.ends_with(b"liveload-agent"));
     let has_run = args
         .windows(2)
         .any(|w| w[0] == b"--run-id" && w[1] == run_id.as_bytes());
@@ -240,7 +255,11 @@ fn group_is_agent_leftovers(pgid: i32) -> bool {
     };
     let mut members = 0;
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -292,9 +311,7 @@ impl Backend for LocalBackend {
         let run_dir = self.run_dir(&spec.run_id);
         std::fs::create_dir_all(&run_dir)
             .map_err(|e| Error::io(format!("creating {}", run_dir.display()), e))?;
-        let ready_file = run_dir.join(format!("node-{}.ready", spec.index));
         let log_file = run_dir.join(format!("node-{}.log", spec.index));
-        let _ = std::fs::remove_file(&ready_file);
         let log = std::fs::File::create(&log_file)
             .map_err(|e| Error::io(format!("creating {}", log_file.display()), e))?;
 
@@ -304,8 +321,6 @@ impl Backend for LocalBackend {
             .arg("127.0.0.1:0")
             .arg("--run-id")
             .arg(&spec.run_id)
-            .arg("--ready-file")
-            .arg(&ready_file)
             .arg("--ttl")
             .arg(spec.ttl.as_secs().max(1).to_string())
             .arg("--grace")
@@ -314,8 +329,11 @@ impl Backend for LocalBackend {
             .arg(self.nodes_per_host.to_string())
             .env("LIVELOAD_TOKEN", spec.token.expose())
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(log);
+        if spec.no_browser {
+            command.arg("--no-browser");
+        }
         if let Some(chromium) = &self.chromium {
             command.arg("--chromium").arg(chromium);
         }
@@ -357,23 +375,46 @@ impl Backend for LocalBackend {
                 hint: Some("check LIVELOAD_AGENT_BIN or rebuild liveload-agent".into()),
             })?;
         let pid = child.id().unwrap_or(0) as i32;
-        // Reap the child when it exits so it never lingers as a zombie.
+        // The agent announces its address on stdout; read it as it comes, no polling.
+        let (announce, announced) = watch::channel(Announcement::Pending);
+        let stdout = child.stdout.take();
         tokio::spawn(async move {
+            let mut line = String::new();
+            let said = match stdout {
+                Some(out) => {
+                    let mut reader = tokio::io::BufReader::new(out);
+                    reader.read_line(&mut line).await.ok()
+                }
+                None => None,
+            };
+            let announcement = match (said, line.strip_prefix("LIVELOAD_AGENT_LISTENING ")) {
+                (Some(n), Some(address)) if n > 0 => Announcement::Listening(address.trim().into()),
+                _ => Announcement::Exited,
+            };
+            let _ = announce.send(announcement);
+            // Reap the child when it exits so it never lingers as a zombie.
             let _ = child.wait().await;
         });
         let record = NodeRecord {
             run_id: spec.run_id.clone(),
             index: spec.index,
             pid,
-            ready_file,
             log_file,
         };
         let path = self.record_path(&spec.run_id, spec.index);
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&record).expect("a record serialises"))
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-        Ok(Self::handle(&record))
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(&record).expect("a record serialises"),
+        )
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        let handle = Self::handle(&record);
+        self.announced
+            .lock()
+            .expect("not poisoned")
+            .insert(handle.id.clone(), announced);
+        Ok(handle)
     }
 
     async fn wait_ready(&self, node: &NodeHandle, deadline: Instant) -> Result<AgentEndpoint> {
@@ -383,34 +424,50 @@ impl Backend for LocalBackend {
                 format!("node {} has no record", node.id),
             )
         })?;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&record.ready_file)
-                && let Ok(ready) = serde_json::from_str::<serde_json::Value>(&text)
-                && let Some(address) = ready["address"].as_str()
-            {
-                return Ok(AgentEndpoint {
-                    address: address.to_string(),
+        let announced = self
+            .announced
+            .lock()
+            .expect("not poisoned")
+            .get(&node.id)
+            .cloned();
+        let Some(mut announced) = announced else {
+            return Err(backend_error(
+                BackendErrorKind::NodeFailed,
+                format!(
+                    "node {} was started by another liveload process; only it can wait for it",
+                    node.id
+                ),
+            ));
+        };
+        let outcome = tokio::time::timeout_at(
+            deadline,
+            announced.wait_for(|a| *a != Announcement::Pending),
+        )
+        .await;
+        match outcome {
+            Err(_) => Err(Error::ClusterNodeCreationTimeout {
+                node: node.id.clone(),
+                timeout: Duration::ZERO,
+            }),
+            Ok(Ok(announcement)) => match &*announcement {
+                Announcement::Listening(address) => Ok(AgentEndpoint {
+                    address: address.clone(),
                     tls: None,
                     headers: Vec::new(),
-                });
-            }
-            if !is_agent_of(record.pid, &record.run_id) {
-                return Err(backend_error(
+                }),
+                _ => Err(backend_error(
                     BackendErrorKind::NodeFailed,
                     format!(
                         "the agent of node {} exited before it was ready; its log ends with:\n{}",
                         node.id,
                         tail(&record.log_file, 10)
                     ),
-                ));
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::ClusterNodeCreationTimeout {
-                    node: node.id.clone(),
-                    timeout: Duration::ZERO,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+                )),
+            },
+            Ok(Err(_)) => Err(backend_error(
+                BackendErrorKind::NodeFailed,
+                format!("lost track of node {}", node.id),
+            )),
         }
     }
 
@@ -440,8 +497,11 @@ impl Backend for LocalBackend {
                 libc::kill(-record.pid, libc::SIGKILL);
             }
         }
-        let _ = std::fs::remove_file(&record.ready_file);
         let _ = std::fs::remove_file(&record.log_file);
+        self.announced
+            .lock()
+            .expect("not poisoned")
+            .remove(&node.id);
         let _ = std::fs::remove_file(self.record_path(&node.run_id, node.index));
         // The last node of a run takes the run's directory with it.
         let _ = std::fs::remove_dir(self.run_dir(&node.run_id));

@@ -23,7 +23,9 @@ async fn fixture() -> Fixture {
         .debug_delay_listen(Duration::from_secs(5))
         .build()
         .unwrap();
-    let target = demo_target::spawn(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let target = demo_target::spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
     Fixture {
         harness: Harness {
             backend: Arc::new(backend),

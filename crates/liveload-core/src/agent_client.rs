@@ -155,7 +155,9 @@ impl AgentConnection {
         };
         match tokio::time::timeout_at(deadline, handshake).await {
             Ok(result) => result,
-            Err(_) => Err(fail("the agent did not complete the handshake in time".into())),
+            Err(_) => Err(fail(
+                "the agent did not complete the handshake in time".into(),
+            )),
         }
     }
 

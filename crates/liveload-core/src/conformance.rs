@@ -175,8 +175,7 @@ pub async fn wrong_token_is_refused(h: &Harness) {
         .expect("ready");
     let deadline = Instant::now() + h.ready_timeout;
     let result =
-        AgentConnection::connect(&node.id, &endpoint, &Secret::new("x".repeat(64)), deadline)
-            .await;
+        AgentConnection::connect(&node.id, &endpoint, &Secret::new("x".repeat(64)), deadline).await;
     h.backend.destroy(&node).await.expect("destroy");
     match result {
         Err(Error::AgentRejected { reason, .. }) => {
@@ -222,8 +221,7 @@ pub async fn tls_link_is_pinned(h: &Harness) {
 pub async fn parallel_creates_are_distinct(h: &Harness) {
     let run_id = h.new_run();
     let specs: Vec<NodeSpec> = (0..4).map(|i| h.spec(&run_id, i)).collect();
-    let created =
-        futures_util::future::join_all(specs.iter().map(|s| h.backend.create(s))).await;
+    let created = futures_util::future::join_all(specs.iter().map(|s| h.backend.create(s))).await;
     let nodes: Vec<NodeHandle> = created.into_iter().map(|r| r.expect("create")).collect();
     let ready = futures_util::future::join_all(
         nodes

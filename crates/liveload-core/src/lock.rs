@@ -40,7 +40,13 @@ impl ScenarioLock {
         // Scenario names are free text; keep the file name safe and still readable.
         let safe: String = scenario
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let path = dir.join(format!("{safe}.lock"));
         let file = OpenOptions::new()
@@ -55,9 +61,7 @@ impl ScenarioLock {
                 scenario: scenario.to_string(),
                 lock: path,
             }),
-            Err(TryLockError::Error(e)) => {
-                Err(Error::io(format!("locking {}", path.display()), e))
-            }
+            Err(TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
         }
     }
 

@@ -212,7 +212,9 @@ mod tests {
         let mut agg = MetricsAggregate::default();
         let snap = |n| MetricsSnapshot {
             active_users: n,
-            counters: [(counter::ITERATIONS_OK.to_string(), n)].into_iter().collect(),
+            counters: [(counter::ITERATIONS_OK.to_string(), n)]
+                .into_iter()
+                .collect(),
             ..Default::default()
         };
         agg.merge("a", &snap(3)).unwrap();

@@ -469,6 +469,10 @@ pub async fn wait_ready(
     timeout: Duration,
 ) -> Result<crate::backend::AgentEndpoint> {
     match tokio::time::timeout_at(deadline, backend.wait_ready(handle, deadline)).await {
+        // The backend saw the deadline pass; report the timeout the user set.
+        Ok(Err(Error::ClusterNodeCreationTimeout { node, .. })) => {
+            Err(Error::ClusterNodeCreationTimeout { node, timeout })
+        }
         Ok(result) => result,
         Err(_) => Err(Error::ClusterNodeCreationTimeout {
             node: handle.id.clone(),
@@ -577,7 +581,8 @@ async fn run_cluster(
     // Plan: from the catalogue when the backend knows its node size, else from a probe node.
     let plan = match backend.expected_size().await? {
         Some(size) => {
-            let plan = Plan::from_size(options.users, size, "catalogue", &options.sizing, max_nodes)?;
+            let plan =
+                Plan::from_size(options.users, size, "catalogue", &options.sizing, max_nodes)?;
             observer.event(&Event::Planned(plan.clone()));
             booter.boot(0..plan.nodes as u32, &mut live).await?;
             plan
@@ -785,5 +790,43 @@ async fn next_message(
         Err(_) => Err(Error::RunFailed {
             message: format!("agents did not answer in time during {phase}"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_checked_before_anything_is_created() {
+        let ok = RunOptions::new("demo", 1, Duration::from_secs(1));
+        ok.validate().unwrap();
+        let mut zero_nodes = ok.clone();
+        zero_nodes.max_allowed_nodes = 0;
+        assert_eq!(
+            zero_nodes.validate().unwrap_err().code(),
+            "max_allowed_nodes_invalid"
+        );
+        let mut bad_name = ok.clone();
+        bad_name.cluster_name = "-x".into();
+        assert_eq!(
+            bad_name.validate().unwrap_err().code(),
+            "cluster_name_invalid"
+        );
+        let mut no_users = ok.clone();
+        no_users.users = 0;
+        assert_eq!(no_users.validate().unwrap_err().code(), "invalid_option");
+        let mut bad_factor = ok;
+        bad_factor.sizing.memory_safety_factor = 1.5;
+        assert_eq!(bad_factor.validate().unwrap_err().code(), "invalid_option");
+    }
+
+    #[test]
+    fn heartbeats_are_well_inside_the_grace() {
+        assert_eq!(
+            heartbeat_interval(Duration::from_secs(30)),
+            Duration::from_secs(2)
+        );
+        assert!(heartbeat_interval(Duration::from_secs(1)) <= Duration::from_millis(250));
     }
 }

@@ -257,8 +257,9 @@ mod tests {
 
     #[test]
     fn bad_duration_is_located() {
-        let err = parse("name: d\nbase_url: http://x\nduration: 10 parsecs\nsteps:\n  - navigate: /\n")
-            .unwrap_err();
+        let err =
+            parse("name: d\nbase_url: http://x\nduration: 10 parsecs\nsteps:\n  - navigate: /\n")
+                .unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("s.yaml:3:"), "{text}");
         assert!(text.contains("unknown unit"), "{text}");

@@ -20,8 +20,16 @@ const MIB: u64 = 1024 * 1024;
 
 /// What one browser and each of its contexts cost on a node.
 ///
-/// The defaults were measured with `liveload bench` on Debian's `chromium-headless-shell` 156
-/// against the demo page (see README, "Measured figures"), with a margin on top.
+/// The defaults were measured with `liveload bench users` on Debian's `chromium-headless-shell`
+/// 156 against the demo page (README, "Measured figures"), with a margin on top:
+/// - browser alone: 133.5 MiB PSS (6 processes) -> 160 MiB;
+/// - each user (context + page + its renderer): 14.8-18.8 MiB PSS marginal -> 24 MiB;
+/// - CPU: users looping navigate / wait / think 1-2 s kept 2 cores 37 % busy at 10 users per
+///   core and 72 % busy at 20 per core, where navigation p95 tripled; 15 per core (~55 %)
+///   leaves the browser headroom so it measures the target, not itself.
+///
+/// Heavier pages cost more: measure yours with `liveload bench users --url URL` and pass the
+/// figures with `--browser-memory-mib`, `--context-memory-mib`, `--contexts-per-core`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct BrowserProfile {
     /// Memory of a browser with no context open (PSS of its process tree), in bytes.
@@ -36,7 +44,7 @@ impl Default for BrowserProfile {
     fn default() -> Self {
         BrowserProfile {
             browser_memory_usage_bytes: 160 * MIB,
-            context_memory_usage_bytes: 40 * MIB,
+            context_memory_usage_bytes: 24 * MIB,
             browser_contexts_per_core: 15.0,
         }
     }
@@ -105,7 +113,9 @@ impl SizingConfig {
         let usable = usable.saturating_sub(self.reserved_headroom_bytes);
         let by_memory = usable.saturating_sub(self.profile.browser_memory_usage_bytes)
             / self.profile.context_memory_usage_bytes;
-        let by_cpu = (cores * self.profile.browser_contexts_per_core).floor().max(0.0) as u64;
+        let by_cpu = (cores * self.profile.browser_contexts_per_core)
+            .floor()
+            .max(0.0) as u64;
         NodeCapacity {
             usable_memory_bytes: usable,
             by_memory,

@@ -18,16 +18,18 @@ fn arb_snapshot() -> impl Strategy<Value = MetricsSnapshot> {
             0..4,
         ),
     )
-        .prop_map(|(seq, elapsed_ms, active_users, counters, hists)| MetricsSnapshot {
-            seq,
-            elapsed_ms,
-            active_users,
-            counters,
-            histograms: hists
-                .into_iter()
-                .map(|(k, v)| (k, HistogramBlob(v)))
-                .collect::<BTreeMap<_, _>>(),
-        })
+        .prop_map(
+            |(seq, elapsed_ms, active_users, counters, hists)| MetricsSnapshot {
+                seq,
+                elapsed_ms,
+                active_users,
+                counters,
+                histograms: hists
+                    .into_iter()
+                    .map(|(k, v)| (k, HistogramBlob(v)))
+                    .collect::<BTreeMap<_, _>>(),
+            },
+        )
 }
 
 fn arb_agent_message() -> impl Strategy<Value = AgentMessage> {
@@ -38,12 +40,14 @@ fn arb_agent_message() -> impl Strategy<Value = AgentMessage> {
         (any::<u32>(), any::<u32>()).prop_map(|(agent, controller)| AgentMessage::Rejected {
             reason: Rejection::ProtocolMismatch { agent, controller }
         }),
-        (any::<u64>(), proptest::option::of(("[ -~]{0,30}", "[ -~]{0,30}"))).prop_map(
-            |(users, b)| AgentMessage::Prepared {
+        (
+            any::<u64>(),
+            proptest::option::of(("[ -~]{0,30}", "[ -~]{0,30}"))
+        )
+            .prop_map(|(users, b)| AgentMessage::Prepared {
                 users,
                 browser: b.map(|(path, version)| BrowserInfo { path, version }),
-            }
-        ),
+            }),
     ]
 }
 
@@ -72,10 +76,16 @@ fn arb_controller_message() -> impl Strategy<Value = ControllerMessage> {
                     iteration_timeout_ms: 1,
                     start_interval_ms: 0,
                     steps: vec![
-                        Step { name: "a".into(), kind: StepKind::Navigate { url } },
+                        Step {
+                            name: "a".into(),
+                            kind: StepKind::Navigate { url },
+                        },
                         Step {
                             name: "b".into(),
-                            kind: StepKind::Think { min_ms, max_ms: min_ms + extra },
+                            kind: StepKind::Think {
+                                min_ms,
+                                max_ms: min_ms + extra,
+                            },
                         },
                     ],
                     no_browser: false,
@@ -114,7 +124,9 @@ proptest! {
 #[test]
 fn oversize_frame_is_refused_before_parsing() {
     let frame = vec![b' '; MAX_FRAME_BYTES + 1];
-    assert!(matches!(decode_agent(&frame), Err(DecodeError::TooLarge(n)) if n == MAX_FRAME_BYTES + 1));
+    assert!(
+        matches!(decode_agent(&frame), Err(DecodeError::TooLarge(n)) if n == MAX_FRAME_BYTES + 1)
+    );
 }
 
 #[test]
@@ -126,5 +138,8 @@ fn unknown_message_type_is_malformed() {
 #[test]
 fn bad_base64_in_histogram_is_malformed() {
     let frame = br#"{"type":"snapshot","seq":0,"elapsed_ms":0,"active_users":0,"counters":{},"histograms":{"x":"!!!"}}"#;
-    assert!(matches!(decode_agent(frame), Err(DecodeError::Malformed(_))));
+    assert!(matches!(
+        decode_agent(frame),
+        Err(DecodeError::Malformed(_))
+    ));
 }

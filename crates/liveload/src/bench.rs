@@ -52,6 +52,9 @@ pub enum Bench {
         /// Chromium executable.
         #[arg(long, env = "LIVELOAD_CHROMIUM")]
         chromium: Option<std::path::PathBuf>,
+        /// Measure this page instead of the bundled demo target (users open it and stay).
+        #[arg(long)]
+        url: Option<String>,
     },
 }
 
@@ -63,7 +66,8 @@ pub async fn run(args: BenchArgs) -> i32 {
             users,
             window,
             chromium,
-        } => users_bench(&users, Duration::from_secs(window), chromium).await,
+            url,
+        } => users_bench(&users, Duration::from_secs(window), chromium, url).await,
     };
     match result {
         Ok(()) => exit_code::OK,
@@ -94,9 +98,10 @@ async fn boot(counts: &[u32], repeat: u32) -> Result<(), Error> {
         let all: Vec<String> = times.iter().map(|t| format!("{t:.3}")).collect();
         println!("{count:>6} {median:>12.3} {:>12}", all.join(","));
     }
-    if let (Some((1, one)), Some(&(n, many))) =
-        (medians.iter().find(|(c, _)| *c == 1).copied(), medians.last())
-        && n > 1
+    if let (Some((1, one)), Some(&(n, many))) = (
+        medians.iter().find(|(c, _)| *c == 1).copied(),
+        medians.last(),
+    ) && n > 1
     {
         println!("ratio {n}/1 nodes: {:.2}", many / one);
     }
@@ -168,7 +173,11 @@ fn sample_group(agent_pid: i32) -> GroupSample {
         return sample;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -182,7 +191,8 @@ fn sample_group(agent_pid: i32) -> GroupSample {
         if fields.get(2).and_then(|s| s.parse::<i32>().ok()) != Some(agent_pid) {
             continue;
         }
-        let ticks: u64 = fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        let ticks: u64 =
+            fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
         sample.cpu_ticks += ticks;
         if pid == agent_pid {
             sample.agent_rss_kib = status_kib(pid, "VmRSS:");
@@ -230,21 +240,34 @@ async fn users_bench(
     counts: &[u64],
     window: Duration,
     chromium: Option<std::path::PathBuf>,
+    url: Option<String>,
 ) -> Result<(), Error> {
-    let target = demo_target::spawn(([127, 0, 0, 1], 0).into())
-        .await
-        .map_err(|e| Error::io("starting the demo target", e))?;
+    let (url, ready_selector) = match url {
+        Some(url) => (url, "body"),
+        None => {
+            let target = demo_target::spawn(([127, 0, 0, 1], 0).into())
+                .await
+                .map_err(|e| Error::io("starting the demo target", e))?;
+            (format!("http://{target}/"), "body.phx-connected")
+        }
+    };
     println!(
-        "bench users: real Chromium on the demo page (http://{target}), {}s CPU window",
+        "bench users: real Chromium on {url}, {}s CPU window",
         window.as_secs()
     );
     let mut figures = Vec::new();
     for &users in counts {
-        figures.push(users_once(users, window, &format!("http://{target}"), chromium.clone()).await?);
+        figures.push(users_once(users, window, &url, ready_selector, chromium.clone()).await?);
     }
     println!(
         "{:>6} {:>14} {:>6} {:>14} {:>8} {:>14} {:>14}",
-        "users", "browser PSS MiB", "procs", "agent RSS MiB", "CPU %", "setup p50 ms", "setup p95 ms"
+        "users",
+        "browser PSS MiB",
+        "procs",
+        "agent RSS MiB",
+        "CPU %",
+        "setup p50 ms",
+        "setup p95 ms"
     );
     for f in &figures {
         println!(
@@ -274,7 +297,8 @@ async fn users_bench(
 async fn users_once(
     users: u64,
     window: Duration,
-    base_url: &str,
+    url: &str,
+    ready_selector: &str,
     chromium: Option<std::path::PathBuf>,
 ) -> Result<UsersFigure, Error> {
     let state = bench_state_dir()?;
@@ -308,7 +332,7 @@ async fn users_once(
         let assignment = Assignment {
             run_id: run_id.clone(),
             scenario: "bench".into(),
-            base_url: base_url.to_string(),
+            base_url: url.to_string(),
             first_user_id: 0,
             users,
             duration_ms: 600_000,
@@ -317,12 +341,12 @@ async fn users_once(
             steps: vec![
                 Step {
                     name: "open".into(),
-                    kind: StepKind::Navigate { url: "/".into() },
+                    kind: StepKind::Navigate { url: url.into() },
                 },
                 Step {
                     name: "connected".into(),
                     kind: StepKind::WaitFor {
-                        selector: "body.phx-connected".into(),
+                        selector: ready_selector.into(),
                         timeout_ms: 10_000,
                     },
                 },

@@ -169,8 +169,7 @@ async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &Ru
 
 /// Completes on Ctrl-C or SIGTERM.
 async fn interrupted() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,
         Err(_) => return std::future::pending().await,
     };
@@ -184,9 +183,9 @@ async fn plan(path: &Path, backend_args: &BackendArgs, flags: &RunFlags) -> Resu
     let scenario = load_scenario(path, flags)?;
     let options = flags.options(&scenario)?;
     let backend = backend(backend_args)?;
-    let max_nodes = backend
-        .node_limit()
-        .map_or(options.max_allowed_nodes, |l| l.min(options.max_allowed_nodes));
+    let max_nodes = backend.node_limit().map_or(options.max_allowed_nodes, |l| {
+        l.min(options.max_allowed_nodes)
+    });
     match backend.expected_size().await? {
         Some(size) => Plan::from_size(options.users, size, "catalogue", &options.sizing, max_nodes),
         None => Err(Error::InvalidOption {

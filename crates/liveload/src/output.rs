@@ -84,7 +84,9 @@ fn report_text(r: &RunReport) -> String {
             n.facts.total_memory_bytes as f64 / GIB,
             n.facts.effective_memory_bytes as f64 / GIB,
             n.facts.effective_cores,
-            n.facts.host_share.map_or("-".to_string(), |s| format!("1/{s}")),
+            n.facts
+                .host_share
+                .map_or("-".to_string(), |s| format!("1/{s}")),
             n.capacity.users,
             n.users,
             n.ready_after_s,
@@ -122,7 +124,10 @@ pub fn cleanup(destroyed: &[NodeHandle], format: OutputFormat) {
         OutputFormat::Json => println!("{}", serde_json::json!({ "destroyed": destroyed })),
         OutputFormat::Text => {
             for node in destroyed {
-                println!("destroyed {} (run {}, {})", node.id, node.run_id, node.detail);
+                println!(
+                    "destroyed {} (run {}, {})",
+                    node.id, node.run_id, node.detail
+                );
             }
             println!("{} node(s) destroyed", destroyed.len());
         }

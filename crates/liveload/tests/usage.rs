@@ -4,7 +4,10 @@ use std::process::Command;
 
 fn liveload() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_liveload"));
-    command.env("LIVELOAD_STATE_DIR", std::env::temp_dir().join("liveload-usage-tests"));
+    command.env(
+        "LIVELOAD_STATE_DIR",
+        std::env::temp_dir().join("liveload-usage-tests"),
+    );
     command
 }
 
@@ -17,7 +20,10 @@ fn json_error(args: &[&str]) -> (i32, serde_json::Value) {
     let code = out.status.code().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {stdout} / {}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "not JSON ({e}): {stdout} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     (code, value)
 }
@@ -27,7 +33,12 @@ fn max_allowed_nodes_must_be_positive() {
     for value in ["0", "-3"] {
         let s = scenario();
         let (code, json) = json_error(&[
-            "plan", s.to_str().unwrap(), "--max-allowed-nodes", value, "--output", "json",
+            "plan",
+            s.to_str().unwrap(),
+            "--max-allowed-nodes",
+            value,
+            "--output",
+            "json",
         ]);
         assert_eq!(code, 2, "{json}");
         assert_eq!(json["error"], "max_allowed_nodes_invalid");
@@ -37,8 +48,14 @@ fn max_allowed_nodes_must_be_positive() {
 #[test]
 fn cluster_name_invalid() {
     let s = scenario();
-    let (code, json) =
-        json_error(&["plan", s.to_str().unwrap(), "--name", "Bad_Name", "--output", "json"]);
+    let (code, json) = json_error(&[
+        "plan",
+        s.to_str().unwrap(),
+        "--name",
+        "Bad_Name",
+        "--output",
+        "json",
+    ]);
     assert_eq!(code, 2);
     assert_eq!(json["error"], "cluster_name_invalid");
     assert!(json["hint"].as_str().unwrap().contains("--name"));
@@ -47,8 +64,14 @@ fn cluster_name_invalid() {
 #[test]
 fn zero_users_is_a_usage_error() {
     let s = scenario();
-    let (code, json) =
-        json_error(&["plan", s.to_str().unwrap(), "--users", "0", "--output", "json"]);
+    let (code, json) = json_error(&[
+        "plan",
+        s.to_str().unwrap(),
+        "--users",
+        "0",
+        "--output",
+        "json",
+    ]);
     assert_eq!(code, 2);
     assert_eq!(json["error"], "invalid_option");
 }
@@ -73,5 +96,8 @@ fn plan_explains_its_figures() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Plan: 1 node(s)"), "{text}");
-    assert!(text.contains("by memory") && text.contains("by cpu"), "{text}");
+    assert!(
+        text.contains("by memory") && text.contains("by cpu"),
+        "{text}"
+    );
 }

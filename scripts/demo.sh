@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job: a real load test of the bundled demo target with 20 real Chromium users on the
+# local backend. Extra arguments go to `liveload demo` (e.g. --users 40 --duration 60s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/ensure-deps.sh
+cargo build --release --locked -p liveload -p liveload-agent
+exec ./target/release/liveload demo --users 20 "$@"

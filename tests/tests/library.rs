@@ -1,0 +1,327 @@
+//! The run lifecycle through the library: both boot orders, the shortfall boot when nodes turn
+//! out smaller than planned, sizing errors from real facts, interrupts, and teardown.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use liveload_core::proto::{Step, StepKind};
+use liveload_core::run::{self, Event, Observer, RunOptions};
+use liveload_core::scenario::Scenario;
+use liveload_core::sizing::{BrowserProfile, SizingConfig};
+use liveload_core::{
+    AgentEndpoint, Backend, Error, NodeHandle, NodeSize, NodeSpec, Result, RunFilter,
+};
+use liveload_local::LocalBackend;
+use tokio::time::Instant;
+
+fn idle_scenario(users: u64) -> Scenario {
+    Scenario {
+        name: "library".into(),
+        base_url: "http://127.0.0.1".into(),
+        users,
+        duration: Duration::from_secs(1),
+        iteration_timeout: Duration::from_secs(5),
+        steps: vec![Step {
+            name: "idle".into(),
+            kind: StepKind::Think {
+                min_ms: 10,
+                max_ms: 20,
+            },
+        }],
+    }
+}
+
+/// Sizing where one node of `cores` cores hosts exactly `per_node` users (memory never binds).
+fn sizing_for(per_node: u64, cores: f64) -> SizingConfig {
+    SizingConfig {
+        memory_safety_factor: 1.0,
+        reserved_headroom_bytes: 0,
+        profile: BrowserProfile {
+            browser_memory_usage_bytes: 0,
+            context_memory_usage_bytes: 1,
+            browser_contexts_per_core: (per_node as f64 + 0.5) / cores,
+        },
+    }
+}
+
+fn options(users: u64, sizing: SizingConfig) -> RunOptions {
+    let mut options = RunOptions::new("library", users, Duration::from_secs(1));
+    options.no_browser = true;
+    options.sizing = sizing;
+    options.start_interval = Duration::ZERO;
+    options
+}
+
+fn host_cores() -> f64 {
+    std::thread::available_parallelism().unwrap().get() as f64
+}
+
+/// Records events, to check the order of phases.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Observer for Recorder {
+    fn event(&self, event: &Event) {
+        let name = match event {
+            Event::Planned(p) => format!("planned:{}:{}", p.source, p.nodes),
+            Event::Booting { nodes } => format!("booting:{nodes}"),
+            Event::NodeReady(_) => "ready".into(),
+            Event::Assigned { users } => format!("assigned:{users:?}"),
+            Event::Started => "started".into(),
+            Event::Progress { .. } => return,
+            Event::TearingDown { nodes } => format!("teardown:{nodes}"),
+            Event::NodeDestroyed { .. } => "destroyed".into(),
+        };
+        self.0.lock().unwrap().push(name);
+    }
+}
+
+async fn assert_nothing_listed(backend: &dyn Backend) {
+    let left = backend.list(&RunFilter::All).await.unwrap();
+    assert!(left.is_empty(), "leaked: {left:?}");
+}
+
+#[tokio::test]
+async fn catalogue_plan_boots_every_node_at_once() {
+    let state = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(
+        LocalBackend::builder()
+            .state_dir(state.path())
+            .nodes_per_host(4)
+            .build()
+            .unwrap(),
+    );
+    let events = Arc::new(Recorder::default());
+    let per_node_cores = host_cores() / 4.0;
+    let report = run::run(
+        backend.clone(),
+        &idle_scenario(8),
+        &options(8, sizing_for(2, per_node_cores)),
+        events.clone(),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    assert_eq!(report.nodes.len(), 4);
+    let events = events.0.lock().unwrap().clone();
+    assert_eq!(events[0], "planned:catalogue:4");
+    assert_eq!(events[1], "booting:4", "one wave of four: {events:?}");
+    assert!(
+        events.iter().any(|e| e == "assigned:[2, 2, 2, 2]"),
+        "{events:?}"
+    );
+    assert_nothing_listed(backend.as_ref()).await;
+}
+
+#[tokio::test]
+async fn unknown_size_boots_one_probe_then_the_rest_together() {
+    let state = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(
+        LocalBackend::builder()
+            .state_dir(state.path())
+            .nodes_per_host(3)
+            .announce_size(false)
+            .build()
+            .unwrap(),
+    );
+    let events = Arc::new(Recorder::default());
+    let report = run::run(
+        backend.clone(),
+        &idle_scenario(6),
+        &options(6, sizing_for(2, host_cores() / 3.0)),
+        events.clone(),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    assert_eq!(report.plan.source, "probe");
+    assert_eq!(report.nodes.len(), 3);
+    let events = events.0.lock().unwrap().clone();
+    assert_eq!(
+        &events[..3],
+        ["booting:1", "ready", "planned:probe:3"],
+        "{events:?}"
+    );
+    assert_eq!(events[3], "booting:2", "the rest in one wave: {events:?}");
+    assert_nothing_listed(backend.as_ref()).await;
+}
+
+/// A backend whose catalogue promises twice the node it delivers.
+#[derive(Debug)]
+struct Overpromising(LocalBackend);
+
+#[async_trait]
+impl Backend for Overpromising {
+    fn name(&self) -> &'static str {
+        "overpromising"
+    }
+    async fn create(&self, spec: &NodeSpec) -> Result<NodeHandle> {
+        self.0.create(spec).await
+    }
+    async fn wait_ready(&self, node: &NodeHandle, deadline: Instant) -> Result<AgentEndpoint> {
+        self.0.wait_ready(node, deadline).await
+    }
+    async fn destroy(&self, node: &NodeHandle) -> Result<()> {
+        self.0.destroy(node).await
+    }
+    async fn list(&self, runs: &RunFilter) -> Result<Vec<NodeHandle>> {
+        self.0.list(runs).await
+    }
+    async fn expected_size(&self) -> Result<Option<NodeSize>> {
+        Ok(self.0.expected_size().await?.map(|s| NodeSize {
+            memory_bytes: s.memory_bytes * 2,
+            cores: s.cores * 2.0,
+        }))
+    }
+    fn node_limit(&self) -> Option<u64> {
+        self.0.node_limit()
+    }
+}
+
+#[tokio::test]
+async fn nodes_smaller_than_planned_boot_the_shortfall() {
+    let state = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(Overpromising(
+        LocalBackend::builder()
+            .state_dir(state.path())
+            .nodes_per_host(4)
+            .build()
+            .unwrap(),
+    ));
+    let events = Arc::new(Recorder::default());
+    // Real nodes host 2 users; the catalogue says 4 (twice the cores): plan 2, need 4.
+    let report = run::run(
+        backend.clone(),
+        &idle_scenario(8),
+        &options(8, sizing_for(2, host_cores() / 4.0)),
+        events.clone(),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    assert_eq!(report.plan.nodes, 2);
+    assert_eq!(report.nodes.len(), 4);
+    let events = events.0.lock().unwrap().clone();
+    let waves: Vec<&String> = events.iter().filter(|e| e.starts_with("booting")).collect();
+    assert_eq!(waves, ["booting:2", "booting:2"], "{events:?}");
+    assert_nothing_listed(backend.as_ref()).await;
+}
+
+#[tokio::test]
+async fn shortfall_beyond_the_limit_is_necessary_nodes_exceeds_max() {
+    let state = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(Overpromising(
+        LocalBackend::builder()
+            .state_dir(state.path())
+            .nodes_per_host(4)
+            .build()
+            .unwrap(),
+    ));
+    let mut opts = options(8, sizing_for(2, host_cores() / 4.0));
+    opts.max_allowed_nodes = 3;
+    let result = run::run(
+        backend.clone(),
+        &idle_scenario(8),
+        &opts,
+        Arc::new(run::Quiet),
+        std::future::pending(),
+    )
+    .await;
+    match result {
+        Err(Error::NecessaryNodesExceedsMaxAllowedNodes {
+            necessary,
+            max_allowed,
+            ..
+        }) => {
+            assert_eq!(necessary, 4);
+            assert_eq!(max_allowed, 3);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_nothing_listed(backend.as_ref()).await;
+}
+
+#[tokio::test]
+async fn node_too_small_from_real_facts_destroys_the_probe() {
+    let state = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(
+        LocalBackend::builder()
+            .state_dir(state.path())
+            .announce_size(false)
+            .build()
+            .unwrap(),
+    );
+    let mut opts = options(1, SizingConfig::default());
+    opts.sizing.profile.browser_memory_usage_bytes = u64::MAX / 2;
+    let result = run::run(
+        backend.clone(),
+        &idle_scenario(1),
+        &opts,
+        Arc::new(run::Quiet),
+        std::future::pending(),
+    )
+    .await;
+    match result {
+        Err(e @ Error::NodeTooSmall { .. }) => {
+            assert_eq!(e.code(), "node_too_small");
+            assert!(e.to_string().starts_with("node ll-library-"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_nothing_listed(backend.as_ref()).await;
+}
+
+#[tokio::test]
+async fn interrupt_destroys_every_node() {
+    let state = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(
+        LocalBackend::builder()
+            .state_dir(state.path())
+            .nodes_per_host(2)
+            .build()
+            .unwrap(),
+    );
+    let mut scenario = idle_scenario(2);
+    scenario.duration = Duration::from_secs(60);
+    let mut opts = options(2, sizing_for(1, host_cores() / 2.0));
+    opts.duration = scenario.duration;
+    let result = run::run(
+        backend.clone(),
+        &scenario,
+        &opts,
+        Arc::new(run::Quiet),
+        tokio::time::sleep(Duration::from_secs(2)),
+    )
+    .await;
+    assert!(matches!(result, Err(Error::Interrupted)), "{result:?}");
+    assert_eq!(Error::Interrupted.exit_code(), 130);
+    assert_nothing_listed(backend.as_ref()).await;
+}
+
+#[tokio::test]
+async fn unreachable_agent_is_an_agent_connection_error() {
+    let endpoint = AgentEndpoint {
+        address: "127.0.0.1:1".into(),
+        tls: None,
+        headers: vec![],
+    };
+    let result = liveload_core::agent_client::AgentConnection::connect(
+        "n",
+        &endpoint,
+        &liveload_core::Secret::new("t"),
+        Instant::now() + Duration::from_secs(5),
+    )
+    .await;
+    match result {
+        Err(e @ Error::AgentConnection { .. }) => {
+            assert_eq!(e.code(), "agent_connection_failed");
+            assert_eq!(e.exit_code(), 6);
+            assert!(e.to_string().contains("cannot connect"), "{e}");
+        }
+        other => panic!("{:?}", other.map(|(_, w)| w)),
+    }
+}
