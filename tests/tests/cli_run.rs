@@ -364,3 +364,35 @@ fn cleanup_removes_a_crashed_runs_agents() {
     let (_, listed, _) = json_output(liveload(state.path()).args(["nodes", "--output", "json"]));
     assert!(listed["nodes"].as_array().unwrap().is_empty(), "{listed}");
 }
+
+#[test]
+fn the_run_token_never_reaches_the_controllers_logs_even_at_trace() {
+    let state = tempfile::tempdir().unwrap();
+    let child = liveload(state.path())
+        .env("LIVELOAD_LOG", "trace")
+        .args(["demo", "--users", "1", "--duration", "3s", "--tls"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let (_, agents) = wait_for_agents(state.path(), &mut child, 1);
+    // The agent got its token through its environment; read it back from /proc.
+    let environ = std::fs::read(format!("/proc/{}/environ", agents[0])).unwrap();
+    let token = environ
+        .split(|&b| b == 0)
+        .find_map(|var| var.strip_prefix(b"LIVELOAD_TOKEN="))
+        .map(|t| String::from_utf8_lossy(t).to_string())
+        .expect("the agent was started with a token");
+    assert!(token.len() >= 32);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stderr.contains("creating node") && stderr.contains("node ready"),
+        "logging is on: {stderr}"
+    );
+    assert!(!stderr.contains(&token), "the token leaked into the log");
+    assert!(!stdout.contains(&token), "the token leaked into the report");
+}

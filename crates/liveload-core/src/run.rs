@@ -312,6 +312,7 @@ pub async fn teardown(
             }
         }
     }
+    tracing::info!(run_id, nodes = nodes.len(), "tearing down");
     observer.event(&Event::TearingDown { nodes: nodes.len() });
     let results = join_all(nodes.iter().map(|node| async move {
         let result = backend.destroy(node).await;
@@ -391,11 +392,15 @@ impl Booter<'_> {
         first_error.map_or(Ok(()), Err)
     }
 
+    #[tracing::instrument(level = "debug", skip(self), fields(run_id = %self.run_id, backend = self.backend.name()))]
     async fn boot_one(&self, index: u32) -> Result<(NodeHandle, AgentConnection, NodeReport)> {
         let started = Instant::now();
         let deadline = started + self.options.creation_timeout;
         let spec = self.spec(index);
+        // `NodeSpec`'s Debug prints `***` for the token.
+        tracing::debug!(?spec, "creating node");
         let handle = self.backend.create(&spec).await?;
+        tracing::debug!(node = %handle.id, detail = %handle.detail, "node created");
         self.created
             .lock()
             .expect("not poisoned")
@@ -413,9 +418,18 @@ impl Booter<'_> {
                     first_user_id: 0,
                     ready_after_s: started.elapsed().as_secs_f64(),
                 };
+                tracing::info!(
+                    node = %report.id,
+                    memory = report.facts.effective_memory_bytes,
+                    cores = report.facts.effective_cores,
+                    capacity = report.capacity.users,
+                    ready_after_s = report.ready_after_s,
+                    "node ready"
+                );
                 Ok((handle, connection, report))
             }
             Err(e) => {
+                tracing::warn!(node = %handle.id, error = %e, "node failed to become ready; destroying it");
                 // A node that missed its deadline or refused us is destroyed now, not at the
                 // end of the run: it costs money and may never answer.
                 if self.backend.destroy(&handle).await.is_ok() {
@@ -644,6 +658,7 @@ async fn run_cluster(
         node.report.first_user_id = next_user;
         next_user += users;
     }
+    tracing::info!(run_id, users = ?shares, "users assigned");
     observer.event(&Event::Assigned {
         users: shares.clone(),
     });

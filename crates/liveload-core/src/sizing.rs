@@ -255,7 +255,9 @@ mod tests {
     fn heterogeneous_nodes_get_users_by_capacity() {
         assert_eq!(assign_users(30, &[10, 20]), vec![10, 20]);
         assert_eq!(assign_users(15, &[10, 20]), vec![5, 10]);
-        assert_eq!(assign_users(7, &[1, 1, 100]), vec![1, 1, 5]);
+        // Proportional: tiny nodes get nothing rather than a share beyond their weight.
+        assert_eq!(assign_users(7, &[1, 1, 100]), vec![0, 0, 7]);
+        assert_eq!(assign_users(102, &[1, 1, 100]), vec![1, 1, 100]);
     }
 
     proptest! {
