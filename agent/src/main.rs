@@ -10,6 +10,7 @@ mod browser;
 mod facts;
 mod recorder;
 mod session;
+mod steps;
 mod users;
 
 use std::net::SocketAddr;

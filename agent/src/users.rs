@@ -7,15 +7,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow, bail};
-use chromiumoxide::Page;
-use liveload_proto::{Assignment, Step, StepKind};
-use rand::Rng;
+use std::collections::HashMap;
+
+use anyhow::anyhow;
+use liveload_proto::Assignment;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::browser::{NodeBrowser, UserContext};
 use crate::recorder::Recorder;
+use crate::steps::{UserState, run_steps};
 
 /// How users are told to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,12 +92,20 @@ pub async fn run_user(env: Arc<UserEnv>, user_id: u64, context: Option<UserConte
     let mut stop = env.stop.clone();
     let mut failed_iterations = 0u64;
     let mut iterations = 0u64;
+    let mut user = UserState {
+        page: context.as_ref().map(|c| &c.page),
+        vars: initial_vars(&env.assignment, user_id),
+        base_url: &env.assignment.base_url,
+        step_timeout: Duration::from_millis(env.assignment.step_timeout_ms),
+        recorder,
+    };
     while Instant::now() < env.deadline && *stop.borrow() == StopSignal::Run {
         let started = Instant::now();
-        let iteration = run_iteration(&env, context.as_ref().map(|c| &c.page), user_id);
+        user.vars.insert("iteration".into(), iterations.to_string());
+        let iteration = run_steps(&mut user, &env.assignment.steps);
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(timeout, iteration) => match outcome {
-                Ok(result) => result,
+                Ok(result) => result.map(|_| ()),
                 Err(_) => Err(anyhow!("iteration timed out after {timeout:?}")),
             },
             _ = wait_for_force(&mut stop) => break,
@@ -123,96 +132,26 @@ pub async fn run_user(env: Arc<UserEnv>, user_id: u64, context: Option<UserConte
     }
 }
 
+/// A user's variables before its first step: its id and its row of the CSV data.
+fn initial_vars(assignment: &Assignment, user_id: u64) -> HashMap<String, String> {
+    let mut vars = HashMap::new();
+    vars.insert("user_id".to_string(), user_id.to_string());
+    if let Some(table) = &assignment.data
+        && !table.rows.is_empty()
+    {
+        let row = &table.rows[(user_id % table.rows.len() as u64) as usize];
+        for (column, value) in table.columns.iter().zip(row) {
+            vars.insert(column.clone(), value.clone());
+        }
+    }
+    vars
+}
+
 async fn wait_for_force(stop: &mut watch::Receiver<StopSignal>) {
     while *stop.borrow_and_update() != StopSignal::Force {
         if stop.changed().await.is_err() {
             // The sender is gone: nobody can ever force a stop.
             std::future::pending::<()>().await;
         }
-    }
-}
-
-async fn run_iteration(env: &UserEnv, page: Option<&Page>, user_id: u64) -> Result<()> {
-    for step in &env.assignment.steps {
-        let started = Instant::now();
-        let result = run_step(env, page, user_id, step).await;
-        let metric = format!("step:{}", step.name);
-        env.recorder.latency(&metric, started.elapsed());
-        if result.is_err() {
-            env.recorder.count(&format!("{metric}:failed"), 1);
-        }
-        result.with_context(|| format!("step '{}'", step.name))?;
-    }
-    Ok(())
-}
-
-async fn run_step(env: &UserEnv, page: Option<&Page>, user_id: u64, step: &Step) -> Result<()> {
-    let page = || page.ok_or_else(|| anyhow!("this agent runs without a browser"));
-    match &step.kind {
-        StepKind::Navigate { url } => {
-            let url = resolve_url(&env.assignment.base_url, url, user_id);
-            page()?.goto(url).await?;
-            Ok(())
-        }
-        StepKind::WaitFor {
-            selector,
-            timeout_ms,
-        } => wait_for_selector(page()?, selector, Duration::from_millis(*timeout_ms)).await,
-        StepKind::Think { min_ms, max_ms } => {
-            let ms = if max_ms > min_ms {
-                rand::rng().random_range(*min_ms..=*max_ms)
-            } else {
-                *min_ms
-            };
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok(())
-        }
-    }
-}
-
-/// Join a step URL to the base URL and fill in `{{user_id}}`.
-pub fn resolve_url(base: &str, url: &str, user_id: u64) -> String {
-    let url = url.replace("{{user_id}}", &user_id.to_string());
-    if url.starts_with("http://") || url.starts_with("https://") {
-        url
-    } else if url.starts_with('/') {
-        format!("{}{url}", base.trim_end_matches('/'))
-    } else {
-        format!("{}/{url}", base.trim_end_matches('/'))
-    }
-}
-
-async fn wait_for_selector(page: &Page, selector: &str, timeout: Duration) -> Result<()> {
-    let selector_js = serde_json::to_string(selector).expect("a string serialises");
-    let check = format!("document.querySelector({selector_js}) !== null");
-    let deadline = Instant::now() + timeout;
-    loop {
-        let found: bool = page
-            .evaluate(check.as_str())
-            .await?
-            .into_value()
-            .context("reading the selector check")?;
-        if found {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("no element matched '{selector}' within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_join_the_base_and_fill_the_user_id() {
-        assert_eq!(resolve_url("http://h:1/", "/a", 3), "http://h:1/a");
-        assert_eq!(
-            resolve_url("http://h:1", "a/{{user_id}}", 3),
-            "http://h:1/a/3"
-        );
-        assert_eq!(resolve_url("http://h:1", "https://x/y", 3), "https://x/y");
     }
 }

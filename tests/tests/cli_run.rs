@@ -396,3 +396,159 @@ fn the_run_token_never_reaches_the_controllers_logs_even_at_trace() {
     assert!(!stderr.contains(&token), "the token leaked into the log");
     assert!(!stdout.contains(&token), "the token leaked into the report");
 }
+
+#[test]
+fn every_step_kind_runs_green_against_the_demo_target() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let scenario = repo().join("examples/every-step.yaml");
+    let (code, report, out) = json_output(liveload(state.path()).args([
+        "demo",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
+    assert_eq!(
+        code,
+        0,
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["users_succeeded"], 2);
+    assert_eq!(report["iterations_failed"], 0);
+    let names: Vec<&String> = report["latencies"].as_object().unwrap().keys().collect();
+    // Every kind shows up as a timed step (halt included; fail is never reached).
+    for prefix in [
+        "step:navigate",
+        "step:reload",
+        "step:click",
+        "step:fill",
+        "step:clear",
+        "step:press",
+        "step:check",
+        "step:uncheck",
+        "step:select",
+        "step:hover",
+        "step:focus",
+        "step:blur",
+        "step:wait_for #",
+        "step:wait_for text",
+        "step:wait_for url",
+        "step:wait_for network_idle",
+        "step:wait_for #flash hidden",
+        "step:liveview_connected",
+        "step:liveview_idle",
+        "step:liveview_submit",
+        "step:assert text",
+        "step:assert count",
+        "step:assert visible",
+        "step:extract",
+        "step:think",
+        "step:eval",
+        "group:sign up",
+        "step:halt",
+        "step:open about",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(prefix)),
+            "no metric {prefix}: {names:?}"
+        );
+    }
+    assert!(
+        !names.iter().any(|n| n.starts_with("step:fail")),
+        "halt ends the iteration"
+    );
+    // CSV data and extracted variables reached the page: the live form saved the CSV name.
+    let saved = &report["latencies"]["step:assert text Saved {{name}}"];
+    assert_eq!(saved["count"], report["iterations_ok"]);
+}
+
+#[test]
+fn a_failing_step_fails_the_iteration_and_names_the_step() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let scenario = scenario_file(
+        state.path(),
+        "assert.yaml",
+        "name: wrong-count\nbase_url: http://127.0.0.1:1\nusers: 1\nduration: 2s\nsteps:\n  - navigate: /\n  - assert: { selector: li.item, count: 4 }\n  - fail: unreachable\n",
+    );
+    let (code, report, _) = json_output(liveload(state.path()).args([
+        "demo",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
+    assert_eq!(code, 7, "{report}");
+    assert_eq!(report["users_failed"], 1);
+    assert!(
+        report["counters"]["step:assert count li.item = 4:failed"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert!(
+        report["counters"].get("step:fail:failed").is_none(),
+        "stops at the failing step"
+    );
+}
+
+#[test]
+fn validate_exit_codes() {
+    let state = tempfile::tempdir().unwrap();
+    let good = repo().join("examples/every-step.yaml");
+    let out = liveload(state.path())
+        .args(["validate", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid scenario 'every-step'"));
+    for (name, text, line, expect) in [
+        (
+            "unknown.yaml",
+            "name: x\nbase_url: http://h\nsteps:\n  - teleport: /\n",
+            4,
+            "teleport",
+        ),
+        (
+            "type.yaml",
+            "name: x\nbase_url: http://h\nsteps:\n  - repeat: { times: lots, steps: [reload] }\n",
+            4,
+            "invalid",
+        ),
+        (
+            "duration.yaml",
+            "name: x\nbase_url: http://h\nduration: 3 weeks\nsteps:\n  - reload\n",
+            3,
+            "unknown unit",
+        ),
+        (
+            "selector.yaml",
+            "name: x\nbase_url: http://h\nsteps:\n  - fill: { value: x }\n",
+            4,
+            "selector",
+        ),
+        (
+            "template.yaml",
+            "name: x\nbase_url: http://h\nsteps:\n  - navigate: /{{who}}\n",
+            4,
+            "who",
+        ),
+    ] {
+        let path = scenario_file(state.path(), name, text);
+        let (code, json, _) = json_output(liveload(state.path()).args([
+            "validate",
+            path.to_str().unwrap(),
+            "--output",
+            "json",
+        ]));
+        assert_eq!(code, 3, "{name}: {json}");
+        assert_eq!(json["error"], "scenario_invalid");
+        assert_eq!(json["line"], line, "{name}: {json}");
+        assert!(
+            json["message"].as_str().unwrap().contains(expect),
+            "{name}: {json}"
+        );
+    }
+}

@@ -16,20 +16,21 @@ use liveload_local::LocalBackend;
 use tokio::time::Instant;
 
 fn idle_scenario(users: u64) -> Scenario {
-    Scenario {
-        name: "library".into(),
-        base_url: "http://127.0.0.1".into(),
-        users,
-        duration: Duration::from_secs(1),
-        iteration_timeout: Duration::from_secs(5),
-        steps: vec![Step {
+    let mut scenario = Scenario::new(
+        "library",
+        "http://127.0.0.1",
+        vec![Step {
             name: "idle".into(),
             kind: StepKind::Think {
                 min_ms: 10,
                 max_ms: 20,
             },
         }],
-    }
+    );
+    scenario.users = users;
+    scenario.duration = Duration::from_secs(1);
+    scenario.iteration_timeout = Duration::from_secs(5);
+    scenario
 }
 
 /// Sizing where one node of `cores` cores hosts exactly `per_node` users (memory never binds).

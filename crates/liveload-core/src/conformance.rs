@@ -261,7 +261,9 @@ pub async fn end_to_end_run_leaves_nothing(h: &Harness) {
                 Step {
                     name: "body".into(),
                     kind: StepKind::WaitFor {
-                        selector: "body".into(),
+                        condition: crate::proto::WaitCondition::Visible {
+                            selector: "body".into(),
+                        },
                         timeout_ms: 10_000,
                     },
                 },
@@ -280,14 +282,10 @@ pub async fn end_to_end_run_leaves_nothing(h: &Harness) {
             true,
         ),
     };
-    let scenario = Scenario {
-        name: "conformance".into(),
-        base_url,
-        users: 2,
-        duration: Duration::from_secs(2),
-        iteration_timeout: Duration::from_secs(20),
-        steps,
-    };
+    let mut scenario = Scenario::new("conformance", &base_url, steps);
+    scenario.users = 2;
+    scenario.duration = Duration::from_secs(2);
+    scenario.iteration_timeout = Duration::from_secs(20);
     let mut options = RunOptions::new("conformance", 2, scenario.duration);
     options.no_browser = no_browser;
     options.creation_timeout = h.ready_timeout;

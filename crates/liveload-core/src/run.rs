@@ -693,6 +693,8 @@ async fn run_cluster(
             iteration_timeout_ms: scenario.iteration_timeout.as_millis() as u64,
             start_interval_ms: options.start_interval.as_millis() as u64,
             steps: scenario.steps.clone(),
+            step_timeout_ms: scenario.step_timeout.as_millis() as u64,
+            data: scenario.data.clone(),
             no_browser: options.no_browser,
         };
         send(node, ControllerMessage::Prepare(Box::new(assignment)))?;

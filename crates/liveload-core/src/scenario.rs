@@ -1,24 +1,35 @@
 //! Scenario files: what simulated users do, in YAML.
 //!
 //! ```yaml
-//! name: demo
+//! name: checkout
 //! base_url: http://127.0.0.1:8080
 //! users: 20
 //! duration: 30s
 //! iteration_timeout: 20s
+//! data: { file: users.csv }          # columns become {{variables}}; user u gets row u % rows
 //! steps:
-//!   - navigate: /
-//!   - wait_for: "#ticks[data-count]"
-//!   - think: 1s..2s
+//!   - navigate: /login
+//!   - fill: { selector: "#email", value: "{{email}}" }
+//!   - click: "#submit"
+//!   - wait_for: { text: "Welcome" }
+//!   - name: open cart                # any step can be named (its metric: step:<name>)
+//!     click: "a.cart"
+//!   - think: 1s..3s
 //! ```
 //!
-//! Every error names the file, line and column, and says what was expected.
+//! Every error names the file, line and column, and says what was expected. Structural errors
+//! (an unknown step, a wrong type, a missing field) carry the parser's own position; errors
+//! found after parsing (a bad duration, an unknown `{{variable}}`) are located at the first line
+//! holding the offending text.
 
+use std::collections::BTreeSet;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use liveload_proto::{Step, StepKind};
-use serde::Deserialize;
+use liveload_proto::{AssertCheck, DataTable, ExtractFrom, Step, StepKind, WaitCondition};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use crate::{Error, Result};
 
@@ -31,39 +42,359 @@ pub struct Scenario {
     pub base_url: String,
     /// Users to simulate (overridden by `--users`).
     pub users: u64,
-    /// How long users keep iterating.
+    /// How long users iterate.
     pub duration: Duration,
     /// The longest one iteration may take.
     pub iteration_timeout: Duration,
+    /// The longest an element action waits for its element.
+    pub step_timeout: Duration,
     /// The steps of one iteration.
     pub steps: Vec<Step>,
+    /// Per-user data from a CSV file.
+    pub data: Option<DataTable>,
 }
+
+impl Scenario {
+    /// A scenario with defaults around `steps` (for code that builds scenarios directly).
+    pub fn new(name: &str, base_url: &str, steps: Vec<Step>) -> Scenario {
+        Scenario {
+            name: name.to_string(),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            users: 1,
+            duration: Duration::from_secs(30),
+            iteration_timeout: Duration::from_secs(30),
+            step_timeout: Duration::from_secs(10),
+            steps,
+            data: None,
+        }
+    }
+}
+
+/// Variables every user has.
+pub const BUILTIN_VARIABLES: [&str; 2] = ["user_id", "iteration"];
+
+/// The step kinds, as written in scenario files.
+pub const STEP_KINDS: &[&str] = &[
+    "navigate",
+    "reload",
+    "click",
+    "fill",
+    "clear",
+    "press",
+    "check",
+    "uncheck",
+    "select",
+    "hover",
+    "focus",
+    "blur",
+    "wait_for",
+    "liveview_connected",
+    "liveview_idle",
+    "liveview_submit",
+    "assert",
+    "extract",
+    "think",
+    "eval",
+    "group",
+    "repeat",
+    "halt",
+    "fail",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScenario {
     name: String,
     base_url: String,
-    #[serde(default = "default_users")]
-    users: u64,
+    #[serde(default)]
+    users: Option<u64>,
     #[serde(default)]
     duration: Option<String>,
     #[serde(default)]
     iteration_timeout: Option<String>,
-    // Steps are written `- navigate: /`: a one-key map per step.
-    #[serde(with = "serde_yaml_ng::with::singleton_map_recursive")]
+    #[serde(default)]
+    step_timeout: Option<String>,
+    #[serde(default)]
+    think_time: Option<String>,
+    #[serde(default)]
+    data: Option<RawData>,
     steps: Vec<RawStep>,
 }
 
-fn default_users() -> u64 {
-    1
-}
 #[derive(Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-enum RawStep {
+#[serde(deny_unknown_fields)]
+struct RawData {
+    file: String,
+}
+
+/// One step as written: an optional `name:` and exactly one kind key.
+struct RawStep {
+    name: Option<String>,
+    kind: RawKind,
+}
+
+enum RawKind {
     Navigate(String),
-    WaitFor(String),
-    Think(String),
+    Reload,
+    Click(String),
+    Fill(FieldValue),
+    Clear(String),
+    Press(PressArg),
+    Check(String),
+    Uncheck(String),
+    Select(FieldValue),
+    Hover(String),
+    Focus(String),
+    Blur(String),
+    WaitFor(WaitArg),
+    LiveviewConnected,
+    LiveviewIdle(Option<String>),
+    LiveviewSubmit(SubmitArg),
+    Assert(AssertArg),
+    Extract(ExtractArg),
+    Think(Option<String>),
+    Eval(EvalArg),
+    Group(GroupArg),
+    Repeat(RepeatArg),
+    Halt,
+    Fail(Option<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldValue {
+    selector: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PressArg {
+    key: String,
+    #[serde(default)]
+    selector: Option<String>,
+}
+
+/// `wait_for: "#sel"` (visible) or `wait_for: {selector|text|url|network_idle, state, timeout}`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WaitArg {
+    #[serde(default)]
+    selector: Option<String>,
+    #[serde(default)]
+    state: Option<WaitState>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    network_idle: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum WaitState {
+    Visible,
+    Hidden,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitArg {
+    form: String,
+    #[serde(default)]
+    wait_for: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssertArg {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    selector: Option<String>,
+    #[serde(default)]
+    count: Option<u64>,
+    #[serde(default)]
+    visible: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtractArg {
+    var: String,
+    selector: String,
+    #[serde(default)]
+    attribute: Option<String>,
+    #[serde(default)]
+    value: bool,
+}
+
+/// `eval: "js"` or `eval: {js, var}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvalArg {
+    js: String,
+    #[serde(default)]
+    var: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupArg {
+    name: String,
+    steps: Vec<RawStep>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepeatArg {
+    times: u32,
+    steps: Vec<RawStep>,
+}
+
+/// A value written either as a plain string (the common case) or as a map (the full form).
+trait Shorthand: for<'de> Deserialize<'de> {
+    fn from_string(text: String) -> Self;
+}
+
+impl Shorthand for WaitArg {
+    fn from_string(selector: String) -> Self {
+        WaitArg {
+            selector: Some(selector),
+            ..Default::default()
+        }
+    }
+}
+
+impl Shorthand for EvalArg {
+    fn from_string(js: String) -> Self {
+        EvalArg { js, var: None }
+    }
+}
+
+/// Deserialises a [`Shorthand`] from a string or a map; errors inside the map keep their
+/// position because the map is read straight from the YAML stream.
+struct StringOrMap<T>(T);
+
+impl<'de, T: Shorthand> Deserialize<'de> for StringOrMap<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Shorthand> Visitor<'de> for V<T> {
+            type Value = StringOrMap<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a map")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(StringOrMap(T::from_string(v.to_string())))
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(StringOrMap)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawStep {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(StepVisitor)
+    }
+}
+
+struct StepVisitor;
+
+impl<'de> Visitor<'de> for StepVisitor {
+    type Value = RawStep;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a step, like `- navigate: /` or `- reload`")
+    }
+
+    /// Steps without an argument: `- reload`, `- halt`.
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<RawStep, E> {
+        let kind = match v {
+            "reload" => RawKind::Reload,
+            "liveview_connected" => RawKind::LiveviewConnected,
+            "liveview_idle" => RawKind::LiveviewIdle(None),
+            "think" => RawKind::Think(None),
+            "halt" => RawKind::Halt,
+            "fail" => RawKind::Fail(None),
+            known if STEP_KINDS.contains(&known) => {
+                return Err(E::custom(format!(
+                    "step '{known}' needs an argument, e.g. `- {known}: ...`"
+                )));
+            }
+            other => return Err(E::unknown_variant(other, STEP_KINDS)),
+        };
+        Ok(RawStep { name: None, kind })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<RawStep, A::Error> {
+        let mut name = None;
+        let mut kind = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "name" {
+                name = Some(map.next_value::<String>()?);
+                continue;
+            }
+            if kind.is_some() {
+                return Err(de::Error::custom(format!(
+                    "one step per list item: '{key}' follows another step kind; start it with '- '"
+                )));
+            }
+            kind = Some(match key.as_str() {
+                "navigate" => RawKind::Navigate(map.next_value()?),
+                "reload" => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    RawKind::Reload
+                }
+                "click" => RawKind::Click(map.next_value()?),
+                "fill" => RawKind::Fill(map.next_value()?),
+                "clear" => RawKind::Clear(map.next_value()?),
+                "press" => RawKind::Press(map.next_value()?),
+                "check" => RawKind::Check(map.next_value()?),
+                "uncheck" => RawKind::Uncheck(map.next_value()?),
+                "select" => RawKind::Select(map.next_value()?),
+                "hover" => RawKind::Hover(map.next_value()?),
+                "focus" => RawKind::Focus(map.next_value()?),
+                "blur" => RawKind::Blur(map.next_value()?),
+                "wait_for" => RawKind::WaitFor(map.next_value::<StringOrMap<WaitArg>>()?.0),
+                "liveview_connected" => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    RawKind::LiveviewConnected
+                }
+                "liveview_idle" => RawKind::LiveviewIdle(map.next_value()?),
+                "liveview_submit" => RawKind::LiveviewSubmit(map.next_value()?),
+                "assert" => RawKind::Assert(map.next_value()?),
+                "extract" => RawKind::Extract(map.next_value()?),
+                "think" => RawKind::Think(map.next_value()?),
+                "eval" => RawKind::Eval(map.next_value::<StringOrMap<EvalArg>>()?.0),
+                "group" => RawKind::Group(map.next_value()?),
+                "repeat" => RawKind::Repeat(map.next_value()?),
+                "halt" => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    RawKind::Halt
+                }
+                "fail" => RawKind::Fail(map.next_value()?),
+                other => return Err(de::Error::unknown_variant(other, STEP_KINDS)),
+            });
+        }
+        match kind {
+            Some(kind) => Ok(RawStep { name, kind }),
+            None => Err(de::Error::custom(format!(
+                "a step needs one of: {}",
+                STEP_KINDS.join(", ")
+            ))),
+        }
+    }
 }
 
 /// Parse `500ms`, `20s`, `2m`, `1h` (a number, then a unit).
@@ -90,25 +421,373 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// The `{{names}}` a template refers to.
+pub fn template_variables(text: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        names.push(after[..end].trim());
+        rest = &after[end + 2..];
+    }
+    names
+}
+
+/// An error found after parsing: the message and the text to locate it by.
+struct Located {
+    message: String,
+    needle: String,
+}
+
+impl Located {
+    fn new(message: impl Into<String>, needle: impl Into<String>) -> Self {
+        Located {
+            message: message.into(),
+            needle: needle.into(),
+        }
+    }
+}
+
+/// Turns raw steps into protocol steps, checking durations and template variables in order.
+struct Lowering<'a> {
+    known: BTreeSet<String>,
+    think_time: &'a str,
+}
+
+impl Lowering<'_> {
+    fn template(&self, text: &str) -> std::result::Result<String, Located> {
+        for name in template_variables(text) {
+            if !self.known.contains(name) {
+                let known: Vec<&str> = self.known.iter().map(String::as_str).collect();
+                return Err(Located::new(
+                    format!(
+                        "unknown template variable '{{{{{name}}}}}': known here are {}",
+                        known.join(", ")
+                    ),
+                    format!("{{{{{name}"),
+                ));
+            }
+        }
+        Ok(text.to_string())
+    }
+
+    fn duration_ms(&self, text: &str) -> std::result::Result<u64, Located> {
+        parse_duration(text)
+            .map(|d| d.as_millis() as u64)
+            .map_err(|m| Located::new(m, text))
+    }
+
+    fn steps(&mut self, raw: Vec<RawStep>) -> std::result::Result<Vec<Step>, Located> {
+        raw.into_iter().map(|s| self.step(s)).collect()
+    }
+
+    fn step(&mut self, raw: RawStep) -> std::result::Result<Step, Located> {
+        let timeout = |l: &Self, t: &Option<String>| match t {
+            Some(text) => l.duration_ms(text),
+            None => Ok(10_000),
+        };
+        let (default_name, kind) = match raw.kind {
+            RawKind::Navigate(url) => (
+                format!("navigate {url}"),
+                StepKind::Navigate {
+                    url: self.template(&url)?,
+                },
+            ),
+            RawKind::Reload => ("reload".into(), StepKind::Reload),
+            RawKind::Click(s) => (
+                format!("click {s}"),
+                StepKind::Click {
+                    selector: self.template(&s)?,
+                },
+            ),
+            RawKind::Fill(f) => (
+                format!("fill {}", f.selector),
+                StepKind::Fill {
+                    selector: self.template(&f.selector)?,
+                    value: self.template(&f.value)?,
+                },
+            ),
+            RawKind::Clear(s) => (
+                format!("clear {s}"),
+                StepKind::Clear {
+                    selector: self.template(&s)?,
+                },
+            ),
+            RawKind::Press(p) => (
+                format!("press {}", p.key),
+                StepKind::Press {
+                    selector: p.selector.map(|s| self.template(&s)).transpose()?,
+                    key: p.key,
+                },
+            ),
+            RawKind::Check(s) => (
+                format!("check {s}"),
+                StepKind::Check {
+                    selector: self.template(&s)?,
+                },
+            ),
+            RawKind::Uncheck(s) => (
+                format!("uncheck {s}"),
+                StepKind::Uncheck {
+                    selector: self.template(&s)?,
+                },
+            ),
+            RawKind::Select(f) => (
+                format!("select {}", f.selector),
+                StepKind::Select {
+                    selector: self.template(&f.selector)?,
+                    value: self.template(&f.value)?,
+                },
+            ),
+            RawKind::Hover(s) => (
+                format!("hover {s}"),
+                StepKind::Hover {
+                    selector: self.template(&s)?,
+                },
+            ),
+            RawKind::Focus(s) => (
+                format!("focus {s}"),
+                StepKind::Focus {
+                    selector: self.template(&s)?,
+                },
+            ),
+            RawKind::Blur(s) => (
+                format!("blur {s}"),
+                StepKind::Blur {
+                    selector: self.template(&s)?,
+                },
+            ),
+            RawKind::WaitFor(w) => {
+                let given = [
+                    w.selector.is_some(),
+                    w.text.is_some(),
+                    w.url.is_some(),
+                    w.network_idle.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
+                if given != 1 {
+                    return Err(Located::new(
+                        "wait_for needs exactly one of: selector, text, url, network_idle",
+                        "wait_for",
+                    ));
+                }
+                let timeout_ms = timeout(self, &w.timeout)?;
+                let (name, condition) = if let Some(selector) = w.selector {
+                    let hidden = w.state == Some(WaitState::Hidden);
+                    let name =
+                        format!("wait_for {selector}{}", if hidden { " hidden" } else { "" });
+                    let selector = self.template(&selector)?;
+                    let condition = if hidden {
+                        WaitCondition::Hidden { selector }
+                    } else {
+                        WaitCondition::Visible { selector }
+                    };
+                    (name, condition)
+                } else if let Some(text) = w.text {
+                    (
+                        format!("wait_for text {text}"),
+                        WaitCondition::Text {
+                            text: self.template(&text)?,
+                        },
+                    )
+                } else if let Some(pattern) = w.url {
+                    (
+                        format!("wait_for url {pattern}"),
+                        WaitCondition::Url {
+                            pattern: self.template(&pattern)?,
+                        },
+                    )
+                } else {
+                    let idle = w.network_idle.unwrap_or_default();
+                    (
+                        "wait_for network_idle".into(),
+                        WaitCondition::NetworkIdle {
+                            idle_ms: self.duration_ms(&idle)?,
+                        },
+                    )
+                };
+                (
+                    name,
+                    StepKind::WaitFor {
+                        condition,
+                        timeout_ms,
+                    },
+                )
+            }
+            RawKind::LiveviewConnected => (
+                "liveview_connected".into(),
+                StepKind::WaitFor {
+                    condition: WaitCondition::LiveviewConnected,
+                    timeout_ms: 10_000,
+                },
+            ),
+            RawKind::LiveviewIdle(selector) => {
+                let selector = selector.unwrap_or_else(|| "body".into());
+                (
+                    format!("liveview_idle {selector}"),
+                    StepKind::WaitFor {
+                        condition: WaitCondition::LiveviewIdle {
+                            selector: self.template(&selector)?,
+                        },
+                        timeout_ms: 10_000,
+                    },
+                )
+            }
+            RawKind::LiveviewSubmit(s) => (
+                format!("liveview_submit {}", s.form),
+                StepKind::LiveviewSubmit {
+                    form: self.template(&s.form)?,
+                    wait_for: s.wait_for.map(|w| self.template(&w)).transpose()?,
+                    timeout_ms: timeout(self, &s.timeout)?,
+                },
+            ),
+            RawKind::Assert(a) => {
+                let check = match (a.text, a.selector, a.count, a.visible) {
+                    (Some(text), None, None, None) => AssertCheck::Text {
+                        text: self.template(&text)?,
+                    },
+                    (None, Some(selector), Some(count), None) => AssertCheck::Count {
+                        selector: self.template(&selector)?,
+                        count,
+                    },
+                    (None, None, None, Some(selector)) => AssertCheck::Visible {
+                        selector: self.template(&selector)?,
+                    },
+                    _ => {
+                        return Err(Located::new(
+                            "assert needs one of: {text}, {selector, count}, {visible}",
+                            "assert",
+                        ));
+                    }
+                };
+                let name = match &check {
+                    AssertCheck::Text { text } => format!("assert text {text}"),
+                    AssertCheck::Count { selector, count } => {
+                        format!("assert count {selector} = {count}")
+                    }
+                    AssertCheck::Visible { selector } => format!("assert visible {selector}"),
+                };
+                (name, StepKind::Assert { check })
+            }
+            RawKind::Extract(e) => {
+                let from = match (e.attribute, e.value) {
+                    (Some(name), false) => ExtractFrom::Attribute { name },
+                    (None, true) => ExtractFrom::Value,
+                    (None, false) => ExtractFrom::Text,
+                    (Some(_), true) => {
+                        return Err(Located::new(
+                            "extract reads an attribute or the value, not both",
+                            "extract",
+                        ));
+                    }
+                };
+                let selector = self.template(&e.selector)?;
+                self.known.insert(e.var.clone());
+                (
+                    format!("extract {}", e.var),
+                    StepKind::Extract {
+                        var: e.var,
+                        selector,
+                        from,
+                    },
+                )
+            }
+            RawKind::Think(text) => {
+                let text = text.unwrap_or_else(|| self.think_time.to_string());
+                let (min, max) = match text.split_once("..") {
+                    Some((a, b)) => (self.duration_ms(a)?, self.duration_ms(b)?),
+                    None => (self.duration_ms(&text)?, self.duration_ms(&text)?),
+                };
+                if max < min {
+                    return Err(Located::new(
+                        format!("think range '{text}' ends before it starts"),
+                        text,
+                    ));
+                }
+                (
+                    format!("think {text}"),
+                    StepKind::Think {
+                        min_ms: min,
+                        max_ms: max,
+                    },
+                )
+            }
+            RawKind::Eval(e) => {
+                let js = self.template(&e.js)?;
+                if let Some(var) = &e.var {
+                    self.known.insert(var.clone());
+                }
+                (
+                    format!("eval {}", e.var.as_deref().unwrap_or("js")),
+                    StepKind::Eval { js, var: e.var },
+                )
+            }
+            RawKind::Group(g) => (
+                g.name.clone(),
+                StepKind::Group {
+                    steps: self.steps(g.steps)?,
+                },
+            ),
+            RawKind::Repeat(r) => (
+                format!("repeat {}", r.times),
+                StepKind::Repeat {
+                    times: r.times,
+                    steps: self.steps(r.steps)?,
+                },
+            ),
+            RawKind::Halt => ("halt".into(), StepKind::Halt),
+            RawKind::Fail(message) => {
+                let message = message.unwrap_or_else(|| "the scenario failed the iteration".into());
+                (
+                    "fail".into(),
+                    StepKind::Fail {
+                        message: self.template(&message)?,
+                    },
+                )
+            }
+        };
+        Ok(Step {
+            name: raw.name.unwrap_or(default_name),
+            kind,
+        })
+    }
+}
+
+/// Line and column (1-based) of the first occurrence of `needle` in `text`.
+fn locate(text: &str, needle: &str) -> Option<(usize, usize)> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        line.find(needle)
+            .map(|col| (i + 1, line[..col].chars().count() + 1))
+    })
+}
+
 impl Scenario {
-    /// Read and validate a scenario file.
+    /// Read and validate a scenario file (and its CSV data file, if any).
     pub fn from_file(path: &Path) -> Result<Scenario> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Scenario {
             file: path.to_path_buf(),
-            line: 0,
-            column: 0,
+            line: 1,
+            column: 1,
             message: format!("cannot read the file: {e}"),
         })?;
         Self::from_yaml(path, &text)
     }
 
-    /// Parse and validate scenario text; `path` is only used in error messages.
+    /// Parse and validate scenario text; `path` names the file in errors and anchors the data
+    /// file's relative path.
     pub fn from_yaml(path: &Path, text: &str) -> Result<Scenario> {
         let error = |line: usize, column: usize, message: String| Error::Scenario {
             file: PathBuf::from(path),
             line,
             column,
             message,
+        };
+        let located = |l: Located| {
+            let (line, column) = locate(text, &l.needle).unwrap_or((1, 1));
+            error(line, column, l.message)
         };
         let raw: RawScenario = serde_yaml_ng::from_str(text).map_err(|e| {
             let (line, column) = e
@@ -124,90 +803,93 @@ impl Scenario {
                 .to_string();
             error(line, column, message)
         })?;
-        // Locate a top-level key, for errors about values that parsed but are not acceptable.
-        let line_of = |key: &str| {
-            text.lines()
-                .position(|l| l.starts_with(&format!("{key}:")))
-                .map(|i| i + 1)
-                .unwrap_or(1)
-        };
         if raw.steps.is_empty() {
-            return Err(error(
-                line_of("steps"),
-                1,
-                "steps: a scenario needs at least one step".into(),
-            ));
+            return Err(located(Located::new(
+                "steps: a scenario needs at least one step",
+                "steps",
+            )));
         }
         if !(raw.base_url.starts_with("http://") || raw.base_url.starts_with("https://")) {
-            return Err(error(
-                line_of("base_url"),
-                1,
+            return Err(located(Located::new(
                 format!(
                     "base_url '{}' must start with http:// or https://",
                     raw.base_url
                 ),
-            ));
+                "base_url",
+            )));
         }
-        let duration_of = |key: &str, value: &Option<String>, default: u64| match value {
-            None => Ok(Duration::from_secs(default)),
-            Some(text) => parse_duration(text)
-                .map_err(|message| error(line_of(key), key.len() + 3, format!("{key}: {message}"))),
+        let duration_of = |value: &Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(text) => parse_duration(text).map_err(|m| located(Located::new(m, text))),
         };
-        let duration = duration_of("duration", &raw.duration, 30)?;
-        let iteration_timeout = duration_of("iteration_timeout", &raw.iteration_timeout, 30)?;
+        let duration = duration_of(&raw.duration, Duration::from_secs(30))?;
+        let iteration_timeout = duration_of(&raw.iteration_timeout, Duration::from_secs(30))?;
+        let step_timeout = duration_of(&raw.step_timeout, Duration::from_secs(10))?;
         if duration.is_zero() {
-            return Err(error(
-                line_of("duration"),
-                1,
-                "duration must be more than 0".into(),
-            ));
+            return Err(located(Located::new(
+                "duration must be more than 0",
+                "duration",
+            )));
         }
-        let steps = raw
-            .steps
-            .into_iter()
-            .map(|s| {
-                let (name, kind) = match s {
-                    RawStep::Navigate(url) => (
-                        format!("navigate {url}"),
-                        StepKind::Navigate { url: url.clone() },
-                    ),
-                    RawStep::WaitFor(selector) => (
-                        format!("wait_for {selector}"),
-                        StepKind::WaitFor {
-                            selector: selector.clone(),
-                            timeout_ms: 10_000,
-                        },
-                    ),
-                    RawStep::Think(text) => {
-                        let (min, max) = match text.split_once("..") {
-                            Some((a, b)) => (parse_duration(a)?, parse_duration(b)?),
-                            None => (parse_duration(&text)?, parse_duration(&text)?),
-                        };
-                        if max < min {
-                            return Err(format!("think range '{text}' ends before it starts"));
-                        }
-                        (
-                            format!("think {text}"),
-                            StepKind::Think {
-                                min_ms: min.as_millis() as u64,
-                                max_ms: max.as_millis() as u64,
-                            },
-                        )
-                    }
-                };
-                Ok(Step { name, kind })
-            })
-            .collect::<std::result::Result<Vec<_>, String>>()
-            .map_err(|message| error(line_of("steps"), 1, message))?;
+        let data = match &raw.data {
+            None => None,
+            Some(d) => {
+                let file = path.parent().unwrap_or(Path::new(".")).join(&d.file);
+                Some(read_csv(&file).map_err(|m| located(Located::new(m, d.file.as_str())))?)
+            }
+        };
+        let mut known: BTreeSet<String> = BUILTIN_VARIABLES.iter().map(|s| s.to_string()).collect();
+        if let Some(table) = &data {
+            known.extend(table.columns.iter().cloned());
+        }
+        let think_time = raw.think_time.clone().unwrap_or_else(|| "1s".into());
+        let mut lowering = Lowering {
+            known,
+            think_time: &think_time,
+        };
+        let steps = lowering.steps(raw.steps).map_err(located)?;
         Ok(Scenario {
             name: raw.name,
             base_url: raw.base_url.trim_end_matches('/').to_string(),
-            users: raw.users,
+            users: raw.users.unwrap_or(1),
             duration,
             iteration_timeout,
+            step_timeout,
             steps,
+            data,
         })
     }
+}
+
+/// Read a CSV file with a header row.
+fn read_csv(path: &Path) -> std::result::Result<DataTable, String> {
+    const LIMIT: u64 = 4 * 1024 * 1024;
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read data file {}: {e}", path.display()))?
+        .len();
+    if size > LIMIT {
+        return Err(format!(
+            "data file {} is {size} bytes; the limit is {LIMIT} (it travels to every agent)",
+            path.display()
+        ));
+    }
+    let mut reader = csv::Reader::from_path(path)
+        .map_err(|e| format!("cannot read data file {}: {e}", path.display()))?;
+    let columns: Vec<String> = reader
+        .headers()
+        .map_err(|e| format!("data file {}: {e}", path.display()))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| format!("data file {}: {e}", path.display()))?;
+        rows.push(record.iter().map(str::to_string).collect());
+    }
+    if rows.is_empty() {
+        return Err(format!("data file {} has no rows", path.display()));
+    }
+    Ok(DataTable { columns, rows })
 }
 
 #[cfg(test)]
@@ -217,6 +899,20 @@ mod tests {
     fn parse(text: &str) -> Result<Scenario> {
         Scenario::from_yaml(Path::new("s.yaml"), text)
     }
+
+    fn location(err: Error) -> (usize, usize, String) {
+        match err {
+            Error::Scenario {
+                line,
+                column,
+                message,
+                ..
+            } => (line, column, message),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const HEAD: &str = "name: d\nbase_url: http://x\nsteps:\n";
 
     #[test]
     fn parses_minimal_scenario() {
@@ -237,22 +933,92 @@ mod tests {
     }
 
     #[test]
+    fn every_step_kind_parses() {
+        let text = format!(
+            "{HEAD}{}",
+            r##"  - navigate: /
+  - reload
+  - click: "#send"
+  - fill: { selector: "#name", value: "user {{user_id}}" }
+  - clear: "#name"
+  - press: { selector: "#name", key: Enter }
+  - check: "#agree"
+  - uncheck: "#agree"
+  - select: { selector: "#plan", value: pro }
+  - hover: "#send"
+  - focus: "#name"
+  - blur: "#name"
+  - wait_for: "#ticks"
+  - wait_for: { selector: "#gone", state: hidden, timeout: 2s }
+  - wait_for: { text: Live }
+  - wait_for: { url: "*/" }
+  - wait_for: { network_idle: 300ms }
+  - liveview_connected
+  - liveview_idle: "#live-form"
+  - liveview_submit: { form: "#live-form", wait_for: "#live-result" }
+  - assert: { text: Live }
+  - assert: { selector: "li.item", count: 3 }
+  - assert: { visible: "#ticks" }
+  - extract: { var: plan, selector: "#plan", value: true }
+  - extract: { var: link, selector: "a", attribute: href }
+  - extract: { var: title, selector: h1 }
+  - think: 10ms
+  - eval: "document.title"
+  - eval: { js: "1 + 1", var: two }
+  - name: named
+    navigate: "/?p={{plan}}&t={{two}}"
+  - group: { name: checkout, steps: [ { click: "#send" } ] }
+  - repeat: { times: 2, steps: [ reload ] }
+  - halt
+  - fail: "no {{title}}"
+"##
+        );
+        let s = parse(&text).unwrap();
+        assert_eq!(s.steps.len(), 34);
+        assert_eq!(s.steps[29].name, "named");
+        assert!(matches!(s.steps[30].kind, StepKind::Group { ref steps } if steps.len() == 1));
+        assert_eq!(s.steps[30].name, "checkout");
+    }
+
+    #[test]
     fn unknown_step_names_line_and_column() {
-        let err = parse("name: d\nbase_url: http://x\nsteps:\n  - navigate: /\n  - teleport: /\n")
-            .unwrap_err();
-        match err {
-            Error::Scenario {
-                line,
-                column,
-                message,
-                ..
-            } => {
-                assert_eq!(line, 5);
-                assert!(column >= 3, "{column}");
-                assert!(message.contains("teleport"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
+        let (line, column, message) =
+            location(parse(&format!("{HEAD}  - navigate: /\n  - teleport: /\n")).unwrap_err());
+        assert_eq!(line, 5);
+        assert!(column >= 3, "{column}");
+        assert!(message.contains("teleport"), "{message}");
+        assert!(
+            message.contains("navigate"),
+            "lists the known kinds: {message}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let (line, _, message) = location(
+            parse(&format!(
+                "{HEAD}  - navigate: /\n  - repeat: {{ times: many, steps: [reload] }}\n"
+            ))
+            .unwrap_err(),
+        );
+        assert_eq!(line, 5);
+        assert!(message.contains("invalid"), "{message}");
+    }
+
+    #[test]
+    fn missing_selector_is_located() {
+        let (line, _, message) = location(
+            parse(&format!(
+                "{HEAD}  - navigate: /\n  - fill: {{ value: x }}\n"
+            ))
+            .unwrap_err(),
+        );
+        assert_eq!(line, 5);
+        assert!(message.contains("missing field `selector`"), "{message}");
+        let (line, _, message) =
+            location(parse(&format!("{HEAD}  - navigate: /\n  - click\n")).unwrap_err());
+        assert_eq!(line, 5);
+        assert!(message.contains("needs an argument"), "{message}");
     }
 
     #[test]
@@ -261,8 +1027,37 @@ mod tests {
             parse("name: d\nbase_url: http://x\nduration: 10 parsecs\nsteps:\n  - navigate: /\n")
                 .unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("s.yaml:3:"), "{text}");
+        assert!(text.starts_with("s.yaml:3:11:"), "{text}");
         assert!(text.contains("unknown unit"), "{text}");
+        let (line, _, _) = location(
+            parse(&format!("{HEAD}  - navigate: /\n  - think: 3 fortnights\n")).unwrap_err(),
+        );
+        assert_eq!(line, 5);
+    }
+
+    #[test]
+    fn unknown_template_variable_is_located() {
+        let (line, column, message) = location(
+            parse(&format!(
+                "{HEAD}  - navigate: /\n  - fill: {{ selector: '#n', value: '{{{{nmae}}}}' }}\n"
+            ))
+            .unwrap_err(),
+        );
+        assert_eq!(line, 5);
+        assert!(column > 10);
+        assert!(
+            message.contains("nmae") && message.contains("user_id"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn variables_are_known_only_after_they_are_set() {
+        let err = parse(&format!(
+            "{HEAD}  - navigate: '/{{{{later}}}}'\n  - eval: {{ js: '1', var: later }}\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("later"));
     }
 
     #[test]
@@ -272,5 +1067,34 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("5 days").is_err());
+    }
+
+    #[test]
+    fn csv_columns_become_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("users.csv"),
+            "email,plan\na@x,pro\nb@x,free\n",
+        )
+        .unwrap();
+        let path = dir.path().join("s.yaml");
+        let s = Scenario::from_yaml(
+            &path,
+            "name: d\nbase_url: http://x\ndata: { file: users.csv }\nsteps:\n  - navigate: '/?e={{email}}&p={{plan}}'\n",
+        )
+        .unwrap();
+        let data = s.data.unwrap();
+        assert_eq!(data.columns, ["email", "plan"]);
+        assert_eq!(data.rows.len(), 2);
+        let err = Scenario::from_yaml(
+            &path,
+            "name: d\nbase_url: http://x\ndata: { file: nope.csv }\nsteps:\n  - navigate: /\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:3:", path.display())),
+            "{err}"
+        );
     }
 }

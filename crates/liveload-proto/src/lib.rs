@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 mod step;
 
-pub use step::{Step, StepKind};
+pub use step::{AssertCheck, ExtractFrom, Step, StepKind, WaitCondition};
 
 /// Version of this protocol. A controller and an agent talk only when both say the same number.
 ///
@@ -206,9 +206,28 @@ pub struct Assignment {
     pub start_interval_ms: u64,
     /// The steps of one iteration.
     pub steps: Vec<Step>,
+    /// The longest an element action (click, fill, ...) waits for its element, in milliseconds.
+    #[serde(default = "default_step_timeout_ms")]
+    pub step_timeout_ms: u64,
+    /// Per-user data from the scenario's CSV file: user `u` gets row `u % rows.len()`.
+    #[serde(default)]
+    pub data: Option<DataTable>,
     /// Run without a browser: users execute only `think` steps (benchmarks, protocol tests).
     #[serde(default)]
     pub no_browser: bool,
+}
+
+fn default_step_timeout_ms() -> u64 {
+    10_000
+}
+
+/// A CSV table: column names and rows of values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataTable {
+    /// Column names (template variables).
+    pub columns: Vec<String>,
+    /// Rows, each as long as `columns`.
+    pub rows: Vec<Vec<String>>,
 }
 
 /// One histogram, in HdrHistogram's V2 serialization (base64 in JSON).

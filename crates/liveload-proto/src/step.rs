@@ -1,8 +1,10 @@
 //! The steps a simulated user performs in one iteration.
 //!
-//! A step is a name (its metric is `step:<name>`) and a kind. The set of kinds grows with the
-//! scenario language; an agent that meets a kind it does not know refuses the assignment at
-//! `Prepare`, before any user starts, because serde rejects the unknown tag.
+//! A step is a name (its metric is `step:<name>`) and a kind. Strings marked *templated* may hold
+//! `{{user_id}}`, `{{iteration}}`, CSV columns and variables set by earlier `extract`/`eval`
+//! steps; the controller checks every name before the run, the agent fills them per user.
+//! An agent that meets a kind it does not know refuses the assignment at `Prepare` (serde
+//! rejects the unknown tag), before any user starts.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,23 +22,208 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StepKind {
-    /// Load a URL (absolute, or relative to the scenario's base URL) and wait for its `load`.
+    /// Load a URL (absolute, or relative to the base URL; templated) and wait for its `load`.
     Navigate {
-        /// The URL; `{{user_id}}` is replaced by the user's id.
+        /// The URL.
         url: String,
     },
-    /// Wait until an element matching a CSS selector exists in the page.
-    WaitFor {
-        /// The CSS selector.
+    /// Reload the page and wait for its `load`.
+    Reload,
+    /// Click the centre of the first element matching a selector (waits for it).
+    Click {
+        /// CSS selector (templated).
         selector: String,
+    },
+    /// Set an input's value as a user typing it would (`input` and `change` events).
+    Fill {
+        /// CSS selector (templated).
+        selector: String,
+        /// The value (templated).
+        value: String,
+    },
+    /// Empty an input (`input` and `change` events).
+    Clear {
+        /// CSS selector (templated).
+        selector: String,
+    },
+    /// Press a key (`Enter`, `Tab`, `a`), in an element or wherever the focus is.
+    Press {
+        /// Element to focus first (templated), or none.
+        selector: Option<String>,
+        /// The key.
+        key: String,
+    },
+    /// Tick a checkbox (no-op when ticked).
+    Check {
+        /// CSS selector (templated).
+        selector: String,
+    },
+    /// Untick a checkbox (no-op when unticked).
+    Uncheck {
+        /// CSS selector (templated).
+        selector: String,
+    },
+    /// Choose an option of a `<select>` by value.
+    Select {
+        /// CSS selector (templated).
+        selector: String,
+        /// The option's value (templated).
+        value: String,
+    },
+    /// Move the mouse over an element.
+    Hover {
+        /// CSS selector (templated).
+        selector: String,
+    },
+    /// Focus an element.
+    Focus {
+        /// CSS selector (templated).
+        selector: String,
+    },
+    /// Take the focus away from an element.
+    Blur {
+        /// CSS selector (templated).
+        selector: String,
+    },
+    /// Wait until a condition holds.
+    WaitFor {
+        /// The condition.
+        condition: WaitCondition,
         /// Give up after this many milliseconds.
         timeout_ms: u64,
     },
-    /// Pause, like a person reading: a fixed time, or uniformly drawn from `min_ms..=max_ms`.
+    /// Submit a LiveView form and wait until LiveView has answered (its `phx-submit-loading`
+    /// class is gone), then optionally for an element.
+    LiveviewSubmit {
+        /// The form's CSS selector (templated).
+        form: String,
+        /// An element to wait for afterwards (templated).
+        wait_for: Option<String>,
+        /// Give up after this many milliseconds.
+        timeout_ms: u64,
+    },
+    /// Fail the iteration unless a check holds now.
+    Assert {
+        /// The check.
+        check: AssertCheck,
+    },
+    /// Read something from the page into a variable for later steps.
+    Extract {
+        /// The variable's name.
+        var: String,
+        /// The element (templated).
+        selector: String,
+        /// What to read.
+        from: ExtractFrom,
+    },
+    /// Pause, like a person reading: fixed, or uniformly drawn from `min_ms..=max_ms`.
     Think {
         /// Shortest pause, in milliseconds.
         min_ms: u64,
         /// Longest pause, in milliseconds (equal to `min_ms` for a fixed pause).
         max_ms: u64,
     },
+    /// Run JavaScript in the page (templated); the result, as a string, optionally into a
+    /// variable.
+    Eval {
+        /// The expression (a promise is awaited).
+        js: String,
+        /// Variable for the result.
+        var: Option<String>,
+    },
+    /// Named steps timed together (`group:<name>`).
+    Group {
+        /// The steps.
+        steps: Vec<Step>,
+    },
+    /// Steps done `times` times in a row.
+    Repeat {
+        /// How many times.
+        times: u32,
+        /// The steps.
+        steps: Vec<Step>,
+    },
+    /// End this iteration now, successfully.
+    Halt,
+    /// End this iteration now, as a failure.
+    Fail {
+        /// Why (templated).
+        message: String,
+    },
+}
+
+/// What `wait_for` waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "until", rename_all = "snake_case")]
+pub enum WaitCondition {
+    /// An element matching the selector is visible.
+    Visible {
+        /// CSS selector (templated).
+        selector: String,
+    },
+    /// No element matching the selector is visible (or none exists).
+    Hidden {
+        /// CSS selector (templated).
+        selector: String,
+    },
+    /// The page's text contains this text (templated).
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// The page's URL matches a pattern: `*` matches any run of characters (templated).
+    Url {
+        /// The pattern.
+        pattern: String,
+    },
+    /// No new network resource has finished loading for `idle_ms`.
+    NetworkIdle {
+        /// Quiet time, in milliseconds.
+        idle_ms: u64,
+    },
+    /// The LiveView socket is connected (`.phx-connected` exists).
+    LiveviewConnected,
+    /// No `phx-*-loading` class remains inside the selector.
+    LiveviewIdle {
+        /// CSS selector of the region (templated).
+        selector: String,
+    },
+}
+
+/// What `assert` checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "check", rename_all = "snake_case")]
+pub enum AssertCheck {
+    /// The page's text contains this text (templated).
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// Exactly `count` elements match the selector.
+    Count {
+        /// CSS selector (templated).
+        selector: String,
+        /// How many.
+        count: u64,
+    },
+    /// An element matching the selector is visible.
+    Visible {
+        /// CSS selector (templated).
+        selector: String,
+    },
+}
+
+/// What `extract` reads from an element.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum ExtractFrom {
+    /// Its visible text.
+    Text,
+    /// An attribute.
+    Attribute {
+        /// The attribute's name.
+        name: String,
+    },
+    /// An input's current value.
+    Value,
 }

@@ -88,6 +88,8 @@ fn arb_controller_message() -> impl Strategy<Value = ControllerMessage> {
                             },
                         },
                     ],
+                    step_timeout_ms: 10_000,
+                    data: None,
                     no_browser: false,
                 }))
             }

@@ -13,7 +13,9 @@ use clap::{Args, Subcommand};
 use liveload_core::agent_client::AgentConnection;
 use liveload_core::error::exit_code;
 use liveload_core::metrics::{LatencySummary, MetricsAggregate};
-use liveload_core::proto::{AgentMessage, Assignment, ControllerMessage, Step, StepKind};
+use liveload_core::proto::{
+    AgentMessage, Assignment, ControllerMessage, Step, StepKind, WaitCondition,
+};
 use liveload_core::run::{self, Quiet, RunOptions};
 use liveload_core::scenario::Scenario;
 use liveload_core::sizing::{BrowserProfile, SizingConfig};
@@ -128,20 +130,20 @@ async fn boot_once(count: u32) -> Result<f64, Error> {
             browser_contexts_per_core: 1.5 / size.cores,
         },
     };
-    let scenario = Scenario {
-        name: "bench-boot".into(),
-        base_url: "http://127.0.0.1".into(),
-        users: count as u64,
-        duration: Duration::from_millis(100),
-        iteration_timeout: Duration::from_secs(5),
-        steps: vec![Step {
+    let mut scenario = Scenario::new(
+        "bench-boot",
+        "http://127.0.0.1",
+        vec![Step {
             name: "idle".into(),
             kind: StepKind::Think {
                 min_ms: 10,
                 max_ms: 10,
             },
         }],
-    };
+    );
+    scenario.users = count as u64;
+    scenario.duration = Duration::from_millis(100);
+    scenario.iteration_timeout = Duration::from_secs(5);
     let mut options = RunOptions::new("bench-boot", count as u64, scenario.duration);
     options.sizing = sizing;
     options.no_browser = true;
@@ -346,7 +348,9 @@ async fn users_once(
                 Step {
                     name: "connected".into(),
                     kind: StepKind::WaitFor {
-                        selector: ready_selector.into(),
+                        condition: WaitCondition::Visible {
+                            selector: ready_selector.into(),
+                        },
                         timeout_ms: 10_000,
                     },
                 },
@@ -359,6 +363,8 @@ async fn users_once(
                     },
                 },
             ],
+            step_timeout_ms: 10_000,
+            data: None,
             no_browser: false,
         };
         connection

@@ -25,6 +25,8 @@ pub enum Command {
     Run(RunArgs),
     /// Show the plan (nodes, users per node, the facts used) without running anything.
     Plan(RunArgs),
+    /// Check a scenario file without running it (exit 0 valid, 3 invalid).
+    Validate(ValidateArgs),
     /// Run the bundled demo: start the demo target on this machine and load it.
     Demo(DemoArgs),
     /// Destroy the nodes of a crashed or interrupted run.
@@ -141,9 +143,22 @@ pub struct RunFlags {
     pub output: OutputFormat,
 }
 
+/// Options of `validate`.
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// The scenario file.
+    pub scenario: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
 /// Options of `demo`.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
+    /// Another scenario to run against the demo target (default: the bundled demo.yaml).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
     #[command(flatten)]
     pub backend: BackendArgs,
     #[command(flatten)]

@@ -64,6 +64,13 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => output::error(&e, format),
             }
         }
+        Command::Validate(args) => match Scenario::from_file(&args.scenario) {
+            Ok(scenario) => {
+                output::valid(&args.scenario, &scenario, args.output);
+                exit_code::OK
+            }
+            Err(e) => output::error(&e, args.output),
+        },
         Command::Demo(args) => demo(args).await,
         Command::Cleanup(args) => {
             let filter = match args.run {
@@ -231,7 +238,11 @@ async fn demo(args: cli::DemoArgs) -> i32 {
     if format == OutputFormat::Text {
         eprintln!("demo target listening on http://{address}");
     }
-    let mut scenario = match Scenario::from_yaml(Path::new("examples/demo.yaml"), DEMO_SCENARIO) {
+    let parsed = match &args.scenario {
+        Some(path) => Scenario::from_file(path),
+        None => Scenario::from_yaml(Path::new("examples/demo.yaml"), DEMO_SCENARIO),
+    };
+    let mut scenario = match parsed {
         Ok(s) => s,
         Err(e) => return output::error(&e, format),
     };

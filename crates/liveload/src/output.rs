@@ -22,6 +22,45 @@ pub fn error(error: &Error, format: OutputFormat) -> i32 {
     error.exit_code()
 }
 
+/// Say a scenario file is valid, with a short summary.
+pub fn valid(
+    path: &std::path::Path,
+    scenario: &liveload_core::scenario::Scenario,
+    format: OutputFormat,
+) {
+    fn count(steps: &[liveload_core::proto::Step]) -> usize {
+        steps
+            .iter()
+            .map(|s| match &s.kind {
+                liveload_core::proto::StepKind::Group { steps }
+                | liveload_core::proto::StepKind::Repeat { steps, .. } => 1 + count(steps),
+                _ => 1,
+            })
+            .sum()
+    }
+    let steps = count(&scenario.steps);
+    match format {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({"valid": true, "file": path, "name": scenario.name, "steps": steps,
+                "users": scenario.users, "duration_s": scenario.duration.as_secs_f64(),
+                "data_rows": scenario.data.as_ref().map(|d| d.rows.len())})
+        ),
+        OutputFormat::Text => println!(
+            "{}: valid scenario '{}': {} steps, {} users for {:?}{}",
+            path.display(),
+            scenario.name,
+            steps,
+            scenario.users,
+            scenario.duration,
+            scenario
+                .data
+                .as_ref()
+                .map_or(String::new(), |d| format!(", {} data rows", d.rows.len()))
+        ),
+    }
+}
+
 /// Print a plan.
 pub fn plan(plan: &Plan, format: OutputFormat) {
     match format {

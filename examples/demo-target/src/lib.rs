@@ -4,7 +4,10 @@
 //! - `GET /` — a page that opens a WebSocket, marks `<body>` with `phx-connected` once it is
 //!   open, and rewrites `#ticks` every second from server pushes; plus a form.
 //! - `GET /live` — the WebSocket: one `{"tick": n}` text frame a second.
+//! - `GET /about` — a second page.
 //! - `POST /submit` — the form's target; answers with a page showing the submitted name.
+//! - The WebSocket also answers `{"submit": name}` after 150 ms with `{"saved": name}`: the page's
+//!   `#live-form` carries `phx-submit-loading` meanwhile, like a LiveView `phx-submit` form.
 //! - `GET /health` — `ok`.
 
 use std::net::SocketAddr;
@@ -25,40 +28,78 @@ const PAGE: &str = r#"<!doctype html>
 <style>
   body { font-family: sans-serif; margin: 2rem; }
   .phx-connected #status { color: green; }
+  .phx-submit-loading { opacity: 0.5; }
 </style>
 </head>
 <body>
 <h1>Live counter</h1>
 <p id="status">connecting…</p>
+<p id="flash">Welcome! (this note hides itself)</p>
 <p>Server ticks: <span id="ticks">0</span></p>
+<ul id="items"><li class="item">one</li><li class="item">two</li><li class="item">three</li></ul>
+<p><span id="hover-target">hover me</span> <span id="hover-state"></span></p>
+<p><a id="about-link" href="/about">About</a></p>
 <form id="signup" method="post" action="/submit">
   <label>Name <input id="name" name="name" type="text"></label>
+  <span id="focus-state"></span> <span id="last-key"></span>
   <label><input id="agree" name="agree" type="checkbox" value="yes"> I agree</label>
   <select id="plan" name="plan"><option value="free">Free</option><option value="pro">Pro</option></select>
   <button id="send" type="submit">Send</button>
 </form>
+<form id="live-form">
+  <input id="live-name" name="live-name" type="text" value="live user">
+  <button id="live-save" type="submit">Save live</button>
+</form>
+<p id="live-result"></p>
 <script>
-  const ticks = document.getElementById("ticks");
+  const $ = (id) => document.getElementById(id);
   const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/live");
   ws.onopen = () => {
     document.body.classList.add("phx-connected");
-    document.getElementById("status").textContent = "connected";
+    $("status").textContent = "connected";
   };
   ws.onmessage = (event) => {
     const data = JSON.parse(event.data);
-    ticks.textContent = String(data.tick);
-    ticks.setAttribute("data-count", String(data.tick));
+    if (data.tick !== undefined) {
+      $("ticks").textContent = String(data.tick);
+      $("ticks").setAttribute("data-count", String(data.tick));
+    }
+    if (data.saved !== undefined) {
+      $("live-form").classList.remove("phx-submit-loading");
+      $("live-result").textContent = "Saved " + data.saved;
+    }
   };
   ws.onclose = () => document.body.classList.remove("phx-connected");
+  setTimeout(() => { $("flash").style.display = "none"; }, 300);
+  $("hover-target").addEventListener("mouseover", () => { $("hover-state").textContent = "hovered"; });
+  $("name").addEventListener("focus", () => { $("focus-state").textContent = "focused"; });
+  $("name").addEventListener("blur", () => { $("focus-state").textContent = "blurred"; });
+  $("name").addEventListener("keydown", (e) => {
+    $("last-key").textContent = "key " + e.key;
+    if (e.key === "Enter") e.preventDefault();
+  });
+  // Like a LiveView phx-submit form: loading class until the server answers on the socket.
+  $("live-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    $("live-result").textContent = "";
+    $("live-form").classList.add("phx-submit-loading");
+    ws.send(JSON.stringify({ submit: $("live-name").value }));
+  });
 </script>
 </body>
 </html>
+"#;
+
+const ABOUT: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>About the demo</title></head>
+<body><h1>About</h1><p>The liveload demo target.</p><a id="home" href="/">home</a></body></html>
 "#;
 
 /// The app's routes.
 pub fn app() -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
+        .route("/about", get(|| async { Html(ABOUT) }))
         .route("/live", get(live))
         .route("/submit", post(submit))
         .route("/health", get(|| async { "ok" }))
@@ -82,10 +123,26 @@ async fn push_ticks(mut socket: WebSocket) {
             }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(Message::Text(text))) => {
+                    // A live form submission: answer after a short, server-like pause.
+                    if let Ok(Submit { submit }) = serde_json::from_str::<Submit>(&text) {
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        let name: String = submit.chars().filter(|c| c.is_alphanumeric() || *c == ' ').collect();
+                        let reply = serde_json::json!({ "saved": name }).to_string();
+                        if socket.send(Message::text(reply)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
                 Some(Ok(_)) => {}
             },
         }
     }
+}
+
+#[derive(Deserialize)]
+struct Submit {
+    submit: String,
 }
 
 #[derive(Deserialize)]
