@@ -552,3 +552,68 @@ fn validate_exit_codes() {
         );
     }
 }
+
+#[test]
+fn a_failing_threshold_exits_with_its_own_code() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let scenario = scenario_file(
+        state.path(),
+        "slow.yaml",
+        "name: thresholds\nbase_url: http://127.0.0.1:1\nusers: 1\nduration: 2s\nthresholds:\n  - 'p95(step:navigate /) < 0.001ms'\n  - 'error_rate < 1%'\nsteps:\n  - navigate: /\n",
+    );
+    let (code, report, _) = json_output(liveload(state.path()).args([
+        "demo",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
+    assert_eq!(code, 8, "{report}");
+    assert_eq!(
+        report["users_failed"], 0,
+        "the users were fine; the threshold was not"
+    );
+    let verdicts = report["thresholds"].as_array().unwrap();
+    assert_eq!(verdicts[0]["passed"], false);
+    assert!(verdicts[0]["observed"].as_f64().unwrap() > 0.001);
+    assert_eq!(verdicts[1]["passed"], true);
+    assert!(report["aborted"].is_null());
+}
+
+#[test]
+fn abort_on_fail_stops_the_run_early_and_leaves_nothing_running() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let scenario = scenario_file(
+        state.path(),
+        "abort.yaml",
+        "name: abort\nbase_url: http://127.0.0.1:1\nusers: 2\nduration: 60s\niteration_timeout: 5s\nthresholds:\n  - { expr: 'error_rate < 1%', abort_on_fail: true }\nsteps:\n  - navigate: /\n  - assert: { text: 'not on this page' }\n",
+    );
+    let mut child = liveload(state.path())
+        .args([
+            "demo",
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_, agents) = wait_for_agents(state.path(), &mut child, 1);
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(8), "{report}");
+    assert_eq!(report["aborted"], "error_rate < 1%");
+    assert_eq!(report["thresholds"][0]["aborted_run"], true);
+    assert!(report["run_s"].as_f64().unwrap() < 30.0, "{report}");
+    assert!(started.elapsed() < Duration::from_secs(40));
+    assert!(
+        processes_in_groups(&agents).is_empty(),
+        "no agent or Chromium left"
+    );
+    assert!(local_runs(state.path()).is_empty());
+}

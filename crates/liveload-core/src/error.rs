@@ -30,6 +30,8 @@ pub mod exit_code {
     pub const PROVISIONING: i32 = 6;
     /// The run started but did not complete successfully (users failed, an agent was lost).
     pub const RUN_FAILED: i32 = 7;
+    /// The run completed but a threshold failed (or aborted it).
+    pub const THRESHOLD_FAILED: i32 = 8;
     /// The run was interrupted (Ctrl-C); every node was still destroyed.
     pub const INTERRUPTED: i32 = 130;
 }

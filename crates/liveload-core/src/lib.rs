@@ -14,6 +14,7 @@ pub mod names;
 pub mod run;
 pub mod scenario;
 pub mod sizing;
+pub mod threshold;
 pub mod tls;
 
 pub use backend::{AgentEndpoint, Backend, NodeHandle, NodeSize, NodeSpec, RunFilter, Secret};

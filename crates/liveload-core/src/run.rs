@@ -20,6 +20,7 @@ use crate::backend::{Backend, NodeHandle, NodeSize, NodeSpec, RunFilter, Secret}
 use crate::metrics::{LatencySummary, MetricsAggregate, counter};
 use crate::scenario::Scenario;
 use crate::sizing::{NodeCapacity, SizingConfig, assign_users, necessary_nodes};
+use crate::threshold::Verdict;
 use crate::tls::Pin;
 use crate::{Error, Result, names};
 
@@ -262,12 +263,21 @@ pub struct RunReport {
     pub latencies: std::collections::BTreeMap<String, LatencySummary>,
     /// Counters by name, cluster totals.
     pub counters: std::collections::BTreeMap<String, u64>,
+    /// Every threshold's verdict.
+    pub thresholds: Vec<Verdict>,
+    /// Why the run stopped early, when a threshold aborted it.
+    pub aborted: Option<String>,
 }
 
 impl RunReport {
     /// Did every user succeed?
     pub fn succeeded(&self) -> bool {
         self.users_failed == 0 && self.users_succeeded == self.users
+    }
+
+    /// Did every threshold hold?
+    pub fn thresholds_passed(&self) -> bool {
+        self.thresholds.iter().all(|t| t.passed)
     }
 }
 
@@ -730,7 +740,8 @@ async fn run_cluster(
     // Observe until every node has finished.
     let mut metrics = MetricsAggregate::default();
     let mut finished = vec![false; live.len()];
-    let run_deadline =
+    let mut aborted: Option<String> = None;
+    let mut run_deadline =
         started + options.duration + scenario.iteration_timeout + Duration::from_secs(30);
     while finished.iter().any(|f| !f) {
         let (position, message) = next_message(&mut inbox, run_deadline, "run").await?;
@@ -739,7 +750,23 @@ async fn run_cluster(
         };
         let node_id = live[i].report.id.clone();
         match message? {
-            AgentMessage::Snapshot(snapshot) => metrics.merge(&node_id, &snapshot)?,
+            AgentMessage::Snapshot(snapshot) => {
+                metrics.merge(&node_id, &snapshot)?;
+                // Abort thresholds are judged on every merge: the cluster-wide data so far.
+                if aborted.is_none()
+                    && let Some(t) = scenario
+                        .thresholds
+                        .iter()
+                        .find(|t| t.abort_on_fail && t.failing_now(&metrics))
+                {
+                    tracing::warn!(threshold = %t.expr, "threshold failed; aborting the run");
+                    aborted = Some(t.expr.clone());
+                    for node in &live {
+                        let _ = node.commands.send(ControllerMessage::Stop { force: true });
+                    }
+                    run_deadline = Instant::now() + Duration::from_secs(30);
+                }
+            }
             AgentMessage::Finished(snapshot) => {
                 metrics.merge(&node_id, &snapshot)?;
                 finished[i] = true;
@@ -768,6 +795,18 @@ async fn run_cluster(
         let _ = node.commands.send(ControllerMessage::Shutdown);
     }
 
+    let thresholds = scenario
+        .thresholds
+        .iter()
+        .map(|t| {
+            let mut verdict = t.evaluate(&metrics);
+            if aborted.as_deref() == Some(t.expr.as_str()) {
+                verdict.passed = false;
+                verdict.aborted_run = true;
+            }
+            verdict
+        })
+        .collect();
     Ok(RunReport {
         run_id: run_id.to_string(),
         scenario: scenario.name.clone(),
@@ -782,6 +821,8 @@ async fn run_cluster(
         run_s,
         latencies: metrics.summaries(),
         counters: metrics.counters.clone(),
+        thresholds,
+        aborted,
     })
 }
 

@@ -52,6 +52,8 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     /// Per-user data from a CSV file.
     pub data: Option<DataTable>,
+    /// Pass/fail criteria.
+    pub thresholds: Vec<crate::threshold::Threshold>,
 }
 
 impl Scenario {
@@ -66,6 +68,7 @@ impl Scenario {
             step_timeout: Duration::from_secs(10),
             steps,
             data: None,
+            thresholds: Vec::new(),
         }
     }
 }
@@ -118,7 +121,27 @@ struct RawScenario {
     think_time: Option<String>,
     #[serde(default)]
     data: Option<RawData>,
+    #[serde(default)]
+    thresholds: Vec<StringOrMap<RawThreshold>>,
     steps: Vec<RawStep>,
+}
+
+/// `- "p95(step:x) < 1s"` or `- { expr: "...", abort_on_fail: true }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThreshold {
+    expr: String,
+    #[serde(default)]
+    abort_on_fail: bool,
+}
+
+impl Shorthand for RawThreshold {
+    fn from_string(expr: String) -> Self {
+        RawThreshold {
+            expr,
+            abort_on_fail: false,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -848,6 +871,14 @@ impl Scenario {
             think_time: &think_time,
         };
         let steps = lowering.steps(raw.steps).map_err(located)?;
+        let thresholds = raw
+            .thresholds
+            .into_iter()
+            .map(|StringOrMap(t)| {
+                crate::threshold::Threshold::parse(&t.expr, t.abort_on_fail)
+                    .map_err(|m| located(Located::new(m, t.expr.trim())))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Scenario {
             name: raw.name,
             base_url: raw.base_url.trim_end_matches('/').to_string(),
@@ -857,6 +888,7 @@ impl Scenario {
             step_timeout,
             steps,
             data,
+            thresholds,
         })
     }
 }
@@ -1058,6 +1090,23 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("later"));
+    }
+
+    #[test]
+    fn thresholds_parse_and_bad_ones_are_located() {
+        let s = parse(&format!(
+            "name: d\nbase_url: http://x\nthresholds:\n  - 'p95(step:x) < 1s'\n  - {{ expr: 'error_rate < 1%', abort_on_fail: true }}\n{}",
+            "steps:\n  - reload\n"
+        ))
+        .unwrap();
+        assert_eq!(s.thresholds.len(), 2);
+        assert!(s.thresholds[1].abort_on_fail);
+        let (line, _, message) = location(
+            parse("name: d\nbase_url: http://x\nthresholds:\n  - 'p95(step:x) < soon'\nsteps:\n  - reload\n")
+                .unwrap_err(),
+        );
+        assert_eq!(line, 4);
+        assert!(message.contains("soon"), "{message}");
     }
 
     #[test]

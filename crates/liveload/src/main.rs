@@ -165,7 +165,9 @@ async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &Ru
     match result {
         Ok(report) => {
             output::report(&report, format);
-            if report.succeeded() {
+            if !report.thresholds_passed() {
+                exit_code::THRESHOLD_FAILED
+            } else if report.succeeded() {
                 exit_code::OK
             } else {
                 exit_code::RUN_FAILED

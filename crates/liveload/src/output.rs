@@ -146,6 +146,23 @@ fn report_text(r: &RunReport) -> String {
             name, s.count, s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms, s.max_ms
         ));
     }
+    if !r.thresholds.is_empty() {
+        out.push_str("\nThresholds:\n");
+        for t in &r.thresholds {
+            out.push_str(&format!(
+                "  {} {:<50} observed {}{}\n",
+                if t.passed { "PASS" } else { "FAIL" },
+                t.expr,
+                t.observed
+                    .map_or("no data".to_string(), |v| format!("{v:.3}")),
+                if t.aborted_run {
+                    "  (aborted the run)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
     out.push_str(&format!(
         "\nUsers: {} succeeded, {} failed (of {}); iterations: {} ok, {} failed\n",
         r.users_succeeded, r.users_failed, r.users, r.iterations_ok, r.iterations_failed
