@@ -32,7 +32,9 @@ pub fn repo() -> PathBuf {
 /// A `liveload` command using `state` as its state directory.
 pub fn liveload(state: &Path) -> Command {
     let mut command = Command::new(bin("liveload"));
+    // Run inside the test's directory: report files land there, not in the repository.
     command
+        .current_dir(state)
         .env("LIVELOAD_STATE_DIR", state)
         .env("LIVELOAD_AGENT_BIN", bin("liveload-agent"));
     command
@@ -172,6 +174,20 @@ pub fn wait_for_agents(state: &Path, child: &mut Child, count: usize) -> (String
     });
     assert!(ok, "agents did not appear");
     result.unwrap()
+}
+
+/// The Chromium the tests render pages with (the one the agents use).
+pub fn chromium() -> PathBuf {
+    for name in ["chromium-headless-shell", "chromium"] {
+        if let Some(path) = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        }) {
+            return path;
+        }
+    }
+    panic!("no Chromium on PATH: run scripts/test.sh, which installs it");
 }
 
 /// Send a signal to a process.

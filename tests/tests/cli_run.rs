@@ -617,3 +617,104 @@ fn abort_on_fail_stops_the_run_early_and_leaves_nothing_running() {
     );
     assert!(local_runs(state.path()).is_empty());
 }
+
+#[test]
+fn the_html_report_renders_in_chromium_with_charts_and_tables() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let reports = state.path().join("out");
+    let (code, report, _) = json_output(liveload(state.path()).args([
+        "demo",
+        "--users",
+        "3",
+        "--duration",
+        "6s",
+        "--report-dir",
+        reports.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
+    assert_eq!(code, 0, "{report}");
+    // result.json is the same document as the JSON output, versioned.
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("result.json")).unwrap())
+            .unwrap();
+    assert_eq!(result["schema_version"], 1);
+    assert_eq!(result["run_id"], report["run_id"]);
+    assert!(
+        result["series"].as_array().unwrap().len() >= 4,
+        "a point per second"
+    );
+    let markdown = std::fs::read_to_string(reports.join("report.md")).unwrap();
+    assert!(markdown.contains("## Steps (ms)") && markdown.contains("step:navigate /"));
+
+    // Render the page in headless Chromium and read back the DOM it built.
+    let html = reports.join("report.html");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        !page.contains("<script") && !page.contains("http://") && !page.contains("https://"),
+        "self-contained: no script, no external resource"
+    );
+    let out = std::process::Command::new(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("id=\"verdict\"") && dom.contains("PASSED"),
+        "{dom}"
+    );
+    let charts = dom.matches("<figure class=\"chart\"").count();
+    assert_eq!(charts, 4, "active users, throughput, latency, errors");
+    // Every chart line has several points.
+    for points in dom.split("points=\"").skip(1) {
+        let points = &points[..points.find('"').unwrap()];
+        assert!(
+            points.split(' ').count() >= 4,
+            "a line with few points: {points}"
+        );
+    }
+    for table in ["id=\"steps\"", "id=\"nodes\""] {
+        let start = dom.find(table).unwrap_or_else(|| panic!("no {table}"));
+        let rows = dom[start..]
+            .split("</table>")
+            .next()
+            .unwrap()
+            .matches("<tr>")
+            .count();
+        assert!(rows >= 2, "{table} has rows");
+    }
+
+    // Re-render from result.json, and compare it with itself.
+    let again = state.path().join("again");
+    let out = liveload(state.path())
+        .args([
+            "report",
+            reports.join("result.json").to_str().unwrap(),
+            "--out",
+            again.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(again.join("report.html")).unwrap(),
+        page
+    );
+    let out = liveload(state.path())
+        .args([
+            "report",
+            reports.join("result.json").to_str().unwrap(),
+            reports.join("result.json").to_str().unwrap(),
+            "--out",
+            again.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let compare = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        compare.contains("| step:navigate / |") && compare.contains("+0.0 %"),
+        "{compare}"
+    );
+}

@@ -11,6 +11,7 @@ pub mod error;
 pub mod lock;
 pub mod metrics;
 pub mod names;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod sizing;

@@ -63,7 +63,44 @@ pub struct MetricsAggregate {
     pub histograms: BTreeMap<String, Histogram<u64>>,
     /// Per node: counters and histograms of that node alone.
     pub nodes: BTreeMap<String, NodeAggregate>,
+    /// Finished seconds of the run, in order.
+    pub series: Vec<SecondPoint>,
+    /// Seconds still receiving snapshots (agents' seconds arrive within a second or two of
+    /// each other).
+    pending: BTreeMap<u64, PendingSecond>,
 }
+
+/// One second of the run, cluster-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct SecondPoint {
+    /// Seconds since the start signal (the end of the interval).
+    pub second: u64,
+    /// Users running, summed over nodes.
+    pub active_users: u64,
+    /// Iterations completed in this second.
+    pub iterations_ok: u64,
+    /// Iterations failed in this second.
+    pub iterations_failed: u64,
+    /// Steps executed in this second (all but `think`).
+    pub steps: u64,
+    /// Median step latency in this second, ms (0 without steps).
+    pub step_p50_ms: f64,
+    /// 95th percentile step latency, ms.
+    pub step_p95_ms: f64,
+    /// 99th percentile step latency, ms.
+    pub step_p99_ms: f64,
+}
+
+#[derive(Debug, Default)]
+struct PendingSecond {
+    active_users: u64,
+    iterations_ok: u64,
+    iterations_failed: u64,
+    steps: Option<Histogram<u64>>,
+}
+
+/// How many seconds a second stays open for late snapshots.
+const SECOND_LAG: u64 = 2;
 
 /// One node's own metrics.
 #[derive(Debug, Default)]
@@ -81,9 +118,13 @@ pub struct NodeAggregate {
 impl MetricsAggregate {
     /// Add one snapshot from `node`.
     pub fn merge(&mut self, node: &str, snapshot: &MetricsSnapshot) -> Result<()> {
+        // Snapshots are cut at whole seconds after start (give or take scheduling).
+        let second = (snapshot.elapsed_ms + 500) / 1000;
         let node_metrics = self.nodes.entry(node.to_string()).or_default();
         node_metrics.active_users = snapshot.active_users;
         node_metrics.snapshots += 1;
+        let pending = self.pending.entry(second).or_default();
+        pending.active_users += snapshot.active_users;
         for (name, blob) in &snapshot.histograms {
             let h = decode_histogram(&blob.0).map_err(|message| Error::AgentConnection {
                 node: node.to_string(),
@@ -91,12 +132,61 @@ impl MetricsAggregate {
             })?;
             add_into(&mut node_metrics.histograms, name, &h);
             add_into(&mut self.histograms, name, &h);
+            // The per-second latency is the app's: `think` only measures the simulated user.
+            if name.starts_with("step:") && !name.starts_with("step:think") {
+                pending
+                    .steps
+                    .get_or_insert_with(new_histogram)
+                    .add(&h)
+                    .expect("auto-resizing histograms accept any range");
+            }
         }
         for (name, value) in &snapshot.counters {
             *node_metrics.counters.entry(name.clone()).or_default() += value;
             *self.counters.entry(name.clone()).or_default() += value;
+            match name.as_str() {
+                counter::ITERATIONS_OK => pending.iterations_ok += value,
+                counter::ITERATIONS_FAILED => pending.iterations_failed += value,
+                _ => {}
+            }
+        }
+        // Close the seconds no agent will report any more.
+        let open_from = second.saturating_sub(SECOND_LAG);
+        let closed: Vec<u64> = self.pending.range(..open_from).map(|(s, _)| *s).collect();
+        for s in closed {
+            self.close_second(s);
         }
         Ok(())
+    }
+
+    /// Close every second still open (at the end of the run).
+    pub fn finish(&mut self) {
+        let open: Vec<u64> = self.pending.keys().copied().collect();
+        for s in open {
+            self.close_second(s);
+        }
+    }
+
+    fn close_second(&mut self, second: u64) {
+        let Some(p) = self.pending.remove(&second) else {
+            return;
+        };
+        let quantile = |q: f64| {
+            p.steps
+                .as_ref()
+                .map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0)
+        };
+        self.series.push(SecondPoint {
+            second,
+            active_users: p.active_users,
+            iterations_ok: p.iterations_ok,
+            iterations_failed: p.iterations_failed,
+            steps: p.steps.as_ref().map_or(0, |h| h.len()),
+            step_p50_ms: quantile(0.5),
+            step_p95_ms: quantile(0.95),
+            step_p99_ms: quantile(0.99),
+        });
+        self.series.sort_by_key(|point| point.second);
     }
 
     /// A counter's cluster total (0 when never reported).
@@ -127,7 +217,7 @@ fn add_into(map: &mut BTreeMap<String, Histogram<u64>>, name: &str, h: &Histogra
 }
 
 /// Percentiles of one latency histogram, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct LatencySummary {
     /// Samples.
     pub count: u64,
@@ -223,6 +313,31 @@ mod tests {
         assert_eq!(agg.counter(counter::ITERATIONS_OK), 12);
         assert_eq!(agg.nodes["a"].counters[counter::ITERATIONS_OK], 8);
         assert_eq!(agg.active_users(), 9);
+    }
+
+    #[test]
+    fn seconds_merge_across_nodes_and_close_in_order() {
+        let mut agg = MetricsAggregate::default();
+        let snap = |second: u64, users: u64, ok: u64| MetricsSnapshot {
+            elapsed_ms: second * 1000 + 7,
+            active_users: users,
+            counters: [(counter::ITERATIONS_OK.to_string(), ok)]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        for second in 1..=5 {
+            agg.merge("a", &snap(second, 2, 1)).unwrap();
+            agg.merge("b", &snap(second, 3, 2)).unwrap();
+        }
+        assert!(agg.series.len() < 5, "recent seconds stay open");
+        agg.finish();
+        assert_eq!(agg.series.len(), 5);
+        for (i, point) in agg.series.iter().enumerate() {
+            assert_eq!(point.second, i as u64 + 1);
+            assert_eq!(point.active_users, 5);
+            assert_eq!(point.iterations_ok, 3);
+        }
     }
 
     #[test]

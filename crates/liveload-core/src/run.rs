@@ -155,7 +155,7 @@ impl Observer for Quiet {
 }
 
 /// How the cluster will be (or was) sized before booting.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Plan {
     /// Users requested.
     pub users: u64,
@@ -165,7 +165,7 @@ pub struct Plan {
     pub users_per_node: u64,
     /// Where the node size came from: `catalogue` (the backend's expected size) or `probe`
     /// (a booted node's facts).
-    pub source: &'static str,
+    pub source: String,
     /// The node size the plan used.
     pub node_memory_bytes: u64,
     /// The node cores the plan used.
@@ -203,7 +203,7 @@ impl Plan {
             users,
             nodes,
             users_per_node: capacity.users,
-            source,
+            source: source.to_string(),
             node_memory_bytes: size.memory_bytes,
             node_cores: size.cores,
             capacity,
@@ -214,7 +214,7 @@ impl Plan {
 }
 
 /// One node of a run, as measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct NodeReport {
     /// The provider's id.
     pub id: String,
@@ -232,11 +232,31 @@ pub struct NodeReport {
     pub first_user_id: u64,
     /// Seconds from create to a completed handshake.
     pub ready_after_s: f64,
+    /// Iterations this node completed (filled at the end of the run).
+    #[serde(default)]
+    pub iterations_ok: u64,
+    /// Iterations this node failed.
+    #[serde(default)]
+    pub iterations_failed: u64,
+    /// Metric snapshots received from this node (one a second while healthy).
+    #[serde(default)]
+    pub snapshots: u64,
 }
 
-/// What a finished run reports.
-#[derive(Debug, Serialize)]
+/// Version of the `result.json` schema ([`RunReport`]); bumped on incompatible changes.
+pub const RESULT_SCHEMA_VERSION: u32 = 1;
+
+/// What a finished run reports; serialised as `result.json` (see README, "Result file").
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct RunReport {
+    /// [`RESULT_SCHEMA_VERSION`] of this document.
+    pub schema_version: u32,
+    /// liveload's version.
+    pub liveload_version: String,
+    /// The backend that provided the nodes.
+    pub backend: String,
+    /// When users started, as Unix milliseconds.
+    pub started_at_unix_ms: u64,
     /// The run's id.
     pub run_id: String,
     /// The scenario's name.
@@ -267,6 +287,8 @@ pub struct RunReport {
     pub thresholds: Vec<Verdict>,
     /// Why the run stopped early, when a threshold aborted it.
     pub aborted: Option<String>,
+    /// One point per second of the run.
+    pub series: Vec<crate::metrics::SecondPoint>,
 }
 
 impl RunReport {
@@ -427,6 +449,9 @@ impl Booter<'_> {
                     users: 0,
                     first_user_id: 0,
                     ready_after_s: started.elapsed().as_secs_f64(),
+                    iterations_ok: 0,
+                    iterations_failed: 0,
+                    snapshots: 0,
                 };
                 tracing::info!(
                     node = %report.id,
@@ -736,6 +761,9 @@ async fn run_cluster(
     }
     observer.event(&Event::Started);
     let started = Instant::now();
+    let started_at_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
 
     // Observe until every node has finished.
     let mut metrics = MetricsAggregate::default();
@@ -794,6 +822,19 @@ async fn run_cluster(
     for node in &live {
         let _ = node.commands.send(ControllerMessage::Shutdown);
     }
+    metrics.finish();
+    let mut nodes: Vec<NodeReport> = live.iter().map(|n| n.report.clone()).collect();
+    for node in &mut nodes {
+        if let Some(m) = metrics.nodes.get(&node.id) {
+            node.iterations_ok = m.counters.get(counter::ITERATIONS_OK).copied().unwrap_or(0);
+            node.iterations_failed = m
+                .counters
+                .get(counter::ITERATIONS_FAILED)
+                .copied()
+                .unwrap_or(0);
+            node.snapshots = m.snapshots;
+        }
+    }
 
     let thresholds = scenario
         .thresholds
@@ -808,10 +849,14 @@ async fn run_cluster(
         })
         .collect();
     Ok(RunReport {
+        schema_version: RESULT_SCHEMA_VERSION,
+        liveload_version: env!("CARGO_PKG_VERSION").to_string(),
+        backend: backend.name().to_string(),
+        started_at_unix_ms,
         run_id: run_id.to_string(),
         scenario: scenario.name.clone(),
         plan,
-        nodes: live.iter().map(|n| n.report.clone()).collect(),
+        nodes,
         users: options.users,
         users_succeeded: metrics.counter(counter::USERS_SUCCEEDED),
         users_failed: metrics.counter(counter::USERS_FAILED),
@@ -823,6 +868,7 @@ async fn run_cluster(
         counters: metrics.counters.clone(),
         thresholds,
         aborted,
+        series: std::mem::take(&mut metrics.series),
     })
 }
 

@@ -30,7 +30,7 @@ const MIB: u64 = 1024 * 1024;
 ///
 /// Heavier pages cost more: measure yours with `liveload bench users --url URL` and pass the
 /// figures with `--browser-memory-mib`, `--context-memory-mib`, `--contexts-per-core`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct BrowserProfile {
     /// Memory of a browser with no context open (PSS of its process tree), in bytes.
     pub browser_memory_usage_bytes: u64,
@@ -51,7 +51,7 @@ impl Default for BrowserProfile {
 }
 
 /// Every knob of the sizing formula.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct SizingConfig {
     /// Fraction of available memory liveload lets itself use (default 0.8).
     pub memory_safety_factor: f64,
@@ -72,7 +72,7 @@ impl Default for SizingConfig {
 }
 
 /// The result of sizing one node, with the intermediate figures (`liveload plan` shows them).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct NodeCapacity {
     /// Memory users may take, after the safety factor and headroom, in bytes.
     pub usable_memory_bytes: u64,

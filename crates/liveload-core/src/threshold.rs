@@ -94,7 +94,7 @@ impl Comparison {
 }
 
 /// A threshold's verdict.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Verdict {
     /// The expression.
     pub expr: String,

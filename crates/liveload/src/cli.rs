@@ -25,6 +25,8 @@ pub enum Command {
     Run(RunArgs),
     /// Show the plan (nodes, users per node, the facts used) without running anything.
     Plan(RunArgs),
+    /// Re-render a run's report from its result.json, or compare two runs side by side.
+    Report(ReportArgs),
     /// Check a scenario file without running it (exit 0 valid, 3 invalid).
     Validate(ValidateArgs),
     /// Run the bundled demo: start the demo target on this machine and load it.
@@ -141,6 +143,24 @@ pub struct RunFlags {
     /// Print results and errors as JSON.
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
+    /// Write result.json, report.html and report.md here (default: liveload-reports/<run id>).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    /// Write no report files.
+    #[arg(long, conflicts_with = "report_dir")]
+    pub no_report: bool,
+}
+
+/// Options of `report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// A result.json.
+    pub result: PathBuf,
+    /// A second result.json to compare with the first.
+    pub compare: Option<PathBuf>,
+    /// Where to write (default: next to the first result.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// Options of `validate`.

@@ -72,6 +72,10 @@ async fn dispatch(cli: Cli) -> i32 {
             Err(e) => output::error(&e, args.output),
         },
         Command::Demo(args) => demo(args).await,
+        Command::Report(args) => match output::rerender(&args) {
+            Ok(()) => exit_code::OK,
+            Err(e) => output::error(&e, OutputFormat::Text),
+        },
         Command::Cleanup(args) => {
             let filter = match args.run {
                 Some(run) => RunFilter::Run(run),
@@ -164,6 +168,22 @@ async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &Ru
     observer.finish();
     match result {
         Ok(report) => {
+            if !flags.no_report {
+                let dir = flags
+                    .report_dir
+                    .clone()
+                    .unwrap_or_else(|| Path::new("liveload-reports").join(&report.run_id));
+                match output::write_report_files(&report, &dir) {
+                    Ok(()) if format == OutputFormat::Text => {
+                        eprintln!(
+                            "report: {}/report.html (and result.json, report.md)",
+                            dir.display()
+                        )
+                    }
+                    Ok(()) => {}
+                    Err(e) => return output::error(&e, format),
+                }
+            }
             output::report(&report, format);
             if !report.thresholds_passed() {
                 exit_code::THRESHOLD_FAILED

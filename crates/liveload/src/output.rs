@@ -174,6 +174,58 @@ fn report_text(r: &RunReport) -> String {
     out
 }
 
+/// Write `result.json`, `report.html` and `report.md` into `dir`.
+pub fn write_report_files(report: &RunReport, dir: &std::path::Path) -> Result<(), Error> {
+    let io = |what: &str, e| Error::io(format!("writing {what} in {}", dir.display()), e);
+    std::fs::create_dir_all(dir).map_err(|e| io("the report directory", e))?;
+    let json = serde_json::to_string_pretty(report).expect("a report serialises");
+    std::fs::write(dir.join("result.json"), json).map_err(|e| io("result.json", e))?;
+    std::fs::write(dir.join("report.html"), liveload_core::report::html(report))
+        .map_err(|e| io("report.html", e))?;
+    std::fs::write(
+        dir.join("report.md"),
+        liveload_core::report::markdown(report),
+    )
+    .map_err(|e| io("report.md", e))?;
+    Ok(())
+}
+
+fn read_result(path: &std::path::Path) -> Result<RunReport, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    serde_json::from_str(&text).map_err(|e| Error::InvalidOption {
+        option: path.display().to_string(),
+        message: format!("not a liveload result.json: {e}"),
+    })
+}
+
+/// `liveload report A.json [B.json]`: re-render A's report, or compare A and B.
+pub fn rerender(args: &crate::cli::ReportArgs) -> Result<(), Error> {
+    let a = read_result(&args.result)?;
+    let dir = args.out.clone().unwrap_or_else(|| {
+        args.result
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
+    });
+    match &args.compare {
+        None => {
+            write_report_files(&a, &dir)?;
+            println!("wrote {}/report.html and report.md", dir.display());
+        }
+        Some(path) => {
+            let b = read_result(path)?;
+            let text = liveload_core::report::compare_markdown(&a, &b);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            std::fs::write(dir.join("compare.md"), &text)
+                .map_err(|e| Error::io("writing compare.md", e))?;
+            print!("{text}");
+        }
+    }
+    Ok(())
+}
+
 /// Print what cleanup destroyed.
 pub fn cleanup(destroyed: &[NodeHandle], format: OutputFormat) {
     match format {
