@@ -230,8 +230,10 @@ fn missing_agent_binary_is_a_backend_error() {
 
 #[test]
 fn unusable_state_directory_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
     let (code, json, _) = json_output(
-        liveload(std::path::Path::new("/dev/null/liveload"))
+        liveload(dir.path())
+            .env("LIVELOAD_STATE_DIR", "/dev/null/liveload")
             .args(["demo", "--users", "1", "--output", "json"]),
     );
     assert_eq!(code, 1, "{json}");

@@ -43,6 +43,18 @@ pub enum Bench {
         #[arg(long, default_value_t = 3)]
         repeat: u32,
     },
+    /// The controller's CPU cost to decode and merge one snapshot per second per node.
+    Merge {
+        /// Simulated nodes.
+        #[arg(long, default_value_t = 256)]
+        nodes: u32,
+        /// Latency metrics per snapshot.
+        #[arg(long, default_value_t = 20)]
+        metrics: u32,
+        /// Seconds of snapshots to merge.
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+    },
     /// Per-user memory, CPU and setup time with real Chromium on the demo page.
     Users {
         /// User counts to measure, comma-separated (0 = browser alone).
@@ -64,6 +76,14 @@ pub enum Bench {
 pub async fn run(args: BenchArgs) -> i32 {
     let result = match args.which {
         Bench::Boot { nodes, repeat } => boot(&nodes, repeat).await,
+        Bench::Merge {
+            nodes,
+            metrics,
+            seconds,
+        } => {
+            merge(nodes, metrics, seconds);
+            Ok(())
+        }
         Bench::Users {
             users,
             window,
@@ -158,6 +178,76 @@ async fn boot_once(count: u32) -> Result<f64, Error> {
     .await?;
     assert_eq!(report.nodes.len(), count as usize, "one user per node");
     Ok(report.boot_s)
+}
+
+/// Frames as agents send them: `nodes` x `seconds` snapshots of `metrics` histograms (50
+/// samples each, 1-1000 ms) and 4 counters. Then time decoding and merging them all.
+fn merge(nodes: u32, metrics: u32, seconds: u32) {
+    use liveload_core::metrics::{encode_histogram, new_histogram};
+    use liveload_core::proto::{MetricsSnapshot, decode_agent, encode};
+    use rand::Rng as _;
+    let mut rng = rand::rng();
+    let mut frames = Vec::new();
+    for second in 1..=seconds as u64 {
+        for node in 0..nodes {
+            let histograms = (0..metrics)
+                .map(|m| {
+                    let mut h = new_histogram();
+                    for _ in 0..50 {
+                        h.record(rng.random_range(1_000..1_000_000)).unwrap();
+                    }
+                    (format!("step:metric {m}"), encode_histogram(&h))
+                })
+                .collect();
+            let counters = [
+                "iterations_ok",
+                "iterations_failed",
+                "users_started",
+                "step:x:failed",
+            ]
+            .iter()
+            .map(|c| (c.to_string(), rng.random_range(0..100)))
+            .collect();
+            let snapshot = MetricsSnapshot {
+                seq: second,
+                elapsed_ms: second * 1000,
+                active_users: 30,
+                counters,
+                histograms,
+            };
+            frames.push((
+                format!("node-{node}"),
+                encode(&AgentMessage::Snapshot(snapshot)),
+            ));
+        }
+    }
+    let bytes: usize = frames.iter().map(|(_, f)| f.len()).sum();
+    let started = std::time::Instant::now();
+    let mut aggregate = MetricsAggregate::default();
+    for (node, frame) in &frames {
+        match decode_agent(frame.as_bytes()).expect("a valid frame") {
+            AgentMessage::Snapshot(s) => aggregate.merge(node, &s).expect("merges"),
+            _ => unreachable!("only snapshots were encoded"),
+        }
+    }
+    aggregate.finish();
+    let elapsed = started.elapsed().as_secs_f64();
+    let per_second = elapsed / seconds as f64;
+    println!(
+        "bench merge: {nodes} nodes x {metrics} histograms, one snapshot per node per second, {seconds} s of data"
+    );
+    println!(
+        "frames: {} ({:.1} KiB each), decode + merge: {:.3} s total",
+        frames.len(),
+        bytes as f64 / frames.len() as f64 / 1024.0,
+        elapsed
+    );
+    println!(
+        "controller cost: {:.1} ms per second of run = {:.2} % of one core",
+        per_second * 1000.0,
+        per_second * 100.0
+    );
+    assert_eq!(aggregate.series.len(), seconds as usize);
 }
 
 /// Memory and CPU of an agent's process group: the agent itself and everything else (Chromium).
