@@ -29,6 +29,7 @@ pub struct UserContext {
     /// The page the user drives.
     pub page: Page,
     id: BrowserContextId,
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl NodeBrowser {
@@ -70,8 +71,12 @@ impl NodeBrowser {
         })
     }
 
-    /// A fresh context with one blank page, for one user.
-    pub async fn new_user(&self) -> Result<UserContext> {
+    /// A fresh context with one blank page, for one user, its page events counted into
+    /// `recorder`.
+    pub async fn new_user(
+        &self,
+        recorder: std::sync::Arc<crate::recorder::Recorder>,
+    ) -> Result<UserContext> {
         let id = self
             .browser
             .create_browser_context(CreateBrowserContextParams::default())
@@ -89,11 +94,21 @@ impl NodeBrowser {
                 return Err(e).context("opening a page");
             }
         };
-        Ok(UserContext { page, id })
+        let watcher = match crate::observe::watch(&page, recorder).await {
+            Ok(watcher) => Some(watcher),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "page events will not be counted");
+                None
+            }
+        };
+        Ok(UserContext { page, id, watcher })
     }
 
     /// Close a user's page and dispose of its context (frees its memory in Chromium).
     pub async fn end_user(&self, user: UserContext) {
+        if let Some(watcher) = user.watcher {
+            watcher.abort();
+        }
         let _ = user.page.close().await;
         let _ = self.browser.dispose_browser_context(user.id).await;
     }

@@ -8,6 +8,7 @@
 
 mod browser;
 mod facts;
+mod observe;
 mod recorder;
 mod session;
 mod steps;

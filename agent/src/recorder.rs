@@ -25,7 +25,13 @@ pub struct Recorder {
     interval: Mutex<Interval>,
     active_users: AtomicU64,
     seq: AtomicU64,
+    /// Distinct error messages seen so far (bounded, so messages with ids in them cannot
+    /// grow the snapshot without limit).
+    error_kinds: Mutex<std::collections::HashSet<String>>,
 }
+
+/// The most distinct error messages one agent reports; the rest are counted together.
+const MAX_ERROR_KINDS: usize = 50;
 
 /// Microseconds from 1, 3 significant digits, range grown as values arrive (small in memory
 /// and on the wire).
@@ -38,20 +44,45 @@ impl Recorder {
     pub fn latency(&self, name: &str, elapsed: Duration) {
         let micros = (elapsed.as_micros() as u64).max(1);
         let mut interval = self.interval.lock().expect("not poisoned");
-        match interval.histograms.get_mut(name) {
-            Some(h) => h.saturating_record(micros),
-            None => {
-                let mut h = new_histogram();
-                h.saturating_record(micros);
-                interval.histograms.insert(name.to_string(), h);
-            }
-        }
+        let h = match interval.histograms.get_mut(name) {
+            Some(h) => h,
+            None => interval
+                .histograms
+                .entry(name.to_string())
+                .or_insert_with(new_histogram),
+        };
+        // `record` grows the range (`saturating_record` would clamp to it); it fails only for
+        // values near u64::MAX microseconds.
+        let _ = h.record(micros);
     }
 
     /// Add `by` to counter `name`.
     pub fn count(&self, name: &str, by: u64) {
         let mut interval = self.interval.lock().expect("not poisoned");
         *interval.counters.entry(name.to_string()).or_default() += by;
+    }
+
+    /// Count a failed iteration's error under `error:<message>` (first line, at most 160
+    /// characters).
+    pub fn error(&self, message: &str) {
+        let mut text: String = message
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(160)
+            .collect();
+        {
+            let mut kinds = self.error_kinds.lock().expect("not poisoned");
+            if !kinds.contains(&text) {
+                if kinds.len() >= MAX_ERROR_KINDS {
+                    text = "(other errors)".into();
+                } else {
+                    kinds.insert(text.clone());
+                }
+            }
+        }
+        self.count(&format!("error:{text}"), 1);
     }
 
     /// One more (`+1`) or one fewer (`-1`) user running.
@@ -98,6 +129,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn distinct_errors_are_bounded() {
+        let r = Recorder::default();
+        for i in 0..(MAX_ERROR_KINDS + 10) {
+            r.error(&format!("step 'x': failed for user {i}\nmore detail"));
+        }
+        r.error("step 'x': failed for user 0");
+        let s = r.take(Duration::from_secs(1));
+        let errors: Vec<&String> = s
+            .counters
+            .keys()
+            .filter(|k| k.starts_with("error:"))
+            .collect();
+        assert_eq!(errors.len(), MAX_ERROR_KINDS + 1);
+        assert_eq!(s.counters["error:(other errors)"], 10);
+        assert_eq!(s.counters["error:step 'x': failed for user 0"], 2);
+    }
+
+    #[test]
     fn take_returns_deltas() {
         let r = Recorder::default();
         r.latency("step:a", Duration::from_millis(5));
@@ -109,6 +158,10 @@ mod tests {
             .deserialize(&mut &first.histograms["step:a"].0[..])
             .unwrap();
         assert_eq!(h.len(), 2);
+        // Values keep their magnitude (3 significant digits), however small the start range.
+        assert_eq!(h.equivalent_range(5_000), h.equivalent_range(h.min()));
+        assert!((4_990..=5_010).contains(&h.min()), "{}", h.min());
+        assert!((6_990..=7_010).contains(&h.max()), "{}", h.max());
         let second = r.take(Duration::from_secs(2));
         assert!(second.counters.is_empty() && second.histograms.is_empty());
         assert_eq!(second.seq, 1);

@@ -151,14 +151,21 @@ async fn eval_bool(page: &Page, expression: &str) -> Result<bool> {
 }
 
 /// Poll a JavaScript condition every 50 ms until it holds or `timeout` passes.
+///
+/// An evaluation that fails counts as "not yet": right after a click that navigates, the old
+/// document's context is destroyed and the new one is not ready for a moment.
 async fn poll(page: &Page, expression: &str, timeout: Duration, what: &str) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        if eval_bool(page, expression).await? {
+        let outcome = eval_bool(page, expression).await;
+        if matches!(outcome, Ok(true)) {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            bail!("{what} not reached within {timeout:?}");
+            return match outcome {
+                Err(e) => Err(e.context(format!("{what} not reached within {timeout:?}"))),
+                _ => Err(anyhow!("{what} not reached within {timeout:?}")),
+            };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -198,6 +205,29 @@ async fn checked(element: &Element) -> Result<bool> {
         .unwrap_or(false))
 }
 
+/// The document's navigation timing: `page.ttfb` (request to first response byte),
+/// `page.dom_content_loaded` and `page.load` (from navigation start).
+async fn record_navigation_timing(page: &Page, recorder: &Recorder) {
+    const TIMING: &str = "(() => { const n = performance.getEntriesByType('navigation')[0]; \
+        return n ? [n.responseStart - n.requestStart, n.domContentLoadedEventEnd - n.startTime, \
+        n.loadEventEnd - n.startTime] : null; })()";
+    let Ok(result) = page.evaluate(TIMING).await else {
+        return;
+    };
+    let Ok(Some([ttfb, dom, load])) = result.into_value::<Option<[f64; 3]>>() else {
+        return;
+    };
+    for (name, ms) in [
+        ("page.ttfb", ttfb),
+        ("page.dom_content_loaded", dom),
+        ("page.load", load),
+    ] {
+        if ms.is_finite() && ms > 0.0 {
+            recorder.latency(name, Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
+}
+
 async fn run_step(user: &mut UserState<'_>, step: &Step) -> Result<Flow> {
     let vars = &user.vars;
     let t = |text: &str| fill_template(text, vars);
@@ -209,9 +239,11 @@ async fn run_step(user: &mut UserState<'_>, step: &Step) -> Result<Flow> {
     match &step.kind {
         StepKind::Navigate { url } => {
             page()?.goto(resolve_url(user.base_url, &t(url))).await?;
+            record_navigation_timing(page()?, user.recorder).await;
         }
         StepKind::Reload => {
             page()?.reload().await?;
+            record_navigation_timing(page()?, user.recorder).await;
         }
         StepKind::Click { selector } => {
             element(page()?, &t(selector), timeout)

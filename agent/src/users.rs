@@ -53,13 +53,13 @@ pub async fn prepare_contexts(
     browser: &NodeBrowser,
     users: u64,
     concurrency: usize,
-    recorder: &Recorder,
+    recorder: &Arc<Recorder>,
 ) -> Vec<Option<UserContext>> {
     use futures_util::StreamExt as _;
     futures_util::stream::iter(0..users)
         .map(|_| async {
             let started = Instant::now();
-            match browser.new_user().await {
+            match browser.new_user(recorder.clone()).await {
                 Ok(context) => {
                     recorder.latency("user_setup", started.elapsed());
                     Some(context)
@@ -117,7 +117,9 @@ pub async fn run_user(env: Arc<UserEnv>, user_id: u64, context: Option<UserConte
             Err(e) => {
                 failed_iterations += 1;
                 recorder.count("iterations_failed", 1);
-                tracing::debug!(user_id, error = %format!("{e:#}"), "iteration failed");
+                let message = format!("{e:#}");
+                tracing::debug!(user_id, error = %message, "iteration failed");
+                recorder.error(&message);
             }
         }
     }

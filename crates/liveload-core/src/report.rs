@@ -20,6 +20,18 @@ fn esc(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The most frequent error messages (`error:<message>` counters), most frequent first.
+pub fn top_errors(r: &RunReport, n: usize) -> Vec<(&str, u64)> {
+    let mut errors: Vec<(&str, u64)> = r
+        .counters
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("error:").map(|m| (m, *v)))
+        .collect();
+    errors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    errors.truncate(n);
+    errors
+}
+
 /// A run's verdict in one word.
 pub fn verdict(r: &RunReport) -> &'static str {
     if r.aborted.is_some() {
@@ -306,6 +318,14 @@ pub fn html(r: &RunReport) -> String {
     }
     out.push_str("</table>");
 
+    let errors = top_errors(r, 10);
+    if !errors.is_empty() {
+        out.push_str("<h2>Errors</h2><table id=\"errors\"><tr><th>message</th><th>count</th></tr>");
+        for (message, count) in errors {
+            let _ = write!(out, "<tr><td>{}</td><td>{count}</td></tr>", esc(message));
+        }
+        out.push_str("</table>");
+    }
     out.push_str("<h2>Nodes</h2><table id=\"nodes\"><tr><th>node</th><th>usable memory</th><th>cores</th><th>capacity</th><th>users</th><th>iterations ok</th><th>failed</th><th>snapshots</th><th>ready</th><th>Chromium</th></tr>");
     for n in &r.nodes {
         let _ = write!(
@@ -397,6 +417,13 @@ pub fn markdown(r: &RunReport) -> String {
             l.p99_ms,
             l.max_ms
         );
+    }
+    let errors = top_errors(r, 10);
+    if !errors.is_empty() {
+        out.push_str("\n## Errors\n\n| message | count |\n| --- | ---: |\n");
+        for (message, count) in errors {
+            let _ = writeln!(out, "| {} | {count} |", message.replace('|', "\\|"));
+        }
     }
     out.push_str("\n## Nodes\n\n| node | cores | usable MiB | capacity | users | iterations ok | failed |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for n in &r.nodes {

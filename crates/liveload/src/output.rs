@@ -146,6 +146,13 @@ fn report_text(r: &RunReport) -> String {
             name, s.count, s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms, s.max_ms
         ));
     }
+    let errors = liveload_core::report::top_errors(r, 5);
+    if !errors.is_empty() {
+        out.push_str("\nTop errors:\n");
+        for (message, count) in errors {
+            out.push_str(&format!("  {count:>6}  {message}\n"));
+        }
+    }
     if !r.thresholds.is_empty() {
         out.push_str("\nThresholds:\n");
         for t in &r.thresholds {
