@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::AgentState;
 use crate::browser::{NodeBrowser, UserContext};
 use crate::recorder::Recorder;
-use crate::users::{StopSignal, UserEnv, prepare_contexts, run_user};
+use crate::users::{Setup, StopSignal, UserEnv, prepare_contexts, run_user};
 
 /// Serve one connection until it closes.
 pub async fn serve<S>(stream: S, state: Arc<AgentState>) -> anyhow::Result<()>
@@ -138,12 +138,19 @@ struct PreparedRun {
     contexts: Vec<Option<UserContext>>,
 }
 
+/// Changes to the running users.
+enum UserCommand {
+    Add { first_user_id: u64, count: u64 },
+    Remove { count: u64, force: bool },
+}
+
 /// The run's state as seen by one session.
 #[derive(Default)]
 struct RunControl {
     /// Filled by the Prepare task once the browser and the users' contexts are up.
     prepared: Arc<tokio::sync::Mutex<Option<PreparedRun>>>,
-    started: bool,
+    /// Commands to the running users' task, once started.
+    users: Option<mpsc::UnboundedSender<UserCommand>>,
 }
 
 impl RunControl {
@@ -178,7 +185,7 @@ impl RunControl {
                 });
             }
             ControllerMessage::Start => {
-                if self.started {
+                if self.users.is_some() {
                     return;
                 }
                 let Ok(mut prepared) = self.prepared.try_lock() else {
@@ -193,8 +200,9 @@ impl RunControl {
                     });
                     return;
                 };
-                self.started = true;
-                tokio::spawn(run_users(state.clone(), run, out.clone()));
+                let (commands, commands_rx) = mpsc::unbounded_channel();
+                self.users = Some(commands);
+                tokio::spawn(run_users(state.clone(), run, out.clone(), commands_rx));
             }
             ControllerMessage::Stop { force } => {
                 let signal = if force {
@@ -204,7 +212,34 @@ impl RunControl {
                 };
                 let _ = state.stop.send(signal);
             }
+            ControllerMessage::AddUsers {
+                first_user_id,
+                count,
+            } => self.command(
+                UserCommand::Add {
+                    first_user_id,
+                    count,
+                },
+                out,
+            ),
+            ControllerMessage::RemoveUsers { count, force } => {
+                self.command(UserCommand::Remove { count, force }, out)
+            }
             ControllerMessage::Shutdown => state.shut_down("the controller asked"),
+        }
+    }
+}
+
+impl RunControl {
+    fn command(&self, command: UserCommand, out: &mpsc::UnboundedSender<AgentMessage>) {
+        let sent = self
+            .users
+            .as_ref()
+            .is_some_and(|users| users.send(command).is_ok());
+        if !sent {
+            let _ = out.send(AgentMessage::Failed {
+                message: "users can be added or removed only while the run goes on".into(),
+            });
         }
     }
 }
@@ -267,18 +302,19 @@ async fn prepare(
     ))
 }
 
-/// Start the users (spread by `start_interval_ms`), stream a snapshot every second, and send
-/// `Finished` when the last user has ended.
+/// Start the users (spread by `start_interval_ms`), take add/remove commands, stream a
+/// snapshot every second, and send `Finished` when the last user has ended.
 async fn run_users(
     state: Arc<AgentState>,
     run: PreparedRun,
     out: mpsc::UnboundedSender<AgentMessage>,
+    mut commands: mpsc::UnboundedReceiver<UserCommand>,
 ) {
     let started = Instant::now();
     let PreparedRun {
         assignment,
         recorder,
-        mut contexts,
+        contexts,
     } = run;
     let browser = if assignment.no_browser {
         None
@@ -292,27 +328,71 @@ async fn run_users(
         stop: state.stop.subscribe(),
         assignment,
     });
-    let mut users = tokio::task::JoinSet::new();
     let interval = Duration::from_millis(env.assignment.start_interval_ms);
     let first = env.assignment.first_user_id;
-    let spawner = {
-        let env = env.clone();
-        async move {
-            for i in 0..env.assignment.users {
-                let start_at = started + interval * i as u32;
-                tokio::time::sleep_until(start_at).await;
-                let context = contexts.get_mut(i as usize).and_then(Option::take);
-                users.spawn(run_user(env.clone(), first + i, context));
-            }
-            while users.join_next().await.is_some() {}
-        }
-    };
-    tokio::pin!(spawner);
+    // Users not started yet (the initial ones, spread by the start interval), and the stop
+    // switches of the started ones, most recent last.
+    let mut waiting: std::collections::VecDeque<(u64, Setup)> = contexts
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let setup = match (c, env.browser.is_some()) {
+                (Some(context), _) => Setup::Ready(context),
+                (None, true) => Setup::Failed,
+                (None, false) => Setup::None,
+            };
+            (first + i as u64, setup)
+        })
+        .collect();
+    if env.browser.is_none() {
+        waiting = (0..env.assignment.users)
+            .map(|i| (first + i, Setup::None))
+            .collect();
+    }
+    let mut running: Vec<watch::Sender<StopSignal>> = Vec::new();
+    let mut users = tokio::task::JoinSet::new();
+    let mut next_start = started;
     let mut ticker =
         tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+    let mut commands_open = true;
     loop {
+        if waiting.is_empty() && users.is_empty() {
+            break;
+        }
         tokio::select! {
-            _ = &mut spawner => break,
+            _ = tokio::time::sleep_until(next_start), if !waiting.is_empty() => {
+                let (user_id, setup) = waiting.pop_front().expect("not empty");
+                let (stop, own_stop) = watch::channel(StopSignal::Run);
+                running.push(stop);
+                users.spawn(run_user(env.clone(), user_id, setup, own_stop));
+                next_start += interval;
+            }
+            Some(_) = users.join_next(), if !users.is_empty() => {}
+            command = commands.recv(), if commands_open => match command {
+                Some(UserCommand::Add { first_user_id, count }) => {
+                    let setup = if env.browser.is_some() { || Setup::CreateNow } else { || Setup::None };
+                    waiting.extend((0..count).map(|i| (first_user_id + i, setup())));
+                }
+                Some(UserCommand::Remove { count, force }) => {
+                    // Users still waiting to start go first, then the most recent ones.
+                    let mut left = count;
+                    while left > 0 && waiting.pop_back().is_some() {
+                        left -= 1;
+                    }
+                    let signal = if force { StopSignal::Force } else { StopSignal::Graceful };
+                    while left > 0 {
+                        match running.pop() {
+                            Some(stop) if !stop.is_closed() => {
+                                let _ = stop.send(signal);
+                                left -= 1;
+                            }
+                            Some(_) => {} // Already ended.
+                            None => break,
+                        }
+                    }
+                }
+                None => commands_open = false,
+            },
             _ = ticker.tick() => {
                 let _ = out.send(AgentMessage::Snapshot(recorder.take(started.elapsed())));
             }

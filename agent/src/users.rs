@@ -76,20 +76,56 @@ pub async fn prepare_contexts(
         .await
 }
 
-/// One user's whole life: iterate, tear down, report success or failure. `context` is the
-/// user's prepared browser context (`None` without a browser, or when its setup failed).
-pub async fn run_user(env: Arc<UserEnv>, user_id: u64, context: Option<UserContext>) {
+/// A user's browser context, as it reaches [`run_user`].
+pub enum Setup {
+    /// Created before the start signal.
+    Ready(UserContext),
+    /// Its creation failed (already counted as `user_setup_failed`).
+    Failed,
+    /// To create now (users added while the run goes on).
+    CreateNow,
+    /// No browser on this agent.
+    None,
+}
+
+/// One user's whole life: iterate, tear down, report success or failure. `own_stop` stops this
+/// user alone (`liveload users remove`); `env.stop` stops every user.
+pub async fn run_user(
+    env: Arc<UserEnv>,
+    user_id: u64,
+    setup: Setup,
+    own_stop: watch::Receiver<StopSignal>,
+) {
     let recorder = &env.recorder;
     recorder.count("users_started", 1);
-    if env.browser.is_some() && context.is_none() {
-        // Its setup failed at prepare (already counted as user_setup_failed).
-        recorder.count("users_failed", 1);
-        return;
-    }
+    let context = match (setup, &env.browser) {
+        (Setup::Ready(context), _) => Some(context),
+        (Setup::CreateNow, Some(browser)) => {
+            let started = Instant::now();
+            match browser.new_user(env.recorder.clone()).await {
+                Ok(context) => {
+                    recorder.latency("user_setup", started.elapsed());
+                    Some(context)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "a user's context could not be created");
+                    recorder.count("user_setup_failed", 1);
+                    recorder.count("users_failed", 1);
+                    return;
+                }
+            }
+        }
+        (Setup::Failed, _) => {
+            recorder.count("users_failed", 1);
+            return;
+        }
+        (Setup::CreateNow | Setup::None, _) => None,
+    };
     recorder.user_running(true);
 
     let timeout = Duration::from_millis(env.assignment.iteration_timeout_ms);
     let mut stop = env.stop.clone();
+    let mut own_stop = own_stop;
     let mut failed_iterations = 0u64;
     let mut iterations = 0u64;
     let mut user = UserState {
@@ -99,7 +135,10 @@ pub async fn run_user(env: Arc<UserEnv>, user_id: u64, context: Option<UserConte
         step_timeout: Duration::from_millis(env.assignment.step_timeout_ms),
         recorder,
     };
-    while Instant::now() < env.deadline && *stop.borrow() == StopSignal::Run {
+    while Instant::now() < env.deadline
+        && *stop.borrow() == StopSignal::Run
+        && *own_stop.borrow() == StopSignal::Run
+    {
         let started = Instant::now();
         user.vars.insert("iteration".into(), iterations.to_string());
         let iteration = run_steps(&mut user, &env.assignment.steps);
@@ -109,6 +148,7 @@ pub async fn run_user(env: Arc<UserEnv>, user_id: u64, context: Option<UserConte
                 Err(_) => Err(anyhow!("iteration timed out after {timeout:?}")),
             },
             _ = wait_for_force(&mut stop) => break,
+            _ = wait_for_force(&mut own_stop) => break,
         };
         iterations += 1;
         recorder.latency("iteration", started.elapsed());

@@ -206,3 +206,41 @@ pub static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// `GET path` from a local HTTP server; returns the body.
+pub fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connects");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    body.to_string()
+}
+
+/// The control endpoint address of the run in `state`, once it is up.
+pub fn control_address(state: &Path) -> String {
+    let mut address = String::new();
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            let Ok(entries) = std::fs::read_dir(state.join("control")) else {
+                return false;
+            };
+            for entry in entries.flatten() {
+                if let Ok(text) = std::fs::read_to_string(entry.path())
+                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                {
+                    address = v["address"].as_str().unwrap_or("").to_string();
+                    return !address.is_empty();
+                }
+            }
+            false
+        }),
+        "no control endpoint"
+    );
+    address
+}

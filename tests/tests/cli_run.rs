@@ -720,3 +720,84 @@ fn the_html_report_renders_in_chromium_with_charts_and_tables() {
         "{compare}"
     );
 }
+
+#[test]
+fn users_add_and_remove_change_a_running_test() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let mut run = liveload(state.path())
+        .args([
+            "demo",
+            "--users",
+            "2",
+            "--duration",
+            "60s",
+            "--start-interval",
+            "0s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let address = control_address(state.path());
+    let active = |address: &str| -> u64 {
+        let status: serde_json::Value =
+            serde_json::from_str(&http_get(address, "/status")).unwrap_or_default();
+        status["active_users"].as_u64().unwrap_or(0)
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || active(&address) == 2),
+        "2 users run"
+    );
+
+    let out = liveload(state.path())
+        .args(["users", "add", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("targets 5 users"));
+    assert!(
+        eventually(Duration::from_secs(30), || active(&address) == 5),
+        "5 users run"
+    );
+
+    let out = liveload(state.path())
+        .args(["users", "remove", "4", "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        eventually(Duration::from_secs(30), || active(&address) == 1),
+        "1 user runs"
+    );
+
+    // Beyond the cluster's capacity (30 users on this node at the default profile): refused.
+    let out = liveload(state.path())
+        .args(["users", "add", "1000"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("room for"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Prometheus metrics while it runs.
+    let metrics = http_get(&address, "/metrics");
+    assert!(metrics.contains("liveload_active_users 1"), "{metrics}");
+    assert!(metrics.contains("liveload_latency_ms{metric=\"step:navigate /\",quantile=\"0.95\"}"));
+
+    signal(run.id(), libc::SIGTERM);
+    assert_eq!(run.wait().unwrap().code(), Some(130));
+    assert!(local_runs(state.path()).is_empty());
+    assert!(
+        !state.path().join("control/demo.json").exists(),
+        "control record removed"
+    );
+}

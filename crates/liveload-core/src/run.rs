@@ -127,6 +127,12 @@ pub enum Event {
         iterations_ok: u64,
         /// Iterations failed so far.
         iterations_failed: u64,
+        /// Iterations in the last complete second, cluster-wide.
+        iterations_per_s: u64,
+        /// p95 step latency in the last complete second, ms.
+        step_p95_ms: f64,
+        /// Nodes still running users.
+        nodes: usize,
     },
     /// Teardown began.
     TearingDown {
@@ -315,11 +321,24 @@ pub async fn run(
     observer: Arc<dyn Observer>,
     interrupt: impl std::future::Future<Output = ()>,
 ) -> Result<RunReport> {
+    run_controlled(backend, scenario, options, observer, interrupt, None).await
+}
+
+/// [`run`], taking add/remove-users requests from `control` and publishing its live status
+/// there (the CLI serves both over HTTP).
+pub async fn run_controlled(
+    backend: Arc<dyn Backend>,
+    scenario: &Scenario,
+    options: &RunOptions,
+    observer: Arc<dyn Observer>,
+    interrupt: impl std::future::Future<Output = ()>,
+    mut control: Option<ControlEnd>,
+) -> Result<RunReport> {
     options.validate()?;
     let run_id = names::new_run_id(&options.cluster_name);
     let created: Created = Arc::default();
     let outcome = tokio::select! {
-        outcome = run_cluster(backend.clone(), scenario, options, &run_id, created.clone(), observer.clone()) => outcome,
+        outcome = run_cluster(backend.clone(), scenario, options, &run_id, created.clone(), observer.clone(), control.as_mut()) => outcome,
         _ = interrupt => Err(Error::Interrupted),
     };
     let teardown_result = teardown(backend.as_ref(), &run_id, &created, observer.as_ref()).await;
@@ -603,6 +622,7 @@ async fn run_cluster(
     run_id: &str,
     created: Created,
     observer: Arc<dyn Observer>,
+    control: Option<&mut ControlEnd>,
 ) -> Result<RunReport> {
     let max_nodes = backend
         .node_limit()
@@ -698,7 +718,7 @@ async fn run_cluster(
         users: shares.clone(),
     });
     // Nodes left without users are destroyed now rather than idling until the end.
-    let (idle, live): (Vec<_>, Vec<_>) = live.into_iter().partition(|n| n.report.users == 0);
+    let (idle, mut live): (Vec<_>, Vec<_>) = live.into_iter().partition(|n| n.report.users == 0);
     for node in idle {
         let _ = node.commands.send(ControllerMessage::Shutdown);
         if backend.destroy(&node.handle).await.is_ok() {
@@ -765,14 +785,38 @@ async fn run_cluster(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
 
-    // Observe until every node has finished.
+    // Observe until every node has finished, taking control requests meanwhile.
     let mut metrics = MetricsAggregate::default();
     let mut finished = vec![false; live.len()];
     let mut aborted: Option<String> = None;
     let mut run_deadline =
         started + options.duration + scenario.iteration_timeout + Duration::from_secs(30);
+    let mut users_now = options.users;
+    let mut users_total = options.users;
+    let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+    let (mut requests, status) = match control {
+        Some(c) => (Some(&mut c.requests), Some(&c.status)),
+        None => (None, None),
+    };
     while finished.iter().any(|f| !f) {
-        let (position, message) = next_message(&mut inbox, run_deadline, "run").await?;
+        let (position, message) = tokio::select! {
+            message = next_message(&mut inbox, run_deadline, "run") => message?,
+            Some(request) = async {
+                match requests.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                handle_control(request, &mut live, &finished, &mut users_now, &mut users_total);
+                continue;
+            }
+            _ = status_tick.tick() => {
+                if let Some(status) = status {
+                    status.send_replace(LiveStatus::of(run_id, scenario, &live, users_now, started, &metrics));
+                }
+                continue;
+            }
+        };
         let Some(&i) = original_to_live.get(&position) else {
             continue;
         };
@@ -811,12 +855,21 @@ async fn run_cluster(
                 });
             }
         }
+        let last = metrics.series.last();
         observer.event(&Event::Progress {
             elapsed: started.elapsed(),
             active_users: metrics.active_users(),
             iterations_ok: metrics.counter(counter::ITERATIONS_OK),
             iterations_failed: metrics.counter(counter::ITERATIONS_FAILED),
+            iterations_per_s: last.map_or(0, |p| p.iterations_ok + p.iterations_failed),
+            step_p95_ms: last.map_or(0.0, |p| p.step_p95_ms),
+            nodes: live.len() - finished.iter().filter(|f| **f).count(),
         });
+    }
+    if let Some(status) = status {
+        let mut last = LiveStatus::of(run_id, scenario, &live, users_now, started, &metrics);
+        last.phase = "finished".into();
+        status.send_replace(last);
     }
     let run_s = started.elapsed().as_secs_f64();
     for node in &live {
@@ -857,7 +910,7 @@ async fn run_cluster(
         scenario: scenario.name.clone(),
         plan,
         nodes,
-        users: options.users,
+        users: users_total,
         users_succeeded: metrics.counter(counter::USERS_SUCCEEDED),
         users_failed: metrics.counter(counter::USERS_FAILED),
         iterations_ok: metrics.counter(counter::ITERATIONS_OK),
@@ -870,6 +923,193 @@ async fn run_cluster(
         aborted,
         series: std::mem::take(&mut metrics.series),
     })
+}
+
+/// A request to change a running test.
+#[derive(Debug)]
+pub enum ControlRequest {
+    /// Start `count` more users; answers the new user count.
+    AddUsers {
+        /// How many.
+        count: u64,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<std::result::Result<u64, String>>,
+    },
+    /// Stop `count` users (gracefully, or at once with `force`); answers the new user count.
+    RemoveUsers {
+        /// How many.
+        count: u64,
+        /// Stop now instead of after the current iteration.
+        force: bool,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<std::result::Result<u64, String>>,
+    },
+}
+
+/// A running test as the control endpoint shows it (refreshed every second).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveStatus {
+    /// The run's id.
+    pub run_id: String,
+    /// The scenario's name.
+    pub scenario: String,
+    /// `running` or `finished` (`starting` before the first refresh).
+    pub phase: String,
+    /// Seconds since the start signal.
+    pub elapsed_s: f64,
+    /// Users the run should have now (after adds and removes).
+    pub target_users: u64,
+    /// Users running now, as the agents last reported.
+    pub active_users: u64,
+    /// Per node: id, assigned users, capacity.
+    pub nodes: Vec<LiveNodeStatus>,
+    /// Counters so far.
+    pub counters: std::collections::BTreeMap<String, u64>,
+    /// Latency summaries so far.
+    pub latencies: std::collections::BTreeMap<String, LatencySummary>,
+}
+
+/// One node in [`LiveStatus`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveNodeStatus {
+    /// The node's id.
+    pub id: String,
+    /// Users assigned to it now.
+    pub users: u64,
+    /// Users its facts allow.
+    pub capacity: u64,
+}
+
+impl LiveStatus {
+    fn of(
+        run_id: &str,
+        scenario: &Scenario,
+        live: &[LiveNode],
+        target_users: u64,
+        started: Instant,
+        metrics: &MetricsAggregate,
+    ) -> LiveStatus {
+        LiveStatus {
+            run_id: run_id.to_string(),
+            scenario: scenario.name.clone(),
+            phase: "running".into(),
+            elapsed_s: started.elapsed().as_secs_f64(),
+            target_users,
+            active_users: metrics.active_users(),
+            nodes: live
+                .iter()
+                .map(|n| LiveNodeStatus {
+                    id: n.report.id.clone(),
+                    users: n.report.users,
+                    capacity: n.report.capacity.users,
+                })
+                .collect(),
+            counters: metrics.counters.clone(),
+            latencies: metrics.summaries(),
+        }
+    }
+}
+
+/// The run's end of a control channel.
+#[derive(Debug)]
+pub struct ControlEnd {
+    requests: mpsc::UnboundedReceiver<ControlRequest>,
+    status: tokio::sync::watch::Sender<LiveStatus>,
+}
+
+/// The controller's end of a control channel: send requests, watch the status.
+#[derive(Debug, Clone)]
+pub struct ControlHandle {
+    /// Requests to the run.
+    pub requests: mpsc::UnboundedSender<ControlRequest>,
+    /// The run's live status.
+    pub status: tokio::sync::watch::Receiver<LiveStatus>,
+}
+
+/// A new control channel: give the [`ControlEnd`] to [`run_controlled`], keep the handle.
+pub fn control_channel() -> (ControlHandle, ControlEnd) {
+    let (requests_tx, requests) = mpsc::unbounded_channel();
+    let (status, status_rx) = tokio::sync::watch::channel(LiveStatus {
+        phase: "starting".into(),
+        ..Default::default()
+    });
+    (
+        ControlHandle {
+            requests: requests_tx,
+            status: status_rx,
+        },
+        ControlEnd { requests, status },
+    )
+}
+
+/// Add users where capacity is spare, or remove them where users are, in proportion.
+fn handle_control(
+    request: ControlRequest,
+    live: &mut [LiveNode],
+    finished: &[bool],
+    users_now: &mut u64,
+    users_total: &mut u64,
+) {
+    match request {
+        ControlRequest::AddUsers { count, reply } => {
+            let spare: Vec<u64> = live
+                .iter()
+                .zip(finished)
+                .map(|(n, done)| {
+                    if *done {
+                        0
+                    } else {
+                        n.report.capacity.users.saturating_sub(n.report.users)
+                    }
+                })
+                .collect();
+            let room: u64 = spare.iter().sum();
+            if count > room {
+                let _ = reply.send(Err(format!(
+                    "the cluster has room for {room} more users (each node's capacity comes from its facts); \
+                     start a run with more nodes for more"
+                )));
+                return;
+            }
+            for (node, share) in live.iter_mut().zip(assign_users(count, &spare)) {
+                if share > 0 {
+                    let _ = node.commands.send(ControllerMessage::AddUsers {
+                        first_user_id: *users_total,
+                        count: share,
+                    });
+                    *users_total += share;
+                    node.report.users += share;
+                }
+            }
+            *users_now += count;
+            tracing::info!(count, users = *users_now, "users added");
+            let _ = reply.send(Ok(*users_now));
+        }
+        ControlRequest::RemoveUsers {
+            count,
+            force,
+            reply,
+        } => {
+            let assigned: Vec<u64> = live
+                .iter()
+                .zip(finished)
+                .map(|(n, done)| if *done { 0 } else { n.report.users })
+                .collect();
+            let count = count.min(assigned.iter().sum());
+            for (node, share) in live.iter_mut().zip(assign_users(count, &assigned)) {
+                if share > 0 {
+                    let _ = node.commands.send(ControllerMessage::RemoveUsers {
+                        count: share,
+                        force,
+                    });
+                    node.report.users -= share;
+                }
+            }
+            *users_now -= count.min(*users_now);
+            tracing::info!(count, force, users = *users_now, "users removed");
+            let _ = reply.send(Ok(*users_now));
+        }
+    }
 }
 
 fn send(node: &LiveNode, message: ControllerMessage) -> Result<()> {

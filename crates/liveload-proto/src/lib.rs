@@ -68,6 +68,21 @@ pub enum ControllerMessage {
         /// Stop now instead of letting the current iterations finish.
         force: bool,
     },
+    /// Start `count` more users with ids `first_user_id ..`, while the run goes on.
+    AddUsers {
+        /// The first new user id.
+        first_user_id: u64,
+        /// How many.
+        count: u64,
+    },
+    /// Stop `count` running users (the most recently started first): gracefully, finishing
+    /// their current iteration, or at once (`force`).
+    RemoveUsers {
+        /// How many.
+        count: u64,
+        /// Stop now instead of after the current iteration.
+        force: bool,
+    },
     /// Stop everything, close the browser and exit the agent process.
     Shutdown,
 }

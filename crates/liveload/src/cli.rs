@@ -25,6 +25,8 @@ pub enum Command {
     Run(RunArgs),
     /// Show the plan (nodes, users per node, the facts used) without running anything.
     Plan(RunArgs),
+    /// Add or remove users of a running test on this machine.
+    Users(UsersArgs),
     /// Re-render a run's report from its result.json, or compare two runs side by side.
     Report(ReportArgs),
     /// Check a scenario file without running it (exit 0 valid, 3 invalid).
@@ -149,6 +151,38 @@ pub struct RunFlags {
     /// Write no report files.
     #[arg(long, conflicts_with = "report_dir")]
     pub no_report: bool,
+}
+
+/// Options of `users`.
+#[derive(Debug, Clone, Args)]
+pub struct UsersArgs {
+    /// add or remove
+    #[command(subcommand)]
+    pub change: UsersChange,
+    /// The running test's cluster name (needed when several run).
+    #[arg(long, global = true)]
+    pub name: Option<String>,
+    /// Where local state lives.
+    #[arg(long, env = "LIVELOAD_STATE_DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// A change of users.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UsersChange {
+    /// Start N more users (on nodes with spare capacity).
+    Add {
+        /// How many.
+        count: u64,
+    },
+    /// Stop N users: after their current iteration, or at once with --force.
+    Remove {
+        /// How many.
+        count: u64,
+        /// Stop them now.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Options of `report`.

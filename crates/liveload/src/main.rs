@@ -6,6 +6,7 @@
 
 mod bench;
 mod cli;
+mod control;
 mod output;
 mod progress;
 
@@ -72,6 +73,32 @@ async fn dispatch(cli: Cli) -> i32 {
             Err(e) => output::error(&e, args.output),
         },
         Command::Demo(args) => demo(args).await,
+        Command::Users(args) => {
+            let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+            let change = match args.change {
+                cli::UsersChange::Add { count } => control::UsersChange {
+                    add: Some(count),
+                    remove: None,
+                    force: false,
+                },
+                cli::UsersChange::Remove { count, force } => control::UsersChange {
+                    add: None,
+                    remove: Some(count),
+                    force,
+                },
+            };
+            let result = match control::find(&state_dir, args.name.as_deref()) {
+                Ok(address) => control::change_users(address, &change).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(users) => {
+                    println!("the test now targets {users} users");
+                    exit_code::OK
+                }
+                Err(e) => output::error(&e, OutputFormat::Text),
+            }
+        }
         Command::Report(args) => match output::rerender(&args) {
             Ok(()) => exit_code::OK,
             Err(e) => output::error(&e, OutputFormat::Text),
@@ -157,12 +184,26 @@ async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &Ru
         Err(e) => return output::error(&e, format),
     };
     let observer = Arc::new(progress::Progress::new(format == OutputFormat::Text));
-    let result = run::run(
+    let (control_handle, control_end) = run::control_channel();
+    let _control = match control::serve(control_handle, &state_dir, &options.cluster_name).await {
+        Ok(server) => {
+            if format == OutputFormat::Text {
+                eprintln!(
+                    "control: http://{} (GET /status, GET /metrics, POST /users; or `liveload users add N`)",
+                    server.address
+                );
+            }
+            server
+        }
+        Err(e) => return output::error(&e, format),
+    };
+    let result = run::run_controlled(
         backend,
         &scenario,
         &options,
         observer.clone(),
         interrupted(),
+        Some(control_end),
     )
     .await;
     observer.finish();

@@ -91,12 +91,16 @@ impl Observer for Progress {
                 active_users,
                 iterations_ok,
                 iterations_failed,
+                iterations_per_s,
+                step_p95_ms,
+                nodes,
                 ..
             } => {
                 if let Some(bar) = self.run.lock().expect("not poisoned").as_ref() {
                     bar.set_position(*active_users);
                     bar.set_message(format!(
-                        "iterations {iterations_ok} ok, {iterations_failed} failed"
+                        "| {iterations_per_s} it/s | step p95 {step_p95_ms:.0} ms | \
+                         {iterations_ok} ok, {iterations_failed} failed | {nodes} node(s)"
                     ));
                 }
             }
