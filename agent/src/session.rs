@@ -23,7 +23,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::AgentState;
 use crate::browser::{NodeBrowser, UserContext};
 use crate::recorder::Recorder;
-use crate::users::{Setup, StopSignal, UserEnv, prepare_contexts, run_user};
+use crate::users::{Gate, Setup, StopSignal, UserEnv, prepare_contexts, run_arrival, run_user};
+use liveload_proto::Workload;
 
 /// Serve one connection until it closes.
 pub async fn serve<S>(stream: S, state: Arc<AgentState>) -> anyhow::Result<()>
@@ -326,8 +327,19 @@ async fn run_users(
         browser,
         recorder: recorder.clone(),
         stop: state.stop.subscribe(),
+        gate: assignment.throttle.as_ref().map(Gate::new),
         assignment,
     });
+    if let Workload::Open {
+        rate_per_s,
+        ramp_to_per_s,
+    } = env.assignment.workload
+    {
+        drop(contexts); // Every arrival is a new visitor with a fresh context.
+        run_arrivals(env, rate_per_s, ramp_to_per_s, started, &out).await;
+        let _ = out.send(AgentMessage::Finished(recorder.take(started.elapsed())));
+        return;
+    }
     let interval = Duration::from_millis(env.assignment.start_interval_ms);
     let first = env.assignment.first_user_id;
     // Users not started yet (the initial ones, spread by the start interval), and the stop
@@ -399,6 +411,57 @@ async fn run_users(
         }
     }
     let _ = out.send(AgentMessage::Finished(recorder.take(started.elapsed())));
+}
+
+/// The open model on this node: arrivals on schedule, at most `users` in progress, the rest
+/// dropped and counted (`arrivals_dropped`); a snapshot every second.
+async fn run_arrivals(
+    env: Arc<UserEnv>,
+    rate: f64,
+    ramp_to: f64,
+    started: Instant,
+    out: &mpsc::UnboundedSender<AgentMessage>,
+) {
+    let duration = Duration::from_millis(env.assignment.duration_ms).as_secs_f64();
+    let cap = env.assignment.users.max(1) as usize;
+    let first = env.assignment.first_user_id;
+    let mut arrivals = tokio::task::JoinSet::new();
+    let mut k: u64 = 1;
+    let mut next = crate::users::arrival_time(k, rate, ramp_to, duration);
+    let mut ticker =
+        tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+    let mut stop = env.stop.clone();
+    loop {
+        if next.is_none() && arrivals.is_empty() {
+            break;
+        }
+        let due = next.map(|t| started + Duration::from_secs_f64(t));
+        tokio::select! {
+            _ = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {
+                if *stop.borrow() != StopSignal::Run {
+                    next = None;
+                    continue;
+                }
+                if arrivals.len() < cap {
+                    let user_id = first + (k - 1) % cap as u64;
+                    arrivals.spawn(run_arrival(env.clone(), user_id, due.expect("guarded")));
+                } else {
+                    env.recorder.count("arrivals_dropped", 1);
+                }
+                k += 1;
+                next = crate::users::arrival_time(k, rate, ramp_to, duration);
+            }
+            Some(_) = arrivals.join_next(), if !arrivals.is_empty() => {}
+            _ = stop.changed() => {
+                if *stop.borrow() != StopSignal::Run {
+                    next = None;
+                }
+            }
+            _ = ticker.tick() => {
+                let _ = out.send(AgentMessage::Snapshot(env.recorder.take(started.elapsed())));
+            }
+        }
+    }
 }
 
 impl AgentState {

@@ -29,6 +29,52 @@ pub enum StopSignal {
     Force,
 }
 
+/// This node's share of the cluster-wide throttles: a least interval between iteration starts
+/// and a most-at-once limit. Every user passes it before each iteration.
+pub struct Gate {
+    interval: Option<Duration>,
+    next: tokio::sync::Mutex<Instant>,
+    permits: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl Gate {
+    /// The gate for a node's throttle terms.
+    pub fn new(throttle: &liveload_proto::NodeThrottle) -> Gate {
+        Gate {
+            interval: throttle.min_interval_us.map(Duration::from_micros),
+            next: tokio::sync::Mutex::new(Instant::now()),
+            permits: throttle
+                .max_concurrent
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize))),
+        }
+    }
+
+    /// Wait for the right to start an iteration; keep the returned permit while it runs.
+    pub async fn enter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = match &self.permits {
+            Some(permits) => Some(
+                permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed"),
+            ),
+            None => None,
+        };
+        if let Some(interval) = self.interval {
+            // Reserve the next start slot, then wait for it outside the lock.
+            let at = {
+                let mut next = self.next.lock().await;
+                let at = (*next).max(Instant::now());
+                *next = at + interval;
+                at
+            };
+            tokio::time::sleep_until(at).await;
+        }
+        permit
+    }
+}
+
 /// What every user of this agent shares.
 pub struct UserEnv {
     /// The assignment from the controller.
@@ -41,6 +87,8 @@ pub struct UserEnv {
     pub deadline: Instant,
     /// Stop requests.
     pub stop: watch::Receiver<StopSignal>,
+    /// The node's throttles, if any.
+    pub gate: Option<Gate>,
 }
 
 /// Create the contexts of `users` users before the start signal, `concurrency` at a time, and
@@ -139,6 +187,19 @@ pub async fn run_user(
         && *stop.borrow() == StopSignal::Run
         && *own_stop.borrow() == StopSignal::Run
     {
+        // Throttles: wait for this node's share of the cluster-wide limits.
+        let _permit = match &env.gate {
+            Some(gate) => tokio::select! {
+                permit = gate.enter() => permit,
+                _ = tokio::time::sleep_until(env.deadline) => break,
+                _ = wait_for_force(&mut stop) => break,
+                _ = wait_for_force(&mut own_stop) => break,
+            },
+            None => None,
+        };
+        if Instant::now() >= env.deadline {
+            break;
+        }
         let started = Instant::now();
         user.vars.insert("iteration".into(), iterations.to_string());
         let iteration = run_steps(&mut user, &env.assignment.steps);
@@ -174,6 +235,98 @@ pub async fn run_user(
     }
 }
 
+/// One arrival of the open model: a new visitor who runs the steps once, in a fresh context.
+///
+/// `iteration` is measured from the arrival's *scheduled* time, so time spent waiting for a
+/// context, the throttle or a busy machine counts against the system (no coordinated
+/// omission); `iteration_service` is measured from when the steps actually began.
+pub async fn run_arrival(env: Arc<UserEnv>, user_id: u64, scheduled: Instant) {
+    let recorder = &env.recorder;
+    recorder.count("users_started", 1);
+    recorder.user_running(true);
+    let context = match &env.browser {
+        Some(browser) => {
+            let setup = Instant::now();
+            match browser.new_user(env.recorder.clone()).await {
+                Ok(context) => {
+                    recorder.latency("user_setup", setup.elapsed());
+                    Some(context)
+                }
+                Err(e) => {
+                    recorder.count("user_setup_failed", 1);
+                    recorder.count("users_failed", 1);
+                    recorder.error(&format!("{e:#}"));
+                    recorder.user_running(false);
+                    return;
+                }
+            }
+        }
+        None => None,
+    };
+    let mut stop = env.stop.clone();
+    let _permit = match &env.gate {
+        Some(gate) => tokio::select! {
+            permit = gate.enter() => permit,
+            _ = wait_for_force(&mut stop) => None,
+        },
+        None => None,
+    };
+    let mut user = UserState {
+        page: context.as_ref().map(|c| &c.page),
+        vars: initial_vars(&env.assignment, user_id),
+        base_url: &env.assignment.base_url,
+        step_timeout: Duration::from_millis(env.assignment.step_timeout_ms),
+        recorder,
+    };
+    user.vars.insert("iteration".into(), "0".into());
+    let timeout = Duration::from_millis(env.assignment.iteration_timeout_ms);
+    let began = Instant::now();
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout(timeout, run_steps(&mut user, &env.assignment.steps)) => match outcome {
+            Ok(result) => result.map(|_| ()),
+            Err(_) => Err(anyhow!("iteration timed out after {timeout:?}")),
+        },
+        _ = wait_for_force(&mut stop) => Err(anyhow!("stopped")),
+    };
+    recorder.latency("iteration", scheduled.elapsed());
+    recorder.latency("iteration_service", began.elapsed());
+    match outcome {
+        Ok(()) => {
+            recorder.count("iterations_ok", 1);
+            recorder.count("users_succeeded", 1);
+        }
+        Err(e) => {
+            recorder.count("iterations_failed", 1);
+            recorder.count("users_failed", 1);
+            recorder.error(&format!("{e:#}"));
+        }
+    }
+    drop(user);
+    if let (Some(browser), Some(context)) = (&env.browser, context) {
+        browser.end_user(context).await;
+    }
+    recorder.user_running(false);
+}
+
+/// When arrival number `k` (from 1) is due, in seconds after the start, for a rate going
+/// linearly from `from` to `to` per second over `duration` seconds; `None` once it falls
+/// after the end.
+pub fn arrival_time(k: u64, from: f64, to: f64, duration: f64) -> Option<f64> {
+    // Arrivals by time t: N(t) = from*t + (to - from) * t^2 / (2 * duration). Solve N(t) = k.
+    let k = k as f64;
+    let a = (to - from) / (2.0 * duration);
+    let t = if a.abs() < 1e-12 {
+        k / from
+    } else {
+        let discriminant = from * from + 4.0 * a * k;
+        if discriminant < 0.0 {
+            return None;
+        }
+        (-from + discriminant.sqrt()) / (2.0 * a)
+    };
+    (t.is_finite() && t >= 0.0 && t < duration).then_some(t)
+}
+
 /// A user's variables before its first step: its id and its row of the CSV data.
 fn initial_vars(assignment: &Assignment, user_id: u64) -> HashMap<String, String> {
     let mut vars = HashMap::new();
@@ -195,5 +348,52 @@ async fn wait_for_force(stop: &mut watch::Receiver<StopSignal>) {
             // The sender is gone: nobody can ever force a stop.
             std::future::pending::<()>().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_and_ramped_arrivals() {
+        // 10 per second for 3 seconds: 29 arrivals, 0.1 s apart (the 30th falls at the end).
+        let times: Vec<f64> = (1..)
+            .map_while(|k| arrival_time(k, 10.0, 10.0, 3.0))
+            .collect();
+        assert_eq!(times.len(), 29);
+        assert!((times[0] - 0.1).abs() < 1e-9);
+        // 0 -> 20 per second over 2 s: 20 arrivals in all, denser at the end.
+        let ramp: Vec<f64> = (1..)
+            .map_while(|k| arrival_time(k, 1e-9, 20.0, 2.0))
+            .collect();
+        assert!((19..=20).contains(&ramp.len()), "{}", ramp.len());
+        let first_half = ramp.iter().filter(|t| **t < 1.0).count();
+        assert!(
+            first_half * 3 <= ramp.len(),
+            "a quarter of arrivals in the first half"
+        );
+    }
+
+    #[tokio::test]
+    async fn gate_spaces_starts_and_limits_concurrency() {
+        let gate = Gate::new(&liveload_proto::NodeThrottle {
+            min_interval_us: Some(20_000),
+            max_concurrent: Some(2),
+        });
+        let started = Instant::now();
+        let a = gate.enter().await;
+        let b = gate.enter().await;
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        // A third must wait for a permit.
+        let third = tokio::time::timeout(Duration::from_millis(100), gate.enter()).await;
+        assert!(third.is_err(), "only two at once");
+        drop(a);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), gate.enter())
+                .await
+                .is_ok()
+        );
+        drop(b);
     }
 }

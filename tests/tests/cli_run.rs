@@ -801,3 +801,38 @@ fn users_add_and_remove_change_a_running_test() {
         "control record removed"
     );
 }
+
+#[test]
+fn the_open_model_example_runs_green() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let scenario = repo().join("examples/open-model.yaml");
+    let (code, report, out) = json_output(liveload(state.path()).args([
+        "demo",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--duration",
+        "8s",
+        "--output",
+        "json",
+    ]));
+    assert_eq!(
+        code,
+        0,
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 1 -> 5 per second over 8 s: about 24 arrivals.
+    let arrivals = report["users"].as_u64().unwrap();
+    assert!((18..=26).contains(&arrivals), "{arrivals}");
+    assert_eq!(report["users_succeeded"], arrivals);
+    assert!(
+        report["thresholds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["passed"] == true)
+    );
+    assert!(report["latencies"]["iteration"]["count"].as_u64().unwrap() >= 18);
+    assert!(report["counters"].get("arrivals_dropped").is_none());
+}

@@ -326,3 +326,139 @@ async fn unreachable_agent_is_an_agent_connection_error() {
         other => panic!("{:?}", other.map(|(_, w)| w)),
     }
 }
+
+#[tokio::test]
+async fn a_cluster_wide_rate_holds_across_three_nodes() {
+    let state = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(
+        LocalBackend::builder()
+            .state_dir(state.path())
+            .nodes_per_host(3)
+            .build()
+            .unwrap(),
+    );
+    // 12 users over 3 nodes could run ~100 iterations a second; the cluster may start 20.
+    let mut scenario = idle_scenario(12);
+    scenario.duration = Duration::from_secs(6);
+    scenario.throttle.rate = Some((20, Duration::from_secs(1)));
+    let mut opts = options(12, sizing_for(4, host_cores() / 3.0));
+    opts.duration = scenario.duration;
+    let report = run::run(
+        backend.clone(),
+        &scenario,
+        &opts,
+        Arc::new(run::Quiet),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.nodes.len(), 3, "three nodes share the limit");
+    let iterations = report.iterations_ok + report.iterations_failed;
+    let window = scenario.duration.as_secs_f64();
+    let limit = 20.0 * window;
+    // Never above the limit over the window (each node may start its first iteration at
+    // once: +1 per node); within 15 % below it.
+    assert!(
+        iterations as f64 <= limit + 3.0,
+        "{iterations} iterations > {limit} + 3"
+    );
+    assert!(
+        iterations as f64 >= 0.85 * limit,
+        "{iterations} iterations < 85 % of {limit}"
+    );
+    // No whole second of the run went above the limit either (+1 per node for alignment).
+    for point in &report.series {
+        let started = point.iterations_ok + point.iterations_failed;
+        assert!(
+            started <= 23,
+            "second {}: {started} iterations",
+            point.second
+        );
+    }
+    assert_nothing_listed(backend.as_ref()).await;
+}
+
+#[tokio::test]
+async fn parallelism_caps_iterations_in_flight_cluster_wide() {
+    let state = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(
+        LocalBackend::builder()
+            .state_dir(state.path())
+            .nodes_per_host(2)
+            .build()
+            .unwrap(),
+    );
+    // Each iteration thinks 200 ms; 8 users but at most 2 iterations at once: ~10 per second.
+    let mut scenario = idle_scenario(8);
+    scenario.steps[0].kind = StepKind::Think {
+        min_ms: 200,
+        max_ms: 200,
+    };
+    scenario.duration = Duration::from_secs(4);
+    scenario.throttle.parallelism = Some(2);
+    let mut opts = options(8, sizing_for(4, host_cores() / 2.0));
+    opts.duration = scenario.duration;
+    let report = run::run(
+        backend.clone(),
+        &scenario,
+        &opts,
+        Arc::new(run::Quiet),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let iterations = report.iterations_ok;
+    // Unthrottled, 8 users would do ~160; two at a time, at most 4 s / 0.2 s x 2 = 40 (+2).
+    assert!(iterations <= 42 && iterations >= 30, "{iterations}");
+    assert_nothing_listed(backend.as_ref()).await;
+}
+
+#[tokio::test]
+async fn open_model_arrivals_follow_the_rate_and_count_from_their_schedule() {
+    let state = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(
+        LocalBackend::builder()
+            .state_dir(state.path())
+            .nodes_per_host(2)
+            .build()
+            .unwrap(),
+    );
+    let mut scenario = idle_scenario(10);
+    scenario.steps[0].kind = StepKind::Think {
+        min_ms: 100,
+        max_ms: 100,
+    };
+    scenario.duration = Duration::from_secs(4);
+    scenario.load = liveload_core::scenario::Load::Open {
+        rate: 10.0,
+        ramp_to: None,
+        max_users: 10,
+    };
+    let mut opts = options(10, sizing_for(5, host_cores() / 2.0));
+    opts.duration = scenario.duration;
+    let report = run::run(
+        backend.clone(),
+        &scenario,
+        &opts,
+        Arc::new(run::Quiet),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    // 10 per second for 4 s, split over 2 nodes: ~39 arrivals (each node's last one falls at
+    // the end), each a user that ran once.
+    assert!(
+        (36..=40).contains(&report.users),
+        "{} arrivals",
+        report.users
+    );
+    assert_eq!(report.users_succeeded, report.users);
+    assert!(report.succeeded());
+    let iteration = &report.latencies["iteration"];
+    assert!(
+        iteration.p50_ms >= 100.0,
+        "measured from the scheduled arrival: {iteration:?}"
+    );
+    assert!(report.latencies.contains_key("iteration_service"));
+    assert_nothing_listed(backend.as_ref()).await;
+}

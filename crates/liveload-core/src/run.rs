@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use liveload_proto::{AgentMessage, Assignment, ControllerMessage, NodeFacts};
+use liveload_proto::{
+    AgentMessage, Assignment, ControllerMessage, NodeFacts, NodeThrottle, Workload,
+};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -18,7 +20,7 @@ use tokio::time::Instant;
 use crate::agent_client::{AgentConnection, AgentSender, message_name};
 use crate::backend::{Backend, NodeHandle, NodeSize, NodeSpec, RunFilter, Secret};
 use crate::metrics::{LatencySummary, MetricsAggregate, counter};
-use crate::scenario::Scenario;
+use crate::scenario::{Load, Scenario};
 use crate::sizing::{NodeCapacity, SizingConfig, assign_users, necessary_nodes};
 use crate::threshold::Verdict;
 use crate::tls::Pin;
@@ -737,7 +739,9 @@ async fn run_cluster(
         .collect();
 
     // Prepare every node (browser launched, users not started), then start them together.
-    for node in &live {
+    let users_per_node: Vec<u64> = live.iter().map(|n| n.report.users).collect();
+    let terms = node_terms(scenario, options, &users_per_node);
+    for (node, (workload, throttle, start_interval)) in live.iter().zip(terms) {
         let assignment = Assignment {
             run_id: run_id.to_string(),
             scenario: scenario.name.clone(),
@@ -746,10 +750,12 @@ async fn run_cluster(
             users: node.report.users,
             duration_ms: options.duration.as_millis() as u64,
             iteration_timeout_ms: scenario.iteration_timeout.as_millis() as u64,
-            start_interval_ms: options.start_interval.as_millis() as u64,
+            start_interval_ms: start_interval.as_millis() as u64,
             steps: scenario.steps.clone(),
             step_timeout_ms: scenario.step_timeout.as_millis() as u64,
             data: scenario.data.clone(),
+            workload,
+            throttle,
             no_browser: options.no_browser,
         };
         send(node, ControllerMessage::Prepare(Box::new(assignment)))?;
@@ -910,7 +916,11 @@ async fn run_cluster(
         scenario: scenario.name.clone(),
         plan,
         nodes,
-        users: users_total,
+        // In the open model every arrival is a user.
+        users: match scenario.load {
+            Load::Open { .. } => metrics.counter(counter::USERS_STARTED),
+            Load::Closed { .. } => users_total,
+        },
         users_succeeded: metrics.counter(counter::USERS_SUCCEEDED),
         users_failed: metrics.counter(counter::USERS_FAILED),
         iterations_ok: metrics.counter(counter::ITERATIONS_OK),
@@ -923,6 +933,63 @@ async fn run_cluster(
         aborted,
         series: std::mem::take(&mut metrics.series),
     })
+}
+
+/// Each node's share of the workload and of the cluster-wide throttles, by its share of users,
+/// and the time between its user starts.
+///
+/// Splitting by share keeps every cluster-wide limit: the nodes' rates add up to the cluster's
+/// rate and their parallelism to the cluster's parallelism, so the cluster never exceeds a
+/// limit even though no node asks another for permission. (A node whose users are slow leaves
+/// its share unused; the cluster then runs below the limit, never above.)
+pub fn node_terms(
+    scenario: &Scenario,
+    options: &RunOptions,
+    users_per_node: &[u64],
+) -> Vec<(Workload, Option<NodeThrottle>, Duration)> {
+    let total: u64 = users_per_node.iter().sum::<u64>().max(1);
+    let parallelism = scenario
+        .throttle
+        .parallelism
+        .map(|limit| assign_users(limit, users_per_node));
+    // The cluster-wide least time between iteration starts, from the rate and interarrival.
+    let cluster_interval = [
+        scenario
+            .throttle
+            .rate
+            .map(|(limit, per)| per.as_secs_f64() / limit as f64),
+        scenario.throttle.interarrival.map(|d| d.as_secs_f64()),
+    ]
+    .into_iter()
+    .flatten()
+    .reduce(f64::max);
+    users_per_node
+        .iter()
+        .enumerate()
+        .map(|(i, &users)| {
+            let share = users as f64 / total as f64;
+            let workload = match &scenario.load {
+                Load::Closed { .. } => Workload::Closed,
+                Load::Open { rate, ramp_to, .. } => Workload::Open {
+                    rate_per_s: rate * share,
+                    ramp_to_per_s: ramp_to.unwrap_or(*rate) * share,
+                },
+            };
+            let throttle =
+                (cluster_interval.is_some() || parallelism.is_some()).then(|| NodeThrottle {
+                    min_interval_us: cluster_interval
+                        .map(|seconds| (seconds / share.max(f64::MIN_POSITIVE) * 1e6) as u64),
+                    max_concurrent: parallelism.as_ref().map(|p| p[i]),
+                });
+            let start_interval = match &scenario.load {
+                Load::Closed {
+                    ramp_up: Some(ramp_up),
+                } if users > 0 => *ramp_up / users.min(u32::MAX as u64) as u32,
+                _ => options.start_interval,
+            };
+            (workload, throttle, start_interval)
+        })
+        .collect()
 }
 
 /// A request to change a running test.
@@ -1163,6 +1230,47 @@ mod tests {
         let mut bad_factor = ok;
         bad_factor.sizing.memory_safety_factor = 1.5;
         assert_eq!(bad_factor.validate().unwrap_err().code(), "invalid_option");
+    }
+
+    #[test]
+    fn throttles_and_arrivals_split_by_share_and_add_up() {
+        let mut scenario = Scenario::new("s", "http://x", Vec::new());
+        scenario.throttle.rate = Some((30, Duration::from_secs(1)));
+        scenario.throttle.parallelism = Some(10);
+        scenario.load = Load::Open {
+            rate: 12.0,
+            ramp_to: Some(24.0),
+            max_users: 30,
+        };
+        let options = RunOptions::new("s", 30, Duration::from_secs(10));
+        let terms = node_terms(&scenario, &options, &[10, 15, 5]);
+        let rate: f64 = terms
+            .iter()
+            .map(|(_, t, _)| 1e6 / t.as_ref().unwrap().min_interval_us.unwrap() as f64)
+            .sum();
+        assert!(
+            (rate - 30.0).abs() < 0.01,
+            "node rates add up to the limit: {rate}"
+        );
+        let parallel: u64 = terms
+            .iter()
+            .map(|(_, t, _)| t.as_ref().unwrap().max_concurrent.unwrap())
+            .sum();
+        assert_eq!(parallel, 10);
+        let arrivals: f64 = terms
+            .iter()
+            .map(|(w, _, _)| match w {
+                Workload::Open { rate_per_s, .. } => *rate_per_s,
+                Workload::Closed => 0.0,
+            })
+            .sum();
+        assert!((arrivals - 12.0).abs() < 1e-9);
+        scenario.load = Load::Closed {
+            ramp_up: Some(Duration::from_secs(10)),
+        };
+        let terms = node_terms(&scenario, &options, &[10, 20]);
+        assert_eq!(terms[0].2, Duration::from_secs(1));
+        assert_eq!(terms[1].2, Duration::from_millis(500));
     }
 
     #[test]

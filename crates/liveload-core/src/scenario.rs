@@ -54,6 +54,43 @@ pub struct Scenario {
     pub data: Option<DataTable>,
     /// Pass/fail criteria.
     pub thresholds: Vec<crate::threshold::Threshold>,
+    /// How users arrive.
+    pub load: Load,
+    /// Cluster-wide limits on iterations.
+    pub throttle: Throttle,
+}
+
+/// How users arrive (the workload model).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Load {
+    /// `users` users loop over the steps until the duration ends; their starts are spread
+    /// evenly over `ramp_up` (all at once without it).
+    Closed {
+        /// Time over which users start.
+        ramp_up: Option<Duration>,
+    },
+    /// Arrivals per second, cluster-wide, each running the steps once as a new visitor.
+    Open {
+        /// Arrivals per second at the start.
+        rate: f64,
+        /// Arrivals per second at the end of the duration (a linear ramp); `None` keeps `rate`.
+        ramp_to: Option<f64>,
+        /// Most arrivals in progress at once, cluster-wide (also what the cluster is sized
+        /// for); arrivals beyond are dropped and counted as `arrivals_dropped`.
+        max_users: u64,
+    },
+}
+
+/// Cluster-wide limits on iterations; each node enforces its share (by its share of users),
+/// so the cluster never goes above the limit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Throttle {
+    /// At most `limit` iteration starts per `per`.
+    pub rate: Option<(u64, Duration)>,
+    /// At least this long between two iteration starts.
+    pub interarrival: Option<Duration>,
+    /// At most this many iterations at once.
+    pub parallelism: Option<u64>,
 }
 
 impl Scenario {
@@ -69,6 +106,8 @@ impl Scenario {
             steps,
             data: None,
             thresholds: Vec::new(),
+            load: Load::Closed { ramp_up: None },
+            throttle: Throttle::default(),
         }
     }
 }
@@ -123,7 +162,43 @@ struct RawScenario {
     data: Option<RawData>,
     #[serde(default)]
     thresholds: Vec<StringOrMap<RawThreshold>>,
+    #[serde(default)]
+    load: Option<RawLoad>,
+    #[serde(default)]
+    throttle: Option<RawThrottle>,
     steps: Vec<RawStep>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoad {
+    model: RawModel,
+    #[serde(default)]
+    ramp_up: Option<String>,
+    #[serde(default)]
+    rate: Option<f64>,
+    #[serde(default)]
+    ramp_to: Option<f64>,
+    #[serde(default)]
+    max_users: Option<u64>,
+}
+
+#[derive(Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum RawModel {
+    Closed,
+    Open,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThrottle {
+    #[serde(default)]
+    rate: Option<String>,
+    #[serde(default)]
+    interarrival: Option<String>,
+    #[serde(default)]
+    parallelism: Option<u64>,
 }
 
 /// `- "p95(step:x) < 1s"` or `- { expr: "...", abort_on_fail: true }`.
@@ -879,16 +954,116 @@ impl Scenario {
                     .map_err(|m| located(Located::new(m, t.expr.trim())))
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut users = raw.users.unwrap_or(1);
+        let load = match raw.load {
+            None => Load::Closed { ramp_up: None },
+            Some(l) if l.model == RawModel::Closed => {
+                if l.rate.is_some() || l.ramp_to.is_some() || l.max_users.is_some() {
+                    return Err(located(Located::new(
+                        "load: rate, ramp_to and max_users belong to the open model (model: open)",
+                        "load",
+                    )));
+                }
+                Load::Closed {
+                    ramp_up: l
+                        .ramp_up
+                        .as_ref()
+                        .map(|r| duration_of(&Some(r.clone()), Duration::ZERO))
+                        .transpose()?,
+                }
+            }
+            Some(l) => {
+                let (Some(rate), Some(max_users)) = (l.rate, l.max_users) else {
+                    return Err(located(Located::new(
+                        "load: the open model needs rate (arrivals per second) and max_users",
+                        "load",
+                    )));
+                };
+                let positive = |v: f64| v.is_finite() && v > 0.0;
+                if !positive(rate) || l.ramp_to.is_some_and(|r| !positive(r)) || max_users == 0 {
+                    return Err(located(Located::new(
+                        "load: rate and ramp_to must be more than 0 per second, max_users at least 1",
+                        "rate",
+                    )));
+                }
+                if l.ramp_up.is_some() {
+                    return Err(located(Located::new(
+                        "load: ramp_up belongs to the closed model; ramp an open model with ramp_to",
+                        "ramp_up",
+                    )));
+                }
+                // The cluster is sized for the most arrivals in progress at once.
+                users = max_users;
+                Load::Open {
+                    rate,
+                    ramp_to: l.ramp_to,
+                    max_users,
+                }
+            }
+        };
+        let throttle = match raw.throttle {
+            None => Throttle::default(),
+            Some(t) => {
+                let rate = match &t.rate {
+                    None => None,
+                    Some(text) => {
+                        let (limit, per) = text.split_once('/').ok_or_else(|| {
+                            located(Located::new(
+                                format!("throttle rate '{text}' should read like 10/s or 600/1m"),
+                                text.as_str(),
+                            ))
+                        })?;
+                        let limit: u64 = limit.trim().parse().ok().filter(|l| *l > 0).ok_or_else(
+                            || {
+                                located(Located::new(
+                                    format!(
+                                        "throttle rate '{text}': '{limit}' is not a positive count"
+                                    ),
+                                    text.as_str(),
+                                ))
+                            },
+                        )?;
+                        let per = per.trim();
+                        let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
+                            per.to_string()
+                        } else {
+                            format!("1{per}")
+                        };
+                        let per = parse_duration(&per)
+                            .map_err(|m| located(Located::new(m, text.as_str())))?;
+                        Some((limit, per))
+                    }
+                };
+                let interarrival = t
+                    .interarrival
+                    .as_ref()
+                    .map(|i| duration_of(&Some(i.clone()), Duration::ZERO))
+                    .transpose()?;
+                if t.parallelism == Some(0) {
+                    return Err(located(Located::new(
+                        "throttle: parallelism must be at least 1",
+                        "parallelism",
+                    )));
+                }
+                Throttle {
+                    rate,
+                    interarrival,
+                    parallelism: t.parallelism,
+                }
+            }
+        };
         Ok(Scenario {
             name: raw.name,
             base_url: raw.base_url.trim_end_matches('/').to_string(),
-            users: raw.users.unwrap_or(1),
+            users,
             duration,
             iteration_timeout,
             step_timeout,
             steps,
             data,
             thresholds,
+            load,
+            throttle,
         })
     }
 }
@@ -1107,6 +1282,48 @@ mod tests {
         );
         assert_eq!(line, 4);
         assert!(message.contains("soon"), "{message}");
+    }
+
+    #[test]
+    fn workload_models_and_throttles() {
+        let s = parse(
+            "name: d\nbase_url: http://x\nload: { model: open, rate: 5, ramp_to: 20, max_users: 40 }\nthrottle: { rate: 600/1m, interarrival: 50ms, parallelism: 8 }\nsteps:\n  - reload\n",
+        )
+        .unwrap();
+        assert_eq!(s.users, 40, "sized for the most arrivals at once");
+        assert_eq!(
+            s.load,
+            Load::Open {
+                rate: 5.0,
+                ramp_to: Some(20.0),
+                max_users: 40
+            }
+        );
+        assert_eq!(s.throttle.rate, Some((600, Duration::from_secs(60))));
+        assert_eq!(s.throttle.interarrival, Some(Duration::from_millis(50)));
+        let s = parse("name: d\nbase_url: http://x\nload: { model: closed, ramp_up: 10s }\nthrottle: { rate: 10/s }\nsteps:\n  - reload\n").unwrap();
+        assert_eq!(
+            s.load,
+            Load::Closed {
+                ramp_up: Some(Duration::from_secs(10))
+            }
+        );
+        assert_eq!(s.throttle.rate, Some((10, Duration::from_secs(1))));
+        for (bad, line) in [
+            ("load: { model: open, rate: 5 }\n", 3),
+            ("load: { model: closed, rate: 5 }\n", 3),
+            ("load: { model: sideways }\n", 3),
+            ("throttle: { rate: lots }\n", 3),
+            ("throttle: { rate: 0/s }\n", 3),
+        ] {
+            let (l, _, m) = location(
+                parse(&format!(
+                    "name: d\nbase_url: http://x\n{bad}steps:\n  - reload\n"
+                ))
+                .unwrap_err(),
+            );
+            assert_eq!(l, line, "{bad}: {m}");
+        }
     }
 
     #[test]

@@ -227,9 +227,42 @@ pub struct Assignment {
     /// Per-user data from the scenario's CSV file: user `u` gets row `u % rows.len()`.
     #[serde(default)]
     pub data: Option<DataTable>,
+    /// How users arrive on this node.
+    #[serde(default)]
+    pub workload: Workload,
+    /// This node's share of the cluster-wide throttles.
+    #[serde(default)]
+    pub throttle: Option<NodeThrottle>,
     /// Run without a browser: users execute only `think` steps (benchmarks, protocol tests).
     #[serde(default)]
     pub no_browser: bool,
+}
+
+/// How users arrive on one node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "model", rename_all = "snake_case")]
+pub enum Workload {
+    /// `users` users, each looping over the steps until the duration ends.
+    #[default]
+    Closed,
+    /// Arrivals at a rate, each running the steps once in a fresh context; at most `users`
+    /// at once (arrivals beyond are dropped and counted). Latency counts from the arrival's
+    /// scheduled time, so a slow system cannot hide its queueing (no coordinated omission).
+    Open {
+        /// This node's arrivals per second at the start.
+        rate_per_s: f64,
+        /// This node's arrivals per second at the end (linear ramp; equal for a constant rate).
+        ramp_to_per_s: f64,
+    },
+}
+
+/// One node's share of the cluster-wide throttles.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeThrottle {
+    /// Least time between two iteration starts on this node, in microseconds.
+    pub min_interval_us: Option<u64>,
+    /// Most iterations running at once on this node.
+    pub max_concurrent: Option<u64>,
 }
 
 fn default_step_timeout_ms() -> u64 {

@@ -90,6 +90,14 @@ fn arb_controller_message() -> impl Strategy<Value = ControllerMessage> {
                     ],
                     step_timeout_ms: 10_000,
                     data: None,
+                    workload: Workload::Open {
+                        rate_per_s: min_ms as f64,
+                        ramp_to_per_s: 1.0,
+                    },
+                    throttle: Some(NodeThrottle {
+                        min_interval_us: Some(extra),
+                        max_concurrent: None,
+                    }),
                     no_browser: false,
                 }))
             }

@@ -455,6 +455,8 @@ async fn users_once(
             ],
             step_timeout_ms: 10_000,
             data: None,
+            workload: Default::default(),
+            throttle: None,
             no_browser: false,
         };
         connection
