@@ -495,6 +495,120 @@ impl<'de> Visitor<'de> for StepVisitor {
     }
 }
 
+/// The JSON Schema (draft 2020-12) of scenario files, for editors (YAML language servers read
+/// it). Built from the same step table the parser uses; `docs/scenario.schema.json` is this,
+/// checked by a test.
+pub fn json_schema() -> serde_json::Value {
+    use serde_json::json;
+    let string = json!({"type": "string"});
+    let duration = json!({"type": "string", "pattern": "^[0-9.]+ ?(ms|s|m|h)$", "description": "500ms, 20s, 2m, 1h"});
+    let selector = json!({"type": "string", "description": "CSS selector ({{variables}} allowed)"});
+    let object = |properties: serde_json::Value, required: &[&str]| json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false});
+    let steps_ref = json!({"type": "array", "items": {"$ref": "#/$defs/step"}});
+    let argument = |kind: &str| -> Option<serde_json::Value> {
+        Some(match kind {
+            "navigate" => {
+                json!({"type": "string", "description": "URL, absolute or relative to base_url"})
+            }
+            "click" | "clear" | "check" | "uncheck" | "hover" | "focus" | "blur" => {
+                selector.clone()
+            }
+            "fill" | "select" => object(
+                json!({"selector": selector, "value": string}),
+                &["selector", "value"],
+            ),
+            "press" => object(json!({"key": string, "selector": selector}), &["key"]),
+            "wait_for" => json!({"oneOf": [selector, object(json!({
+                "selector": selector, "state": {"enum": ["visible", "hidden"]}, "text": string,
+                "url": {"type": "string", "description": "pattern, * matches anything"},
+                "network_idle": duration, "timeout": duration}), &[])]}),
+            "liveview_idle" => selector.clone(),
+            "liveview_submit" => object(
+                json!({"form": selector, "wait_for": selector, "timeout": duration}),
+                &["form"],
+            ),
+            "assert" => object(
+                json!({"text": string, "selector": selector,
+                "count": {"type": "integer", "minimum": 0}, "visible": selector}),
+                &[],
+            ),
+            "extract" => object(
+                json!({"var": string, "selector": selector, "attribute": string,
+                "value": {"type": "boolean"}}),
+                &["var", "selector"],
+            ),
+            "think" => {
+                json!({"type": "string", "description": "a duration (2s) or a range (1s..3s)"})
+            }
+            "eval" => {
+                json!({"oneOf": [string, object(json!({"js": string, "var": string}), &["js"])]})
+            }
+            "group" => object(
+                json!({"name": string, "steps": steps_ref}),
+                &["name", "steps"],
+            ),
+            "repeat" => object(
+                json!({"times": {"type": "integer", "minimum": 0}, "steps": steps_ref}),
+                &["times", "steps"],
+            ),
+            "fail" => string.clone(),
+            _ => return None,
+        })
+    };
+    let mut variants: Vec<serde_json::Value> = Vec::new();
+    let bare: Vec<&str> = STEP_KINDS
+        .iter()
+        .copied()
+        .filter(|k| {
+            matches!(
+                *k,
+                "reload" | "liveview_connected" | "liveview_idle" | "think" | "halt" | "fail"
+            )
+        })
+        .collect();
+    variants.push(json!({"enum": bare, "description": "a step without an argument"}));
+    for kind in STEP_KINDS {
+        let value = argument(kind).unwrap_or(json!({"type": "null"}));
+        variants.push(json!({
+            "type": "object",
+            "properties": {kind.to_string(): value, "name": {"type": "string", "description": "the step's metric name"}},
+            "required": [kind],
+            "additionalProperties": false
+        }));
+    }
+    let threshold = json!({"oneOf": [
+        {"type": "string", "description": "p95(step:NAME) < 800ms, avg(...), max(...), count(...), error_rate < 1%"},
+        object(json!({"expr": string, "abort_on_fail": {"type": "boolean"}}), &["expr"])
+    ]});
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "liveload scenario",
+        "type": "object",
+        "required": ["name", "base_url", "steps"],
+        "additionalProperties": false,
+        "properties": {
+            "name": string,
+            "base_url": {"type": "string", "pattern": "^https?://"},
+            "users": {"type": "integer", "minimum": 1},
+            "duration": duration,
+            "iteration_timeout": duration,
+            "step_timeout": duration,
+            "think_time": {"type": "string", "description": "default for a bare `think`"},
+            "data": object(json!({"file": {"type": "string", "description": "CSV with a header row"}}), &["file"]),
+            "load": object(json!({
+                "model": {"enum": ["closed", "open"]}, "ramp_up": duration,
+                "rate": {"type": "number", "exclusiveMinimum": 0}, "ramp_to": {"type": "number", "exclusiveMinimum": 0},
+                "max_users": {"type": "integer", "minimum": 1}}), &["model"]),
+            "throttle": object(json!({
+                "rate": {"type": "string", "description": "10/s, 600/1m"}, "interarrival": duration,
+                "parallelism": {"type": "integer", "minimum": 1}}), &[]),
+            "thresholds": {"type": "array", "items": threshold},
+            "steps": steps_ref,
+        },
+        "$defs": {"step": {"oneOf": variants}}
+    })
+}
+
 /// Parse `500ms`, `20s`, `2m`, `1h` (a number, then a unit).
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let text = text.trim();
@@ -1324,6 +1438,25 @@ mod tests {
             );
             assert_eq!(l, line, "{bad}: {m}");
         }
+    }
+
+    #[test]
+    fn the_schema_covers_every_step_and_is_the_committed_one() {
+        let schema = json_schema();
+        let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        for kind in STEP_KINDS {
+            assert!(
+                text.contains(&format!("\"{kind}\"")),
+                "{kind} missing from the schema"
+            );
+        }
+        let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/scenario.schema.json");
+        let on_disk = std::fs::read_to_string(&committed).unwrap_or_default();
+        assert_eq!(
+            on_disk, text,
+            "docs/scenario.schema.json is stale: run `liveload schema > docs/scenario.schema.json`"
+        );
     }
 
     #[test]

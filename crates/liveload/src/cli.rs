@@ -29,6 +29,8 @@ pub enum Command {
     Users(UsersArgs),
     /// Re-render a run's report from its result.json, or compare two runs side by side.
     Report(ReportArgs),
+    /// Print the JSON Schema of scenario files (for editors).
+    Schema,
     /// Check a scenario file without running it (exit 0 valid, 3 invalid).
     Validate(ValidateArgs),
     /// Run the bundled demo: start the demo target on this machine and load it.

@@ -65,6 +65,14 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => output::error(&e, format),
             }
         }
+        Command::Schema => {
+            let schema = liveload_core::scenario::json_schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).expect("serialises")
+            );
+            exit_code::OK
+        }
         Command::Validate(args) => match Scenario::from_file(&args.scenario) {
             Ok(scenario) => {
                 output::valid(&args.scenario, &scenario, args.output);
