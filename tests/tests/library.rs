@@ -356,6 +356,14 @@ async fn a_cluster_wide_rate_holds_across_three_nodes() {
     let iterations = report.iterations_ok + report.iterations_failed;
     let window = scenario.duration.as_secs_f64();
     let limit = 20.0 * window;
+    let busiest = report
+        .series
+        .iter()
+        .map(|p| p.iterations_ok + p.iterations_failed)
+        .max();
+    eprintln!(
+        "throttle: {iterations} iterations in {window} s under a 20/s limit; busiest second {busiest:?}"
+    );
     // Never above the limit over the window (each node may start its first iteration at
     // once: +1 per node); within 15 % below it.
     assert!(
