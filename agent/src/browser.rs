@@ -113,6 +113,20 @@ impl NodeBrowser {
         let _ = self.browser.dispose_browser_context(user.id).await;
     }
 
+    /// Count page (renderer) crashes into `recorder` as `browser.page_crashes`.
+    pub async fn watch_crashes(
+        &self,
+        recorder: std::sync::Arc<crate::recorder::Recorder>,
+    ) -> Result<JoinHandle<()>> {
+        use chromiumoxide::cdp::browser_protocol::target::EventTargetCrashed;
+        let mut crashes = self.browser.event_listener::<EventTargetCrashed>().await?;
+        Ok(tokio::spawn(async move {
+            while crashes.next().await.is_some() {
+                recorder.count("browser.page_crashes", 1);
+            }
+        }))
+    }
+
     /// The browser process id (for the benchmark's memory figures).
     pub fn pid(&mut self) -> Option<u32> {
         self.browser

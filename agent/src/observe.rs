@@ -7,6 +7,10 @@
 //! - `ws.connections`, `ws.frames_sent`/`ws.frames_received`, `ws.bytes_sent`/`ws.bytes_received`;
 //! - `liveview.joins`, `liveview.events` (messages a LiveView client pushes) and
 //!   `liveview.replies` (the server's `phx_reply`);
+//! - `liveview.connects`, `liveview.disconnects`, `liveview.reconnects` and the latency
+//!   `liveview.page_loading` (LiveView's `phx:page-loading-start` to `-stop`), from a small
+//!   observer script injected into every document that reports through `console.debug`;
+//! - `http.duration` (ms from the request to the last byte);
 //! - `browser.console_errors`, `browser.exceptions`.
 
 use std::sync::Arc;
@@ -14,8 +18,8 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use chromiumoxide::cdp::browser_protocol::network::{
-    EventResponseReceived, EventWebSocketCreated, EventWebSocketFrameReceived,
-    EventWebSocketFrameSent,
+    EventLoadingFinished, EventResponseReceived, EventWebSocketCreated,
+    EventWebSocketFrameReceived, EventWebSocketFrameSent,
 };
 use chromiumoxide::cdp::js_protocol::runtime::{
     ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown,
@@ -25,8 +29,32 @@ use tokio::task::JoinHandle;
 
 use crate::recorder::Recorder;
 
+/// The prefix of the observer script's reports on the console.
+const MARK: &str = "__liveload ";
+
+/// Runs in every document before its own scripts: watches LiveView's connection class and its
+/// page-loading events, and reports changes as `console.debug("__liveload ...")`.
+const LIVEVIEW_OBSERVER: &str = r#"(() => {
+  const report = (m) => console.debug("__liveload " + m);
+  let connected = false, dropped = false, loadingSince = 0;
+  const check = () => {
+    const now = !!document.querySelector(".phx-connected");
+    if (now === connected) return;
+    connected = now;
+    if (now) { report(dropped ? "lv-reconnect" : "lv-connect"); }
+    else { dropped = true; report("lv-disconnect"); }
+  };
+  new MutationObserver(check).observe(document, { attributes: true, subtree: true, attributeFilter: ["class"] });
+  window.addEventListener("phx:page-loading-start", () => { loadingSince = performance.now(); });
+  window.addEventListener("phx:page-loading-stop", () => {
+    if (loadingSince) { report("lv-loading " + (performance.now() - loadingSince)); loadingSince = 0; }
+  });
+})();"#;
+
 /// Start watching `page`; the task ends when the page's event streams end or it is aborted.
 pub async fn watch(page: &Page, recorder: Arc<Recorder>) -> anyhow::Result<JoinHandle<()>> {
+    page.evaluate_on_new_document(LIVEVIEW_OBSERVER).await?;
+    let mut finished = page.event_listener::<EventLoadingFinished>().await?;
     let mut responses = page.event_listener::<EventResponseReceived>().await?;
     let mut sockets = page.event_listener::<EventWebSocketCreated>().await?;
     let mut sent = page.event_listener::<EventWebSocketFrameSent>().await?;
@@ -34,10 +62,25 @@ pub async fn watch(page: &Page, recorder: Arc<Recorder>) -> anyhow::Result<JoinH
     let mut console = page.event_listener::<EventConsoleApiCalled>().await?;
     let mut exceptions = page.event_listener::<EventExceptionThrown>().await?;
     Ok(tokio::spawn(async move {
+        // Request start times (seconds, the browser's monotonic clock), until the last byte.
+        let mut in_flight: std::collections::HashMap<String, f64> = Default::default();
         loop {
             tokio::select! {
+                Some(event) = finished.next() => {
+                    if let Some(sent) = in_flight.remove(event.request_id.inner()) {
+                        let seconds = event.timestamp.inner() - sent;
+                        if seconds.is_finite() && seconds >= 0.0 {
+                            recorder.latency("http.duration", Duration::from_secs_f64(seconds));
+                        }
+                    }
+                }
                 Some(event) = responses.next() => {
                     let response = &event.response;
+                    if let Some(timing) = &response.timing
+                        && in_flight.len() < 10_000
+                    {
+                        in_flight.insert(event.request_id.inner().clone(), timing.request_time);
+                    }
                     recorder.count("http.requests", 1);
                     let class = match response.status {
                         100..=199 => "http.status.1xx",
@@ -74,8 +117,34 @@ pub async fn watch(page: &Page, recorder: Arc<Recorder>) -> anyhow::Result<JoinH
                     }
                 }
                 Some(event) = console.next() => {
-                    if matches!(event.r#type, ConsoleApiCalledType::Error | ConsoleApiCalledType::Assert) {
-                        recorder.count("browser.console_errors", 1);
+                    match event.r#type {
+                        ConsoleApiCalledType::Error | ConsoleApiCalledType::Assert => {
+                            recorder.count("browser.console_errors", 1);
+                        }
+                        ConsoleApiCalledType::Debug => {
+                            let text = event
+                                .args
+                                .first()
+                                .and_then(|a| a.value.as_ref())
+                                .and_then(|v| v.as_str())
+                                .and_then(|s| s.strip_prefix(MARK));
+                            match text {
+                                Some("lv-connect") => recorder.count("liveview.connects", 1),
+                                Some("lv-disconnect") => recorder.count("liveview.disconnects", 1),
+                                Some("lv-reconnect") => recorder.count("liveview.reconnects", 1),
+                                Some(other) => {
+                                    if let Some(ms) = other
+                                        .strip_prefix("lv-loading ")
+                                        .and_then(|ms| ms.parse::<f64>().ok())
+                                        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                                    {
+                                        recorder.latency("liveview.page_loading", Duration::from_secs_f64(ms / 1000.0));
+                                    }
+                                }
+                                None => {}
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 Some(_) = exceptions.next() => recorder.count("browser.exceptions", 1),

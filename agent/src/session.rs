@@ -286,6 +286,9 @@ async fn prepare(
         }
         slot.clone().expect("just filled")
     };
+    if let Err(e) = browser.watch_crashes(recorder.clone()).await {
+        tracing::warn!(error = %format!("{e:#}"), "page crashes will not be counted");
+    }
     // One setup per core: more only queues them inside Chromium and slows each one.
     let concurrency = (state.facts.effective_cores.ceil() as usize).max(1);
     let contexts = prepare_contexts(&browser, assignment.users, concurrency, &recorder).await;

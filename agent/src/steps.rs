@@ -96,9 +96,17 @@ pub fn fill_template(text: &str, vars: &HashMap<String, String>) -> String {
     out
 }
 
-/// Join a step URL to the base URL.
+/// Join a step URL to the base URL (a URL with a scheme, like `https:`, `about:` or `data:`,
+/// stands as it is).
 pub fn resolve_url(base: &str, url: &str) -> String {
-    if url.starts_with("http://") || url.starts_with("https://") {
+    let has_scheme = url.split_once(':').is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+    });
+    if has_scheme {
         url.to_string()
     } else if url.starts_with('/') {
         format!("{}{url}", base.trim_end_matches('/'))
@@ -551,6 +559,8 @@ mod tests {
         assert_eq!(resolve_url("http://h:1/", "/a"), "http://h:1/a");
         assert_eq!(resolve_url("http://h:1", "a/3"), "http://h:1/a/3");
         assert_eq!(resolve_url("http://h:1", "https://x/y"), "https://x/y");
+        assert_eq!(resolve_url("http://h:1", "about:blank"), "about:blank");
+        assert_eq!(resolve_url("http://h:1", "/a?t=1:2"), "http://h:1/a?t=1:2");
     }
 
     #[test]

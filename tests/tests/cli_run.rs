@@ -836,3 +836,24 @@ fn the_open_model_example_runs_green() {
     assert!(report["latencies"]["iteration"]["count"].as_u64().unwrap() >= 18);
     assert!(report["counters"].get("arrivals_dropped").is_none());
 }
+
+#[test]
+fn a_page_crash_is_counted_and_fails_the_iteration() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let scenario = scenario_file(
+        state.path(),
+        "crash.yaml",
+        "name: crash\nbase_url: http://127.0.0.1:1\nusers: 1\nduration: 1s\niteration_timeout: 3s\nsteps:\n  - navigate: /\n  - navigate: 'chrome://crash'\n",
+    );
+    let (code, report, _) = json_output(liveload(state.path()).args([
+        "demo",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
+    assert_eq!(code, 7, "{report}");
+    assert_eq!(report["counters"]["browser.page_crashes"], 1, "{report}");
+    assert_eq!(report["users_failed"], 1);
+}

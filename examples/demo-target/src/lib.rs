@@ -65,6 +65,7 @@ const PAGE: &str = r#"<!doctype html>
       $("ticks").setAttribute("data-count", String(data.tick));
     }
     if (data.saved !== undefined) {
+      window.dispatchEvent(new CustomEvent("phx:page-loading-stop"));
       $("live-form").classList.remove("phx-submit-loading");
       $("live-result").textContent = "Saved " + data.saved;
     }
@@ -83,6 +84,7 @@ const PAGE: &str = r#"<!doctype html>
     e.preventDefault();
     $("live-result").textContent = "";
     $("live-form").classList.add("phx-submit-loading");
+    window.dispatchEvent(new CustomEvent("phx:page-loading-start"));
     ws.send(JSON.stringify({ submit: $("live-name").value }));
   });
 </script>
