@@ -105,23 +105,29 @@ pub async fn prepare_contexts(
 ) -> Vec<Option<UserContext>> {
     use futures_util::StreamExt as _;
     futures_util::stream::iter(0..users)
-        .map(|_| async {
-            let started = Instant::now();
-            match browser.new_user(recorder.clone()).await {
-                Ok(context) => {
-                    recorder.latency("user_setup", started.elapsed());
-                    Some(context)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "a user's context could not be created");
-                    recorder.count("user_setup_failed", 1);
-                    None
-                }
-            }
-        })
+        .map(|_| create_context(browser, recorder))
         .buffered(concurrency.max(1))
         .collect()
         .await
+}
+
+/// Create one user's context, timing it as `user_setup`; a failure is counted as
+/// `user_setup_failed` (and its message as an error) and gives `None`.
+async fn create_context(browser: &NodeBrowser, recorder: &Arc<Recorder>) -> Option<UserContext> {
+    let started = Instant::now();
+    match browser.new_user(recorder.clone()).await {
+        Ok(context) => {
+            recorder.latency("user_setup", started.elapsed());
+            Some(context)
+        }
+        Err(e) => {
+            let message = format!("{e:#}");
+            tracing::warn!(error = %message, "a user's context could not be created");
+            recorder.count("user_setup_failed", 1);
+            recorder.error(&message);
+            None
+        }
+    }
 }
 
 /// A user's browser context, as it reaches [`run_user`].
@@ -148,21 +154,13 @@ pub async fn run_user(
     recorder.count("users_started", 1);
     let context = match (setup, &env.browser) {
         (Setup::Ready(context), _) => Some(context),
-        (Setup::CreateNow, Some(browser)) => {
-            let started = Instant::now();
-            match browser.new_user(env.recorder.clone()).await {
-                Ok(context) => {
-                    recorder.latency("user_setup", started.elapsed());
-                    Some(context)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "a user's context could not be created");
-                    recorder.count("user_setup_failed", 1);
-                    recorder.count("users_failed", 1);
-                    return;
-                }
+        (Setup::CreateNow, Some(browser)) => match create_context(browser, recorder).await {
+            Some(context) => Some(context),
+            None => {
+                recorder.count("users_failed", 1);
+                return;
             }
-        }
+        },
         (Setup::Failed, _) => {
             recorder.count("users_failed", 1);
             return;
@@ -245,22 +243,14 @@ pub async fn run_arrival(env: Arc<UserEnv>, user_id: u64, scheduled: Instant) {
     recorder.count("users_started", 1);
     recorder.user_running(true);
     let context = match &env.browser {
-        Some(browser) => {
-            let setup = Instant::now();
-            match browser.new_user(env.recorder.clone()).await {
-                Ok(context) => {
-                    recorder.latency("user_setup", setup.elapsed());
-                    Some(context)
-                }
-                Err(e) => {
-                    recorder.count("user_setup_failed", 1);
-                    recorder.count("users_failed", 1);
-                    recorder.error(&format!("{e:#}"));
-                    recorder.user_running(false);
-                    return;
-                }
+        Some(browser) => match create_context(browser, recorder).await {
+            Some(context) => Some(context),
+            None => {
+                recorder.count("users_failed", 1);
+                recorder.user_running(false);
+                return;
             }
-        }
+        },
         None => None,
     };
     let mut stop = env.stop.clone();

@@ -106,39 +106,11 @@ pub fn agent_pids(state: &Path, run_id: &str) -> Vec<i32> {
 
 /// Every live process whose process group is one of `groups`, with its command line.
 pub fn processes_in_groups(groups: &[i32]) -> Vec<(i32, String)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // A zombie is already dead; it only waits for its parent to read its status.
-        if fields.first() == Some(&"Z") {
-            continue;
-        }
-        if let Some(pgrp) = fields.get(2).and_then(|s| s.parse::<i32>().ok())
-            && groups.contains(&pgrp)
-        {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .unwrap_or_default()
-                .split(|&b| b == 0)
-                .map(|p| String::from_utf8_lossy(p).to_string())
-                .collect::<Vec<_>>()
-                .join(" ");
-            found.push((pid, cmdline));
-        }
-    }
-    found
+    liveload_local::procfs::processes()
+        .into_iter()
+        .filter(|p| groups.contains(&p.pgrp) && p.state != 'Z')
+        .map(|p| (p.pid, p.cmdline()))
+        .collect()
 }
 
 /// Poll `check` until it holds or `timeout` passes; returns whether it held.

@@ -78,6 +78,33 @@ impl Observer for Recorder {
     }
 }
 
+/// A local backend splitting this host into `nodes` shares, with its state in `state`.
+fn local(state: &tempfile::TempDir, nodes: u32) -> Arc<dyn Backend> {
+    Arc::new(
+        LocalBackend::builder()
+            .state_dir(state.path())
+            .nodes_per_host(nodes)
+            .build()
+            .unwrap(),
+    )
+}
+
+/// A run without an observer or an interrupt.
+async fn run_quiet(
+    backend: &Arc<dyn Backend>,
+    scenario: &Scenario,
+    options: &RunOptions,
+) -> Result<run::RunReport> {
+    run::run(
+        backend.clone(),
+        scenario,
+        options,
+        Arc::new(run::Quiet),
+        std::future::pending(),
+    )
+    .await
+}
+
 async fn assert_nothing_listed(backend: &dyn Backend) {
     let left = backend.list(&RunFilter::All).await.unwrap();
     assert!(left.is_empty(), "leaked: {left:?}");
@@ -86,13 +113,7 @@ async fn assert_nothing_listed(backend: &dyn Backend) {
 #[tokio::test]
 async fn catalogue_plan_boots_every_node_at_once() {
     let state = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn Backend> = Arc::new(
-        LocalBackend::builder()
-            .state_dir(state.path())
-            .nodes_per_host(4)
-            .build()
-            .unwrap(),
-    );
+    let backend = local(&state, 4);
     let events = Arc::new(Recorder::default());
     let per_node_cores = host_cores() / 4.0;
     let report = run::run(
@@ -279,13 +300,7 @@ async fn node_too_small_from_real_facts_destroys_the_probe() {
 #[tokio::test]
 async fn interrupt_destroys_every_node() {
     let state = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn Backend> = Arc::new(
-        LocalBackend::builder()
-            .state_dir(state.path())
-            .nodes_per_host(2)
-            .build()
-            .unwrap(),
-    );
+    let backend = local(&state, 2);
     let mut scenario = idle_scenario(2);
     scenario.duration = Duration::from_secs(60);
     let mut opts = options(2, sizing_for(1, host_cores() / 2.0));
@@ -330,28 +345,14 @@ async fn unreachable_agent_is_an_agent_connection_error() {
 #[tokio::test]
 async fn a_cluster_wide_rate_holds_across_three_nodes() {
     let state = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn Backend> = Arc::new(
-        LocalBackend::builder()
-            .state_dir(state.path())
-            .nodes_per_host(3)
-            .build()
-            .unwrap(),
-    );
+    let backend = local(&state, 3);
     // 12 users over 3 nodes could run ~100 iterations a second; the cluster may start 20.
     let mut scenario = idle_scenario(12);
     scenario.duration = Duration::from_secs(6);
     scenario.throttle.rate = Some((20, Duration::from_secs(1)));
     let mut opts = options(12, sizing_for(4, host_cores() / 3.0));
     opts.duration = scenario.duration;
-    let report = run::run(
-        backend.clone(),
-        &scenario,
-        &opts,
-        Arc::new(run::Quiet),
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    let report = run_quiet(&backend, &scenario, &opts).await.unwrap();
     assert_eq!(report.nodes.len(), 3, "three nodes share the limit");
     let iterations = report.iterations_ok + report.iterations_failed;
     let window = scenario.duration.as_secs_f64();
@@ -389,13 +390,7 @@ async fn a_cluster_wide_rate_holds_across_three_nodes() {
 #[tokio::test]
 async fn parallelism_caps_iterations_in_flight_cluster_wide() {
     let state = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn Backend> = Arc::new(
-        LocalBackend::builder()
-            .state_dir(state.path())
-            .nodes_per_host(2)
-            .build()
-            .unwrap(),
-    );
+    let backend = local(&state, 2);
     // Each iteration thinks 200 ms; 8 users but at most 2 iterations at once: ~10 per second.
     let mut scenario = idle_scenario(8);
     scenario.steps[0].kind = StepKind::Think {
@@ -406,15 +401,7 @@ async fn parallelism_caps_iterations_in_flight_cluster_wide() {
     scenario.throttle.parallelism = Some(2);
     let mut opts = options(8, sizing_for(4, host_cores() / 2.0));
     opts.duration = scenario.duration;
-    let report = run::run(
-        backend.clone(),
-        &scenario,
-        &opts,
-        Arc::new(run::Quiet),
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    let report = run_quiet(&backend, &scenario, &opts).await.unwrap();
     let iterations = report.iterations_ok;
     // Unthrottled, 8 users would do ~160; two at a time, at most 4 s / 0.2 s x 2 = 40 (+2).
     assert!((30..=42).contains(&iterations), "{iterations}");
@@ -424,13 +411,7 @@ async fn parallelism_caps_iterations_in_flight_cluster_wide() {
 #[tokio::test]
 async fn open_model_arrivals_follow_the_rate_and_count_from_their_schedule() {
     let state = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn Backend> = Arc::new(
-        LocalBackend::builder()
-            .state_dir(state.path())
-            .nodes_per_host(2)
-            .build()
-            .unwrap(),
-    );
+    let backend = local(&state, 2);
     let mut scenario = idle_scenario(10);
     scenario.steps[0].kind = StepKind::Think {
         min_ms: 100,
@@ -444,15 +425,7 @@ async fn open_model_arrivals_follow_the_rate_and_count_from_their_schedule() {
     };
     let mut opts = options(10, sizing_for(5, host_cores() / 2.0));
     opts.duration = scenario.duration;
-    let report = run::run(
-        backend.clone(),
-        &scenario,
-        &opts,
-        Arc::new(run::Quiet),
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    let report = run_quiet(&backend, &scenario, &opts).await.unwrap();
     // 10 per second for 4 s, split over 2 nodes: ~39 arrivals (each node's last one falls at
     // the end), each a user that ran once.
     assert!(

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod procfs;
+
 use async_trait::async_trait;
 use liveload_core::{
     AgentEndpoint, Backend, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, Result,
@@ -250,38 +252,11 @@ fn group_alive(pgid: i32) -> bool {
 /// profile directory carries liveload's prefix)? Guards against signalling a stranger's group
 /// after the agent's pid was recycled.
 fn group_is_agent_leftovers(pgid: i32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    let mut members = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let pgrp = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-            .and_then(|s| s.parse::<i32>().ok());
-        if pgrp != Some(pgid) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let ours = cmdline
-            .windows(b"liveload-chromium-".len())
-            .any(|w| w == b"liveload-chromium-");
-        if !ours {
-            return false;
-        }
-        members += 1;
-    }
-    members > 0
+    let members = procfs::group(pgid);
+    !members.is_empty()
+        && members
+            .iter()
+            .all(|p| p.cmdline().contains("liveload-chromium-"))
 }
 
 fn backend_error(kind: BackendErrorKind, message: String) -> Error {

@@ -261,36 +261,13 @@ struct GroupSample {
 
 fn sample_group(agent_pid: i32) -> GroupSample {
     let mut sample = GroupSample::default();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return sample;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // After ')': state(0) ppid(1) pgrp(2) ... utime(11) stime(12).
-        if fields.get(2).and_then(|s| s.parse::<i32>().ok()) != Some(agent_pid) {
-            continue;
-        }
-        let ticks: u64 =
-            fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-        sample.cpu_ticks += ticks;
-        if pid == agent_pid {
-            sample.agent_rss_kib = status_kib(pid, "VmRSS:");
+    for process in liveload_local::procfs::group(agent_pid) {
+        sample.cpu_ticks += process.cpu_ticks;
+        if process.pid == agent_pid {
+            sample.agent_rss_kib = status_kib(process.pid, "VmRSS:");
         } else {
             sample.browser_processes += 1;
-            sample.browser_pss_kib += smaps_pss_kib(pid);
+            sample.browser_pss_kib += smaps_pss_kib(process.pid);
         }
     }
     sample
