@@ -364,6 +364,8 @@ async fn run_users(
             .map(|i| (first + i, Setup::None))
             .collect();
     }
+    let batch = env.assignment.start_batch.max(1);
+    let mut started_in_batch = 0;
     let mut running: Vec<watch::Sender<StopSignal>> = Vec::new();
     let mut users = tokio::task::JoinSet::new();
     let mut next_start = started;
@@ -380,7 +382,11 @@ async fn run_users(
                 let (stop, own_stop) = watch::channel(StopSignal::Run);
                 running.push(stop);
                 users.spawn(run_user(env.clone(), user_id, setup, own_stop));
-                next_start += interval;
+                started_in_batch += 1;
+                if started_in_batch == batch {
+                    started_in_batch = 0;
+                    next_start += interval;
+                }
             }
             Some(_) = users.join_next(), if !users.is_empty() => {}
             command = commands.recv(), if commands_open => match command {

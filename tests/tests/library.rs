@@ -443,3 +443,28 @@ async fn open_model_arrivals_follow_the_rate_and_count_from_their_schedule() {
     assert!(report.latencies.contains_key("iteration_service"));
     assert_nothing_listed(backend.as_ref()).await;
 }
+
+#[tokio::test]
+async fn a_staircase_ramp_starts_users_in_batches() {
+    let state = tempfile::tempdir().unwrap();
+    let backend = local(&state, 1);
+    // 6 users in 3 steps over 3 s: 2 at 0 s, 4 from 1 s, 6 from 2 s.
+    let mut scenario = idle_scenario(6);
+    scenario.duration = Duration::from_secs(5);
+    scenario.load = liveload_core::scenario::Load::Closed {
+        ramp_up: Some(Duration::from_secs(3)),
+        ramp_steps: Some(3),
+    };
+    let mut opts = options(6, sizing_for(6, host_cores()));
+    opts.duration = scenario.duration;
+    let report = run_quiet(&backend, &scenario, &opts).await.unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    let active: Vec<u64> = report.series.iter().map(|p| p.active_users).collect();
+    assert_eq!(&active[..3], [2, 4, 6], "per second: {active:?}");
+    assert!(
+        report.workload.contains("in 3 steps"),
+        "{}",
+        report.workload
+    );
+    assert_nothing_listed(backend.as_ref()).await;
+}

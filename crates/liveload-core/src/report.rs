@@ -206,13 +206,14 @@ pub fn html(r: &RunReport) -> String {
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>liveload: {scenario}</title><style>{STYLE}</style></head><body>\
          <h1>{scenario}</h1><p class=\"meta\">run <code>{run}</code> · {date} · {backend} backend · \
-         {nodes} node(s) · {dur:.1} s</p><p><span class=\"verdict {class}\" id=\"verdict\">{verdict}</span>{aborted}</p>",
+         {nodes} node(s) · {dur:.1} s</p><p class=\"meta\" id=\"workload\">{workload}</p><p><span class=\"verdict {class}\" id=\"verdict\">{verdict}</span>{aborted}</p>",
         scenario = esc(&r.scenario),
         run = esc(&r.run_id),
         date = utc(r.started_at_unix_ms),
         backend = esc(&r.backend),
         nodes = r.nodes.len(),
         dur = r.run_s,
+        workload = esc(&r.workload),
         aborted = r.aborted.as_ref().map_or(String::new(), |t| format!(
             " aborted by threshold <code>{}</code>",
             esc(t)
@@ -381,6 +382,9 @@ pub fn markdown(r: &RunReport) -> String {
         r.run_s,
         verdict(r)
     );
+    if !r.workload.is_empty() {
+        out.push_str(&format!("{}\n\n", r.workload));
+    }
     let _ = writeln!(
         out,
         "| users | succeeded | failed | iterations | failed iterations | error rate |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n| {} | {} | {} | {} | {} | {:.2} % |\n",

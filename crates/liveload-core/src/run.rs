@@ -297,6 +297,9 @@ pub struct RunReport {
     pub aborted: Option<String>,
     /// One point per second of the run.
     pub series: Vec<crate::metrics::SecondPoint>,
+    /// The workload model, in words (and how latency was measured).
+    #[serde(default)]
+    pub workload: String,
 }
 
 impl RunReport {
@@ -741,7 +744,7 @@ async fn run_cluster(
     // Prepare every node (browser launched, users not started), then start them together.
     let users_per_node: Vec<u64> = live.iter().map(|n| n.report.users).collect();
     let terms = node_terms(scenario, options, &users_per_node);
-    for (node, (workload, throttle, start_interval)) in live.iter().zip(terms) {
+    for (node, terms) in live.iter().zip(terms) {
         let assignment = Assignment {
             run_id: run_id.to_string(),
             scenario: scenario.name.clone(),
@@ -750,12 +753,13 @@ async fn run_cluster(
             users: node.report.users,
             duration_ms: options.duration.as_millis() as u64,
             iteration_timeout_ms: scenario.iteration_timeout.as_millis() as u64,
-            start_interval_ms: start_interval.as_millis() as u64,
+            start_interval_ms: terms.start_interval.as_millis() as u64,
+            start_batch: terms.start_batch,
             steps: scenario.steps.clone(),
             step_timeout_ms: scenario.step_timeout.as_millis() as u64,
             data: scenario.data.clone(),
-            workload,
-            throttle,
+            workload: terms.workload,
+            throttle: terms.throttle,
             no_browser: options.no_browser,
         };
         send(node, ControllerMessage::Prepare(Box::new(assignment)))?;
@@ -932,7 +936,33 @@ async fn run_cluster(
         thresholds,
         aborted,
         series: std::mem::take(&mut metrics.series),
+        workload: describe_load(&scenario.load),
     })
+}
+
+/// The workload model in words, for reports.
+pub fn describe_load(load: &Load) -> String {
+    match load {
+        Load::Closed { ramp_up: None, .. } => {
+            "closed model: every user loops over the steps".into()
+        }
+        Load::Closed {
+            ramp_up: Some(r),
+            ramp_steps,
+        } => format!(
+            "closed model: users loop over the steps, starting over {r:?}{}",
+            ramp_steps.map_or(String::new(), |s| format!(" in {s} steps"))
+        ),
+        Load::Open {
+            rate,
+            ramp_to,
+            max_users,
+        } => format!(
+            "open model: {rate}{} arrivals/s, at most {max_users} at once; latency (`iteration`) is \
+             measured from each arrival's scheduled time, so it is free of coordinated omission",
+            ramp_to.map_or(String::new(), |r| format!(" rising to {r}"))
+        ),
+    }
 }
 
 /// Each node's share of the workload and of the cluster-wide throttles, by its share of users,
@@ -946,7 +976,7 @@ pub fn node_terms(
     scenario: &Scenario,
     options: &RunOptions,
     users_per_node: &[u64],
-) -> Vec<(Workload, Option<NodeThrottle>, Duration)> {
+) -> Vec<NodeTerms> {
     let total: u64 = users_per_node.iter().sum::<u64>().max(1);
     let parallelism = scenario
         .throttle
@@ -981,15 +1011,42 @@ pub fn node_terms(
                         .map(|seconds| (seconds / share.max(f64::MIN_POSITIVE) * 1e6) as u64),
                     max_concurrent: parallelism.as_ref().map(|p| p[i]),
                 });
-            let start_interval = match &scenario.load {
+            let (start_interval, start_batch) = match &scenario.load {
+                // A staircase: `steps` equal batches, one every ramp_up / steps.
                 Load::Closed {
                     ramp_up: Some(ramp_up),
-                } if users > 0 => *ramp_up / users.min(u32::MAX as u64) as u32,
-                _ => options.start_interval,
+                    ramp_steps: Some(steps),
+                } if users > 0 => (
+                    *ramp_up / (*steps).max(1),
+                    users.div_ceil(u64::from((*steps).max(1))),
+                ),
+                Load::Closed {
+                    ramp_up: Some(ramp_up),
+                    ..
+                } if users > 0 => (*ramp_up / users.min(u32::MAX as u64) as u32, 1),
+                _ => (options.start_interval, 1),
             };
-            (workload, throttle, start_interval)
+            NodeTerms {
+                workload,
+                throttle,
+                start_interval,
+                start_batch,
+            }
         })
         .collect()
+}
+
+/// One node's share of a run's workload and limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeTerms {
+    /// How users arrive on the node.
+    pub workload: Workload,
+    /// Its share of the throttles.
+    pub throttle: Option<NodeThrottle>,
+    /// Time between two batches of user starts.
+    pub start_interval: Duration,
+    /// Users per batch.
+    pub start_batch: u64,
 }
 
 /// A request to change a running test.
@@ -1246,7 +1303,7 @@ mod tests {
         let terms = node_terms(&scenario, &options, &[10, 15, 5]);
         let rate: f64 = terms
             .iter()
-            .map(|(_, t, _)| 1e6 / t.as_ref().unwrap().min_interval_us.unwrap() as f64)
+            .map(|t| 1e6 / t.throttle.as_ref().unwrap().min_interval_us.unwrap() as f64)
             .sum();
         assert!(
             (rate - 30.0).abs() < 0.01,
@@ -1254,12 +1311,12 @@ mod tests {
         );
         let parallel: u64 = terms
             .iter()
-            .map(|(_, t, _)| t.as_ref().unwrap().max_concurrent.unwrap())
+            .map(|t| t.throttle.as_ref().unwrap().max_concurrent.unwrap())
             .sum();
         assert_eq!(parallel, 10);
         let arrivals: f64 = terms
             .iter()
-            .map(|(w, _, _)| match w {
+            .map(|t| match &t.workload {
                 Workload::Open { rate_per_s, .. } => *rate_per_s,
                 Workload::Closed => 0.0,
             })
@@ -1267,10 +1324,19 @@ mod tests {
         assert!((arrivals - 12.0).abs() < 1e-9);
         scenario.load = Load::Closed {
             ramp_up: Some(Duration::from_secs(10)),
+            ramp_steps: None,
         };
         let terms = node_terms(&scenario, &options, &[10, 20]);
-        assert_eq!(terms[0].2, Duration::from_secs(1));
-        assert_eq!(terms[1].2, Duration::from_millis(500));
+        assert_eq!(terms[0].start_interval, Duration::from_secs(1));
+        assert_eq!(terms[1].start_interval, Duration::from_millis(500));
+        // A staircase of 4 steps over 10 s: batches every 2.5 s.
+        scenario.load = Load::Closed {
+            ramp_up: Some(Duration::from_secs(10)),
+            ramp_steps: Some(4),
+        };
+        let terms = node_terms(&scenario, &options, &[10, 20]);
+        assert_eq!(terms[0].start_interval, Duration::from_millis(2500));
+        assert_eq!((terms[0].start_batch, terms[1].start_batch), (3, 5));
     }
 
     #[test]

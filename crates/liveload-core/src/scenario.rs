@@ -68,6 +68,9 @@ pub enum Load {
     Closed {
         /// Time over which users start.
         ramp_up: Option<Duration>,
+        /// Start users in this many equal batches over `ramp_up` (a staircase) instead of one by
+        /// one; `None` ramps smoothly.
+        ramp_steps: Option<u32>,
     },
     /// Arrivals per second, cluster-wide, each running the steps once as a new visitor.
     Open {
@@ -106,7 +109,10 @@ impl Scenario {
             steps,
             data: None,
             thresholds: Vec::new(),
-            load: Load::Closed { ramp_up: None },
+            load: Load::Closed {
+                ramp_up: None,
+                ramp_steps: None,
+            },
             throttle: Throttle::default(),
         }
     }
@@ -175,6 +181,8 @@ struct RawLoad {
     model: RawModel,
     #[serde(default)]
     ramp_up: Option<String>,
+    #[serde(default)]
+    ramp_steps: Option<u32>,
     #[serde(default)]
     rate: Option<f64>,
     #[serde(default)]
@@ -597,6 +605,7 @@ pub fn json_schema() -> serde_json::Value {
             "data": object(json!({"file": {"type": "string", "description": "CSV with a header row"}}), &["file"]),
             "load": object(json!({
                 "model": {"enum": ["closed", "open"]}, "ramp_up": duration,
+                "ramp_steps": {"type": "integer", "minimum": 1},
                 "rate": {"type": "number", "exclusiveMinimum": 0}, "ramp_to": {"type": "number", "exclusiveMinimum": 0},
                 "max_users": {"type": "integer", "minimum": 1}}), &["model"]),
             "throttle": object(json!({
@@ -1070,12 +1079,21 @@ impl Scenario {
             .collect::<Result<Vec<_>>>()?;
         let mut users = raw.users.unwrap_or(1);
         let load = match raw.load {
-            None => Load::Closed { ramp_up: None },
+            None => Load::Closed {
+                ramp_up: None,
+                ramp_steps: None,
+            },
             Some(l) if l.model == RawModel::Closed => {
                 if l.rate.is_some() || l.ramp_to.is_some() || l.max_users.is_some() {
                     return Err(located(Located::new(
                         "load: rate, ramp_to and max_users belong to the open model (model: open)",
                         "load",
+                    )));
+                }
+                if l.ramp_steps == Some(0) || (l.ramp_steps.is_some() && l.ramp_up.is_none()) {
+                    return Err(located(Located::new(
+                        "load: ramp_steps needs ramp_up and at least 1 step",
+                        "ramp_steps",
                     )));
                 }
                 Load::Closed {
@@ -1084,6 +1102,7 @@ impl Scenario {
                         .as_ref()
                         .map(|r| duration_of(&Some(r.clone()), Duration::ZERO))
                         .transpose()?,
+                    ramp_steps: l.ramp_steps,
                 }
             }
             Some(l) => {
@@ -1100,9 +1119,9 @@ impl Scenario {
                         "rate",
                     )));
                 }
-                if l.ramp_up.is_some() {
+                if l.ramp_up.is_some() || l.ramp_steps.is_some() {
                     return Err(located(Located::new(
-                        "load: ramp_up belongs to the closed model; ramp an open model with ramp_to",
+                        "load: ramp_up and ramp_steps belong to the closed model; ramp an open model with ramp_to",
                         "ramp_up",
                     )));
                 }
@@ -1419,7 +1438,8 @@ mod tests {
         assert_eq!(
             s.load,
             Load::Closed {
-                ramp_up: Some(Duration::from_secs(10))
+                ramp_up: Some(Duration::from_secs(10)),
+                ramp_steps: None
             }
         );
         assert_eq!(s.throttle.rate, Some((10, Duration::from_secs(1))));

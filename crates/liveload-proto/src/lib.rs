@@ -219,6 +219,9 @@ pub struct Assignment {
     pub iteration_timeout_ms: u64,
     /// Time between user starts on this agent, in milliseconds (0: all at once).
     pub start_interval_ms: u64,
+    /// Users start in batches of this many, one batch per `start_interval_ms` (1: one by one).
+    #[serde(default = "one")]
+    pub start_batch: u64,
     /// The steps of one iteration.
     pub steps: Vec<Step>,
     /// The longest an element action (click, fill, ...) waits for its element, in milliseconds.
@@ -263,6 +266,10 @@ pub struct NodeThrottle {
     pub min_interval_us: Option<u64>,
     /// Most iterations running at once on this node.
     pub max_concurrent: Option<u64>,
+}
+
+fn one() -> u64 {
+    1
 }
 
 fn default_step_timeout_ms() -> u64 {

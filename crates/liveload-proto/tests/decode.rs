@@ -75,6 +75,7 @@ fn arb_controller_message() -> impl Strategy<Value = ControllerMessage> {
                     duration_ms: 1,
                     iteration_timeout_ms: 1,
                     start_interval_ms: 0,
+                    start_batch: 1,
                     steps: vec![
                         Step {
                             name: "a".into(),

@@ -407,6 +407,7 @@ async fn users_once(
             duration_ms: 600_000,
             iteration_timeout_ms: 20_000,
             start_interval_ms: 50,
+            start_batch: 1,
             steps: vec![
                 Step {
                     name: "open".into(),
