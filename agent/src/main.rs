@@ -32,6 +32,9 @@ use crate::users::StopSignal;
 
 /// The liveload agent. Started by a liveload backend, not by hand.
 ///
+/// Every option can also come from the environment (LIVELOAD_LISTEN, LIVELOAD_RUN_ID,
+/// LIVELOAD_TTL, LIVELOAD_GRACE, ...), which is how container backends configure it.
+///
 /// The run token comes from the LIVELOAD_TOKEN environment variable (never the command line,
 /// where `ps` would show it); TLS material from --tls-cert/--tls-key or LIVELOAD_TLS_CERT_PEM and
 /// LIVELOAD_TLS_KEY_PEM.
@@ -39,19 +42,19 @@ use crate::users::StopSignal;
 #[command(name = "liveload-agent", version)]
 struct Args {
     /// Address to listen on; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, env = "LIVELOAD_LISTEN", default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// The run this agent serves (shown by `ps`, used by backends to recognise their agents).
-    #[arg(long, default_value = "")]
+    #[arg(long, env = "LIVELOAD_RUN_ID", default_value = "")]
     run_id: String,
     /// Write `{"address": ..., "pid": ...}` here once listening (atomically).
     #[arg(long)]
     ready_file: Option<PathBuf>,
     /// Hard lifetime in seconds: the agent exits at this age whatever happens.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, env = "LIVELOAD_TTL", default_value_t = 3600)]
     ttl: u64,
     /// Dead-man switch in seconds: exit when the controller has been silent this long.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "LIVELOAD_GRACE", default_value_t = 30)]
     grace: u64,
     /// TLS certificate (PEM file) to serve the link with.
     #[arg(long, requires = "tls_key")]
@@ -60,13 +63,13 @@ struct Args {
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// This agent's share of the host is 1/N (several agents on one host).
-    #[arg(long)]
+    #[arg(long, env = "LIVELOAD_HOST_SHARE")]
     host_share: Option<u32>,
     /// Chromium executable (default: chromium-headless-shell, then chromium, on PATH).
     #[arg(long, env = "LIVELOAD_CHROMIUM")]
     chromium: Option<PathBuf>,
     /// Launch Chromium without its sandbox (needed as root and in most containers).
-    #[arg(long)]
+    #[arg(long, env = "LIVELOAD_NO_SANDBOX")]
     no_sandbox: bool,
     /// Run without a browser: skip looking for Chromium; only browserless assignments are
     /// accepted (benchmarks of the cluster machinery).
