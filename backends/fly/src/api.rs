@@ -1,0 +1,117 @@
+//! The parts of Fly's Machines API liveload uses, as typed requests and responses.
+//!
+//! Field names follow Fly's published OpenAPI description (`tests/fixtures/fly-machines-openapi.json`),
+//! which the contract tests validate every request against.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /apps/{app}/machines`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreateMachineRequest {
+    /// Unique within the app: liveload derives it from run id and node index, so a retried
+    /// create after a lost response finds the first machine instead of making a second.
+    pub name: String,
+    /// Region code (`iad`, `fra`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The machine's configuration.
+    pub config: MachineConfig,
+    /// Create it stopped (warm pools).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_launch: Option<bool>,
+}
+
+/// `fly.MachineConfig`, the fields liveload sets.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct MachineConfig {
+    /// Container image.
+    #[serde(default)]
+    pub image: String,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// CPU and memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<Guest>,
+    /// Free-form tags: liveload's run id, node index and expiry live here.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Destroy the machine when its main process exits.
+    #[serde(default)]
+    pub auto_destroy: bool,
+    /// Restart policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
+}
+
+/// `fly.MachineGuest`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Guest {
+    /// `shared` or `performance`.
+    pub cpu_kind: CpuKind,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mb: u32,
+}
+
+/// Fly's CPU kinds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuKind {
+    /// Shared vCPUs.
+    Shared,
+    /// Dedicated vCPUs.
+    Performance,
+}
+
+/// `fly.MachineRestart`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Restart {
+    /// `no`: an agent that exits is done; the machine then destroys itself.
+    pub policy: String,
+}
+
+/// A machine as the API describes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Machine {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    #[serde(default)]
+    pub name: String,
+    /// `created`, `starting`, `started`, `stopping`, `stopped`, `destroying`, `destroyed`, ...
+    #[serde(default)]
+    pub state: String,
+    /// Its region.
+    #[serde(default)]
+    pub region: String,
+    /// Its address on the organisation's private network (6PN).
+    #[serde(default)]
+    pub private_ip: Option<String>,
+    /// Its configuration (carries the metadata).
+    #[serde(default)]
+    pub config: Option<MachineConfig>,
+}
+
+impl Machine {
+    /// A metadata value.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.config.as_ref()?.metadata.get(key).map(String::as_str)
+    }
+
+    /// Gone, or on its way there.
+    pub fn is_gone(&self) -> bool {
+        matches!(self.state.as_str(), "destroying" | "destroyed")
+    }
+}
+
+/// The error body Fly returns.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ErrorBody {
+    /// What went wrong.
+    #[serde(default)]
+    pub error: String,
+}

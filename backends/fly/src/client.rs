@@ -1,0 +1,331 @@
+//! A typed client for the Machines REST API: every call rate-limited at Fly's documented limits
+//! and retried on throttling and capacity errors (honouring `Retry-After`).
+//!
+//! Fly's limits (docs): about 1 request/s per action per app or machine with bursts of 3, and
+//! 5/s (burst 10) for reading one machine. Create is app-scoped, so one app creates about one
+//! machine a second; deletes and waits are per machine and go out in parallel.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use liveload_core::limits::{Attempt, RateLimiter, retry};
+use liveload_core::{BackendErrorKind, Error, Secret};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::api::{CreateMachineRequest, ErrorBody, Machine};
+
+/// Attempts per call before giving up.
+const ATTEMPTS: usize = 6;
+
+/// Rate limits, requests per second and burst.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Creates per second for the app (Fly: ~1).
+    pub create_per_s: f64,
+    /// Burst of creates (Fly: 3).
+    pub create_burst: u32,
+    /// Other actions per second per machine (Fly: 1).
+    pub action_per_s: f64,
+    /// Burst of other actions (Fly: 3).
+    pub action_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            create_per_s: 1.0,
+            create_burst: 3,
+            action_per_s: 1.0,
+            action_burst: 3,
+        }
+    }
+}
+
+/// The Machines API of one app.
+pub struct FlyClient {
+    http: reqwest::Client,
+    base_url: String,
+    app: String,
+    token: Secret,
+    limits: Limits,
+    create_limiter: RateLimiter,
+    list_limiter: RateLimiter,
+    machine_limiters: Mutex<HashMap<(String, &'static str), Arc<RateLimiter>>>,
+}
+
+impl std::fmt::Debug for FlyClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlyClient")
+            .field("base_url", &self.base_url)
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
+}
+
+fn fly_error(kind: BackendErrorKind, message: String, hint: Option<&str>) -> Error {
+    Error::Backend {
+        backend: "fly",
+        kind,
+        message,
+        hint: hint.map(str::to_string),
+    }
+}
+
+impl FlyClient {
+    /// A client for `app` at `base_url` (e.g. `https://api.machines.dev/v1`).
+    pub fn new(base_url: &str, app: &str, token: Secret, limits: Limits) -> Result<Self, Error> {
+        // One TLS stack for the whole program: rustls with ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(75))
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("liveload/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| fly_error(BackendErrorKind::Other, format!("HTTP client: {e}"), None))?;
+        Ok(FlyClient {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            app: app.to_string(),
+            token,
+            create_limiter: RateLimiter::new(limits.create_per_s, limits.create_burst),
+            list_limiter: RateLimiter::new(limits.action_per_s, limits.action_burst),
+            machine_limiters: Mutex::default(),
+            limits,
+        })
+    }
+
+    fn machine_limiter(&self, machine: &str, action: &'static str) -> Arc<RateLimiter> {
+        self.machine_limiters
+            .lock()
+            .expect("not poisoned")
+            .entry((machine.to_string(), action))
+            .or_insert_with(|| {
+                Arc::new(RateLimiter::new(
+                    self.limits.action_per_s,
+                    self.limits.action_burst,
+                ))
+            })
+            .clone()
+    }
+
+    /// One request, retried; `None` on 404 when `missing_ok`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&serde_json::Value>,
+        limiter: &RateLimiter,
+        missing_ok: bool,
+    ) -> Result<Option<T>, Error> {
+        let url = format!("{}/apps/{}{}", self.base_url, self.app, path);
+        retry(ATTEMPTS, || async {
+            limiter.acquire().await;
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(self.token.expose())
+                .query(query);
+            if let Some(body) = body {
+                request = request
+                    .header("content-type", "application/json")
+                    .body(body.to_string());
+            }
+            let response = match request.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    // Without the answer we cannot know whether the server acted: retry;
+                    // creates are made safe by their unique name.
+                    return Err(Attempt::transient(
+                        fly_error(BackendErrorKind::Other, format!("{method} {path}: {e}"), None),
+                        None,
+                    ));
+                }
+            };
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map(Duration::from_secs_f64);
+            let text = response.text().await.unwrap_or_default();
+            if status.is_success() {
+                return serde_json::from_str(if text.is_empty() { "null" } else { &text })
+                    .map(Some)
+                    .map_err(|e| {
+                        Attempt::fatal(fly_error(
+                            BackendErrorKind::Other,
+                            format!("{method} {path}: unexpected answer: {e}"),
+                            None,
+                        ))
+                    });
+            }
+            if status == StatusCode::NOT_FOUND && missing_ok {
+                return Ok(None);
+            }
+            let message = serde_json::from_str::<ErrorBody>(&text)
+                .map(|b| b.error)
+                .ok()
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| text.chars().take(300).collect());
+            let message = format!("{method} {path}: {status}: {message}");
+            Err(match status.as_u16() {
+                401 | 403 => Attempt::fatal(fly_error(
+                    BackendErrorKind::Auth,
+                    message,
+                    Some("check FLY_API_TOKEN (or --fly-token-file): a token for this app's organisation, e.g. `fly tokens create deploy`"),
+                )),
+                409 => Attempt::fatal(fly_error(BackendErrorKind::Other, message, None)),
+                429 => Attempt::transient(
+                    fly_error(BackendErrorKind::RateLimited, message, Some("Fly throttled the API; liveload retried with backoff")),
+                    retry_after,
+                ),
+                // 412: lease/precondition; 5xx: transient; 422 can be "no capacity". A 408 is
+                // the wait endpoint's "not yet": the caller decides.
+                412 | 500..=599 => Attempt::transient(
+                    fly_error(BackendErrorKind::Other, message, None),
+                    retry_after,
+                ),
+                422 if message.contains("capacity") => Attempt::transient(
+                    fly_error(BackendErrorKind::Quota, message, Some("the region has no capacity now; try other regions with --fly-regions")),
+                    retry_after,
+                ),
+                404 => Attempt::fatal(fly_error(
+                    BackendErrorKind::Other,
+                    message,
+                    Some("check --fly-app: the app must exist (`fly apps create`)"),
+                )),
+                _ => Attempt::fatal(fly_error(
+                    if message.contains("image") { BackendErrorKind::BadImage } else { BackendErrorKind::Other },
+                    message,
+                    None,
+                )),
+            })
+        })
+        .await
+    }
+
+    /// Create a machine; a name conflict (a retried create whose first answer was lost)
+    /// adopts the machine that already has the name.
+    pub async fn create(&self, request: &CreateMachineRequest) -> Result<Machine, Error> {
+        let body = serde_json::to_value(request).expect("a request serialises");
+        match self
+            .call::<Machine>(
+                Method::POST,
+                "/machines",
+                &[],
+                Some(&body),
+                &self.create_limiter,
+                false,
+            )
+            .await
+        {
+            Ok(Some(machine)) => Ok(machine),
+            Ok(None) => unreachable!("create is not missing_ok"),
+            Err(Error::Backend { message, .. }) if message.contains("409") => {
+                let existing = self
+                    .list(&[])
+                    .await?
+                    .into_iter()
+                    .find(|m| m.name == request.name && !m.is_gone());
+                existing.ok_or_else(|| {
+                    fly_error(
+                        BackendErrorKind::Other,
+                        format!("{message}; no machine named {} found", request.name),
+                        None,
+                    )
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every machine of the app, filtered by `metadata.KEY=VALUE` pairs (Fly's documented list
+    /// filter; also applied here, for servers that ignore it).
+    pub async fn list(&self, metadata: &[(String, String)]) -> Result<Vec<Machine>, Error> {
+        let query: Vec<(String, String)> = metadata
+            .iter()
+            .map(|(k, v)| (format!("metadata.{k}"), v.clone()))
+            .collect();
+        let machines: Vec<Machine> = self
+            .call(
+                Method::GET,
+                "/machines",
+                &query,
+                None,
+                &self.list_limiter,
+                false,
+            )
+            .await?
+            .unwrap_or_default();
+        Ok(machines
+            .into_iter()
+            .filter(|m| !m.is_gone())
+            .filter(|m| metadata.iter().all(|(k, v)| m.meta(k) == Some(v.as_str())))
+            .collect())
+    }
+
+    /// One machine, or `None` when it is gone.
+    pub async fn get(&self, id: &str) -> Result<Option<Machine>, Error> {
+        let limiter = self.machine_limiter(id, "get");
+        self.call(
+            Method::GET,
+            &format!("/machines/{id}"),
+            &[],
+            None,
+            &limiter,
+            true,
+        )
+        .await
+    }
+
+    /// Wait (server-side, at most `timeout`) until the machine reaches `state`; `Ok(false)`
+    /// when it did not in that time.
+    pub async fn wait(&self, id: &str, state: &str, timeout: Duration) -> Result<bool, Error> {
+        let limiter = self.machine_limiter(id, "wait");
+        let seconds = timeout.as_secs().clamp(1, 60);
+        let query = [
+            ("state".to_string(), state.to_string()),
+            ("timeout".to_string(), seconds.to_string()),
+        ];
+        let result: Result<Option<serde_json::Value>, Error> = self
+            .call(
+                Method::GET,
+                &format!("/machines/{id}/wait"),
+                &query,
+                None,
+                &limiter,
+                false,
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            // Fly answers 408 when the wait timed out; retries ran out meaning "not yet".
+            Err(Error::Backend { message, .. }) if message.contains("408") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Destroy a machine (forcefully, stopping it first); `Ok` when it is already gone.
+    pub async fn destroy(&self, id: &str) -> Result<(), Error> {
+        let limiter = self.machine_limiter(id, "delete");
+        let _: Option<serde_json::Value> = self
+            .call(
+                Method::DELETE,
+                &format!("/machines/{id}"),
+                &[("force".into(), "true".into())],
+                None,
+                &limiter,
+                true,
+            )
+            .await?;
+        self.machine_limiters
+            .lock()
+            .expect("not poisoned")
+            .retain(|(machine, _), _| machine != id);
+        Ok(())
+    }
+}

@@ -1,0 +1,336 @@
+//! The Fly.io backend: agent machines through the Machines REST API.
+//!
+//! Each node is a Fly Machine running the agent image, named `ll-<run id>-<index>` (so a
+//! retried create never makes two), tagged in its metadata with the run id, node index and
+//! expiry, `auto_destroy` with restart policy `no` (an agent that exits takes its machine with
+//! it: the dead-man switch and TTL stop machines whose controller vanished), and configured
+//! entirely through environment variables (token, TTL, grace, listen address, TLS material).
+//!
+//! Reaching agents: the controller dials each machine's `private_ip` on the agent port, over
+//! TLS pinned to the run's certificate — this needs the controller inside the organisation's
+//! private network (a Fly machine, or `fly wireguard`/`fly proxy` from a laptop). The public
+//! mode through Fly's proxy is not built yet.
+
+pub mod api;
+pub mod client;
+pub mod guest;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use liveload_core::{
+    AgentEndpoint, Backend, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, Result,
+    RunFilter, Secret,
+};
+use tokio::time::Instant;
+
+use crate::api::{CreateMachineRequest, Guest, Machine, MachineConfig, Restart};
+pub use crate::client::{FlyClient, Limits};
+
+/// Metadata key of the run id.
+pub const META_RUN: &str = "liveload_run_id";
+/// Metadata key of the node index.
+pub const META_NODE: &str = "liveload_node";
+/// Metadata key of the machine's expiry (Unix seconds).
+pub const META_EXPIRES: &str = "liveload_expires_at";
+
+/// The Fly backend. Build with [`FlyBackend::builder`].
+#[derive(Debug)]
+pub struct FlyBackend {
+    client: FlyClient,
+    image: String,
+    regions: Vec<String>,
+    guest: Guest,
+    agent_port: u16,
+    env: BTreeMap<String, String>,
+}
+
+/// Options of a [`FlyBackend`].
+#[derive(Debug, Clone)]
+pub struct FlyBackendBuilder {
+    base_url: String,
+    app: Option<String>,
+    token: Option<Secret>,
+    image: Option<String>,
+    regions: Vec<String>,
+    guest: Guest,
+    agent_port: u16,
+    env: BTreeMap<String, String>,
+    limits: Limits,
+}
+
+impl Default for FlyBackendBuilder {
+    fn default() -> Self {
+        FlyBackendBuilder {
+            base_url: "https://api.machines.dev/v1".into(),
+            app: None,
+            token: None,
+            image: None,
+            regions: Vec::new(),
+            guest: guest::preset_named("performance-2x")
+                .expect("a preset")
+                .guest,
+            agent_port: 7070,
+            env: BTreeMap::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl FlyBackendBuilder {
+    /// The Machines API base URL (default `https://api.machines.dev/v1`).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+    /// The Fly app the machines belong to.
+    pub fn app(mut self, app: impl Into<String>) -> Self {
+        self.app = Some(app.into());
+        self
+    }
+    /// The API token (never logged).
+    pub fn token(mut self, token: Secret) -> Self {
+        self.token = Some(token);
+        self
+    }
+    /// The agent image (`registry.fly.io/APP:TAG`).
+    pub fn image(mut self, image: impl Into<String>) -> Self {
+        self.image = Some(image.into());
+        self
+    }
+    /// Regions to spread nodes over, round-robin (default: Fly picks).
+    pub fn regions(mut self, regions: Vec<String>) -> Self {
+        self.regions = regions;
+        self
+    }
+    /// Machine size.
+    pub fn guest(mut self, guest: Guest) -> Self {
+        self.guest = guest;
+        self
+    }
+    /// The port agents listen on inside the machine (default 7070).
+    pub fn agent_port(mut self, port: u16) -> Self {
+        self.agent_port = port;
+        self
+    }
+    /// Extra environment variables for the agents.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+    /// Client-side rate limits (default: Fly's documented limits).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Build the backend.
+    pub fn build(self) -> Result<FlyBackend> {
+        let missing = |what: &str, hint: &str| Error::Backend {
+            backend: "fly",
+            kind: BackendErrorKind::Auth,
+            message: format!("{what} is missing"),
+            hint: Some(hint.into()),
+        };
+        let app = self
+            .app
+            .ok_or_else(|| missing("the Fly app", "pass --fly-app APP"))?;
+        let token = self.token.ok_or_else(|| {
+            missing(
+                "the Fly API token",
+                "set FLY_API_TOKEN or pass --fly-token-file (e.g. from `fly tokens create deploy -a APP`)",
+            )
+        })?;
+        let image = self.image.ok_or_else(|| {
+            missing(
+                "the agent image",
+                "pass --fly-image registry.fly.io/APP:TAG",
+            )
+        })?;
+        Ok(FlyBackend {
+            client: FlyClient::new(&self.base_url, &app, token, self.limits)?,
+            image,
+            regions: self.regions,
+            guest: self.guest,
+            agent_port: self.agent_port,
+            env: self.env,
+        })
+    }
+}
+
+impl FlyBackend {
+    /// Start building a Fly backend.
+    pub fn builder() -> FlyBackendBuilder {
+        FlyBackendBuilder::default()
+    }
+
+    /// The API client.
+    pub fn client(&self) -> &FlyClient {
+        &self.client
+    }
+
+    fn handle(machine: &Machine) -> Option<NodeHandle> {
+        Some(NodeHandle {
+            id: machine.id.clone(),
+            run_id: machine.meta(META_RUN)?.to_string(),
+            index: machine.meta(META_NODE)?.parse().ok()?,
+            detail: format!("{} {} {}", machine.name, machine.region, machine.state),
+        })
+    }
+
+    /// The create request for one node.
+    pub fn create_request(&self, spec: &NodeSpec) -> CreateMachineRequest {
+        let expires = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + spec.ttl.as_secs();
+        let mut env = self.env.clone();
+        env.insert("LIVELOAD_TOKEN".into(), spec.token.expose().to_string());
+        env.insert("LIVELOAD_RUN_ID".into(), spec.run_id.clone());
+        env.insert("LIVELOAD_TTL".into(), spec.ttl.as_secs().max(1).to_string());
+        env.insert(
+            "LIVELOAD_GRACE".into(),
+            spec.grace.as_secs().max(1).to_string(),
+        );
+        env.insert(
+            "LIVELOAD_LISTEN".into(),
+            format!("[::]:{}", self.agent_port),
+        );
+        env.insert("LIVELOAD_NO_SANDBOX".into(), "true".into());
+        if let Some(tls) = &spec.tls {
+            env.insert("LIVELOAD_TLS_CERT_PEM".into(), tls.cert_pem.clone());
+            env.insert("LIVELOAD_TLS_KEY_PEM".into(), tls.key_pem.clone());
+        }
+        let metadata = [
+            (META_RUN.to_string(), spec.run_id.clone()),
+            (META_NODE.to_string(), spec.index.to_string()),
+            (META_EXPIRES.to_string(), expires.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        CreateMachineRequest {
+            name: spec.machine_name(),
+            region: (!self.regions.is_empty())
+                .then(|| self.regions[spec.index as usize % self.regions.len()].clone()),
+            config: MachineConfig {
+                image: self.image.clone(),
+                env,
+                guest: Some(self.guest),
+                metadata,
+                auto_destroy: true,
+                restart: Some(Restart {
+                    policy: "no".into(),
+                }),
+            },
+            skip_launch: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for FlyBackend {
+    fn name(&self) -> &'static str {
+        "fly"
+    }
+
+    async fn create(&self, spec: &NodeSpec) -> Result<NodeHandle> {
+        let machine = self.client.create(&self.create_request(spec)).await?;
+        Ok(NodeHandle {
+            id: machine.id.clone(),
+            run_id: spec.run_id.clone(),
+            index: spec.index,
+            detail: format!("{} {}", machine.name, machine.region),
+        })
+    }
+
+    async fn wait_ready(&self, node: &NodeHandle, deadline: Instant) -> Result<AgentEndpoint> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::ClusterNodeCreationTimeout {
+                    node: node.id.clone(),
+                    timeout: Duration::ZERO,
+                });
+            }
+            if self.client.wait(&node.id, "started", left).await? {
+                break;
+            }
+        }
+        let machine = self
+            .client
+            .get(&node.id)
+            .await?
+            .ok_or_else(|| Error::Backend {
+                backend: "fly",
+                kind: BackendErrorKind::NodeFailed,
+                message: format!("machine {} is gone before it was ready", node.id),
+                hint: Some(
+                    "the agent may have exited at once: check the image with `fly logs`".into(),
+                ),
+            })?;
+        let ip = machine
+            .private_ip
+            .filter(|ip| !ip.is_empty())
+            .ok_or_else(|| Error::Backend {
+                backend: "fly",
+                kind: BackendErrorKind::NodeFailed,
+                message: format!("machine {} has no private IP", node.id),
+                hint: None,
+            })?;
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip
+        };
+        let address = format!("{host}:{}", self.agent_port);
+        // "started" means the machine's main process started; the agent listens a moment later.
+        loop {
+            let attempt = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect(&address),
+            )
+            .await;
+            if let Ok(Ok(_)) = attempt {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::ClusterNodeCreationTimeout {
+                    node: node.id.clone(),
+                    timeout: Duration::ZERO,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(AgentEndpoint {
+            address,
+            tls: None,
+            headers: Vec::new(),
+        })
+    }
+
+    async fn destroy(&self, node: &NodeHandle) -> Result<()> {
+        self.client.destroy(&node.id).await
+    }
+
+    async fn list(&self, runs: &RunFilter) -> Result<Vec<NodeHandle>> {
+        let filter = match runs {
+            RunFilter::Run(id) => vec![(META_RUN.to_string(), id.clone())],
+            RunFilter::All => Vec::new(),
+        };
+        Ok(self
+            .client
+            .list(&filter)
+            .await?
+            .iter()
+            .filter_map(Self::handle)
+            .filter(|h| runs.matches(&h.run_id))
+            .collect())
+    }
+
+    async fn expected_size(&self) -> Result<Option<NodeSize>> {
+        Ok(Some(NodeSize {
+            memory_bytes: u64::from(self.guest.memory_mb) * 1024 * 1024,
+            cores: f64::from(self.guest.cpus),
+        }))
+    }
+}

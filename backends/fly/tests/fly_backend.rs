@@ -1,0 +1,212 @@
+//! The Fly backend against the stateful Fly test server (real agents behind it): the shared
+//! conformance suite, then what only Fly's API has — rate limits, 429 with Retry-After, a lost
+//! create response, auth.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use liveload_core::conformance::{self, Harness};
+use liveload_core::{Backend, Error, NodeSpec, RunFilter, Secret, names};
+use liveload_fly::{FlyBackend, Limits};
+
+fn backend(server: &common::FlyServer, app: &str, limits: Limits) -> FlyBackend {
+    let port = server.state.lock().unwrap().agent_port;
+    FlyBackend::builder()
+        .base_url(&server.url)
+        .app(app)
+        .token(Secret::new(common::TOKEN))
+        .image("registry.fly.io/liveload-agent:test")
+        .agent_port(port)
+        .limits(limits)
+        .build()
+        .unwrap()
+}
+
+/// Fast limits for the conformance runs (the limiter itself is tested below).
+fn fast() -> Limits {
+    Limits {
+        create_per_s: 100.0,
+        create_burst: 10,
+        action_per_s: 100.0,
+        action_burst: 10,
+    }
+}
+
+async fn harness(server: &common::FlyServer) -> Harness {
+    let target = demo_target::spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    Harness {
+        backend: Arc::new(backend(server, "liveload-test", fast())),
+        slow_backend: Arc::new(backend(server, "slow-app", fast())),
+        target_url: Some(format!("http://{target}")),
+        ready_timeout: Duration::from_secs(30),
+    }
+}
+
+macro_rules! conformance_tests {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $check() {
+            let server = common::start().await;
+            conformance::$check(&harness(&server).await).await;
+            assert!(server.state.lock().unwrap().machines.is_empty(), "the server holds no machine");
+        }
+    )*};
+}
+
+conformance_tests!(
+    create_ready_facts_destroy,
+    destroy_is_idempotent,
+    list_shows_the_node_then_none,
+    creation_timeout_destroys_the_node,
+    wrong_token_is_refused,
+    tls_link_is_pinned,
+    parallel_creates_are_distinct,
+    end_to_end_run_leaves_nothing,
+);
+
+fn spec(run_id: &str, index: u32) -> NodeSpec {
+    NodeSpec {
+        run_id: run_id.to_string(),
+        index,
+        token: names::new_token(),
+        ttl: Duration::from_secs(120),
+        grace: Duration::from_secs(30),
+        tls: None,
+        no_browser: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn creates_never_exceed_the_rate_limit() {
+    let server = common::start().await;
+    let limits = Limits {
+        create_per_s: 5.0,
+        create_burst: 2,
+        ..fast()
+    };
+    let fly = backend(&server, "liveload-test", limits);
+    let run = names::new_run_id("rate");
+    let specs: Vec<NodeSpec> = (0..10).map(|i| spec(&run, i)).collect();
+    let started = tokio::time::Instant::now();
+    let nodes = futures_util::future::join_all(specs.iter().map(|s| fly.create(s))).await;
+    let elapsed = started.elapsed();
+    let creates = server.state.lock().unwrap().creates.clone();
+    assert_eq!(creates.len(), 10);
+    // In every window, at most burst + rate x window requests arrived.
+    for i in 0..creates.len() {
+        for j in i..creates.len() {
+            let window = (creates[j] - creates[i]).as_secs_f64();
+            let allowed = 2.0 + 5.0 * window + 0.05;
+            assert!(
+                ((j - i + 1) as f64) <= allowed,
+                "{} creates in {window:.3} s",
+                j - i + 1
+            );
+        }
+    }
+    // ... and no slower than the limit needs: 10 creates at 5/s with a burst of 2 take 1.6 s.
+    assert!(elapsed < Duration::from_millis(2600), "{elapsed:?}");
+    for node in nodes {
+        fly.destroy(&node.unwrap()).await.unwrap();
+    }
+    assert!(fly.list(&RunFilter::Run(run)).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_with_retry_after_is_honoured() {
+    let server = common::start().await;
+    {
+        let mut s = server.state.lock().unwrap();
+        s.throttle_next = 2;
+        s.retry_after_s = 1;
+    }
+    let fly = backend(&server, "liveload-test", fast());
+    let run = names::new_run_id("throttled");
+    let started = tokio::time::Instant::now();
+    let node = fly
+        .create(&spec(&run, 0))
+        .await
+        .expect("created after the throttling");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited Retry-After twice: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.state.lock().unwrap().creates.len(), 3);
+    fly.destroy(&node).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_create_response_does_not_make_a_second_machine() {
+    let server = common::start().await;
+    server.state.lock().unwrap().lose_next_create = true;
+    let fly = backend(&server, "liveload-test", fast());
+    let run = names::new_run_id("lost");
+    let node = fly
+        .create(&spec(&run, 0))
+        .await
+        .expect("the retry adopts the machine");
+    let listed = fly.list(&RunFilter::Run(run.clone())).await.unwrap();
+    assert_eq!(listed.len(), 1, "one machine: {listed:?}");
+    assert_eq!(listed[0].id, node.id);
+    assert_eq!(
+        server.state.lock().unwrap().creates.len(),
+        2,
+        "created, lost, retried, adopted"
+    );
+    fly.destroy(&node).await.unwrap();
+    assert!(fly.list(&RunFilter::Run(run)).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_token_is_an_auth_error_that_names_the_fix_but_not_the_token() {
+    let server = common::start().await;
+    let port = server.state.lock().unwrap().agent_port;
+    let fly = FlyBackend::builder()
+        .base_url(&server.url)
+        .app("liveload-test")
+        .token(Secret::new("wrong-token-abcdef"))
+        .image("img")
+        .agent_port(port)
+        .limits(fast())
+        .build()
+        .unwrap();
+    let err = fly.create(&spec("auth-00000000", 0)).await.unwrap_err();
+    match &err {
+        Error::Backend { kind, hint, .. } => {
+            assert_eq!(*kind, liveload_core::BackendErrorKind::Auth);
+            assert!(
+                hint.as_deref()
+                    .unwrap_or_default()
+                    .contains("FLY_API_TOKEN")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let shown = format!("{err} {err:?} {}", err.to_json());
+    assert!(
+        !shown.contains("wrong-token-abcdef"),
+        "the token leaked: {shown}"
+    );
+    assert_eq!(server.state.lock().unwrap().unauthorized, 1, "not retried");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_options_are_clear_errors() {
+    let err = FlyBackend::builder()
+        .app("a")
+        .image("i")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("token") && err.hint().unwrap().contains("FLY_API_TOKEN"));
+    let err = FlyBackend::builder()
+        .token(Secret::new("t"))
+        .image("i")
+        .build()
+        .unwrap_err();
+    assert!(err.hint().unwrap().contains("--fly-app"));
+}
