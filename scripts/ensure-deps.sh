@@ -29,4 +29,23 @@ ensure_chromium() {
   apt_install chromium-headless-shell fonts-liberation
 }
 
+# The request-validating mock of Fly's Machines API, for the Fly backend's contract tests
+# (npm package, pinned, installed into .tools/npm inside the repository).
+PRISM_VERSION=5.16.0
+ensure_prism() {
+  local here
+  here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  local bin="$here/.tools/npm/node_modules/.bin/prism"
+  if [ -x "$bin" ] && [ "$("$bin" --version 2>/dev/null | tail -n 1)" = "$PRISM_VERSION" ]; then
+    return
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "installing Debian's nodejs and npm ..." >&2
+    apt_install nodejs npm
+  fi
+  echo "installing @stoplight/prism-cli $PRISM_VERSION into .tools/npm ..." >&2
+  npm install --prefix "$here/.tools/npm" --no-audit --no-fund --loglevel=error \
+    "@stoplight/prism-cli@$PRISM_VERSION" >&2
+}
+
 ensure_chromium

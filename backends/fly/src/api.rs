@@ -65,6 +65,9 @@ pub enum CpuKind {
     Shared,
     /// Dedicated vCPUs.
     Performance,
+    /// A kind this version does not know (read from responses only).
+    #[serde(other)]
+    Other,
 }
 
 /// `fly.MachineRestart`.
