@@ -39,7 +39,7 @@ pub const META_EXPIRES: &str = "liveload_expires_at";
 #[derive(Debug)]
 pub struct FlyBackend {
     client: FlyClient,
-    image: String,
+    image: Option<String>,
     regions: Vec<String>,
     guest: Guest,
     agent_port: u16,
@@ -94,7 +94,8 @@ impl FlyBackendBuilder {
         self.token = Some(token);
         self
     }
-    /// The agent image (`registry.fly.io/APP:TAG`).
+    /// The agent image (`registry.fly.io/APP:TAG`); needed to create machines, not to list or
+    /// destroy them.
     pub fn image(mut self, image: impl Into<String>) -> Self {
         self.image = Some(image.into());
         self
@@ -141,15 +142,9 @@ impl FlyBackendBuilder {
                 "set FLY_API_TOKEN or pass --fly-token-file (e.g. from `fly tokens create deploy -a APP`)",
             )
         })?;
-        let image = self.image.ok_or_else(|| {
-            missing(
-                "the agent image",
-                "pass --fly-image registry.fly.io/APP:TAG",
-            )
-        })?;
         Ok(FlyBackend {
             client: FlyClient::new(&self.base_url, &app, token, self.limits)?,
-            image,
+            image: self.image,
             regions: self.regions,
             guest: self.guest,
             agent_port: self.agent_port,
@@ -213,7 +208,7 @@ impl FlyBackend {
             region: (!self.regions.is_empty())
                 .then(|| self.regions[spec.index as usize % self.regions.len()].clone()),
             config: MachineConfig {
-                image: self.image.clone(),
+                image: self.image.clone().unwrap_or_default(),
                 env,
                 guest: Some(self.guest),
                 metadata,
@@ -234,6 +229,14 @@ impl Backend for FlyBackend {
     }
 
     async fn create(&self, spec: &NodeSpec) -> Result<NodeHandle> {
+        if self.image.is_none() {
+            return Err(Error::Backend {
+                backend: "fly",
+                kind: BackendErrorKind::BadImage,
+                message: "the agent image is missing".into(),
+                hint: Some("pass --fly-image registry.fly.io/APP:TAG (see images/agent)".into()),
+            });
+        }
         let machine = self.client.create(&self.create_request(spec)).await?;
         Ok(NodeHandle {
             id: machine.id.clone(),

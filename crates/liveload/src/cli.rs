@@ -49,6 +49,9 @@ pub enum Command {
 pub enum BackendKind {
     /// Agents as child processes on this machine.
     Local,
+    /// Fly.io Machines (private-network mode: run the controller inside the organisation's
+    /// network, e.g. through `fly wireguard`).
+    Fly,
 }
 
 /// How results and errors are printed.
@@ -75,6 +78,31 @@ pub struct BackendArgs {
     /// Chromium executable for the agents (default: chromium-headless-shell, then chromium).
     #[arg(long, env = "LIVELOAD_CHROMIUM")]
     pub chromium: Option<PathBuf>,
+    /// Fly: the app the machines belong to.
+    #[arg(long, env = "FLY_APP")]
+    pub fly_app: Option<String>,
+    /// Fly: the agent image (registry.fly.io/APP:TAG).
+    #[arg(long, env = "LIVELOAD_FLY_IMAGE")]
+    pub fly_image: Option<String>,
+    /// Fly: a file holding the API token (default: the FLY_API_TOKEN environment variable).
+    #[arg(long)]
+    pub fly_token_file: Option<PathBuf>,
+    /// Fly: regions to spread nodes over, comma-separated (default: Fly chooses).
+    #[arg(long, value_delimiter = ',')]
+    pub fly_regions: Vec<String>,
+    /// Fly: machine size preset (shared-cpu-1x ... performance-16x).
+    #[arg(long, default_value = "performance-2x")]
+    pub fly_size: String,
+    /// Fly: the port agents listen on inside their machines.
+    #[arg(long, default_value_t = 7070)]
+    pub fly_agent_port: u16,
+    /// Fly: the Machines API base URL.
+    #[arg(
+        long,
+        env = "FLY_API_URL",
+        default_value = "https://api.machines.dev/v1"
+    )]
+    pub fly_api_url: String,
     /// Test hook: local agents are not tied to this process (simulates agents orphaned by a
     /// crash, for `cleanup` tests); the dead-man switch still ends them.
     #[arg(long, hide = true)]

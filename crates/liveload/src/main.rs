@@ -161,6 +161,44 @@ pub fn backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Error> {
             }
             Ok(Arc::new(builder.build()?))
         }
+        BackendKind::Fly => {
+            let token = match &args.fly_token_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+                    .trim()
+                    .to_string(),
+                None => std::env::var("FLY_API_TOKEN").unwrap_or_default(),
+            };
+            let guest = liveload_fly::guest::preset_named(&args.fly_size)
+                .ok_or_else(|| Error::InvalidOption {
+                    option: "--fly-size".into(),
+                    message: format!(
+                        "unknown size '{}'; use one of {}",
+                        args.fly_size,
+                        liveload_fly::guest::PRESETS
+                            .iter()
+                            .map(|p| p.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?
+                .guest;
+            let mut builder = liveload_fly::FlyBackend::builder()
+                .base_url(&args.fly_api_url)
+                .regions(args.fly_regions.clone())
+                .guest(guest)
+                .agent_port(args.fly_agent_port);
+            if !token.is_empty() {
+                builder = builder.token(liveload_core::Secret::new(token));
+            }
+            if let Some(app) = &args.fly_app {
+                builder = builder.app(app);
+            }
+            if let Some(image) = &args.fly_image {
+                builder = builder.image(image);
+            }
+            Ok(Arc::new(builder.build()?))
+        }
     }
 }
 
@@ -174,10 +212,14 @@ fn load_scenario(path: &Path, flags: &RunFlags) -> Result<Scenario, Error> {
 
 async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &RunFlags) -> i32 {
     let format = flags.output;
-    let options = match flags.options(&scenario) {
+    let mut options = match flags.options(&scenario) {
         Ok(o) => o,
         Err(e) => return output::error(&e, format),
     };
+    // Off this host, the agent link is always TLS pinned to the run's certificate.
+    if backend_args.backend != BackendKind::Local {
+        options.tls = true;
+    }
     let state_dir = backend_args
         .state_dir
         .clone()

@@ -1,0 +1,140 @@
+//! `liveload` with `--backend fly`, against the stateful Fly test server (real agents behind
+//! it): a whole run, and cleanup after a crash.
+
+#[path = "../../backends/fly/tests/common/mod.rs"]
+mod fly_server;
+
+use std::time::Duration;
+
+use liveload_core::{Backend, NodeSpec, RunFilter, Secret, names};
+use liveload_e2e::*;
+
+fn fly_args(server: &fly_server::FlyServer) -> Vec<String> {
+    let port = server.state.lock().unwrap().agent_port;
+    [
+        "--backend",
+        "fly",
+        "--fly-app",
+        "liveload-e2e",
+        "--fly-api-url",
+        &server.url,
+        "--fly-image",
+        "registry.fly.io/liveload-agent:e2e",
+        "--fly-agent-port",
+        &port.to_string(),
+        "--fly-size",
+        "shared-cpu-8x",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_run_on_fly_boots_sizes_runs_reports_and_destroys() {
+    let server = fly_server::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let target = demo_target();
+    let args = fly_args(&server);
+    let out = tokio::task::spawn_blocking({
+        let state = state.path().to_path_buf();
+        move || {
+            liveload(&state)
+                .env("FLY_API_TOKEN", fly_server::TOKEN)
+                .args(["run", repo().join("examples/demo.yaml").to_str().unwrap()])
+                .args(["--base-url", &target, "--users", "4", "--duration", "4s"])
+                .args(["--contexts-per-core", "1", "--output", "json"])
+                .args(&args)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["backend"], "fly");
+    assert_eq!(report["users_succeeded"], 4);
+    // shared-cpu-8x plans 8 users per node at 1 context per core; each agent reports the
+    // real (test) host's facts, so one node suffices.
+    assert_eq!(report["plan"]["node_cores"], 8.0);
+    assert!(
+        server.state.lock().unwrap().machines.is_empty(),
+        "every machine destroyed"
+    );
+    assert!(!stdout.contains(fly_server::TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_destroys_a_crashed_runs_machines() {
+    let server = fly_server::start().await;
+    let port = server.state.lock().unwrap().agent_port;
+    let fly = liveload_fly::FlyBackend::builder()
+        .base_url(&server.url)
+        .app("liveload-e2e")
+        .token(Secret::new(fly_server::TOKEN))
+        .image("img")
+        .agent_port(port)
+        .build()
+        .unwrap();
+    // A run whose controller died: its machines are still there.
+    let run = names::new_run_id("crashed");
+    for index in 0..2 {
+        fly.create(&NodeSpec {
+            run_id: run.clone(),
+            index,
+            token: names::new_token(),
+            ttl: Duration::from_secs(300),
+            grace: Duration::from_secs(300),
+            tls: None,
+            no_browser: true,
+        })
+        .await
+        .unwrap();
+    }
+    let other = names::new_run_id("other");
+    fly.create(&NodeSpec {
+        run_id: other.clone(),
+        index: 0,
+        token: names::new_token(),
+        ttl: Duration::from_secs(300),
+        grace: Duration::from_secs(300),
+        tls: None,
+        no_browser: true,
+    })
+    .await
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let args = fly_args(&server);
+    let out = tokio::task::spawn_blocking({
+        let state = state.path().to_path_buf();
+        let run = run.clone();
+        move || {
+            liveload(&state)
+                .env("FLY_API_TOKEN", fly_server::TOKEN)
+                .args(["cleanup", "--run", &run, "--output", "json"])
+                .args(&args)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{json}");
+    assert_eq!(json["destroyed"].as_array().unwrap().len(), 2);
+    assert!(fly.list(&RunFilter::Run(run)).await.unwrap().is_empty());
+    assert_eq!(
+        fly.list(&RunFilter::Run(other.clone()))
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "other runs untouched"
+    );
+    for node in fly.list(&RunFilter::Run(other)).await.unwrap() {
+        fly.destroy(&node).await.unwrap();
+    }
+}
