@@ -73,7 +73,7 @@ struct Args {
     no_sandbox: bool,
     /// Run without a browser: skip looking for Chromium; only browserless assignments are
     /// accepted (benchmarks of the cluster machinery).
-    #[arg(long)]
+    #[arg(long, env = "LIVELOAD_NO_BROWSER")]
     no_browser: bool,
     /// Test hook: wait this many milliseconds before listening (simulates a slow boot).
     #[arg(long, hide = true, default_value_t = 0)]

@@ -192,6 +192,9 @@ impl FlyBackend {
             format!("[::]:{}", self.agent_port),
         );
         env.insert("LIVELOAD_NO_SANDBOX".into(), "true".into());
+        if spec.no_browser {
+            env.insert("LIVELOAD_NO_BROWSER".into(), "true".into());
+        }
         if let Some(tls) = &spec.tls {
             env.insert("LIVELOAD_TLS_CERT_PEM".into(), tls.cert_pem.clone());
             env.insert("LIVELOAD_TLS_KEY_PEM".into(), tls.key_pem.clone());
