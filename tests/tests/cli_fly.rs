@@ -41,6 +41,7 @@ async fn a_whole_run_on_fly_boots_sizes_runs_reports_and_destroys() {
         move || {
             liveload(&state)
                 .env("FLY_API_TOKEN", fly_server::TOKEN)
+                .env("LIVELOAD_LOG", "trace")
                 .args(["run", repo().join("examples/demo.yaml").to_str().unwrap()])
                 .args(["--base-url", &target, "--users", "4", "--duration", "4s"])
                 .args(["--contexts-per-core", "1", "--output", "json"])
@@ -65,6 +66,15 @@ async fn a_whole_run_on_fly_boots_sizes_runs_reports_and_destroys() {
         "every machine destroyed"
     );
     assert!(!stdout.contains(fly_server::TOKEN));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("node ready"),
+        "trace logging is on: {stderr}"
+    );
+    assert!(
+        !stderr.contains(fly_server::TOKEN),
+        "the Fly token leaked into the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
