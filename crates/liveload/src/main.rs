@@ -27,6 +27,8 @@ use crate::cli::{BackendArgs, BackendKind, Cli, Command, OutputFormat, RunFlags}
 const DEMO_SCENARIO: &str = include_str!("../../../examples/demo.yaml");
 
 fn main() {
+    // One TLS stack for the whole program (reqwest, the agent link): rustls with ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
