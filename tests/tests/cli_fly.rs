@@ -44,7 +44,7 @@ async fn a_whole_run_on_fly_boots_sizes_runs_reports_and_destroys() {
                 .env("LIVELOAD_LOG", "trace")
                 .args(["run", repo().join("examples/demo.yaml").to_str().unwrap()])
                 .args(["--base-url", &target, "--users", "4", "--duration", "4s"])
-                .args(["--contexts-per-core", "1", "--output", "json"])
+                .args(["--contexts-per-core", "1", "--output", "json", "--yes"])
                 .args(&args)
                 .output()
                 .unwrap()
@@ -147,4 +147,39 @@ async fn cleanup_destroys_a_crashed_runs_machines() {
     for node in fly.list(&RunFilter::Run(other)).await.unwrap() {
         fly.destroy(&node).await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cloud_machines_are_never_created_without_confirmation() {
+    let server = fly_server::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let args = fly_args(&server);
+    let out = tokio::task::spawn_blocking({
+        let state = state.path().to_path_buf();
+        move || {
+            liveload(&state)
+                .env("FLY_API_TOKEN", fly_server::TOKEN)
+                .args(["run", repo().join("examples/demo.yaml").to_str().unwrap()])
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--yes") && stderr.contains("node(s)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("about $"),
+        "the plan shows a cost: {stderr}"
+    );
+    assert!(
+        server.state.lock().unwrap().creates.is_empty(),
+        "nothing was created"
+    );
 }

@@ -333,6 +333,13 @@ impl Backend for FlyBackend {
             .collect())
     }
 
+    fn hourly_price(&self) -> Option<f64> {
+        guest::PRESETS
+            .iter()
+            .find(|p| p.guest == self.guest)
+            .map(|p| p.usd_per_hour)
+    }
+
     async fn expected_size(&self) -> Result<Option<NodeSize>> {
         Ok(Some(NodeSize {
             memory_bytes: u64::from(self.guest.memory_mb) * 1024 * 1024,

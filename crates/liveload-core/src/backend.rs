@@ -163,6 +163,12 @@ pub trait Backend: Send + Sync + Debug {
     /// The node size the provider will give, from its catalogue, when known in advance.
     async fn expected_size(&self) -> Result<Option<NodeSize>>;
 
+    /// What one node costs per hour while it runs, in USD, for the plan's estimate (`None`:
+    /// free or unknown).
+    fn hourly_price(&self) -> Option<f64> {
+        None
+    }
+
     /// The most nodes this backend can hold for one run regardless of `max_allowed_nodes`
     /// (the local backend splits one host into a fixed number of shares).
     fn node_limit(&self) -> Option<u64> {

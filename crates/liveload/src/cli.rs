@@ -175,6 +175,9 @@ pub struct RunFlags {
     /// Print results and errors as JSON.
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
+    /// Create cloud machines without asking (the plan and its estimated cost are still shown).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// Write result.json, report.html and report.md here (default: liveload-reports/<run id>).
     #[arg(long)]
     pub report_dir: Option<PathBuf>,

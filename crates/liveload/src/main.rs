@@ -235,6 +235,12 @@ async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &Ru
         Ok(b) => b,
         Err(e) => return output::error(&e, format),
     };
+    // Cloud machines cost money: show the plan and its cost, and ask (or take --yes).
+    if backend_args.backend != BackendKind::Local
+        && let Err(e) = confirm(backend.as_ref(), &options, flags.yes, format).await
+    {
+        return output::error(&e, format);
+    }
     let observer = Arc::new(progress::Progress::new(format == OutputFormat::Text));
     let (control_handle, control_end) = run::control_channel();
     let _control = match control::serve(control_handle, &state_dir, &options.cluster_name).await {
@@ -287,6 +293,64 @@ async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &Ru
             }
         }
         Err(e) => output::error(&e, format),
+    }
+}
+
+/// Show the plan with its estimated cost; go on only with `--yes` or a "y" typed at a terminal.
+async fn confirm(
+    backend: &dyn Backend,
+    options: &run::RunOptions,
+    yes: bool,
+    format: OutputFormat,
+) -> Result<(), Error> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    let max_nodes = backend.node_limit().map_or(options.max_allowed_nodes, |l| {
+        l.min(options.max_allowed_nodes)
+    });
+    if let Some(size) = backend.expected_size().await? {
+        let plan = Plan::from_size(options.users, size, "catalogue", &options.sizing, max_nodes)?;
+        let hours = (options.duration + options.creation_timeout).as_secs_f64() / 3600.0;
+        let cost = backend
+            .hourly_price()
+            .map(|p| {
+                format!(
+                    ", about ${:.2} for {:.0} min",
+                    p * plan.nodes as f64 * hours,
+                    hours * 60.0
+                )
+            })
+            .unwrap_or_default();
+        if format == OutputFormat::Text {
+            eprintln!(
+                "{} backend: {} node(s) of {:.1} GiB / {:.0} cores for {} users{cost}",
+                backend.name(),
+                plan.nodes,
+                size.memory_bytes as f64 / (1u64 << 30) as f64,
+                size.cores,
+                options.users
+            );
+        }
+    }
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::InvalidOption {
+            option: "--yes".into(),
+            message: format!(
+                "this creates {} machines that cost money; nobody is at a terminal to confirm",
+                backend.name()
+            ),
+        });
+    }
+    eprint!("create these machines? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::Interrupted)
     }
 }
 
