@@ -448,11 +448,12 @@ async fn open_model_arrivals_follow_the_rate_and_count_from_their_schedule() {
 async fn a_staircase_ramp_starts_users_in_batches() {
     let state = tempfile::tempdir().unwrap();
     let backend = local(&state, 1);
-    // 6 users in 3 steps over 3 s: 2 at 0 s, 4 from 1 s, 6 from 2 s.
+    // 6 users in 3 steps over 3.6 s: 2 at 0 s, 4 from 1.2 s, 6 from 2.4 s — batches away from
+    // the 1-second snapshot ticks, so each second's count is unambiguous.
     let mut scenario = idle_scenario(6);
     scenario.duration = Duration::from_secs(5);
     scenario.load = liveload_core::scenario::Load::Closed {
-        ramp_up: Some(Duration::from_secs(3)),
+        ramp_up: Some(Duration::from_millis(3600)),
         ramp_steps: Some(3),
     };
     let mut opts = options(6, sizing_for(6, host_cores()));
