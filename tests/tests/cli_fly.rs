@@ -183,3 +183,59 @@ async fn cloud_machines_are_never_created_without_confirmation() {
         "nothing was created"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_from_a_warm_pool_starts_and_stops_instead_of_creating() {
+    let server = fly_server::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let mut args = fly_args(&server);
+    args.extend(["--fly-pool".to_string(), "warm".to_string()]);
+    let cli = |extra: Vec<String>| {
+        let state = state.path().to_path_buf();
+        let args = args.clone();
+        tokio::task::spawn_blocking(move || {
+            liveload(&state)
+                .env("FLY_API_TOKEN", fly_server::TOKEN)
+                .args(&extra)
+                .args(&args)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = cli(vec!["fly".into(), "pool".into(), "create".into(), "--nodes".into(), "2".into()])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 machine(s) created"));
+    let target = demo_target();
+    let out = cli(vec![
+        "run".into(),
+        repo().join("examples/demo.yaml").display().to_string(),
+        "--base-url".into(),
+        target,
+        "--users".into(),
+        "2".into(),
+        "--duration".into(),
+        "3s".into(),
+        "--contexts-per-core".into(),
+        "1".into(),
+        "--yes".into(),
+        "--output".into(),
+        "json".into(),
+    ])
+    .await
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["users_succeeded"], 2);
+    {
+        let s = server.state.lock().unwrap();
+        assert_eq!(s.creates.len(), 2, "the run created nothing");
+        assert_eq!(s.machines.len(), 2, "and destroyed nothing");
+        assert!(s.machines.values().all(|m| m.state == "stopped"));
+    }
+    let out = cli(vec!["fly".into(), "pool".into(), "destroy".into()]).await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(server.state.lock().unwrap().machines.is_empty());
+}

@@ -23,6 +23,16 @@ pub struct CreateMachineRequest {
     pub skip_launch: Option<bool>,
 }
 
+/// `POST /apps/{app}/machines/{id}`: replace a machine's configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateMachineRequest {
+    /// The new configuration.
+    pub config: MachineConfig,
+    /// Leave it stopped instead of (re)starting it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_launch: Option<bool>,
+}
+
 /// `fly.MachineConfig`, the fields liveload sets.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct MachineConfig {

@@ -14,7 +14,7 @@ use liveload_core::{BackendErrorKind, Error, Secret};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::api::{CreateMachineRequest, ErrorBody, Machine};
+use crate::api::{CreateMachineRequest, ErrorBody, Machine, UpdateMachineRequest};
 
 /// Attempts per call before giving up.
 const ATTEMPTS: usize = 6;
@@ -307,6 +307,42 @@ impl FlyClient {
             Err(Error::Backend { message, .. }) if message.contains("408") => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Replace a machine's configuration (and start it, unless `skip_launch`); `None` when the
+    /// machine is gone.
+    pub async fn update(
+        &self,
+        id: &str,
+        request: &UpdateMachineRequest,
+    ) -> Result<Option<Machine>, Error> {
+        let limiter = self.machine_limiter(id, "update");
+        let body = serde_json::to_value(request).expect("a request serialises");
+        self.call(
+            Method::POST,
+            &format!("/machines/{id}"),
+            &[],
+            Some(&body),
+            &limiter,
+            true,
+        )
+        .await
+    }
+
+    /// Stop a machine; `Ok` when it is already gone.
+    pub async fn stop(&self, id: &str) -> Result<(), Error> {
+        let limiter = self.machine_limiter(id, "stop");
+        let _: Option<serde_json::Value> = self
+            .call(
+                Method::POST,
+                &format!("/machines/{id}/stop"),
+                &[],
+                None,
+                &limiter,
+                true,
+            )
+            .await?;
+        Ok(())
     }
 
     /// Destroy a machine (forcefully, stopping it first); `Ok` when it is already gone.

@@ -25,7 +25,9 @@ use liveload_core::{
 };
 use tokio::time::Instant;
 
-use crate::api::{CreateMachineRequest, Guest, Machine, MachineConfig, Restart};
+use crate::api::{
+    CreateMachineRequest, Guest, Machine, MachineConfig, Restart, UpdateMachineRequest,
+};
 pub use crate::client::{FlyClient, Limits};
 
 /// Metadata key of the run id.
@@ -34,6 +36,8 @@ pub const META_RUN: &str = "liveload_run_id";
 pub const META_NODE: &str = "liveload_node";
 /// Metadata key of the machine's expiry (Unix seconds).
 pub const META_EXPIRES: &str = "liveload_expires_at";
+/// Metadata key of the warm pool a machine belongs to.
+pub const META_POOL: &str = "liveload_pool";
 
 /// The Fly backend. Build with [`FlyBackend::builder`].
 #[derive(Debug)]
@@ -44,6 +48,9 @@ pub struct FlyBackend {
     guest: Guest,
     agent_port: u16,
     env: BTreeMap<String, String>,
+    pool: Option<String>,
+    /// Pool machines this process has taken for a run and not given back.
+    claimed: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Options of a [`FlyBackend`].
@@ -58,6 +65,7 @@ pub struct FlyBackendBuilder {
     agent_port: u16,
     env: BTreeMap<String, String>,
     limits: Limits,
+    pool: Option<String>,
 }
 
 impl Default for FlyBackendBuilder {
@@ -74,6 +82,7 @@ impl Default for FlyBackendBuilder {
             agent_port: 7070,
             env: BTreeMap::new(),
             limits: Limits::default(),
+            pool: None,
         }
     }
 }
@@ -125,6 +134,13 @@ impl FlyBackendBuilder {
         self.limits = limits;
         self
     }
+    /// Take nodes from this warm pool (stopped machines made by [`FlyBackend::create_pool`])
+    /// instead of creating machines; at the end they are stopped, not destroyed.
+    pub fn pool(mut self, pool: impl Into<String>) -> Self {
+        self.pool = Some(pool.into());
+        self
+    }
+
     /// Build the backend.
     pub fn build(self) -> Result<FlyBackend> {
         let missing = |what: &str, hint: &str| Error::Backend {
@@ -149,6 +165,8 @@ impl FlyBackendBuilder {
             guest: self.guest,
             agent_port: self.agent_port,
             env: self.env,
+            pool: self.pool,
+            claimed: std::sync::Mutex::default(),
         })
     }
 }
@@ -171,6 +189,112 @@ impl FlyBackend {
             index: machine.meta(META_NODE)?.parse().ok()?,
             detail: format!("{} {} {}", machine.name, machine.region, machine.state),
         })
+    }
+
+    /// A pool machine's configuration at rest: the image and size, no run, no token.
+    fn pool_config(&self, pool: &str) -> MachineConfig {
+        let mut env = self.env.clone();
+        env.insert(
+            "LIVELOAD_LISTEN".into(),
+            format!("[::]:{}", self.agent_port),
+        );
+        env.insert("LIVELOAD_NO_SANDBOX".into(), "true".into());
+        MachineConfig {
+            image: self.image.clone().unwrap_or_default(),
+            env,
+            guest: Some(self.guest),
+            metadata: [(META_POOL.to_string(), pool.to_string())]
+                .into_iter()
+                .collect(),
+            // A pool machine survives its agent: it stops, and the next run starts it again.
+            auto_destroy: false,
+            restart: Some(Restart {
+                policy: "no".into(),
+            }),
+        }
+    }
+
+    /// Create `nodes` stopped machines in warm pool `pool` (once; creating is rate-limited at
+    /// about one a second per app, starting is not).
+    pub async fn create_pool(&self, pool: &str, nodes: u32) -> Result<Vec<Machine>> {
+        let existing = self.pool_machines(pool).await?.len() as u32;
+        let requests: Vec<CreateMachineRequest> = (existing..existing + nodes)
+            .map(|i| CreateMachineRequest {
+                name: format!("ll-pool-{pool}-{i}"),
+                region: (!self.regions.is_empty())
+                    .then(|| self.regions[i as usize % self.regions.len()].clone()),
+                config: self.pool_config(pool),
+                skip_launch: Some(true),
+            })
+            .collect();
+        let created =
+            futures_util::future::join_all(requests.iter().map(|r| self.client.create(r))).await;
+        created.into_iter().collect()
+    }
+
+    /// Every machine of warm pool `pool`.
+    pub async fn pool_machines(&self, pool: &str) -> Result<Vec<Machine>> {
+        self.client
+            .list(&[(META_POOL.to_string(), pool.to_string())])
+            .await
+    }
+
+    /// Destroy every machine of warm pool `pool`; returns how many.
+    pub async fn destroy_pool(&self, pool: &str) -> Result<usize> {
+        let machines = self.pool_machines(pool).await?;
+        for result in
+            futures_util::future::join_all(machines.iter().map(|m| self.client.destroy(&m.id)))
+                .await
+        {
+            result?;
+        }
+        Ok(machines.len())
+    }
+
+    /// Take a stopped machine of the pool and start it with the run's configuration.
+    async fn start_from_pool(&self, pool: &str, spec: &NodeSpec) -> Result<Machine> {
+        let machine = {
+            let candidates = self.pool_machines(pool).await?;
+            let mut claimed = self.claimed.lock().expect("not poisoned");
+            let free = candidates
+                .into_iter()
+                .find(|m| m.state == "stopped" && !claimed.contains(&m.id))
+                .ok_or_else(|| Error::Backend {
+                    backend: "fly",
+                    kind: BackendErrorKind::Quota,
+                    message: format!("warm pool '{pool}' has no stopped machine left"),
+                    hint: Some(format!(
+                        "grow it with `liveload fly pool create --pool {pool} --nodes N`, or run without --fly-pool"
+                    )),
+                })?;
+            claimed.insert(free.id.clone());
+            free
+        };
+        let mut config = self.create_request(spec).config;
+        config.auto_destroy = false;
+        config.metadata.insert(META_POOL.into(), pool.into());
+        let update = UpdateMachineRequest {
+            config,
+            skip_launch: None,
+        };
+        match self.client.update(&machine.id, &update).await {
+            Ok(Some(started)) => Ok(started),
+            Ok(None) | Err(_) => {
+                self.claimed
+                    .lock()
+                    .expect("not poisoned")
+                    .remove(&machine.id);
+                Err(Error::Backend {
+                    backend: "fly",
+                    kind: BackendErrorKind::NodeFailed,
+                    message: format!(
+                        "pool machine {} could not be started for the run",
+                        machine.id
+                    ),
+                    hint: None,
+                })
+            }
+        }
     }
 
     /// The create request for one node.
@@ -240,7 +364,10 @@ impl Backend for FlyBackend {
                 hint: Some("pass --fly-image registry.fly.io/APP:TAG (see images/agent)".into()),
             });
         }
-        let machine = self.client.create(&self.create_request(spec)).await?;
+        let machine = match &self.pool {
+            Some(pool) => self.start_from_pool(pool, spec).await?,
+            None => self.client.create(&self.create_request(spec)).await?,
+        };
         Ok(NodeHandle {
             id: machine.id.clone(),
             run_id: spec.run_id.clone(),
@@ -315,7 +442,20 @@ impl Backend for FlyBackend {
     }
 
     async fn destroy(&self, node: &NodeHandle) -> Result<()> {
-        self.client.destroy(&node.id).await
+        match &self.pool {
+            // A pool machine goes back to the pool: stopped, without the run's token or tags.
+            Some(pool) => {
+                self.client.stop(&node.id).await?;
+                let rest = UpdateMachineRequest {
+                    config: self.pool_config(pool),
+                    skip_launch: Some(true),
+                };
+                self.client.update(&node.id, &rest).await?;
+                self.claimed.lock().expect("not poisoned").remove(&node.id);
+                Ok(())
+            }
+            None => self.client.destroy(&node.id).await,
+        }
     }
 
     async fn list(&self, runs: &RunFilter) -> Result<Vec<NodeHandle>> {

@@ -142,3 +142,36 @@ async fn the_mock_rejects_a_request_outside_the_spec() {
     let text = err.to_string();
     assert!(text.contains("422") && text.contains("policy"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warm_pool_requests_satisfy_the_published_spec() {
+    let prism = start_prism().await;
+    let fly = FlyBackend::builder()
+        .base_url(&prism.url)
+        .app("liveload-contract")
+        .token(Secret::new("contract-token"))
+        .image("registry.fly.io/liveload-agent:contract")
+        .pool("p1")
+        .build()
+        .unwrap();
+    // Pool creation (skip_launch), listing by pool, destroying the pool.
+    fly.create_pool("p1", 2)
+        .await
+        .expect("pool creates satisfy the spec");
+    fly.pool_machines("p1")
+        .await
+        .expect("pool listing satisfies the spec");
+    // Giving a machine back after a run: stop, then update with skip_launch.
+    let node = liveload_core::NodeHandle {
+        id: "m1".into(),
+        run_id: "r".into(),
+        index: 0,
+        detail: String::new(),
+    };
+    fly.destroy(&node)
+        .await
+        .expect("stop and update satisfy the spec");
+    fly.destroy_pool("p1")
+        .await
+        .expect("pool destroy satisfies the spec");
+}

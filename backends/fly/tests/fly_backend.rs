@@ -210,3 +210,96 @@ async fn missing_options_are_clear_errors() {
         .unwrap_err();
     assert!(err.hint().unwrap().contains("--fly-app"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_pool_starts_machines_for_a_run_and_gets_them_back_stopped() {
+    let server = common::start().await;
+    let pooled = |pool: &str| {
+        let port = server.state.lock().unwrap().agent_port;
+        FlyBackend::builder()
+            .base_url(&server.url)
+            .app("liveload-test")
+            .token(Secret::new(common::TOKEN))
+            .image("registry.fly.io/liveload-agent:test")
+            .agent_port(port)
+            .limits(fast())
+            .pool(pool)
+            .build()
+            .unwrap()
+    };
+    let fly = pooled("p1");
+    let made = fly.create_pool("p1", 3).await.unwrap();
+    assert_eq!(made.len(), 3);
+    assert!(
+        server
+            .state
+            .lock()
+            .unwrap()
+            .machines
+            .values()
+            .all(|m| m.state == "stopped" && m.agent.is_none())
+    );
+
+    // A run takes two: started with the run's token, reachable, with real facts.
+    let run = names::new_run_id("pooled");
+    let specs = [spec(&run, 0), spec(&run, 1)];
+    let mut nodes = Vec::new();
+    for s in &specs {
+        let node = fly.create(s).await.unwrap();
+        let endpoint =
+            liveload_core::run::wait_ready_or_destroy(&fly, &node, Duration::from_secs(30))
+                .await
+                .unwrap();
+        let (_, welcome) = liveload_core::agent_client::AgentConnection::connect(
+            &node.id,
+            &endpoint,
+            &s.token,
+            tokio::time::Instant::now() + Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert!(welcome.facts.total_memory_bytes > 0);
+        nodes.push(node);
+    }
+    assert_eq!(
+        fly.list(&RunFilter::Run(run.clone())).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        server.state.lock().unwrap().creates.len(),
+        3,
+        "no machine created for the run"
+    );
+
+    // At the end they go back: stopped, no run tag, no token; none is destroyed.
+    for node in &nodes {
+        fly.destroy(node).await.unwrap();
+    }
+    assert!(fly.list(&RunFilter::Run(run)).await.unwrap().is_empty());
+    {
+        let s = server.state.lock().unwrap();
+        assert_eq!(s.machines.len(), 3);
+        for m in s.machines.values() {
+            assert_eq!(m.state, "stopped");
+            assert!(m.config["metadata"].get("liveload_run_id").is_none());
+            assert!(m.config["env"].get("LIVELOAD_TOKEN").is_none());
+        }
+    }
+
+    // More nodes than the pool holds: a clear error naming the fix.
+    let run = names::new_run_id("greedy");
+    let mut taken = Vec::new();
+    for i in 0..3 {
+        taken.push(fly.create(&spec(&run, i)).await.unwrap());
+    }
+    let err = fly.create(&spec(&run, 3)).await.unwrap_err();
+    assert!(
+        err.hint().unwrap().contains("liveload fly pool create"),
+        "{err}"
+    );
+    for node in &taken {
+        fly.destroy(node).await.unwrap();
+    }
+    assert_eq!(fly.destroy_pool("p1").await.unwrap(), 3);
+    assert!(server.state.lock().unwrap().machines.is_empty());
+}

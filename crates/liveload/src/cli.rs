@@ -27,6 +27,8 @@ pub enum Command {
     Plan(RunArgs),
     /// Add or remove users of a running test on this machine.
     Users(UsersArgs),
+    /// Fly.io: manage warm pools of stopped agent machines.
+    Fly(FlyArgs),
     /// Re-render a run's report from its result.json, or compare two runs side by side.
     Report(ReportArgs),
     /// Print the JSON Schema of scenario files (for editors).
@@ -96,6 +98,9 @@ pub struct BackendArgs {
     /// Fly: the port agents listen on inside their machines.
     #[arg(long, default_value_t = 7070)]
     pub fly_agent_port: u16,
+    /// Fly: a warm pool to take nodes from (start instead of create; stop instead of destroy).
+    #[arg(long)]
+    pub fly_pool: Option<String>,
     /// Fly: the Machines API base URL.
     #[arg(
         long,
@@ -215,6 +220,49 @@ pub enum UsersChange {
         /// Stop them now.
         #[arg(long)]
         force: bool,
+    },
+}
+
+/// Options of `fly`.
+#[derive(Debug, Clone, Args)]
+pub struct FlyArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: FlyCommand,
+}
+
+/// `liveload fly ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum FlyCommand {
+    /// Manage a warm pool: stopped machines that runs start in about a second instead of
+    /// creating (Fly creates about one machine a second per app).
+    Pool {
+        /// create, list or destroy
+        #[command(subcommand)]
+        action: PoolAction,
+    },
+}
+
+/// Warm pool actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PoolAction {
+    /// Create N stopped agent machines in the pool (rate-limited: about N seconds, once).
+    Create {
+        /// Machines to add.
+        #[arg(long)]
+        nodes: u32,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// List the pool's machines.
+    List {
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Destroy every machine of the pool.
+    Destroy {
+        #[command(flatten)]
+        backend: BackendArgs,
     },
 }
 

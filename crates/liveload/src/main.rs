@@ -109,6 +109,9 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => output::error(&e, OutputFormat::Text),
             }
         }
+        Command::Fly(args) => match args.command {
+            cli::FlyCommand::Pool { action } => fly_pool(action).await,
+        },
         Command::Report(args) => match output::rerender(&args) {
             Ok(()) => exit_code::OK,
             Err(e) => output::error(&e, OutputFormat::Text),
@@ -147,6 +150,55 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
+/// `liveload fly pool ...`.
+async fn fly_pool(action: cli::PoolAction) -> i32 {
+    let (args, what) = match &action {
+        cli::PoolAction::Create { backend, .. } => (backend, "create"),
+        cli::PoolAction::List { backend } => (backend, "list"),
+        cli::PoolAction::Destroy { backend } => (backend, "destroy"),
+    };
+    let Some(pool) = args.fly_pool.clone() else {
+        let e = Error::InvalidOption {
+            option: "--fly-pool".into(),
+            message: "name the pool with --fly-pool NAME".into(),
+        };
+        return output::error(&e, OutputFormat::Text);
+    };
+    let mut args = args.clone();
+    args.backend = BackendKind::Fly;
+    let fly = match fly_backend(&args) {
+        Ok(fly) => fly,
+        Err(e) => return output::error(&e, OutputFormat::Text),
+    };
+    let result = match (&action, what) {
+        (cli::PoolAction::Create { nodes, .. }, _) => fly
+            .create_pool(&pool, *nodes)
+            .await
+            .map(|made| format!("pool '{pool}': {} machine(s) created, stopped", made.len())),
+        (_, "list") => fly.pool_machines(&pool).await.map(|machines| {
+            let mut text = format!("pool '{pool}': {} machine(s)\n", machines.len());
+            for m in machines {
+                text.push_str(&format!(
+                    "{}\t{}\t{}\t{}\n",
+                    m.id, m.name, m.region, m.state
+                ));
+            }
+            text
+        }),
+        _ => fly
+            .destroy_pool(&pool)
+            .await
+            .map(|n| format!("pool '{pool}': {n} machine(s) destroyed")),
+    };
+    match result {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            exit_code::OK
+        }
+        Err(e) => output::error(&e, OutputFormat::Text),
+    }
+}
+
 /// Build the chosen backend.
 pub fn backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Error> {
     match args.backend {
@@ -163,45 +215,51 @@ pub fn backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Error> {
             }
             Ok(Arc::new(builder.build()?))
         }
-        BackendKind::Fly => {
-            let token = match &args.fly_token_file {
-                Some(path) => std::fs::read_to_string(path)
-                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
-                    .trim()
-                    .to_string(),
-                None => std::env::var("FLY_API_TOKEN").unwrap_or_default(),
-            };
-            let guest = liveload_fly::guest::preset_named(&args.fly_size)
-                .ok_or_else(|| Error::InvalidOption {
-                    option: "--fly-size".into(),
-                    message: format!(
-                        "unknown size '{}'; use one of {}",
-                        args.fly_size,
-                        liveload_fly::guest::PRESETS
-                            .iter()
-                            .map(|p| p.name)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                })?
-                .guest;
-            let mut builder = liveload_fly::FlyBackend::builder()
-                .base_url(&args.fly_api_url)
-                .regions(args.fly_regions.clone())
-                .guest(guest)
-                .agent_port(args.fly_agent_port);
-            if !token.is_empty() {
-                builder = builder.token(liveload_core::Secret::new(token));
-            }
-            if let Some(app) = &args.fly_app {
-                builder = builder.app(app);
-            }
-            if let Some(image) = &args.fly_image {
-                builder = builder.image(image);
-            }
-            Ok(Arc::new(builder.build()?))
-        }
+        BackendKind::Fly => Ok(Arc::new(fly_backend(args)?)),
     }
+}
+
+/// The Fly backend from its flags.
+fn fly_backend(args: &BackendArgs) -> Result<liveload_fly::FlyBackend, Error> {
+    let token = match &args.fly_token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+            .trim()
+            .to_string(),
+        None => std::env::var("FLY_API_TOKEN").unwrap_or_default(),
+    };
+    let guest = liveload_fly::guest::preset_named(&args.fly_size)
+        .ok_or_else(|| Error::InvalidOption {
+            option: "--fly-size".into(),
+            message: format!(
+                "unknown size '{}'; use one of {}",
+                args.fly_size,
+                liveload_fly::guest::PRESETS
+                    .iter()
+                    .map(|p| p.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?
+        .guest;
+    let mut builder = liveload_fly::FlyBackend::builder()
+        .base_url(&args.fly_api_url)
+        .regions(args.fly_regions.clone())
+        .guest(guest)
+        .agent_port(args.fly_agent_port);
+    if !token.is_empty() {
+        builder = builder.token(liveload_core::Secret::new(token));
+    }
+    if let Some(app) = &args.fly_app {
+        builder = builder.app(app);
+    }
+    if let Some(image) = &args.fly_image {
+        builder = builder.image(image);
+    }
+    if let Some(pool) = &args.fly_pool {
+        builder = builder.pool(pool);
+    }
+    builder.build()
 }
 
 fn load_scenario(path: &Path, flags: &RunFlags) -> Result<Scenario, Error> {

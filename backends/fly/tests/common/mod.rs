@@ -115,7 +115,11 @@ pub async fn start() -> FlyServer {
     }));
     let app = Router::new()
         .route("/apps/{app}/machines", get(list).post(create))
-        .route("/apps/{app}/machines/{id}", get(one).delete(destroy))
+        .route(
+            "/apps/{app}/machines/{id}",
+            get(one).delete(destroy).post(update),
+        )
+        .route("/apps/{app}/machines/{id}/stop", axum::routing::post(stop))
         .route("/apps/{app}/machines/{id}/wait", get(wait))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -177,23 +181,12 @@ async fn create(
     let id = format!("e{:013x}", 0x1000_0000_u64 + u64::from(n));
     let ip = format!("127.0.0.{}", n % 250 + 2);
     let config = body["config"].clone();
-    let mut command = Command::new(&s.agent_bin);
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (key, value) in config["env"].as_object().into_iter().flatten() {
-        command.env(key, value.as_str().unwrap_or_default());
-    }
-    // Inside a real machine the agent listens on all addresses; here, on its own loopback one.
-    command.env("LIVELOAD_LISTEN", format!("{ip}:{}", s.agent_port));
     let slow = app.starts_with("slow");
-    let agent = if slow {
+    let stopped = body["skip_launch"].as_bool() == Some(true);
+    let agent = if slow || stopped {
         None
     } else {
-        Some(command.spawn().expect("the agent starts"))
+        Some(spawn_agent(&s, &config, &ip))
     };
     s.machines.insert(
         id.clone(),
@@ -201,7 +194,9 @@ async fn create(
             id: id.clone(),
             name,
             app,
-            state: if slow {
+            state: if stopped {
+                "stopped".into()
+            } else if slow {
                 "created".into()
             } else {
                 "started".into()
@@ -216,6 +211,106 @@ async fn create(
         return error(StatusCode::BAD_GATEWAY, "connection reset");
     }
     axum::Json(machine).into_response()
+}
+
+/// Start a real agent for a machine, configured from its `config.env`.
+fn spawn_agent(s: &ServerState, config: &Value, ip: &str) -> Child {
+    let mut command = Command::new(&s.agent_bin);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (key, value) in config["env"].as_object().into_iter().flatten() {
+        command.env(key, value.as_str().unwrap_or_default());
+    }
+    // Inside a real machine the agent listens on all addresses; here, on its own loopback one.
+    command.env("LIVELOAD_LISTEN", format!("{ip}:{}", s.agent_port));
+    command.spawn().expect("the agent starts")
+}
+
+/// `POST /apps/{app}/machines/{id}`: a new config; (re)started unless `skip_launch`.
+async fn update(
+    State(state): Shared,
+    Path((_app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let old = {
+        let mut s = state.lock().unwrap();
+        let Some(machine) = s.machines.get_mut(&id) else {
+            return error(StatusCode::NOT_FOUND, "machine not found");
+        };
+        machine.config = body["config"].clone();
+        machine.agent.take()
+    };
+    if let Some(child) = old {
+        let mut gone = FakeMachine {
+            id: String::new(),
+            name: String::new(),
+            app: String::new(),
+            state: String::new(),
+            private_ip: String::new(),
+            config: Value::Null,
+            agent: Some(child),
+        };
+        tokio::task::spawn_blocking(move || stop_agent(&mut gone))
+            .await
+            .unwrap();
+    }
+    let mut s = state.lock().unwrap();
+    let launch = body["skip_launch"].as_bool() != Some(true);
+    let (config, ip) = {
+        let m = &s.machines[&id];
+        (m.config.clone(), m.private_ip.clone())
+    };
+    let agent = launch.then(|| spawn_agent(&s, &config, &ip));
+    let machine = s.machines.get_mut(&id).unwrap();
+    machine.agent = agent;
+    machine.state = if launch {
+        "started".into()
+    } else {
+        "stopped".into()
+    };
+    axum::Json(machine.json()).into_response()
+}
+
+/// `POST /apps/{app}/machines/{id}/stop`.
+async fn stop(
+    State(state): Shared,
+    Path((_app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let agent = {
+        let mut s = state.lock().unwrap();
+        let Some(machine) = s.machines.get_mut(&id) else {
+            return error(StatusCode::NOT_FOUND, "machine not found");
+        };
+        machine.state = "stopped".into();
+        machine.agent.take()
+    };
+    if let Some(child) = agent {
+        let mut gone = FakeMachine {
+            id: String::new(),
+            name: String::new(),
+            app: String::new(),
+            state: String::new(),
+            private_ip: String::new(),
+            config: Value::Null,
+            agent: Some(child),
+        };
+        tokio::task::spawn_blocking(move || stop_agent(&mut gone))
+            .await
+            .unwrap();
+    }
+    axum::Json(json!({"ok": true})).into_response()
 }
 
 async fn list(
