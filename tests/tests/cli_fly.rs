@@ -202,10 +202,21 @@ async fn a_run_from_a_warm_pool_starts_and_stops_instead_of_creating() {
                 .unwrap()
         })
     };
-    let out = cli(vec!["fly".into(), "pool".into(), "create".into(), "--nodes".into(), "2".into()])
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(vec![
+        "fly".into(),
+        "pool".into(),
+        "create".into(),
+        "--nodes".into(),
+        "2".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 machine(s) created"));
     let target = demo_target();
     let out = cli(vec![
@@ -235,7 +246,9 @@ async fn a_run_from_a_warm_pool_starts_and_stops_instead_of_creating() {
         assert_eq!(s.machines.len(), 2, "and destroyed nothing");
         assert!(s.machines.values().all(|m| m.state == "stopped"));
     }
-    let out = cli(vec!["fly".into(), "pool".into(), "destroy".into()]).await.unwrap();
+    let out = cli(vec!["fly".into(), "pool".into(), "destroy".into()])
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(server.state.lock().unwrap().machines.is_empty());
 }

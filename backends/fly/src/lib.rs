@@ -51,6 +51,9 @@ pub struct FlyBackend {
     pool: Option<String>,
     /// Pool machines this process has taken for a run and not given back.
     claimed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Stopped pool machines listed once and not handed out yet: listing is rate-limited per
+    /// app (1/s), so listing for every node would make a pool as slow as creating.
+    free: tokio::sync::Mutex<Vec<Machine>>,
 }
 
 /// Options of a [`FlyBackend`].
@@ -167,6 +170,7 @@ impl FlyBackendBuilder {
             env: self.env,
             pool: self.pool,
             claimed: std::sync::Mutex::default(),
+            free: tokio::sync::Mutex::default(),
         })
     }
 }
@@ -254,21 +258,29 @@ impl FlyBackend {
     /// Take a stopped machine of the pool and start it with the run's configuration.
     async fn start_from_pool(&self, pool: &str, spec: &NodeSpec) -> Result<Machine> {
         let machine = {
-            let candidates = self.pool_machines(pool).await?;
-            let mut claimed = self.claimed.lock().expect("not poisoned");
-            let free = candidates
-                .into_iter()
-                .find(|m| m.state == "stopped" && !claimed.contains(&m.id))
-                .ok_or_else(|| Error::Backend {
-                    backend: "fly",
-                    kind: BackendErrorKind::Quota,
-                    message: format!("warm pool '{pool}' has no stopped machine left"),
-                    hint: Some(format!(
-                        "grow it with `liveload fly pool create --pool {pool} --nodes N`, or run without --fly-pool"
-                    )),
-                })?;
-            claimed.insert(free.id.clone());
-            free
+            let mut free = self.free.lock().await;
+            if free.is_empty() {
+                let claimed = self.claimed.lock().expect("not poisoned").clone();
+                *free = self
+                    .pool_machines(pool)
+                    .await?
+                    .into_iter()
+                    .filter(|m| m.state == "stopped" && !claimed.contains(&m.id))
+                    .collect();
+            }
+            let machine = free.pop().ok_or_else(|| Error::Backend {
+                backend: "fly",
+                kind: BackendErrorKind::Quota,
+                message: format!("warm pool '{pool}' has no stopped machine left"),
+                hint: Some(format!(
+                    "grow it with `liveload fly pool create --fly-pool {pool} --nodes N`, or run without --fly-pool"
+                )),
+            })?;
+            self.claimed
+                .lock()
+                .expect("not poisoned")
+                .insert(machine.id.clone());
+            machine
         };
         let mut config = self.create_request(spec).config;
         config.auto_destroy = false;
