@@ -182,6 +182,9 @@ impl RunControl {
                         }
                         Err(message) => AgentMessage::Failed { message },
                     };
+                    // Release the slot before answering: the controller's Start may arrive
+                    // the moment it reads Prepared, and must find the run ready, not locked.
+                    drop(slot);
                     let _ = out.send(reply);
                 });
             }
