@@ -78,23 +78,28 @@ impl Drop for FlyServer {
 }
 
 fn stop_agent(machine: &mut FakeMachine) {
-    if let Some(mut child) = machine.agent.take() {
-        // The agent leads its process group (it calls setsid): end the group, Chromium too.
-        unsafe {
-            libc::kill(-(child.id() as i32), libc::SIGTERM);
-        }
-        let end = std::time::Instant::now() + Duration::from_secs(5);
-        while std::time::Instant::now() < end {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        unsafe {
-            libc::kill(-(child.id() as i32), libc::SIGKILL);
-        }
-        let _ = child.wait();
+    if let Some(child) = machine.agent.take() {
+        stop_child(child);
     }
+}
+
+/// End an agent's process group (Chromium too): SIGTERM, then SIGKILL after 5 s.
+fn stop_child(mut child: Child) {
+    // The agent leads its process group (it calls setsid): end the group, Chromium too.
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGTERM);
+    }
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < end {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGKILL);
+    }
+    let _ = child.wait();
 }
 
 fn free_port() -> u16 {
@@ -249,16 +254,7 @@ async fn update(
         machine.agent.take()
     };
     if let Some(child) = old {
-        let mut gone = FakeMachine {
-            id: String::new(),
-            name: String::new(),
-            app: String::new(),
-            state: String::new(),
-            private_ip: String::new(),
-            config: Value::Null,
-            agent: Some(child),
-        };
-        tokio::task::spawn_blocking(move || stop_agent(&mut gone))
+        tokio::task::spawn_blocking(move || stop_child(child))
             .await
             .unwrap();
     }
@@ -297,16 +293,7 @@ async fn stop(
         machine.agent.take()
     };
     if let Some(child) = agent {
-        let mut gone = FakeMachine {
-            id: String::new(),
-            name: String::new(),
-            app: String::new(),
-            state: String::new(),
-            private_ip: String::new(),
-            config: Value::Null,
-            agent: Some(child),
-        };
-        tokio::task::spawn_blocking(move || stop_agent(&mut gone))
+        tokio::task::spawn_blocking(move || stop_child(child))
             .await
             .unwrap();
     }
