@@ -38,10 +38,16 @@ where
     let (mut sink, mut frames) = ws.split();
 
     // The handshake: one Hello within HELLO_TIMEOUT_MS.
-    let first = tokio::time::timeout(Duration::from_millis(HELLO_TIMEOUT_MS), frames.next())
-        .await
-        .ok()
-        .flatten();
+    let first =
+        match tokio::time::timeout(Duration::from_millis(HELLO_TIMEOUT_MS), frames.next()).await {
+            Err(_elapsed) => None,
+            Ok(None | Some(Ok(Message::Close(_)))) => {
+                // A readiness probe (or a port scan) hung up without a word: nothing to refuse.
+                tracing::debug!("a connection closed before its Hello");
+                return Ok(());
+            }
+            Ok(Some(frame)) => Some(frame),
+        };
     let hello = match first {
         Some(Ok(Message::Text(text))) => decode_controller(text.as_bytes()).ok(),
         Some(Ok(Message::Binary(bytes))) => decode_controller(&bytes).ok(),

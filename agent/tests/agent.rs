@@ -61,6 +61,7 @@ fn endpoint(agent: &Agent) -> AgentEndpoint {
         address: agent.address.clone(),
         tls: None,
         headers: vec![],
+        proxy: None,
     }
 }
 

@@ -9,7 +9,25 @@ use std::time::Duration;
 use liveload_core::{Backend, NodeSpec, RunFilter, Secret, names};
 use liveload_e2e::*;
 
-fn fly_args(server: &fly_server::FlyServer) -> Vec<String> {
+/// Public mode (the default) through the test server's edge.
+fn fly_args(server: &fly_server::FlyServer, dir: &std::path::Path) -> Vec<String> {
+    let ca = dir.join("edge-ca.pem");
+    std::fs::write(&ca, &server.edge_ca_pem).unwrap();
+    let mut args = fly_private_args(server);
+    args.extend([
+        "--fly-edge".to_string(),
+        server.edge.clone(),
+        "--fly-edge-name".to_string(),
+        fly_server::EDGE_NAME.to_string(),
+        "--fly-edge-ca-file".to_string(),
+        ca.display().to_string(),
+    ]);
+    args
+}
+
+/// The options every mode shares (add `--fly-mode private` for private mode: agents on their
+/// private IPs, the test server's loopback addresses).
+fn fly_private_args(server: &fly_server::FlyServer) -> Vec<String> {
     let port = server.state.lock().unwrap().agent_port;
     [
         "--backend",
@@ -34,8 +52,32 @@ fn fly_args(server: &fly_server::FlyServer) -> Vec<String> {
 async fn a_whole_run_on_fly_boots_sizes_runs_reports_and_destroys() {
     let server = fly_server::start().await;
     let state = tempfile::tempdir().unwrap();
+    let args = fly_args(&server, state.path());
+    whole_run(&server, &state, args).await;
+    assert!(
+        server.state.lock().unwrap().edge_connections > 0,
+        "public mode goes through the edge"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_run_in_private_mode_reaches_agents_on_their_private_ips() {
+    let server = fly_server::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let mut args = fly_private_args(&server);
+    args.extend(["--fly-mode".into(), "private".into()]);
+    whole_run(&server, &state, args).await;
+    assert_eq!(
+        server.state.lock().unwrap().edge_connections,
+        0,
+        "private mode bypasses the edge"
+    );
+}
+
+/// `liveload run --backend fly`: plan, boot, facts, size, run with Chromium, report, destroy;
+/// no machine left, no token in the output or the trace log.
+async fn whole_run(server: &fly_server::FlyServer, state: &tempfile::TempDir, args: Vec<String>) {
     let target = demo_target();
-    let args = fly_args(&server);
     let out = tokio::task::spawn_blocking({
         let state = state.path().to_path_buf();
         move || {
@@ -117,7 +159,7 @@ async fn cleanup_destroys_a_crashed_runs_machines() {
     .await
     .unwrap();
     let state = tempfile::tempdir().unwrap();
-    let args = fly_args(&server);
+    let args = fly_args(&server, state.path());
     let out = tokio::task::spawn_blocking({
         let state = state.path().to_path_buf();
         let run = run.clone();
@@ -153,7 +195,7 @@ async fn cleanup_destroys_a_crashed_runs_machines() {
 async fn cloud_machines_are_never_created_without_confirmation() {
     let server = fly_server::start().await;
     let state = tempfile::tempdir().unwrap();
-    let args = fly_args(&server);
+    let args = fly_args(&server, state.path());
     let out = tokio::task::spawn_blocking({
         let state = state.path().to_path_buf();
         move || {
@@ -188,7 +230,7 @@ async fn cloud_machines_are_never_created_without_confirmation() {
 async fn a_run_from_a_warm_pool_starts_and_stops_instead_of_creating() {
     let server = fly_server::start().await;
     let state = tempfile::tempdir().unwrap();
-    let mut args = fly_args(&server);
+    let mut args = fly_args(&server, state.path());
     args.extend(["--fly-pool".to_string(), "warm".to_string()]);
     let cli = |extra: Vec<String>| {
         let state = state.path().to_path_buf();

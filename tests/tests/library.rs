@@ -324,6 +324,7 @@ async fn unreachable_agent_is_an_agent_connection_error() {
         address: "127.0.0.1:1".into(),
         tls: None,
         headers: vec![],
+        proxy: None,
     };
     let result = liveload_core::agent_client::AgentConnection::connect(
         "n",

@@ -21,7 +21,8 @@ fn backend(server: &common::FlyServer, pool: Option<&str>) -> FlyBackend {
         .token(Secret::new(common::TOKEN))
         .image("registry.fly.io/liveload-agent:bench")
         .agent_port(port)
-        .limits(Limits::default());
+        .limits(Limits::default())
+        .reach(server.public_reach());
     if let Some(pool) = pool {
         builder = builder.pool(pool);
     }

@@ -54,6 +54,36 @@ pub struct MachineConfig {
     /// Restart policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<Restart>,
+    /// Ports Fly's proxy exposes on the app's public address (public mode only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<MachineService>,
+}
+
+/// `fly.MachineService`: one internal port exposed through Fly's proxy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MachineService {
+    /// `tcp`.
+    pub protocol: String,
+    /// The port the agent listens on inside the machine.
+    pub internal_port: u16,
+    /// Public ports and how the proxy handles them.
+    pub ports: Vec<MachinePort>,
+    /// Never let the proxy start a machine (a stopped agent machine is finished or pooled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autostart: Option<bool>,
+    /// `off`: never let the proxy stop a machine mid-run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autostop: Option<String>,
+}
+
+/// `fly.MachinePort`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MachinePort {
+    /// The public port.
+    pub port: u16,
+    /// `tls` terminates TLS at Fly's edge, `http` lets it route by header
+    /// (`fly-force-instance-id`) and carry WebSocket upgrades.
+    pub handlers: Vec<String>,
 }
 
 /// `fly.MachineGuest`.

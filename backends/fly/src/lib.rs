@@ -6,10 +6,15 @@
 //! it: the dead-man switch and TTL stop machines whose controller vanished), and configured
 //! entirely through environment variables (token, TTL, grace, listen address, TLS material).
 //!
-//! Reaching agents: the controller dials each machine's `private_ip` on the agent port, over
-//! TLS pinned to the run's certificate — this needs the controller inside the organisation's
-//! private network (a Fly machine, or `fly wireguard`/`fly proxy` from a laptop). The public
-//! mode through Fly's proxy is not built yet.
+//! Reaching agents ([`Reach`]), two ways:
+//! - **public** (the default, works from a laptop): every machine exposes the agent port as a
+//!   service on the app's public address, HTTPS on 443. Fly's edge terminates TLS with the
+//!   app's certificate (`APP.fly.dev`, from a public CA, which the controller verifies) and
+//!   routes each WebSocket to one machine by the `fly-force-instance-id` header. The hop from
+//!   the edge to the machine runs inside Fly's network; the run token authenticates the link.
+//! - **private**: the controller dials each machine's `private_ip` on the agent port over TLS
+//!   pinned to the run's certificate, end to end — it must run inside the organisation's private
+//!   network (a Fly machine, or `fly wireguard` from a laptop).
 
 pub mod api;
 pub mod client;
@@ -20,13 +25,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use liveload_core::{
-    AgentEndpoint, Backend, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, Result,
-    RunFilter, Secret,
+    AgentEndpoint, Backend, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, ProxyTls,
+    Result, RunFilter, Secret,
 };
 use tokio::time::Instant;
 
 use crate::api::{
-    CreateMachineRequest, Guest, Machine, MachineConfig, Restart, UpdateMachineRequest,
+    CreateMachineRequest, Guest, Machine, MachineConfig, MachinePort, MachineService, Restart,
+    UpdateMachineRequest,
 };
 pub use crate::client::{FlyClient, Limits};
 
@@ -39,6 +45,42 @@ pub const META_EXPIRES: &str = "liveload_expires_at";
 /// Metadata key of the warm pool a machine belongs to.
 pub const META_POOL: &str = "liveload_pool";
 
+/// How the controller reaches agent machines (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Through Fly's public edge with `fly-force-instance-id`.
+    Public(PublicEdge),
+    /// Each machine's private IP, TLS pinned to the run's certificate.
+    Private,
+}
+
+impl Default for Reach {
+    fn default() -> Self {
+        Reach::Public(PublicEdge::default())
+    }
+}
+
+/// Where Fly's edge is, for [`Reach::Public`]. Every field defaults from the app's name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublicEdge {
+    /// `host:port` to dial (default `APP.fly.dev:443`).
+    pub address: Option<String>,
+    /// The name the edge's certificate carries (default `APP.fly.dev`).
+    pub server_name: Option<String>,
+    /// Root certificates (PEM) to trust on top of the system's (a test edge's CA).
+    pub extra_roots_pem: Vec<String>,
+}
+
+/// The public port Fly's edge serves agents on.
+pub const PUBLIC_PORT: u16 = 443;
+
+/// The resolved public edge of one app.
+#[derive(Debug, Clone)]
+struct Edge {
+    address: String,
+    tls: ProxyTls,
+}
+
 /// The Fly backend. Build with [`FlyBackend::builder`].
 #[derive(Debug)]
 pub struct FlyBackend {
@@ -49,6 +91,8 @@ pub struct FlyBackend {
     agent_port: u16,
     env: BTreeMap<String, String>,
     pool: Option<String>,
+    /// `Some` in public mode.
+    edge: Option<Edge>,
     /// Pool machines this process has taken for a run and not given back.
     claimed: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Stopped pool machines listed once and not handed out yet: listing is rate-limited per
@@ -69,6 +113,7 @@ pub struct FlyBackendBuilder {
     env: BTreeMap<String, String>,
     limits: Limits,
     pool: Option<String>,
+    reach: Reach,
 }
 
 impl Default for FlyBackendBuilder {
@@ -86,6 +131,7 @@ impl Default for FlyBackendBuilder {
             env: BTreeMap::new(),
             limits: Limits::default(),
             pool: None,
+            reach: Reach::default(),
         }
     }
 }
@@ -144,6 +190,12 @@ impl FlyBackendBuilder {
         self
     }
 
+    /// How the controller reaches agents (default: public, through Fly's edge).
+    pub fn reach(mut self, reach: Reach) -> Self {
+        self.reach = reach;
+        self
+    }
+
     /// Build the backend.
     pub fn build(self) -> Result<FlyBackend> {
         let missing = |what: &str, hint: &str| Error::Backend {
@@ -161,6 +213,21 @@ impl FlyBackendBuilder {
                 "set FLY_API_TOKEN or pass --fly-token-file (e.g. from `fly tokens create deploy -a APP`)",
             )
         })?;
+        let edge = match self.reach {
+            Reach::Private => None,
+            Reach::Public(edge) => {
+                let server_name = edge.server_name.unwrap_or_else(|| format!("{app}.fly.dev"));
+                Some(Edge {
+                    address: edge
+                        .address
+                        .unwrap_or_else(|| format!("{server_name}:{PUBLIC_PORT}")),
+                    tls: ProxyTls {
+                        server_name,
+                        extra_roots_pem: edge.extra_roots_pem,
+                    },
+                })
+            }
+        };
         Ok(FlyBackend {
             client: FlyClient::new(&self.base_url, &app, token, self.limits)?,
             image: self.image,
@@ -169,6 +236,7 @@ impl FlyBackendBuilder {
             agent_port: self.agent_port,
             env: self.env,
             pool: self.pool,
+            edge,
             claimed: std::sync::Mutex::default(),
             free: tokio::sync::Mutex::default(),
         })
@@ -179,6 +247,13 @@ impl FlyBackend {
     /// Start building a Fly backend.
     pub fn builder() -> FlyBackendBuilder {
         FlyBackendBuilder::default()
+    }
+
+    /// In public mode, the edge's `host:port` and the name its certificate must carry.
+    pub fn public_edge(&self) -> Option<(&str, &str)> {
+        self.edge
+            .as_ref()
+            .map(|edge| (edge.address.as_str(), edge.tls.server_name.as_str()))
     }
 
     /// The API client.
@@ -215,6 +290,7 @@ impl FlyBackend {
             restart: Some(Restart {
                 policy: "no".into(),
             }),
+            services: Vec::new(),
         }
     }
 
@@ -331,7 +407,9 @@ impl FlyBackend {
         if spec.no_browser {
             env.insert("LIVELOAD_NO_BROWSER".into(), "true".into());
         }
-        if let Some(tls) = &spec.tls {
+        // In public mode Fly's edge terminates TLS and speaks plain HTTP to the machine, so
+        // the agent must not expect TLS; in private mode TLS runs end to end, pinned.
+        if let (Some(tls), None) = (&spec.tls, &self.edge) {
             env.insert("LIVELOAD_TLS_CERT_PEM".into(), tls.cert_pem.clone());
             env.insert("LIVELOAD_TLS_KEY_PEM".into(), tls.key_pem.clone());
         }
@@ -355,8 +433,64 @@ impl FlyBackend {
                 restart: Some(Restart {
                     policy: "no".into(),
                 }),
+                services: self.services(),
             },
             skip_launch: None,
+        }
+    }
+
+    /// Public mode: the agent port behind Fly's edge, HTTPS on 443, routed by header.
+    fn services(&self) -> Vec<MachineService> {
+        if self.edge.is_none() {
+            return Vec::new();
+        }
+        vec![MachineService {
+            protocol: "tcp".into(),
+            internal_port: self.agent_port,
+            ports: vec![MachinePort {
+                port: PUBLIC_PORT,
+                handlers: vec!["tls".into(), "http".into()],
+            }],
+            autostart: Some(false),
+            autostop: Some("off".into()),
+        }]
+    }
+
+    /// Public mode: wait until the agent answers through Fly's edge. The edge accepts
+    /// connections before the agent listens (and answers 502 then), so only a completed
+    /// WebSocket upgrade counts.
+    async fn wait_for_edge(
+        &self,
+        edge: &Edge,
+        node: &NodeHandle,
+        deadline: Instant,
+    ) -> Result<AgentEndpoint> {
+        let endpoint = AgentEndpoint {
+            address: edge.address.clone(),
+            tls: None,
+            headers: vec![("fly-force-instance-id".into(), node.id.clone())],
+            proxy: Some(edge.tls.clone()),
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let last = match tokio::time::timeout(
+                left.min(Duration::from_secs(5)),
+                liveload_core::agent_client::probe(&endpoint),
+            )
+            .await
+            {
+                Ok(Ok(())) => return Ok(endpoint),
+                Ok(Err(e)) => e,
+                Err(_) => "no answer within 5 s".to_string(),
+            };
+            if Instant::now() >= deadline {
+                tracing::debug!(node = %node.id, error = %last, "agent never answered through the edge");
+                return Err(Error::ClusterNodeCreationTimeout {
+                    node: node.id.clone(),
+                    timeout: Duration::ZERO,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -400,6 +534,9 @@ impl Backend for FlyBackend {
             if self.client.wait(&node.id, "started", left).await? {
                 break;
             }
+        }
+        if let Some(edge) = &self.edge {
+            return self.wait_for_edge(edge, node, deadline).await;
         }
         let machine = self
             .client
@@ -450,6 +587,7 @@ impl Backend for FlyBackend {
             address,
             tls: None,
             headers: Vec::new(),
+            proxy: None,
         })
     }
 

@@ -9,9 +9,18 @@ use std::time::Duration;
 
 use liveload_core::conformance::{self, Harness};
 use liveload_core::{Backend, Error, NodeSpec, RunFilter, Secret, names};
-use liveload_fly::{FlyBackend, Limits};
+use liveload_fly::{FlyBackend, Limits, Reach};
 
 fn backend(server: &common::FlyServer, app: &str, limits: Limits) -> FlyBackend {
+    backend_reaching(server, app, limits, Reach::Private)
+}
+
+fn backend_reaching(
+    server: &common::FlyServer,
+    app: &str,
+    limits: Limits,
+    reach: Reach,
+) -> FlyBackend {
     let port = server.state.lock().unwrap().agent_port;
     FlyBackend::builder()
         .base_url(&server.url)
@@ -20,6 +29,7 @@ fn backend(server: &common::FlyServer, app: &str, limits: Limits) -> FlyBackend 
         .image("registry.fly.io/liveload-agent:test")
         .agent_port(port)
         .limits(limits)
+        .reach(reach)
         .build()
         .unwrap()
 }
@@ -34,39 +44,127 @@ fn fast() -> Limits {
     }
 }
 
-async fn harness(server: &common::FlyServer) -> Harness {
+/// The suite's harness, agents reached privately (`public == false`) or through the edge.
+async fn harness(server: &common::FlyServer, public: bool) -> Harness {
     let target = demo_target::spawn(([127, 0, 0, 1], 0).into())
         .await
         .unwrap();
+    let reach = || {
+        if public {
+            server.public_reach()
+        } else {
+            Reach::Private
+        }
+    };
     Harness {
-        backend: Arc::new(backend(server, "liveload-test", fast())),
-        slow_backend: Arc::new(backend(server, "slow-app", fast())),
+        backend: Arc::new(backend_reaching(server, "liveload-test", fast(), reach())),
+        slow_backend: Arc::new(backend_reaching(server, "slow-app", fast(), reach())),
         target_url: Some(format!("http://{target}")),
         ready_timeout: Duration::from_secs(30),
     }
 }
 
 macro_rules! conformance_tests {
-    ($($check:ident),* $(,)?) => {$(
+    ($public:expr; $($check:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread")]
         async fn $check() {
             let server = common::start().await;
-            conformance::$check(&harness(&server).await).await;
+            conformance::$check(&super::harness(&server, $public).await).await;
             assert!(server.state.lock().unwrap().machines.is_empty(), "the server holds no machine");
         }
     )*};
 }
 
-conformance_tests!(
-    create_ready_facts_destroy,
-    destroy_is_idempotent,
-    list_shows_the_node_then_none,
-    creation_timeout_destroys_the_node,
-    wrong_token_is_refused,
-    tls_link_is_pinned,
-    parallel_creates_are_distinct,
-    end_to_end_run_leaves_nothing,
-);
+/// Agents on their private IPs, TLS pinned end to end.
+mod private_mode {
+    use super::*;
+    conformance_tests!(false;
+        create_ready_facts_destroy,
+        destroy_is_idempotent,
+        list_shows_the_node_then_none,
+        creation_timeout_destroys_the_node,
+        wrong_token_is_refused,
+        tls_link_is_pinned,
+        parallel_creates_are_distinct,
+        end_to_end_run_leaves_nothing,
+    );
+}
+
+/// Agents through the edge (`fly-force-instance-id`), its certificate verified by CA.
+mod public_mode {
+    use super::*;
+    conformance_tests!(true;
+        create_ready_facts_destroy,
+        destroy_is_idempotent,
+        list_shows_the_node_then_none,
+        creation_timeout_destroys_the_node,
+        wrong_token_is_refused,
+        tls_link_is_pinned,
+        parallel_creates_are_distinct,
+        end_to_end_run_leaves_nothing,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn public_mode_exposes_the_agent_port_through_the_edge_and_keeps_tls_keys_home() {
+    let server = common::start().await;
+    let fly = backend_reaching(&server, "liveload-test", fast(), server.public_reach());
+    let (agent_tls, _) = liveload_core::tls::generate_run_certificate().unwrap();
+    let mut spec = spec("public-00000000", 0);
+    spec.tls = Some(agent_tls);
+    let request = fly.create_request(&spec);
+    let port = server.state.lock().unwrap().agent_port;
+    assert_eq!(request.config.services.len(), 1);
+    let service = &request.config.services[0];
+    assert_eq!(service.internal_port, port);
+    assert_eq!(service.ports[0].port, 443);
+    assert_eq!(service.ports[0].handlers, ["tls", "http"]);
+    assert_eq!(service.autostop.as_deref(), Some("off"));
+    // Fly's edge talks plain HTTP to the machine: the agent gets no TLS key to expect TLS with.
+    assert!(!request.config.env.contains_key("LIVELOAD_TLS_KEY_PEM"));
+    // The endpoint names the machine for the edge and verifies the edge's certificate.
+    let node = fly.create(&spec).await.unwrap();
+    let endpoint = liveload_core::run::wait_ready_or_destroy(&fly, &node, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(endpoint.address, server.edge);
+    assert_eq!(
+        endpoint.headers,
+        [("fly-force-instance-id".to_string(), node.id.clone())]
+    );
+    assert_eq!(
+        endpoint.proxy.as_ref().unwrap().server_name,
+        common::EDGE_NAME
+    );
+    fly.destroy(&node).await.unwrap();
+    // Private mode is the opposite: no service, TLS end to end.
+    let private = backend(&server, "liveload-test", fast()).create_request(&spec);
+    assert!(private.config.services.is_empty());
+    assert!(private.config.env.contains_key("LIVELOAD_TLS_KEY_PEM"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn public_mode_defaults_to_the_apps_fly_dev_name() {
+    let fly = FlyBackend::builder()
+        .app("my-app")
+        .token(Secret::new("t"))
+        .image("i")
+        .build()
+        .unwrap();
+    assert_eq!(
+        fly.public_edge(),
+        Some(("my-app.fly.dev:443", "my-app.fly.dev"))
+    );
+    let request = fly.create_request(&spec("defaults-00000000", 0));
+    assert_eq!(request.config.services[0].ports[0].port, 443);
+    let private = FlyBackend::builder()
+        .app("my-app")
+        .token(Secret::new("t"))
+        .reach(Reach::Private)
+        .build()
+        .unwrap();
+    assert_eq!(private.public_edge(), None);
+}
 
 fn spec(run_id: &str, index: u32) -> NodeSpec {
     NodeSpec {
@@ -223,6 +321,7 @@ async fn a_warm_pool_starts_machines_for_a_run_and_gets_them_back_stopped() {
             .image("registry.fly.io/liveload-agent:test")
             .agent_port(port)
             .limits(fast())
+            .reach(server.public_reach())
             .pool(pool)
             .build()
             .unwrap()

@@ -429,6 +429,7 @@ impl Backend for LocalBackend {
                     address: address.clone(),
                     tls: None,
                     headers: Vec::new(),
+                    proxy: None,
                 }),
                 _ => Err(backend_error(
                     BackendErrorKind::NodeFailed,

@@ -77,30 +77,8 @@ impl AgentConnection {
                 .await
                 .map_err(|e| fail(format!("cannot connect to {}: {e}", endpoint.address)))?;
             tcp.set_nodelay(true).ok();
-            let transport: Box<dyn Transport> = match &endpoint.tls {
-                None => Box::new(tcp),
-                Some(pin) => {
-                    let connector = tokio_rustls::TlsConnector::from(tls::client_config(pin));
-                    let stream = connector
-                        .connect(tls::agent_server_name(), tcp)
-                        .await
-                        .map_err(|e| fail(format!("TLS handshake failed: {e}")))?;
-                    Box::new(stream)
-                }
-            };
-            let scheme = if endpoint.tls.is_some() { "wss" } else { "ws" };
-            let mut request = format!("{scheme}://{}/agent", endpoint.address)
-                .into_client_request()
-                .map_err(|e| fail(format!("bad agent address {}: {e}", endpoint.address)))?;
-            for (name, value) in &endpoint.headers {
-                let name: tokio_tungstenite::tungstenite::http::HeaderName = name
-                    .parse()
-                    .map_err(|_| fail(format!("bad header name {name}")))?;
-                let value = value
-                    .parse()
-                    .map_err(|_| fail(format!("bad value for header {name}")))?;
-                request.headers_mut().insert(name, value);
-            }
+            let (transport, url) = secure(endpoint, tcp).await.map_err(fail)?;
+            let request = upgrade_request(endpoint, &url).map_err(fail)?;
             let config = WebSocketConfig::default()
                 .max_message_size(Some(MAX_FRAME_BYTES))
                 .max_frame_size(Some(MAX_FRAME_BYTES));
@@ -275,4 +253,75 @@ where
         return decode_agent(&bytes)
             .map_err(|e| lost(format!("the agent sent a malformed frame: {e}")));
     }
+}
+
+/// Wrap a dialled TCP stream as the endpoint asks (plain, pinned TLS, or TLS to a proxy that
+/// public CAs vouch for) and name the WebSocket URL to request on it.
+async fn secure(
+    endpoint: &AgentEndpoint,
+    tcp: TcpStream,
+) -> std::result::Result<(Box<dyn Transport>, String), String> {
+    if let Some(proxy) = &endpoint.proxy {
+        let config = tls::proxy_client_config(proxy).map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from(proxy.server_name.clone())
+            .map_err(|e| format!("bad proxy name {}: {e}", proxy.server_name))?;
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake with {} failed: {e}", proxy.server_name))?;
+        return Ok((
+            Box::new(stream),
+            format!("wss://{}/agent", proxy.server_name),
+        ));
+    }
+    match &endpoint.tls {
+        None => Ok((Box::new(tcp), format!("ws://{}/agent", endpoint.address))),
+        Some(pin) => {
+            let connector = tokio_rustls::TlsConnector::from(tls::client_config(pin));
+            let stream = connector
+                .connect(tls::agent_server_name(), tcp)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            Ok((
+                Box::new(stream),
+                format!("wss://{}/agent", endpoint.address),
+            ))
+        }
+    }
+}
+
+/// The WebSocket upgrade request for `url`, with the endpoint's extra headers.
+fn upgrade_request(
+    endpoint: &AgentEndpoint,
+    url: &str,
+) -> std::result::Result<tokio_tungstenite::tungstenite::handshake::client::Request, String> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| format!("bad agent address {url}: {e}"))?;
+    for (name, value) in &endpoint.headers {
+        let name: tokio_tungstenite::tungstenite::http::HeaderName = name
+            .parse()
+            .map_err(|_| format!("bad header name {name}"))?;
+        let value = value
+            .parse()
+            .map_err(|_| format!("bad value for header {name}"))?;
+        request.headers_mut().insert(name, value);
+    }
+    Ok(request)
+}
+
+/// Is an agent answering at `endpoint`? Dials, secures the link and completes a WebSocket
+/// upgrade, then hangs up without authenticating. Backends whose agents sit behind a proxy use
+/// this for readiness: the proxy accepts connections long before the agent listens.
+pub async fn probe(endpoint: &AgentEndpoint) -> std::result::Result<(), String> {
+    let tcp = TcpStream::connect(&endpoint.address)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", endpoint.address))?;
+    let (transport, url) = secure(endpoint, tcp).await?;
+    let request = upgrade_request(endpoint, &url)?;
+    let (mut ws, _) = tokio_tungstenite::client_async(request, transport)
+        .await
+        .map_err(|e| format!("WebSocket handshake failed: {e}"))?;
+    let _ = ws.close(None).await;
+    Ok(())
 }

@@ -107,6 +107,20 @@ pub struct AgentEndpoint {
     pub tls: Option<Pin>,
     /// Extra HTTP headers on the WebSocket upgrade (e.g. Fly's `fly-force-instance-id`).
     pub headers: Vec<(String, String)>,
+    /// The agent sits behind a TLS-terminating proxy (Fly's edge in public mode): the
+    /// controller verifies the proxy's certificate with public CAs instead of pinning the run's
+    /// certificate, and `tls` is ignored. The run token still authenticates the agent link.
+    pub proxy: Option<ProxyTls>,
+}
+
+/// A TLS-terminating proxy in front of agents, verified like any HTTPS site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyTls {
+    /// The name the proxy's certificate must carry; also sent as SNI and `Host`
+    /// (`my-app.fly.dev`).
+    pub server_name: String,
+    /// Root certificates (PEM) trusted on top of the system's: a private CA, or a test CA.
+    pub extra_roots_pem: Vec<String>,
 }
 
 /// The size of a node from the provider's catalogue, for planning only: facts decide sizing.

@@ -186,7 +186,9 @@ pub async fn wrong_token_is_refused(h: &Harness) {
     h.assert_no_nodes(&run_id).await;
 }
 
-/// Over TLS, the controller reaches the agent only with this run's certificate pinned.
+/// Over TLS, the controller reaches the agent only through the certificate it expects: this
+/// run's certificate, pinned; or, behind a TLS-terminating proxy ([`crate::ProxyTls`]), the
+/// proxy's certificate from a trusted CA — the same link without that CA is refused.
 pub async fn tls_link_is_pinned(h: &Harness) {
     let run_id = h.new_run();
     let (agent_tls, pin) = crate::tls::generate_run_certificate().expect("certificate");
@@ -194,14 +196,20 @@ pub async fn tls_link_is_pinned(h: &Harness) {
     let mut spec = h.spec(&run_id, 0);
     spec.tls = Some(agent_tls);
     let node = h.backend.create(&spec).await.expect("create");
-    let mut endpoint = run::wait_ready_or_destroy(h.backend.as_ref(), &node, h.ready_timeout)
+    let endpoint = run::wait_ready_or_destroy(h.backend.as_ref(), &node, h.ready_timeout)
         .await
         .expect("ready");
     let deadline = Instant::now() + h.ready_timeout;
-    endpoint.tls = Some(other_pin);
-    let wrong = AgentConnection::connect(&node.id, &endpoint, &spec.token, deadline).await;
-    endpoint.tls = Some(pin);
-    let right = AgentConnection::connect(&node.id, &endpoint, &spec.token, deadline).await;
+    let (mut wrong_endpoint, mut right_endpoint) = (endpoint.clone(), endpoint.clone());
+    match &mut wrong_endpoint.proxy {
+        Some(proxy) => proxy.extra_roots_pem.clear(),
+        None => {
+            wrong_endpoint.tls = Some(other_pin);
+            right_endpoint.tls = Some(pin);
+        }
+    }
+    let wrong = AgentConnection::connect(&node.id, &wrong_endpoint, &spec.token, deadline).await;
+    let right = AgentConnection::connect(&node.id, &right_endpoint, &spec.token, deadline).await;
     h.backend.destroy(&node).await.expect("destroy");
     match wrong {
         Err(Error::AgentConnection { message, .. }) => {
@@ -212,7 +220,7 @@ pub async fn tls_link_is_pinned(h: &Harness) {
             other.map(|(_, w)| w)
         ),
     }
-    let (_, welcome) = right.expect("the pinned certificate is accepted");
+    let (_, welcome) = right.expect("the expected certificate is accepted");
     assert!(welcome.facts.total_memory_bytes > 0);
     h.assert_no_nodes(&run_id).await;
 }
@@ -229,9 +237,11 @@ pub async fn parallel_creates_are_distinct(h: &Harness) {
             .map(|n| run::wait_ready_or_destroy(h.backend.as_ref(), n, h.ready_timeout)),
     )
     .await;
+    // Distinct endpoints: an address each, or one proxy address with a header naming the node.
     let mut addresses: Vec<String> = ready
         .into_iter()
-        .map(|r| r.expect("ready").address)
+        .map(|r| r.expect("ready"))
+        .map(|e| format!("{} {:?}", e.address, e.headers))
         .collect();
     let listed = h
         .backend

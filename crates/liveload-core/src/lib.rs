@@ -19,6 +19,8 @@ pub mod sizing;
 pub mod threshold;
 pub mod tls;
 
-pub use backend::{AgentEndpoint, Backend, NodeHandle, NodeSize, NodeSpec, RunFilter, Secret};
+pub use backend::{
+    AgentEndpoint, Backend, NodeHandle, NodeSize, NodeSpec, ProxyTls, RunFilter, Secret,
+};
 pub use error::{BackendErrorKind, Error, Result};
 pub use liveload_proto as proto;

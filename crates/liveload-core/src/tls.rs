@@ -84,6 +84,34 @@ pub fn client_config(pin: &Pin) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
+/// A rustls client configuration for an agent behind a TLS-terminating proxy (Fly's edge): the
+/// proxy's certificate is verified like any HTTPS site's, with the system's roots plus
+/// `proxy.extra_roots_pem`.
+pub fn proxy_client_config(proxy: &crate::backend::ProxyTls) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = |message: String| Error::InvalidOption {
+        option: "proxy TLS roots".into(),
+        message,
+    };
+    let mut roots = Vec::new();
+    for pem in &proxy.extra_roots_pem {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.push(cert.map_err(|e| bad(format!("not a PEM certificate: {e}")))?);
+        }
+    }
+    let provider = provider();
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
+            .map_err(|e| bad(format!("cannot load the system's root certificates: {e}")))?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The SNI / server name the controller uses when dialing an agent.
 pub fn agent_server_name() -> ServerName<'static> {
     ServerName::try_from(AGENT_SERVER_NAME).expect("a valid DNS name")

@@ -51,9 +51,20 @@ pub enum Command {
 pub enum BackendKind {
     /// Agents as child processes on this machine.
     Local,
-    /// Fly.io Machines (private-network mode: run the controller inside the organisation's
-    /// network, e.g. through `fly wireguard`).
+    /// Fly.io Machines (`--fly-mode public` through Fly's edge from anywhere, or `private`
+    /// inside the organisation's network).
     Fly,
+}
+
+/// How the controller reaches Fly machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FlyMode {
+    /// Through the app's public address (`APP.fly.dev:443`), one machine at a time by the
+    /// `fly-force-instance-id` header; works from a laptop. The app needs public IPs.
+    Public,
+    /// Each machine's private IP, TLS pinned end to end; the controller must be inside the
+    /// organisation's private network (a Fly machine, or `fly wireguard`).
+    Private,
 }
 
 /// How results and errors are printed.
@@ -98,6 +109,20 @@ pub struct BackendArgs {
     /// Fly: the port agents listen on inside their machines.
     #[arg(long, default_value_t = 7070)]
     pub fly_agent_port: u16,
+    /// Fly: how the controller reaches agents.
+    #[arg(long, value_enum, default_value = "public")]
+    pub fly_mode: FlyMode,
+    /// Fly, public mode: the edge's HOST:PORT (default APP.fly.dev:443; a custom domain works).
+    #[arg(long)]
+    pub fly_edge: Option<String>,
+    /// Fly, public mode: the name on the edge's certificate (default: the host of --fly-edge,
+    /// or APP.fly.dev).
+    #[arg(long)]
+    pub fly_edge_name: Option<String>,
+    /// Fly, public mode: a PEM file of CA certificates to trust for the edge on top of the
+    /// system's (a private CA in front of Fly, or a test edge).
+    #[arg(long)]
+    pub fly_edge_ca_file: Option<PathBuf>,
     /// Fly: a warm pool to take nodes from (start instead of create; stop instead of destroy).
     #[arg(long)]
     pub fly_pool: Option<String>,

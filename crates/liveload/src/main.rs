@@ -259,7 +259,37 @@ fn fly_backend(args: &BackendArgs) -> Result<liveload_fly::FlyBackend, Error> {
     if let Some(pool) = &args.fly_pool {
         builder = builder.pool(pool);
     }
+    builder = builder.reach(fly_reach(args)?);
     builder.build()
+}
+
+/// `--fly-mode` and the edge options as a [`liveload_fly::Reach`].
+fn fly_reach(args: &BackendArgs) -> Result<liveload_fly::Reach, Error> {
+    if args.fly_mode == cli::FlyMode::Private {
+        return Ok(liveload_fly::Reach::Private);
+    }
+    let extra_roots_pem = match &args.fly_edge_ca_file {
+        None => Vec::new(),
+        Some(path) => vec![
+            std::fs::read_to_string(path).map_err(|e| Error::InvalidOption {
+                option: "--fly-edge-ca-file".into(),
+                message: format!("cannot read {}: {e}", path.display()),
+            })?,
+        ],
+    };
+    // A custom edge address names its certificate by its host unless told otherwise.
+    let server_name = args.fly_edge_name.clone().or_else(|| {
+        args.fly_edge.as_ref().map(|edge| {
+            edge.rsplit_once(':')
+                .map_or(edge.as_str(), |(host, _)| host)
+                .to_string()
+        })
+    });
+    Ok(liveload_fly::Reach::Public(liveload_fly::PublicEdge {
+        address: args.fly_edge.clone(),
+        server_name,
+        extra_roots_pem,
+    }))
 }
 
 fn load_scenario(path: &Path, flags: &RunFlags) -> Result<Scenario, Error> {

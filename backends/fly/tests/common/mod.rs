@@ -5,6 +5,11 @@
 //! It holds what a spec-validating mock cannot: machines that exist, start and go away. It also
 //! counts requests and can answer 429 with `Retry-After`, lose a create's response (the machine
 //! is made, the answer is a 502), and boot slowly (app names starting with `slow`).
+//!
+//! Next to the API it runs an **edge** like Fly's proxy for public mode: it terminates TLS with
+//! a certificate for [`EDGE_NAME`] from its own CA, reads the request head, and hands the
+//! connection to the machine named by `fly-force-instance-id` — only if that machine's config
+//! exposes the agent port as a `tls`+`http` service, as Fly's proxy requires.
 
 #![allow(dead_code)]
 
@@ -60,12 +65,32 @@ pub struct ServerState {
     pub lose_next_create: bool,
     /// Requests with a wrong or missing token.
     pub unauthorized: u32,
+    /// Connections the edge handed to a machine.
+    pub edge_connections: u32,
 }
+
+/// The name on the edge's certificate (Fly's would be `APP.fly.dev`).
+pub const EDGE_NAME: &str = "liveload-test.fly.dev";
 
 /// A running test server.
 pub struct FlyServer {
     pub url: String,
     pub state: Arc<Mutex<ServerState>>,
+    /// The edge's `host:port`.
+    pub edge: String,
+    /// The CA that signed the edge's certificate, PEM.
+    pub edge_ca_pem: String,
+}
+
+impl FlyServer {
+    /// Public mode through this server's edge.
+    pub fn public_reach(&self) -> liveload_fly::Reach {
+        liveload_fly::Reach::Public(liveload_fly::PublicEdge {
+            address: Some(self.edge.clone()),
+            server_name: Some(EDGE_NAME.into()),
+            extra_roots_pem: vec![self.edge_ca_pem.clone()],
+        })
+    }
 }
 
 impl Drop for FlyServer {
@@ -132,10 +157,118 @@ pub async fn start() -> FlyServer {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
+    let (edge, edge_ca_pem) = start_edge(state.clone()).await;
     FlyServer {
         url: format!("http://{address}"),
         state,
+        edge,
+        edge_ca_pem,
     }
+}
+
+/// Start the edge on a free port; returns its address and its CA certificate.
+async fn start_edge(state: Arc<Mutex<ServerState>>) -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![EDGE_NAME.to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, state) = (acceptor.clone(), state.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    let _ = route(tls, state).await;
+                }
+            });
+        }
+    });
+    (address, ca.pem())
+}
+
+/// Read one request head and splice the connection to the machine it names.
+async fn route<S>(mut client: S, state: Arc<Mutex<ServerState>>) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte).await? == 0 || head.len() > 16 * 1024 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let instance = text.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("fly-force-instance-id")
+            .then(|| value.trim().to_string())
+    });
+    let target = {
+        let mut s = state.lock().unwrap();
+        let target = instance
+            .as_ref()
+            .and_then(|id| s.machines.get(id))
+            .filter(|m| m.state == "started" && exposes(&m.config, s.agent_port))
+            .map(|m| format!("{}:{}", m.private_ip, s.agent_port));
+        s.edge_connections += u32::from(target.is_some());
+        target
+    };
+    let answer = |status: &str| format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+    let Some(target) = target else {
+        client.write_all(answer("404 Not Found").as_bytes()).await?;
+        return Ok(());
+    };
+    let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+        client
+            .write_all(answer("502 Bad Gateway").as_bytes())
+            .await?;
+        return Ok(());
+    };
+    upstream.write_all(&head).await?;
+    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    Ok(())
+}
+
+/// Does a machine config expose `port` through the edge the way Fly's proxy needs it?
+fn exposes(config: &Value, port: u16) -> bool {
+    config["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|service| {
+            service["internal_port"].as_u64() == Some(u64::from(port))
+                && service["ports"].as_array().into_iter().flatten().any(|p| {
+                    let handlers: Vec<&str> = p["handlers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    handlers.contains(&"tls") && handlers.contains(&"http")
+                })
+        })
 }
 
 type Shared = State<Arc<Mutex<ServerState>>>;
