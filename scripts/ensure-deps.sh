@@ -48,4 +48,25 @@ ensure_prism() {
     "@stoplight/prism-cli@$PRISM_VERSION" >&2
 }
 
+# OpenSSH's server, for the SSH backend's tests: each test starts its own private sshd (own
+# config, host keys and authorized_keys in a temp dir, a free port on 127.0.0.1) and stops it.
+# The package's own service must not start: a policy-rc.d that refuses it is in place while apt
+# runs (and removed after, unless one was there before).
+ensure_sshd() {
+  # sshd started by root wants its privilege-separation directory (/run is often empty).
+  if [ "$(id -u)" -eq 0 ] && [ ! -d /run/sshd ]; then mkdir -p -m 0755 /run/sshd; fi
+  if [ -x /usr/sbin/sshd ]; then
+    return
+  fi
+  echo "installing Debian's openssh-server (its system service is not started) ..." >&2
+  local guard=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+    as_root chmod +x /usr/sbin/policy-rc.d
+    guard=1
+  fi
+  apt_install openssh-server
+  if [ "$guard" -eq 1 ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
+}
+
 ensure_chromium

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-deps.sh
 ensure_prism
+ensure_sshd
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 # The end-to-end tests run the `liveload` and `liveload-agent` binaries: build them first.

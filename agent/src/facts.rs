@@ -202,6 +202,7 @@ pub fn derive_facts(
         effective_memory_bytes: memory / share as u64,
         effective_cores: cores / share as f64,
         chromium,
+        max_users: None,
     }
 }
 

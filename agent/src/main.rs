@@ -65,6 +65,9 @@ struct Args {
     /// This agent's share of the host is 1/N (several agents on one host).
     #[arg(long, env = "LIVELOAD_HOST_SHARE")]
     host_share: Option<u32>,
+    /// Never take more users than this (an operator's cap for this host; sizing respects it).
+    #[arg(long, env = "LIVELOAD_MAX_USERS")]
+    max_users: Option<u32>,
     /// Chromium executable (default: chromium-headless-shell, then chromium, on PATH).
     #[arg(long, env = "LIVELOAD_CHROMIUM")]
     chromium: Option<PathBuf>,
@@ -171,7 +174,8 @@ async fn agent(
             version,
         })
     });
-    let facts = facts::measure(args.host_share, chromium);
+    let mut facts = facts::measure(args.host_share, chromium);
+    facts.max_users = args.max_users;
     let no_sandbox = args.no_sandbox || unsafe { libc::geteuid() } == 0;
     let (stop, _) = watch::channel(StopSignal::Run);
     let (shutdown, mut shutdown_rx) = watch::channel(None);

@@ -54,6 +54,12 @@ pub enum BackendErrorKind {
     BadInstanceType,
     /// The node died or its agent exited before answering.
     NodeFailed,
+    /// The host could not be reached (DNS, refused, timed out).
+    Unreachable,
+    /// The host's SSH key is not known (and not accepted) or differs from the one recorded.
+    HostKey,
+    /// The host lacks something the agent needs (Chromium, a binary for its architecture).
+    HostUnfit,
     /// Anything else the provider said.
     Other,
 }

@@ -80,7 +80,7 @@ pub struct NodeCapacity {
     pub by_memory: u64,
     /// Users cores allow.
     pub by_cpu: u64,
-    /// `min(by_memory, by_cpu)`.
+    /// `min(by_memory, by_cpu)`, and never above the node's `max_users` cap.
     pub users: u64,
 }
 
@@ -126,7 +126,11 @@ impl SizingConfig {
 
     /// Users a node can host, from its measured facts.
     pub fn capacity_of(&self, facts: &NodeFacts) -> NodeCapacity {
-        self.capacity(facts.effective_memory_bytes, facts.effective_cores)
+        let mut capacity = self.capacity(facts.effective_memory_bytes, facts.effective_cores);
+        if let Some(cap) = facts.max_users {
+            capacity.users = capacity.users.min(u64::from(cap));
+        }
+        capacity
     }
 
     /// Users a node of the catalogue size can host (planning only).
@@ -231,6 +235,29 @@ mod tests {
         assert_eq!(config().capacity(64 * GIB, 2.0).users, 20);
         // Fractional cgroup cores floor.
         assert_eq!(config().capacity(64 * GIB, 1.55).users, 15);
+    }
+
+    #[test]
+    fn an_operators_cap_lowers_a_nodes_capacity_but_never_raises_it() {
+        let mut facts = NodeFacts {
+            hostname: "lab-1".into(),
+            arch: "x86_64".into(),
+            total_memory_bytes: 64 * GIB,
+            available_memory_bytes: 64 * GIB,
+            logical_cores: 8,
+            cgroup_memory_limit_bytes: None,
+            cgroup_cpu_limit: None,
+            host_share: None,
+            effective_memory_bytes: 64 * GIB,
+            effective_cores: 8.0,
+            chromium: None,
+            max_users: None,
+        };
+        assert_eq!(config().capacity_of(&facts).users, 80);
+        facts.max_users = Some(25);
+        assert_eq!(config().capacity_of(&facts).users, 25);
+        facts.max_users = Some(500);
+        assert_eq!(config().capacity_of(&facts).users, 80);
     }
 
     #[test]

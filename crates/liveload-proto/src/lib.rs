@@ -189,6 +189,10 @@ pub struct NodeFacts {
     pub effective_cores: f64,
     /// The Chromium the agent will launch, when found.
     pub chromium: Option<BrowserInfo>,
+    /// An operator's cap on this node's users (the SSH backend's per-host `max_users`):
+    /// sizing never gives the node more, whatever its memory and cores allow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_users: Option<u32>,
 }
 
 /// A browser executable and its version.
