@@ -120,10 +120,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Host>, Error> {
         if !names.insert(host.name.clone()) {
             return Err(bad(
                 None,
-                format!(
-                    "two hosts are named '{}': names must be unique",
-                    host.name
-                ),
+                format!("two hosts are named '{}': names must be unique", host.name),
             ));
         }
         hosts.push(host);
@@ -150,11 +147,11 @@ fn resolve(entry: &Entry, defaults: &Entry, top: bool) -> Result<Host, String> {
         (None, true) => Auth::Agent,
         (None, false) => Auth::IdentityFile(expand_home(Path::new("~/.ssh/id_ed25519"))),
     };
-    let jump = match entry.jump.as_deref().or(if top {
-        defaults.jump.as_deref()
-    } else {
-        None
-    }) {
+    let jump = match entry
+        .jump
+        .as_deref()
+        .or(if top { defaults.jump.as_deref() } else { None })
+    {
         Some(jump) if top => Some(Box::new(
             resolve(jump, defaults, false).map_err(|m| format!("its jump host: {m}"))?,
         )),
@@ -240,11 +237,27 @@ jump = { address = "bastion", user = "ops" }
         assert!(err.to_string().contains("no address"), "{err}");
         let err = parse("", "h.toml").unwrap_err();
         assert!(err.to_string().contains("no hosts"), "{err}");
-        let twice = "[[host]]\naddress = \"a\"\nuser = \"u\"\n[[host]]\naddress = \"a\"\nuser = \"u\"\n";
-        assert!(parse(twice, "h.toml").unwrap_err().to_string().contains("unique"));
+        let twice =
+            "[[host]]\naddress = \"a\"\nuser = \"u\"\n[[host]]\naddress = \"a\"\nuser = \"u\"\n";
+        assert!(
+            parse(twice, "h.toml")
+                .unwrap_err()
+                .to_string()
+                .contains("unique")
+        );
         let both = "[[host]]\naddress = \"a\"\nuser = \"u\"\nagent = true\nidentity = \"k\"\n";
-        assert!(parse(both, "h.toml").unwrap_err().to_string().contains("not both"));
+        assert!(
+            parse(both, "h.toml")
+                .unwrap_err()
+                .to_string()
+                .contains("not both")
+        );
         let zero = "[[host]]\naddress = \"a\"\nuser = \"u\"\nmax_users = 0\n";
-        assert!(parse(zero, "h.toml").unwrap_err().to_string().contains("at least 1"));
+        assert!(
+            parse(zero, "h.toml")
+                .unwrap_err()
+                .to_string()
+                .contains("at least 1")
+        );
     }
 }

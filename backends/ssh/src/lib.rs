@@ -33,8 +33,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use crate::hosts::{Auth, Host};
-pub use crate::session::HostKeyPolicy;
 use crate::session::Connection;
+pub use crate::session::HostKeyPolicy;
 
 /// The SSH backend. Build with [`SshBackend::builder`].
 pub struct SshBackend {
@@ -123,8 +123,9 @@ impl SshBackendBuilder {
         }
         let known_hosts = match self.known_hosts {
             Some(path) => path,
-            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".ssh/known_hosts"),
+            None => {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".ssh/known_hosts")
+            }
         };
         Ok(SshBackend {
             connections: self.hosts.iter().map(|_| Mutex::new(None)).collect(),
@@ -200,10 +201,12 @@ impl SshBackend {
         if let Some(sum) = cache.get(path) {
             return Ok(sum.clone());
         }
-        let bytes = tokio::fs::read(path).await.map_err(|e| Error::InvalidOption {
-            option: "--ssh-agent-bin".into(),
-            message: format!("cannot read the agent {}: {e}", path.display()),
-        })?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| Error::InvalidOption {
+                option: "--ssh-agent-bin".into(),
+                message: format!("cannot read the agent {}: {e}", path.display()),
+            })?;
         let sum: String = Sha256::digest(&bytes)
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -225,10 +228,11 @@ impl SshBackend {
     async fn set_up(&self, i: usize, spec: &NodeSpec) -> Result<u32> {
         let host = &self.hosts[i];
         let connection = self.connection(i).await?;
-        let seen = connection.exec(&remote::inspect(), b"").await?;
+        let seen = connection.exec(&remote::inspect(&self.root), b"").await?;
         let mut lines = seen.stdout.lines();
         let arch = lines.next().unwrap_or_default().trim().to_string();
         let chromium = lines.next().map(str::trim).filter(|p| !p.is_empty());
+        let uploaded: Vec<&str> = lines.map(str::trim).collect();
         if chromium.is_none() && !spec.no_browser {
             return Err(Self::fail(
                 host,
@@ -248,15 +252,15 @@ impl SshBackend {
             )
         })?;
         let sum = self.checksum(agent).await?;
-        let bin = format!("liveload-agent-{}", &sum[..16]);
-        let there = connection
-            .exec(&remote::checksum(&self.root, &bin), b"")
-            .await?;
-        if there.stdout.trim() != sum {
-            let bytes = tokio::fs::read(agent).await.map_err(|e| Error::InvalidOption {
-                option: "--ssh-agent-bin".into(),
-                message: format!("cannot read the agent {}: {e}", agent.display()),
-            })?;
+        // Named by its checksum: an agent of this exact version is there or it is not.
+        let bin = format!("liveload-agent-{sum}");
+        if !uploaded.contains(&bin.as_str()) {
+            let bytes = tokio::fs::read(agent)
+                .await
+                .map_err(|e| Error::InvalidOption {
+                    option: "--ssh-agent-bin".into(),
+                    message: format!("cannot read the agent {}: {e}", agent.display()),
+                })?;
             let put = connection
                 .exec(&remote::upload(&self.root, &bin), &bytes)
                 .await?;
@@ -463,7 +467,11 @@ impl Backend for SshBackend {
                     detail: format!(
                         "{} pid {pid}{}",
                         self.hosts[i].name,
-                        if alive == "1" { "" } else { " (exited; files left)" }
+                        if alive == "1" {
+                            ""
+                        } else {
+                            " (exited; files left)"
+                        }
                     ),
                 });
             }

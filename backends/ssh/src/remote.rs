@@ -2,7 +2,8 @@
 //!
 //! Layout under the remote directory (`~/.liveload` unless told otherwise):
 //! ```text
-//! bin/liveload-agent-<sha256>      the agent, named by its checksum (uploaded once per version)
+//! bin/liveload-agent-<sha256>      the agent, named by its checksum (uploaded once per version;
+//!                                  written under a temporary name, then renamed)
 //! runs/<run id>/<node index>/pid   the agent's pid (it leads its own session and group)
 //!                          /ready  what the agent writes once listening: {"address", "pid"}
 //!                          /log    its stderr
@@ -23,18 +24,14 @@ pub fn dir_word(dir: &str) -> String {
     }
 }
 
-/// Print the host's architecture, then the first Chromium found on its PATH (if any).
-pub fn inspect() -> String {
-    "uname -m; for c in chromium-headless-shell chromium chromium-browser google-chrome; do \
-     p=$(command -v \"$c\" 2>/dev/null) && { echo \"$p\"; break; }; done; true"
-        .into()
-}
-
-/// Print the checksum of the agent at `bin` if it is there and executable.
-pub fn checksum(root: &str, bin: &str) -> String {
+/// Print the host's architecture, then the first Chromium found on its PATH (or an empty
+/// line), then the agent versions already uploaded (one file name a line). One command: each
+/// costs a round trip and a session on the host.
+pub fn inspect(root: &str) -> String {
     format!(
-        "b={root}/bin/{bin}; [ -x \"$b\" ] && sha256sum \"$b\" | cut -c1-64; true",
-        bin = quote(bin)
+        "uname -m; p=; for c in chromium-headless-shell chromium chromium-browser google-chrome; do \
+         p=$(command -v \"$c\" 2>/dev/null) && break; p=; done; echo \"$p\"; \
+         ls {root}/bin 2>/dev/null; true"
     )
 }
 
@@ -123,8 +120,7 @@ mod tests {
     fn every_script_parses() {
         let root = dir_word("~/.liveload");
         for script in [
-            inspect(),
-            checksum(&root, "liveload-agent-abc"),
+            inspect(&root),
             upload(&root, "liveload-agent-abc"),
             start(&root, "liveload-agent-abc", "run-1", 0),
             wait_ready(&root, "run-1", 0, 50),

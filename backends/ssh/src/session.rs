@@ -134,6 +134,9 @@ pub async fn connect(
         // Keepalives notice a dead path (and so a dead tunnel) within ~30 s even when idle.
         keepalive_interval: Some(Duration::from_secs(10)),
         keepalive_max: 3,
+        // Commands are small request/response exchanges: Nagle's algorithm would hold each
+        // one back for a delayed ACK (~40 ms a round trip).
+        nodelay: true,
         ..Default::default()
     });
     let problem = Arc::new(Mutex::new(None));
@@ -149,7 +152,12 @@ pub async fn connect(
             Some(jump) => {
                 let channel = jump
                     .handle
-                    .channel_open_direct_tcpip(host.address.clone(), host.port.into(), "127.0.0.1", 0)
+                    .channel_open_direct_tcpip(
+                        host.address.clone(),
+                        host.port.into(),
+                        "127.0.0.1",
+                        0,
+                    )
                     .await?;
                 client::connect_stream(config, channel.into_stream(), verifier).await
             }

@@ -113,7 +113,10 @@ async fn an_unknown_host_key_is_refused_unless_accepted_explicitly() {
     let err = strict.create(&spec(&run, 0)).await.unwrap_err();
     let (kind, message, hint) = backend_error(&err);
     assert_eq!(kind, BackendErrorKind::HostKey);
-    assert!(message.contains("host h0") && message.contains("SHA256:"), "{message}");
+    assert!(
+        message.contains("host h0") && message.contains("SHA256:"),
+        "{message}"
+    );
     assert!(hint.contains("--ssh-accept-new"), "{hint}");
     assert!(!empty.exists(), "nothing recorded without consent");
 
@@ -128,7 +131,10 @@ async fn an_unknown_host_key_is_refused_unless_accepted_explicitly() {
     let node = accepting.create(&spec(&run, 0)).await.unwrap();
     accepting.destroy(&node).await.unwrap();
     let recorded = std::fs::read_to_string(&empty).unwrap();
-    assert!(recorded.contains(&format!("[127.0.0.1]:{}", sshd.port)), "{recorded}");
+    assert!(
+        recorded.contains(&format!("[127.0.0.1]:{}", sshd.port)),
+        "{recorded}"
+    );
     // Recorded now: the strict backend accepts it too.
     let node = strict.create(&spec(&run, 0)).await.unwrap();
     strict.destroy(&node).await.unwrap();
@@ -162,7 +168,10 @@ async fn a_changed_host_key_is_always_refused() {
         .unwrap_err();
     let (kind, message, hint) = backend_error(&err);
     assert_eq!(kind, BackendErrorKind::HostKey);
-    assert!(message.contains("differs") && message.contains(":1"), "{message}");
+    assert!(
+        message.contains("differs") && message.contains(":1"),
+        "{message}"
+    );
     assert!(hint.contains("ssh-keygen -R"), "{hint}");
     assert_eq!(
         std::fs::read_to_string(&known).unwrap().lines().count(),
@@ -191,7 +200,10 @@ async fn a_wrong_key_is_an_auth_error_naming_the_host() {
         .unwrap_err();
     let (kind, message, hint) = backend_error(&err);
     assert_eq!(kind, BackendErrorKind::Auth);
-    assert!(message.contains("host lab-7") && message.contains("refused"), "{message}");
+    assert!(
+        message.contains("host lab-7") && message.contains("refused"),
+        "{message}"
+    );
     assert!(hint.contains("authorized_keys"), "{hint}");
     // A missing key file is an auth error too, saying which file.
     let mut hosts = sshd.hosts(1);
@@ -241,8 +253,21 @@ async fn a_host_without_chromium_is_refused_by_name_and_left_clean() {
     let tools = sshd_probe.dir.path().join("tools");
     std::fs::create_dir(&tools).unwrap();
     for tool in [
-        "sh", "uname", "cat", "cut", "sha256sum", "mkdir", "chmod", "mv", "rm", "rmdir", "setsid",
-        "sleep", "tr", "grep", "tail",
+        "sh",
+        "uname",
+        "cat",
+        "cut",
+        "sha256sum",
+        "mkdir",
+        "chmod",
+        "mv",
+        "rm",
+        "rmdir",
+        "setsid",
+        "sleep",
+        "tr",
+        "grep",
+        "tail",
     ] {
         let found = std::process::Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -259,9 +284,18 @@ async fn a_host_without_chromium_is_refused_by_name_and_left_clean() {
     let err = backend.create(&browser_spec).await.unwrap_err();
     let (kind, message, hint) = backend_error(&err);
     assert_eq!(kind, BackendErrorKind::HostUnfit);
-    assert!(message.contains("host h0") && message.contains("Chromium"), "{message}");
+    assert!(
+        message.contains("host h0") && message.contains("Chromium"),
+        "{message}"
+    );
     assert!(hint.contains("chromium-headless-shell"), "{hint}");
-    assert!(backend.list(&RunFilter::Run(run.clone())).await.unwrap().is_empty());
+    assert!(
+        backend
+            .list(&RunFilter::Run(run.clone()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(common::agents_of_run(&run).is_empty());
 }
 
@@ -307,7 +341,11 @@ async fn the_agent_listens_on_the_hosts_loopback_only_and_the_token_stays_off_di
     assert!(!node_dir.join("env").exists());
     for entry in std::fs::read_dir(&node_dir).unwrap().flatten() {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        assert!(!text.contains(node_spec.token.expose()), "{:?}", entry.path());
+        assert!(
+            !text.contains(node_spec.token.expose()),
+            "{:?}",
+            entry.path()
+        );
     }
     backend.destroy(&node).await.unwrap();
     assert!(!node_dir.exists());
@@ -325,10 +363,9 @@ async fn killing_the_ssh_connection_mid_run_ends_the_agent_within_the_grace_peri
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let (connection, _) =
-        AgentConnection::connect(&node.id, &endpoint, &node_spec.token, deadline)
-            .await
-            .unwrap();
+    let (connection, _) = AgentConnection::connect(&node.id, &endpoint, &node_spec.token, deadline)
+        .await
+        .unwrap();
     let (sender, _receiver) = connection.into_split();
     let beating = tokio::spawn(async move {
         let mut sender = sender;
@@ -368,4 +405,34 @@ async fn more_nodes_than_hosts_is_a_clear_error() {
     assert_eq!(kind, BackendErrorKind::Quota);
     assert!(message.contains("hosts file has 1"), "{message}");
     assert!(hint.contains("add hosts"), "{hint}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_behind_a_jump_host_is_reached_through_it() {
+    let sshd = common::Sshd::start();
+    let mut hosts = sshd.hosts(1);
+    // The jump host is this same server; the target is reached from it over its loopback.
+    let mut jump = hosts[0].clone();
+    jump.name = "bastion".into();
+    hosts[0].jump = Some(Box::new(jump));
+    let backend = SshBackend::builder()
+        .hosts(hosts)
+        .known_hosts(&sshd.known_hosts)
+        .agent_binary(std::env::consts::ARCH, common::agent_bin())
+        .remote_dir(sshd.remote_dir.display().to_string())
+        .build()
+        .unwrap();
+    let run = names::new_run_id("jump");
+    let node_spec = spec(&run, 0);
+    let node = backend.create(&node_spec).await.unwrap();
+    let endpoint = run::wait_ready_or_destroy(&backend, &node, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (_, welcome) = AgentConnection::connect(&node.id, &endpoint, &node_spec.token, deadline)
+        .await
+        .unwrap();
+    assert!(welcome.facts.logical_cores > 0);
+    backend.destroy(&node).await.unwrap();
+    assert!(common::agents_of_run(&run).is_empty());
 }

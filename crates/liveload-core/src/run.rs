@@ -221,6 +221,64 @@ impl Plan {
     }
 }
 
+/// Plan without running: from the backend's catalogue when it has one, else by booting one
+/// probe node, reading its facts over the agent link and destroying it (SSH hosts, or any
+/// backend whose nodes are only known once measured).
+pub async fn plan(backend: &dyn Backend, options: &RunOptions) -> Result<Plan> {
+    let max_nodes = backend
+        .node_limit()
+        .map_or(options.max_allowed_nodes, |limit| {
+            limit.min(options.max_allowed_nodes)
+        });
+    if let Some(size) = backend.expected_size().await? {
+        return Plan::from_size(options.users, size, "catalogue", &options.sizing, max_nodes);
+    }
+    let tls = if options.tls {
+        Some(crate::tls::generate_run_certificate()?)
+    } else {
+        None
+    };
+    let spec = NodeSpec {
+        run_id: names::new_run_id(&format!("{}-plan", options.cluster_name)),
+        index: 0,
+        token: names::new_token(),
+        ttl: options.creation_timeout + Duration::from_secs(60),
+        grace: Duration::from_secs(30),
+        tls: tls.as_ref().map(|(agent, _)| agent.clone()),
+        no_browser: options.no_browser,
+    };
+    let node = backend.create(&spec).await?;
+    let measured = async {
+        let mut endpoint = wait_ready_or_destroy(backend, &node, options.creation_timeout).await?;
+        if let (Some((_, pin)), None) = (&tls, &endpoint.tls) {
+            endpoint.tls = Some(pin.clone());
+        }
+        let deadline = Instant::now() + options.creation_timeout;
+        let (connection, welcome) =
+            AgentConnection::connect(&node.id, &endpoint, &spec.token, deadline).await?;
+        connection.close().await;
+        Ok::<_, Error>(welcome.facts)
+    }
+    .await;
+    // The probe is destroyed whatever happened (again, if waiting already did: idempotent).
+    let destroyed = backend.destroy(&node).await;
+    let facts = measured?;
+    destroyed?;
+    let capacity = options.sizing.check_node(&node.id, &facts)?;
+    let size = NodeSize {
+        memory_bytes: facts.effective_memory_bytes,
+        cores: facts.effective_cores,
+    };
+    let mut plan = Plan::from_size(options.users, size, "probe", &options.sizing, max_nodes)?;
+    if capacity.users < plan.users_per_node {
+        // The host's own cap (max_users) is lower than its size allows.
+        plan.users_per_node = capacity.users;
+        plan.capacity = capacity;
+        plan.nodes = necessary_nodes(options.users, capacity.users, max_nodes)?;
+    }
+    Ok(plan)
+}
+
 /// One node of a run, as measured.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct NodeReport {

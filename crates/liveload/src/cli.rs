@@ -54,6 +54,9 @@ pub enum BackendKind {
     /// Fly.io Machines (`--fly-mode public` through Fly's edge from anywhere, or `private`
     /// inside the organisation's network).
     Fly,
+    /// Your own hosts over SSH (`--hosts hosts.toml`): the agent is uploaded, started on the
+    /// host's loopback and reached through the SSH connection.
+    Ssh,
 }
 
 /// How the controller reaches Fly machines.
@@ -126,6 +129,23 @@ pub struct BackendArgs {
     /// Fly: a warm pool to take nodes from (start instead of create; stop instead of destroy).
     #[arg(long)]
     pub fly_pool: Option<String>,
+    /// SSH: the hosts file (TOML: address, port, user, identity or agent, max_users, jump).
+    #[arg(long, env = "LIVELOAD_HOSTS")]
+    pub hosts: Option<PathBuf>,
+    /// SSH: the known_hosts file host keys are checked against (default ~/.ssh/known_hosts).
+    #[arg(long)]
+    pub ssh_known_hosts: Option<PathBuf>,
+    /// SSH: accept and record the keys of hosts not in known_hosts yet (a changed key is always
+    /// refused).
+    #[arg(long)]
+    pub ssh_accept_new: bool,
+    /// SSH: the agent for hosts of another architecture, as ARCH=PATH (repeatable; this
+    /// machine's own agent is used for its architecture).
+    #[arg(long, value_name = "ARCH=PATH")]
+    pub ssh_agent_bin: Vec<String>,
+    /// SSH: where liveload keeps its files on each host.
+    #[arg(long, default_value = "~/.liveload")]
+    pub ssh_remote_dir: String,
     /// Fly: the Machines API base URL.
     #[arg(
         long,

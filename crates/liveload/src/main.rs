@@ -216,7 +216,34 @@ pub fn backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Error> {
             Ok(Arc::new(builder.build()?))
         }
         BackendKind::Fly => Ok(Arc::new(fly_backend(args)?)),
+        BackendKind::Ssh => Ok(Arc::new(ssh_backend(args)?)),
     }
+}
+
+/// The SSH backend from its flags.
+fn ssh_backend(args: &BackendArgs) -> Result<liveload_ssh::SshBackend, Error> {
+    let path = args.hosts.as_ref().ok_or_else(|| Error::InvalidOption {
+        option: "--hosts".into(),
+        message: "--backend ssh needs a hosts file: --hosts hosts.toml (see README, \"Your own hosts (SSH)\")".into(),
+    })?;
+    let mut builder = liveload_ssh::SshBackend::builder()
+        .hosts(liveload_ssh::hosts::load(path)?)
+        .accept_new_host_keys(args.ssh_accept_new)
+        .remote_dir(&args.ssh_remote_dir);
+    if let Some(known_hosts) = &args.ssh_known_hosts {
+        builder = builder.known_hosts(known_hosts);
+    }
+    if let Some(own) = liveload_local::find_agent_bin() {
+        builder = builder.agent_binary(std::env::consts::ARCH, own);
+    }
+    for pair in &args.ssh_agent_bin {
+        let (arch, path) = pair.split_once('=').ok_or_else(|| Error::InvalidOption {
+            option: "--ssh-agent-bin".into(),
+            message: format!("'{pair}' is not ARCH=PATH (e.g. aarch64=./liveload-agent-arm64)"),
+        })?;
+        builder = builder.agent_binary(arch, path);
+    }
+    builder.build()
 }
 
 /// The Fly backend from its flags.
@@ -306,8 +333,9 @@ async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &Ru
         Ok(o) => o,
         Err(e) => return output::error(&e, format),
     };
-    // Off this host, the agent link is always TLS pinned to the run's certificate.
-    if backend_args.backend != BackendKind::Local {
+    // Off this host, the agent link is always encrypted: TLS pinned to the run's certificate,
+    // or (SSH) the SSH connection itself.
+    if backend_args.backend == BackendKind::Fly {
         options.tls = true;
     }
     let state_dir = backend_args
@@ -323,8 +351,9 @@ async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &Ru
         Ok(b) => b,
         Err(e) => return output::error(&e, format),
     };
-    // Cloud machines cost money: show the plan and its cost, and ask (or take --yes).
-    if backend_args.backend != BackendKind::Local
+    // Cloud machines cost money: show the plan and its cost, and ask (or take --yes). Local
+    // processes and your own SSH hosts cost nothing extra.
+    if backend_args.backend == BackendKind::Fly
         && let Err(e) = confirm(backend.as_ref(), &options, flags.yes, format).await
     {
         return output::error(&e, format);
@@ -458,16 +487,7 @@ async fn plan(path: &Path, backend_args: &BackendArgs, flags: &RunFlags) -> Resu
     let scenario = load_scenario(path, flags)?;
     let options = flags.options(&scenario)?;
     let backend = backend(backend_args)?;
-    let max_nodes = backend.node_limit().map_or(options.max_allowed_nodes, |l| {
-        l.min(options.max_allowed_nodes)
-    });
-    match backend.expected_size().await? {
-        Some(size) => Plan::from_size(options.users, size, "catalogue", &options.sizing, max_nodes),
-        None => Err(Error::InvalidOption {
-            option: "--backend".into(),
-            message: "this backend cannot size nodes before booting one".into(),
-        }),
-    }
+    run::plan(backend.as_ref(), &options).await
 }
 
 async fn cleanup(
