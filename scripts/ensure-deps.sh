@@ -48,6 +48,28 @@ ensure_prism() {
     "@stoplight/prism-cli@$PRISM_VERSION" >&2
 }
 
+# The EC2 emulator (moto's server, from PyPI, pinned) in a virtual environment inside the
+# repository, for the EC2 backend's tests. Each test starts its own server on a free port.
+MOTO_VERSION=5.2.5
+ensure_moto() {
+  local here
+  here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  local venv="$here/.tools/moto-venv"
+  if [ -x "$venv/bin/moto_server" ] \
+    && [ "$("$venv/bin/python" -c 'import moto; print(moto.__version__)' 2>/dev/null)" = "$MOTO_VERSION" ]; then
+    return
+  fi
+  local python=python3
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    echo "installing Debian's python3-venv ..." >&2
+    apt_install python3 python3-venv
+    python=/usr/bin/python3
+  fi
+  echo "installing moto[server] $MOTO_VERSION into .tools/moto-venv ..." >&2
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
+}
+
 # OpenSSH's server, for the SSH backend's tests: each test starts its own private sshd (own
 # config, host keys and authorized_keys in a temp dir, a free port on 127.0.0.1) and stops it.
 # The package's own service must not start: a policy-rc.d that refuses it is in place while apt

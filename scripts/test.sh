@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/ensure-deps.sh
 ensure_prism
 ensure_sshd
+ensure_moto
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 # The end-to-end tests run the `liveload` and `liveload-agent` binaries: build them first.
