@@ -170,6 +170,14 @@ pub trait Backend: Send + Sync + Debug {
     /// Destroy the node. Idempotent: a node that is already gone is success.
     async fn destroy(&self, node: &NodeHandle) -> Result<()>;
 
+    /// Destroy several nodes; providers with a batch call (EC2's `TerminateInstances`) override
+    /// it. The default destroys them all at once, one call each, and reports the first error
+    /// after trying every node.
+    async fn destroy_all(&self, nodes: &[NodeHandle]) -> Result<()> {
+        let results = futures_util::future::join_all(nodes.iter().map(|n| self.destroy(n))).await;
+        results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+    }
+
     /// Every machine the provider still holds for the selected runs, from the provider's own
     /// tags or records, so that a later process can clean up after a crashed one.
     async fn list(&self, runs: &RunFilter) -> Result<Vec<NodeHandle>>;

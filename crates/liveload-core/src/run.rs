@@ -428,6 +428,16 @@ pub async fn teardown(
     }
     tracing::info!(run_id, nodes = nodes.len(), "tearing down");
     observer.event(&Event::TearingDown { nodes: nodes.len() });
+    // One batch first (EC2 terminates a thousand instances a call); if it fails, node by node,
+    // so every node gets its own try and the error names the one that failed.
+    if backend.destroy_all(&nodes).await.is_ok() {
+        for node in &nodes {
+            observer.event(&Event::NodeDestroyed {
+                node: node.id.clone(),
+            });
+        }
+        return Ok(());
+    }
     let results = join_all(nodes.iter().map(|node| async move {
         let result = backend.destroy(node).await;
         if result.is_ok() {

@@ -57,6 +57,17 @@ pub enum BackendKind {
     /// Your own hosts over SSH (`--hosts hosts.toml`): the agent is uploaded, started on the
     /// host's loopback and reached through the SSH connection.
     Ssh,
+    /// AWS EC2 instances booted from the agent AMI (`images/ec2`, `terraform/aws`).
+    Ec2,
+}
+
+/// Which address of an EC2 instance the controller dials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Ec2Address {
+    /// The public IP (controller outside the VPC).
+    Public,
+    /// The private IP (controller inside the VPC or on a VPN).
+    Private,
 }
 
 /// How the controller reaches Fly machines.
@@ -146,6 +157,53 @@ pub struct BackendArgs {
     /// SSH: where liveload keeps its files on each host.
     #[arg(long, default_value = "~/.liveload")]
     pub ssh_remote_dir: String,
+    /// EC2: the region (default: AWS_REGION or the profile's).
+    #[arg(long)]
+    pub ec2_region: Option<String>,
+    /// EC2: another endpoint (an emulator); AWS_ENDPOINT_URL works too.
+    #[arg(long)]
+    pub ec2_endpoint_url: Option<String>,
+    /// EC2: the instance type.
+    #[arg(long, default_value = "c7i.large")]
+    pub ec2_instance_type: String,
+    /// EC2: the agent AMI (ami-..., built with images/ec2).
+    #[arg(long, env = "LIVELOAD_EC2_AMI")]
+    pub ec2_ami: Option<String>,
+    /// EC2: a launch template instead of --ec2-ami, as NAME or lt-ID, optionally :VERSION.
+    #[arg(long)]
+    pub ec2_launch_template: Option<String>,
+    /// EC2: subnets to spread nodes over, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub ec2_subnets: Vec<String>,
+    /// EC2: security group ids, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub ec2_security_groups: Vec<String>,
+    /// EC2: a key pair for SSH debugging of agent instances.
+    #[arg(long)]
+    pub ec2_key_name: Option<String>,
+    /// EC2: spot instances (one-time, terminated on interruption).
+    #[arg(long)]
+    pub ec2_spot: bool,
+    /// EC2: root volume size in GiB (default: the AMI's).
+    #[arg(long)]
+    pub ec2_root_volume_gb: Option<i32>,
+    /// EC2: extra tags, KEY=VALUE, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub ec2_tags: Vec<String>,
+    /// EC2: the port agents listen on.
+    #[arg(long, default_value_t = 7070)]
+    pub ec2_agent_port: u16,
+    /// EC2: dial instances' public or private IPs.
+    #[arg(long, value_enum, default_value = "public")]
+    pub ec2_address: Ec2Address,
+    /// EC2: price per instance-hour in USD for the plan's estimate (default: built-in
+    /// on-demand table; required for a spot estimate).
+    #[arg(long)]
+    pub ec2_hourly_price: Option<f64>,
+    /// Test hook: an emulator's instances run nothing; start a local agent for each from its
+    /// user data.
+    #[arg(long, hide = true)]
+    pub ec2_test_local_agents: bool,
     /// Fly: the Machines API base URL.
     #[arg(
         long,

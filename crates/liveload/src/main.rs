@@ -134,7 +134,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 Some(run) => RunFilter::Run(run),
                 None => RunFilter::All,
             };
-            let listed = match backend(&args.backend) {
+            let listed = match backend(&args.backend).await {
                 Ok(b) => b.list(&filter).await,
                 Err(e) => Err(e),
             };
@@ -200,7 +200,7 @@ async fn fly_pool(action: cli::PoolAction) -> i32 {
 }
 
 /// Build the chosen backend.
-pub fn backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Error> {
+pub async fn backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Error> {
     match args.backend {
         BackendKind::Local => {
             let mut builder = LocalBackend::builder()
@@ -217,7 +217,69 @@ pub fn backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Error> {
         }
         BackendKind::Fly => Ok(Arc::new(fly_backend(args)?)),
         BackendKind::Ssh => Ok(Arc::new(ssh_backend(args)?)),
+        BackendKind::Ec2 => Ok(Arc::new(ec2_backend(args).await?)),
     }
+}
+
+/// The EC2 backend from its flags.
+async fn ec2_backend(args: &BackendArgs) -> Result<liveload_ec2::Ec2Backend, Error> {
+    let image = match (&args.ec2_ami, &args.ec2_launch_template) {
+        (Some(_), Some(_)) => {
+            return Err(Error::InvalidOption {
+                option: "--ec2-ami".into(),
+                message: "give --ec2-ami or --ec2-launch-template, not both".into(),
+            });
+        }
+        (Some(ami), None) => Some(liveload_ec2::Image::Ami(ami.clone())),
+        (None, Some(template)) => {
+            let (template, version) = match template.split_once(':') {
+                Some((t, v)) => (t.to_string(), Some(v.to_string())),
+                None => (template.clone(), None),
+            };
+            Some(liveload_ec2::Image::LaunchTemplate { template, version })
+        }
+        (None, None) => None,
+    };
+    let mut tags = Vec::new();
+    for pair in &args.ec2_tags {
+        let (key, value) = pair.split_once('=').ok_or_else(|| Error::InvalidOption {
+            option: "--ec2-tags".into(),
+            message: format!("'{pair}' is not KEY=VALUE"),
+        })?;
+        tags.push((key.to_string(), value.to_string()));
+    }
+    let mut builder = liveload_ec2::Ec2Backend::builder()
+        .client(liveload_ec2::ClientOptions {
+            region: args.ec2_region.clone(),
+            endpoint_url: args.ec2_endpoint_url.clone(),
+            static_credentials: None,
+        })
+        .instance_type(&args.ec2_instance_type)
+        .subnets(args.ec2_subnets.clone())
+        .security_groups(args.ec2_security_groups.clone())
+        .key_name(args.ec2_key_name.clone())
+        .spot(args.ec2_spot)
+        .root_volume_gb(args.ec2_root_volume_gb)
+        .tags(tags)
+        .agent_port(args.ec2_agent_port)
+        .address(match args.ec2_address {
+            cli::Ec2Address::Public => liveload_ec2::Address::Public,
+            cli::Ec2Address::Private => liveload_ec2::Address::Private,
+        })
+        .hourly_price(args.ec2_hourly_price);
+    if let Some(image) = image {
+        builder = builder.image(image);
+    }
+    if args.ec2_test_local_agents {
+        // Test hook: an emulator's instances run nothing; start a local agent for each.
+        let agent = liveload_local::find_agent_bin().ok_or_else(|| Error::InvalidOption {
+            option: "--ec2-test-local-agents".into(),
+            message: "liveload-agent not found next to liveload".into(),
+        })?;
+        let dir = std::env::temp_dir().join(format!("liveload-ec2-agents-{}", std::process::id()));
+        builder = builder.hook(Arc::new(liveload_ec2::hook::LocalAgents::new(agent, dir)));
+    }
+    builder.build().await
 }
 
 /// The SSH backend from its flags.
@@ -335,7 +397,7 @@ async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &Ru
     };
     // Off this host, the agent link is always encrypted: TLS pinned to the run's certificate,
     // or (SSH) the SSH connection itself.
-    if backend_args.backend == BackendKind::Fly {
+    if matches!(backend_args.backend, BackendKind::Fly | BackendKind::Ec2) {
         options.tls = true;
     }
     let state_dir = backend_args
@@ -347,13 +409,13 @@ async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &Ru
         Ok(lock) => lock,
         Err(e) => return output::error(&e, format),
     };
-    let backend = match backend(backend_args) {
+    let backend = match backend(backend_args).await {
         Ok(b) => b,
         Err(e) => return output::error(&e, format),
     };
     // Cloud machines cost money: show the plan and its cost, and ask (or take --yes). Local
     // processes and your own SSH hosts cost nothing extra.
-    if backend_args.backend == BackendKind::Fly
+    if matches!(backend_args.backend, BackendKind::Fly | BackendKind::Ec2)
         && let Err(e) = confirm(backend.as_ref(), &options, flags.yes, format).await
     {
         return output::error(&e, format);
@@ -486,7 +548,7 @@ async fn interrupted() {
 async fn plan(path: &Path, backend_args: &BackendArgs, flags: &RunFlags) -> Result<Plan, Error> {
     let scenario = load_scenario(path, flags)?;
     let options = flags.options(&scenario)?;
-    let backend = backend(backend_args)?;
+    let backend = backend(backend_args).await?;
     run::plan(backend.as_ref(), &options).await
 }
 
@@ -494,13 +556,9 @@ async fn cleanup(
     backend_args: &BackendArgs,
     filter: &RunFilter,
 ) -> Result<Vec<liveload_core::NodeHandle>, Error> {
-    let backend = backend(backend_args)?;
-    let nodes = backend.list(filter).await?;
-    let mut destroyed = Vec::new();
-    for node in nodes {
-        backend.destroy(&node).await?;
-        destroyed.push(node);
-    }
+    let backend = backend(backend_args).await?;
+    let destroyed = backend.list(filter).await?;
+    backend.destroy_all(&destroyed).await?;
     // Whatever remains after destroying is a leak worth an error.
     let left = backend.list(filter).await?;
     if !left.is_empty() {

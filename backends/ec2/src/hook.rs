@@ -1,0 +1,149 @@
+//! The endpoint-override hook: how tests (and `liveload --ec2-test-local-agents`) stand in for
+//! the network path to instances that an emulator only pretends to run.
+//!
+//! Without a hook the backend dials each running instance's IP on the agent port. With one, it
+//! hands the instance's id and user data to the hook, which starts (or finds) an agent for it
+//! and answers the address to dial. [`LocalAgents`] starts a real `liveload-agent` on this
+//! machine from the user data — the same settings the AMI's systemd unit would use — and stops
+//! it when the instance is terminated, as powering off would.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use liveload_core::{BackendErrorKind, Error, Result};
+use tokio::time::Instant;
+
+use crate::user_data::AgentSettings;
+
+/// Maps an instance to the address of its agent.
+#[async_trait]
+pub trait AgentHook: Send + Sync + std::fmt::Debug {
+    /// Instance `id` is running with `user_data` (decoded): return the `host:port` to dial, by
+    /// `deadline`.
+    async fn agent_address(&self, id: &str, user_data: &str, deadline: Instant) -> Result<String>;
+    /// Instance `id` was terminated.
+    async fn terminated(&self, id: &str);
+}
+
+/// Real agents on this machine, one per instance, configured from its user data.
+#[derive(Debug)]
+pub struct LocalAgents {
+    agent: PathBuf,
+    dir: PathBuf,
+    agents: Mutex<HashMap<String, Child>>,
+}
+
+impl LocalAgents {
+    /// Agents run from `agent`; their files go under `dir`.
+    pub fn new(agent: impl Into<PathBuf>, dir: impl Into<PathBuf>) -> Self {
+        LocalAgents {
+            agent: agent.into(),
+            dir: dir.into(),
+            agents: Mutex::default(),
+        }
+    }
+
+    fn stop(child: &mut Child) {
+        // The agent leads its own process group: end it and its Chromium.
+        let group = child.id() as i32;
+        unsafe {
+            libc::kill(-group, libc::SIGTERM);
+        }
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < end {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+        let _ = child.wait();
+    }
+}
+
+impl Drop for LocalAgents {
+    fn drop(&mut self) {
+        for (_, mut child) in self.agents.lock().expect("not poisoned").drain() {
+            Self::stop(&mut child);
+        }
+    }
+}
+
+fn failed(id: &str, message: String) -> Error {
+    Error::Backend {
+        backend: "ec2",
+        kind: BackendErrorKind::NodeFailed,
+        message: format!("instance {id}: {message}"),
+        hint: None,
+    }
+}
+
+#[async_trait]
+impl AgentHook for LocalAgents {
+    async fn agent_address(&self, id: &str, user_data: &str, deadline: Instant) -> Result<String> {
+        let settings = AgentSettings::parse(user_data)
+            .ok_or_else(|| failed(id, "its user data is not liveload's".into()))?;
+        let dir = self.dir.join(id);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("making an agent directory", e))?;
+        let ready = dir.join("ready");
+        let _ = std::fs::remove_file(&ready);
+        let mut command = Command::new(&self.agent);
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&settings.env)
+            // On an instance the agent listens on every address; here, on loopback.
+            .env("LIVELOAD_LISTEN", "127.0.0.1:0")
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let (Some(cert), Some(key)) = (&settings.tls_cert_pem, &settings.tls_key_pem) {
+            std::fs::write(dir.join("tls.crt"), cert)
+                .and_then(|_| std::fs::write(dir.join("tls.key"), key))
+                .map_err(|e| Error::io("writing the agent's TLS files", e))?;
+            command
+                .arg("--tls-cert")
+                .arg(dir.join("tls.crt"))
+                .arg("--tls-key")
+                .arg(dir.join("tls.key"));
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| failed(id, format!("cannot start {}: {e}", self.agent.display())))?;
+        self.agents
+            .lock()
+            .expect("not poisoned")
+            .insert(id.to_string(), child);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready)
+                && let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(address) = json["address"].as_str()
+            {
+                return Ok(address.to_string());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::ClusterNodeCreationTimeout {
+                    node: id.to_string(),
+                    timeout: Duration::ZERO,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn terminated(&self, id: &str) {
+        let child = self.agents.lock().expect("not poisoned").remove(id);
+        if let Some(mut child) = child {
+            let _ = tokio::task::spawn_blocking(move || Self::stop(&mut child)).await;
+        }
+        let _ = std::fs::remove_dir_all(self.dir.join(id));
+    }
+}

@@ -1,0 +1,734 @@
+//! The EC2 backend: agent instances in your own AWS account, booted from the liveload agent AMI
+//! (`images/ec2`), sized from each instance's real facts, terminated at the end — and, if the
+//! controller dies, by themselves: the agent's dead-man switch or TTL powers the instance off,
+//! and `InstanceInitiatedShutdownBehavior=terminate` turns that into termination.
+//!
+//! - `create`: `RunInstances` with a `ClientToken` derived from the run id and node index (a
+//!   retried call can never start a second instance; liveload also looks the instance up by its
+//!   tags before retrying, so a lost answer is adopted, not repeated), tags `liveload:run-id`,
+//!   `liveload:node`, `liveload:expires-at` and `Name`, and user data carrying the agent's
+//!   settings ([`user_data`]; never logged).
+//! - `wait_ready`: the instance `running`, then the agent answering on its public or private IP
+//!   ([`Address`]), TLS pinned to the run's certificate; on time-out the run terminates it.
+//! - `destroy`: `TerminateInstances`, idempotent; [`Backend::destroy_all`] batches many.
+//! - `list`: `DescribeInstances` by tag, terminated ones excluded.
+//! - `expected_size`: `DescribeInstanceTypes`; prices from [`prices`] (or `--ec2-hourly-price`).
+//!
+//! Tests run against moto's EC2 emulator through the real SDK; its instances run nothing, so a
+//! [`hook::AgentHook`] maps each to a locally started agent.
+
+pub mod client;
+pub mod hook;
+pub mod prices;
+pub mod user_data;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, InstanceAttributeName,
+    InstanceInterruptionBehavior, InstanceMarketOptionsRequest, InstanceStateName, InstanceType,
+    LaunchTemplateSpecification, MarketType, ResourceType, ShutdownBehavior, SpotInstanceType,
+    SpotMarketOptions, Tag, TagSpecification, VolumeType,
+};
+use liveload_core::{
+    AgentEndpoint, Backend, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, Result,
+    RunFilter,
+};
+use tokio::time::Instant;
+
+pub use crate::client::ClientOptions;
+use crate::hook::AgentHook;
+use crate::user_data::AgentSettings;
+
+/// Tag with the run id.
+pub const TAG_RUN: &str = "liveload:run-id";
+/// Tag with the node index.
+pub const TAG_NODE: &str = "liveload:node";
+/// Tag with the instance's expiry (Unix seconds).
+pub const TAG_EXPIRES: &str = "liveload:expires-at";
+
+/// Which address of an instance the controller dials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Address {
+    /// The public IP (the controller is outside the VPC; the security group must let it in).
+    #[default]
+    Public,
+    /// The private IP (the controller runs inside the VPC, or over a VPN).
+    Private,
+}
+
+/// Where instances come from: an AMI, or a launch template (which may name the AMI itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Image {
+    /// An AMI id.
+    Ami(String),
+    /// A launch template by name or id (`lt-...`), with an optional version (`$Latest`,
+    /// `$Default` or a number).
+    LaunchTemplate {
+        /// Name or `lt-` id.
+        template: String,
+        /// Version, when not the default.
+        version: Option<String>,
+    },
+}
+
+/// The EC2 backend. Build with [`Ec2Backend::builder`].
+pub struct Ec2Backend {
+    ec2: aws_sdk_ec2::Client,
+    image: Option<Image>,
+    instance_type: String,
+    subnets: Vec<String>,
+    security_groups: Vec<String>,
+    key_name: Option<String>,
+    spot: bool,
+    root_volume_gb: Option<i32>,
+    tags: Vec<(String, String)>,
+    agent_port: u16,
+    address: Address,
+    hourly_price: Option<f64>,
+    hook: Option<Arc<dyn AgentHook>>,
+}
+
+impl std::fmt::Debug for Ec2Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ec2Backend")
+            .field("image", &self.image)
+            .field("instance_type", &self.instance_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options of an [`Ec2Backend`].
+#[derive(Debug, Clone)]
+pub struct Ec2BackendBuilder {
+    client: ClientOptions,
+    image: Option<Image>,
+    instance_type: String,
+    subnets: Vec<String>,
+    security_groups: Vec<String>,
+    key_name: Option<String>,
+    spot: bool,
+    root_volume_gb: Option<i32>,
+    tags: Vec<(String, String)>,
+    agent_port: u16,
+    address: Address,
+    hourly_price: Option<f64>,
+    hook: Option<Arc<dyn AgentHook>>,
+}
+
+impl Ec2BackendBuilder {
+    /// Region, endpoint and credentials.
+    pub fn client(mut self, options: ClientOptions) -> Self {
+        self.client = options;
+        self
+    }
+    /// The AMI or launch template instances boot from (needed to create, not to list).
+    pub fn image(mut self, image: Image) -> Self {
+        self.image = Some(image);
+        self
+    }
+    /// Instance type (default `c7i.large`).
+    pub fn instance_type(mut self, instance_type: impl Into<String>) -> Self {
+        self.instance_type = instance_type.into();
+        self
+    }
+    /// Subnets to spread nodes over, round-robin (default: the default VPC's).
+    pub fn subnets(mut self, subnets: Vec<String>) -> Self {
+        self.subnets = subnets;
+        self
+    }
+    /// Security groups (ids) for the instances.
+    pub fn security_groups(mut self, groups: Vec<String>) -> Self {
+        self.security_groups = groups;
+        self
+    }
+    /// An EC2 key pair, for SSH debugging of agent instances (never needed by liveload).
+    pub fn key_name(mut self, key: Option<String>) -> Self {
+        self.key_name = key;
+        self
+    }
+    /// Spot instances (one-time, terminated on interruption) instead of on-demand.
+    pub fn spot(mut self, spot: bool) -> Self {
+        self.spot = spot;
+        self
+    }
+    /// Root volume size in GiB (default: the AMI's).
+    pub fn root_volume_gb(mut self, gb: Option<i32>) -> Self {
+        self.root_volume_gb = gb;
+        self
+    }
+    /// Extra tags on every instance.
+    pub fn tags(mut self, tags: Vec<(String, String)>) -> Self {
+        self.tags = tags;
+        self
+    }
+    /// The port agents listen on (default 7070).
+    pub fn agent_port(mut self, port: u16) -> Self {
+        self.agent_port = port;
+        self
+    }
+    /// Which instance address to dial (default public).
+    pub fn address(mut self, address: Address) -> Self {
+        self.address = address;
+        self
+    }
+    /// Price per instance-hour in USD, overriding the built-in table ([`prices`]).
+    pub fn hourly_price(mut self, price: Option<f64>) -> Self {
+        self.hourly_price = price;
+        self
+    }
+    /// Map instances to agents another way than their IPs (tests, emulators).
+    pub fn hook(mut self, hook: Arc<dyn AgentHook>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Build the backend (resolves region and credentials; makes no API call).
+    pub async fn build(self) -> Result<Ec2Backend> {
+        if let Some(Image::Ami(ami)) = &self.image
+            && !ami.starts_with("ami-")
+        {
+            return Err(Error::InvalidOption {
+                option: "--ec2-ami".into(),
+                message: format!("'{ami}' is not an AMI id (ami-...)"),
+            });
+        }
+        if self.root_volume_gb.is_some_and(|gb| gb < 1) {
+            return Err(Error::InvalidOption {
+                option: "--ec2-root-volume-gb".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(Ec2Backend {
+            ec2: client::build(&self.client).await?,
+            image: self.image,
+            instance_type: self.instance_type,
+            subnets: self.subnets,
+            security_groups: self.security_groups,
+            key_name: self.key_name,
+            spot: self.spot,
+            root_volume_gb: self.root_volume_gb,
+            tags: self.tags,
+            agent_port: self.agent_port,
+            address: self.address,
+            hourly_price: self.hourly_price,
+            hook: self.hook,
+        })
+    }
+}
+
+/// A run's instance, as listed.
+#[derive(Debug, Clone)]
+struct Listed {
+    id: String,
+    run: String,
+    node: u32,
+    state: String,
+}
+
+fn tag<'a>(instance: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
+    instance
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+/// The `ClientToken` of node `index` of `run`: the same on every retry, unique per node.
+pub fn client_token(run_id: &str, index: u32) -> String {
+    // At most 64 ASCII characters.
+    let token = format!("liveload-{run_id}-{index}");
+    token.chars().take(64).collect()
+}
+
+impl Ec2Backend {
+    /// Start building an EC2 backend.
+    pub fn builder() -> Ec2BackendBuilder {
+        Ec2BackendBuilder {
+            client: ClientOptions::default(),
+            image: None,
+            instance_type: "c7i.large".into(),
+            subnets: Vec::new(),
+            security_groups: Vec::new(),
+            key_name: None,
+            spot: false,
+            root_volume_gb: None,
+            tags: Vec::new(),
+            agent_port: 7070,
+            address: Address::Public,
+            hourly_price: None,
+            hook: None,
+        }
+    }
+
+    /// The SDK client (tests use it to look at the emulator).
+    pub fn ec2(&self) -> &aws_sdk_ec2::Client {
+        &self.ec2
+    }
+
+    /// The agent's settings for one node: what the user data carries.
+    pub fn agent_settings(&self, spec: &NodeSpec) -> AgentSettings {
+        let mut env = std::collections::BTreeMap::new();
+        env.insert("LIVELOAD_TOKEN".into(), spec.token.expose().to_string());
+        env.insert("LIVELOAD_RUN_ID".into(), spec.run_id.clone());
+        env.insert("LIVELOAD_TTL".into(), spec.ttl.as_secs().max(1).to_string());
+        env.insert(
+            "LIVELOAD_GRACE".into(),
+            spec.grace.as_secs().max(1).to_string(),
+        );
+        env.insert(
+            "LIVELOAD_LISTEN".into(),
+            format!("0.0.0.0:{}", self.agent_port),
+        );
+        if spec.no_browser {
+            env.insert("LIVELOAD_NO_BROWSER".into(), "true".into());
+        }
+        AgentSettings {
+            env,
+            tls_cert_pem: spec.tls.as_ref().map(|t| t.cert_pem.clone()),
+            tls_key_pem: spec.tls.as_ref().map(|t| t.key_pem.clone()),
+        }
+    }
+
+    /// Instances of the runs `runs` selects that are not terminated (nor on their way).
+    async fn instances(&self, runs: &RunFilter, node: Option<u32>) -> Result<Vec<Listed>> {
+        let mut filters = vec![
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .values("stopping")
+                .values("stopped")
+                .build(),
+        ];
+        filters.push(match runs {
+            RunFilter::Run(run) => Filter::builder()
+                .name(format!("tag:{TAG_RUN}"))
+                .values(run)
+                .build(),
+            RunFilter::All => Filter::builder().name("tag-key").values(TAG_RUN).build(),
+        });
+        if let Some(node) = node {
+            filters.push(
+                Filter::builder()
+                    .name(format!("tag:{TAG_NODE}"))
+                    .values(node.to_string())
+                    .build(),
+            );
+        }
+        let mut listed = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = client::retry(|| async {
+                self.ec2
+                    .describe_instances()
+                    .set_filters(Some(filters.clone()))
+                    .set_next_token(next.clone())
+                    .send()
+                    .await
+                    .map_err(|e| client::error("listing instances", e))
+            })
+            .await?;
+            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+                let (Some(id), Some(run)) = (instance.instance_id(), tag(instance, TAG_RUN)) else {
+                    continue;
+                };
+                if !runs.matches(run) {
+                    continue;
+                }
+                listed.push(Listed {
+                    id: id.to_string(),
+                    run: run.to_string(),
+                    node: tag(instance, TAG_NODE)
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0),
+                    state: instance
+                        .state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_string())
+                        .unwrap_or_default(),
+                });
+            }
+            match page.next_token() {
+                Some(token) if !token.is_empty() => next = Some(token.to_string()),
+                _ => break,
+            }
+        }
+        Ok(listed)
+    }
+
+    /// The block device mapping that sets the root volume's size, from the AMI's root device.
+    async fn root_volume(&self, ami: &str, gb: i32) -> Result<BlockDeviceMapping> {
+        let images = self
+            .ec2
+            .describe_images()
+            .image_ids(ami)
+            .send()
+            .await
+            .map_err(|e| client::error("looking up the AMI", e))?;
+        let device = images
+            .images()
+            .first()
+            .and_then(|i| i.root_device_name())
+            .unwrap_or("/dev/xvda")
+            .to_string();
+        Ok(BlockDeviceMapping::builder()
+            .device_name(device)
+            .ebs(
+                EbsBlockDevice::builder()
+                    .volume_size(gb)
+                    .volume_type(VolumeType::Gp3)
+                    .delete_on_termination(true)
+                    .build(),
+            )
+            .build())
+    }
+
+    async fn run_instance(&self, spec: &NodeSpec) -> Result<String> {
+        let image = self.image.as_ref().ok_or_else(|| Error::Backend {
+            backend: "ec2",
+            kind: BackendErrorKind::BadImage,
+            message: "no AMI or launch template given".into(),
+            hint: Some(
+                "pass --ec2-ami ami-... (built with images/ec2) or --ec2-launch-template NAME (terraform/aws makes one)"
+                    .into(),
+            ),
+        })?;
+        let expires = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + spec.ttl.as_secs();
+        let mut tags = vec![
+            (TAG_RUN.to_string(), spec.run_id.clone()),
+            (TAG_NODE.to_string(), spec.index.to_string()),
+            (TAG_EXPIRES.to_string(), expires.to_string()),
+            ("Name".to_string(), spec.machine_name()),
+        ];
+        tags.extend(self.tags.iter().cloned());
+        let tag_spec = |resource: ResourceType| {
+            let mut builder = TagSpecification::builder().resource_type(resource);
+            for (key, value) in &tags {
+                builder = builder.tags(Tag::builder().key(key).value(value).build());
+            }
+            builder.build()
+        };
+        let user_data = aws_smithy_types::base64::encode(self.agent_settings(spec).render());
+        let mut request = self
+            .ec2
+            .run_instances()
+            .min_count(1)
+            .max_count(1)
+            .client_token(client_token(&spec.run_id, spec.index))
+            .instance_type(InstanceType::from(self.instance_type.as_str()))
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+            .user_data(user_data)
+            .tag_specifications(tag_spec(ResourceType::Instance))
+            .tag_specifications(tag_spec(ResourceType::Volume))
+            .set_security_group_ids(
+                (!self.security_groups.is_empty()).then(|| self.security_groups.clone()),
+            )
+            .set_key_name(self.key_name.clone());
+        if !self.subnets.is_empty() {
+            request = request.subnet_id(&self.subnets[spec.index as usize % self.subnets.len()]);
+        }
+        match image {
+            Image::Ami(ami) => {
+                request = request.image_id(ami);
+                if let Some(gb) = self.root_volume_gb {
+                    request = request.block_device_mappings(self.root_volume(ami, gb).await?);
+                }
+            }
+            Image::LaunchTemplate { template, version } => {
+                let spec = if template.starts_with("lt-") {
+                    LaunchTemplateSpecification::builder().launch_template_id(template)
+                } else {
+                    LaunchTemplateSpecification::builder().launch_template_name(template)
+                };
+                request = request.launch_template(spec.set_version(version.clone()).build());
+            }
+        }
+        if self.spot {
+            request = request.instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .spot_options(
+                        SpotMarketOptions::builder()
+                            .spot_instance_type(SpotInstanceType::OneTime)
+                            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
+        // A lost answer (the call may or may not have started the instance) is retried with
+        // the same ClientToken, so EC2 itself never starts a second one; and before each retry
+        // the instance is looked up by its tags and adopted when it is there.
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match request.clone().send().await {
+                Ok(out) => {
+                    return out
+                        .instances()
+                        .first()
+                        .and_then(|i| i.instance_id())
+                        .map(str::to_string)
+                        .ok_or_else(|| Error::Backend {
+                            backend: "ec2",
+                            kind: BackendErrorKind::Other,
+                            message: "RunInstances answered without an instance".into(),
+                            hint: None,
+                        });
+                }
+                Err(err) => {
+                    let lost = err.code().is_none();
+                    let err = client::error("starting an instance", err);
+                    if attempt >= 6 || !(lost || client::retryable(&err)) {
+                        return Err(err);
+                    }
+                    tracing::warn!(error = %err, attempt, "RunInstances failed; retrying with the same ClientToken");
+                    tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(attempt - 1))).await;
+                    let existing = self
+                        .instances(&RunFilter::Run(spec.run_id.clone()), Some(spec.index))
+                        .await?;
+                    if let Some(found) = existing.first() {
+                        tracing::info!(instance = %found.id, "the lost RunInstances had started the instance: adopted");
+                        return Ok(found.id.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn describe(&self, id: &str) -> Result<Option<aws_sdk_ec2::types::Instance>> {
+        let out = self.ec2.describe_instances().instance_ids(id).send().await;
+        match out {
+            Ok(out) => Ok(out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .next()
+                .cloned()),
+            Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Ok(None),
+            Err(e) => Err(client::error("describing an instance", e)),
+        }
+    }
+
+    /// Terminate instances, a thousand per call; unknown ids are already gone.
+    async fn terminate(&self, ids: &[String]) -> Result<()> {
+        for chunk in ids.chunks(1000) {
+            let result = client::retry(|| async {
+                self.ec2
+                    .terminate_instances()
+                    .set_instance_ids(Some(chunk.to_vec()))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        if e.code() == Some("InvalidInstanceID.NotFound") {
+                            None
+                        } else {
+                            Some(client::error("terminating instances", e))
+                        }
+                    })
+                    .or_else(|e| match e {
+                        None => Ok(()),
+                        Some(e) => Err(e),
+                    })
+            })
+            .await;
+            if result.is_err() && chunk.len() > 1 {
+                // One bad id fails the whole call: terminate one by one, so the rest go.
+                for id in chunk {
+                    Box::pin(self.terminate(std::slice::from_ref(id))).await?;
+                }
+            } else {
+                result?;
+            }
+            if let Some(hook) = &self.hook {
+                for id in chunk {
+                    hook.terminated(id).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for Ec2Backend {
+    fn name(&self) -> &'static str {
+        "ec2"
+    }
+
+    async fn create(&self, spec: &NodeSpec) -> Result<NodeHandle> {
+        let id = self.run_instance(spec).await?;
+        Ok(NodeHandle {
+            id: id.clone(),
+            run_id: spec.run_id.clone(),
+            index: spec.index,
+            detail: self.instance_type.clone(),
+        })
+    }
+
+    async fn wait_ready(&self, node: &NodeHandle, deadline: Instant) -> Result<AgentEndpoint> {
+        let timeout = || Error::ClusterNodeCreationTimeout {
+            node: node.id.clone(),
+            timeout: Duration::ZERO,
+        };
+        let instance = loop {
+            let instance = self
+                .describe(&node.id)
+                .await?
+                .ok_or_else(|| Error::Backend {
+                    backend: "ec2",
+                    kind: BackendErrorKind::NodeFailed,
+                    message: format!("instance {} vanished before it was running", node.id),
+                    hint: None,
+                })?;
+            match instance.state().and_then(|s| s.name()) {
+                Some(InstanceStateName::Running) => break instance,
+                Some(
+                    InstanceStateName::ShuttingDown
+                    | InstanceStateName::Terminated
+                    | InstanceStateName::Stopping
+                    | InstanceStateName::Stopped,
+                ) => {
+                    let reason = instance
+                        .state_reason()
+                        .and_then(|r| r.message())
+                        .unwrap_or("no reason given");
+                    return Err(Error::Backend {
+                        backend: "ec2",
+                        kind: BackendErrorKind::NodeFailed,
+                        message: format!("instance {} stopped before it was ready: {reason}", node.id),
+                        hint: Some("the agent may have exited at once: see the instance's console output (`aws ec2 get-console-output`)".into()),
+                    });
+                }
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(timeout());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        let address = match &self.hook {
+            Some(hook) => {
+                let data = self
+                    .ec2
+                    .describe_instance_attribute()
+                    .instance_id(&node.id)
+                    .attribute(InstanceAttributeName::UserData)
+                    .send()
+                    .await
+                    .map_err(|e| client::error("reading the instance's user data", e))?;
+                let encoded = data.user_data().and_then(|u| u.value()).unwrap_or_default();
+                let decoded = aws_smithy_types::base64::decode(encoded)
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .unwrap_or_default();
+                hook.agent_address(&node.id, &decoded, deadline).await?
+            }
+            None => {
+                let ip = match self.address {
+                    Address::Public => instance.public_ip_address(),
+                    Address::Private => instance.private_ip_address(),
+                }
+                .ok_or_else(|| Error::Backend {
+                    backend: "ec2",
+                    kind: BackendErrorKind::NodeFailed,
+                    message: format!("instance {} has no {:?} IP address", node.id, self.address),
+                    hint: Some("use a subnet that assigns public IPs, or --ec2-address private from inside the VPC".into()),
+                })?;
+                format!("{ip}:{}", self.agent_port)
+            }
+        };
+        // The instance runs before its agent listens: wait for the port.
+        loop {
+            let attempt = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect(&address),
+            )
+            .await;
+            if let Ok(Ok(_)) = attempt {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(timeout());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(AgentEndpoint {
+            address,
+            tls: None,
+            headers: Vec::new(),
+            proxy: None,
+        })
+    }
+
+    async fn destroy(&self, node: &NodeHandle) -> Result<()> {
+        self.terminate(std::slice::from_ref(&node.id)).await
+    }
+
+    async fn destroy_all(&self, nodes: &[NodeHandle]) -> Result<()> {
+        let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        self.terminate(&ids).await
+    }
+
+    async fn list(&self, runs: &RunFilter) -> Result<Vec<NodeHandle>> {
+        Ok(self
+            .instances(runs, None)
+            .await?
+            .into_iter()
+            .map(|i| NodeHandle {
+                detail: format!("{} {}", self.instance_type, i.state),
+                id: i.id,
+                run_id: i.run,
+                index: i.node,
+            })
+            .collect())
+    }
+
+    async fn expected_size(&self) -> Result<Option<NodeSize>> {
+        let out = client::retry(|| async {
+            self.ec2
+                .describe_instance_types()
+                .instance_types(InstanceType::from(self.instance_type.as_str()))
+                .send()
+                .await
+                .map_err(|e| client::error("looking up the instance type", e))
+        })
+        .await?;
+        let info = out.instance_types().first().ok_or_else(|| Error::Backend {
+            backend: "ec2",
+            kind: BackendErrorKind::BadInstanceType,
+            message: format!("unknown instance type {}", self.instance_type),
+            hint: Some("use an instance type this region offers, e.g. c7i.large".into()),
+        })?;
+        let cores = info
+            .v_cpu_info()
+            .and_then(|v| v.default_v_cpus())
+            .unwrap_or(1);
+        let memory_mib = info
+            .memory_info()
+            .and_then(|m| m.size_in_mib())
+            .unwrap_or(0);
+        Ok(Some(NodeSize {
+            memory_bytes: memory_mib as u64 * 1024 * 1024,
+            cores: cores as f64,
+        }))
+    }
+
+    fn hourly_price(&self) -> Option<f64> {
+        self.hourly_price.or_else(|| {
+            (!self.spot)
+                .then(|| prices::on_demand(&self.instance_type))
+                .flatten()
+        })
+    }
+}
+
+// `ProvideErrorMetadata` gives SdkError its `code()`.
+use aws_sdk_ec2::error::ProvideErrorMetadata as _;
