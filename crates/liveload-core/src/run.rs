@@ -184,6 +184,9 @@ pub struct Plan {
     pub max_nodes: u64,
     /// The sizing knobs used.
     pub sizing: SizingConfig,
+    /// What one node costs per hour in USD, when the backend knows (cloud backends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_hourly_price: Option<f64>,
 }
 
 impl Plan {
@@ -217,6 +220,7 @@ impl Plan {
             capacity,
             max_nodes,
             sizing: *sizing,
+            node_hourly_price: None,
         })
     }
 }
@@ -231,7 +235,10 @@ pub async fn plan(backend: &dyn Backend, options: &RunOptions) -> Result<Plan> {
             limit.min(options.max_allowed_nodes)
         });
     if let Some(size) = backend.expected_size().await? {
-        return Plan::from_size(options.users, size, "catalogue", &options.sizing, max_nodes);
+        let mut plan =
+            Plan::from_size(options.users, size, "catalogue", &options.sizing, max_nodes)?;
+        plan.node_hourly_price = backend.hourly_price();
+        return Ok(plan);
     }
     let tls = if options.tls {
         Some(crate::tls::generate_run_certificate()?)
@@ -276,6 +283,7 @@ pub async fn plan(backend: &dyn Backend, options: &RunOptions) -> Result<Plan> {
         plan.capacity = capacity;
         plan.nodes = necessary_nodes(options.users, capacity.users, max_nodes)?;
     }
+    plan.node_hourly_price = backend.hourly_price();
     Ok(plan)
 }
 

@@ -65,7 +65,16 @@ pub fn valid(
 pub fn plan(plan: &Plan, format: OutputFormat) {
     match format {
         OutputFormat::Json => println!("{}", serde_json::json!({ "plan": plan })),
-        OutputFormat::Text => print!("{}", plan_text(plan)),
+        OutputFormat::Text => {
+            print!("{}", plan_text(plan));
+            if let Some(price) = plan.node_hourly_price {
+                println!(
+                    "Cost: about ${:.2} per hour ({} node(s) x ${price:.4}/h; estimate, see README)",
+                    price * plan.nodes as f64,
+                    plan.nodes
+                );
+            }
+        }
     }
 }
 

@@ -44,8 +44,10 @@ fn moto_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("LIVELOAD_MOTO_SERVER") {
         return path.into();
     }
-    let bin =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/moto-venv/bin/moto_server");
+    // The workspace root (where Cargo.lock is), whichever crate includes this file.
+    let mut root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !root.join("Cargo.lock").exists() && root.pop() {}
+    let bin = root.join(".tools/moto-venv/bin/moto_server");
     assert!(
         bin.exists(),
         "moto is missing: run scripts/test.sh, which installs moto[server] into .tools/moto-venv"
