@@ -7,7 +7,7 @@
 #
 #   FLY_ORG=my-org APP=liveload-agents ./terraform/fly/setup.sh
 set -euo pipefail
-: "${APP:?set APP to the Fly app name for liveload's agents}"
+: "${APP:?set APP to the Fly app name for the liveload agents}"
 ORG="${FLY_ORG:-personal}"
 TAG="${TAG:-$(git rev-parse --short HEAD 2>/dev/null || echo latest)}"
 cd "$(dirname "$0")/../.."

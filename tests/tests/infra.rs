@@ -1,0 +1,147 @@
+//! The infrastructure files users apply by hand, checked offline: every Terraform and Packer
+//! file parses (hcl-rs), every variable used is declared (and every declared one used), the
+//! outputs liveload's README promises exist, and every `liveload` flag the module prints is a
+//! real option of `liveload run`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use liveload_e2e::*;
+
+/// Every `.tf` / `.hcl` file under `dir`, parsed.
+fn parse_dir(dir: &Path, ext: &str) -> Vec<(String, String, hcl::Body)> {
+    let mut parsed = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.to_string_lossy().ends_with(ext) {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let body = hcl::parse(&text)
+                .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
+            parsed.push((path.display().to_string(), text, body));
+        }
+    }
+    assert!(!parsed.is_empty(), "no {ext} files in {}", dir.display());
+    parsed
+}
+
+/// Names of the blocks `kind "NAME" { ... }` at the top level.
+fn declared(files: &[(String, String, hcl::Body)], kind: &str) -> BTreeSet<String> {
+    files
+        .iter()
+        .flat_map(|(_, _, body)| body.blocks())
+        .filter(|b| b.identifier() == kind)
+        .filter_map(|b| b.labels().first().map(|l| l.as_str().to_string()))
+        .collect()
+}
+
+/// Every `var.NAME` in the text.
+fn used_vars(files: &[(String, String, hcl::Body)]) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    for (_, text, _) in files {
+        for (i, _) in text.match_indices("var.") {
+            let before = text[..i].chars().last();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let name: String = text[i + 4..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            used.insert(name);
+        }
+    }
+    used
+}
+
+#[test]
+fn the_aws_module_is_consistent_and_its_command_uses_real_options() {
+    let files = parse_dir(&repo().join("terraform/aws"), ".tf");
+    let variables = declared(&files, "variable");
+    let used = used_vars(&files);
+    assert_eq!(
+        used, variables,
+        "variables used (left) and declared (right) differ"
+    );
+    for required in ["controller_cidr", "ami_id", "region", "agent_port"] {
+        assert!(variables.contains(required), "variable {required}");
+    }
+    let outputs = declared(&files, "output");
+    for promised in [
+        "region",
+        "security_group_id",
+        "subnet_ids",
+        "launch_template_name",
+        "agent_port",
+        "controller_policy_arn",
+        "liveload_command",
+    ] {
+        assert!(outputs.contains(promised), "output {promised}");
+    }
+    // The launch template terminates an instance whose agent powered it off.
+    let main = files
+        .iter()
+        .find(|(path, _, _)| path.ends_with("main.tf"))
+        .unwrap();
+    assert!(
+        main.1
+            .contains("instance_initiated_shutdown_behavior = \"terminate\"")
+    );
+    // Every flag of the printed command is a `liveload run` option.
+    let command = files
+        .iter()
+        .find(|(path, _, _)| path.ends_with("outputs.tf"))
+        .unwrap()
+        .1
+        .lines()
+        .find(|l| l.contains("liveload run --backend ec2"))
+        .unwrap()
+        .to_string();
+    let help = std::process::Command::new(bin("liveload"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let flags: Vec<&str> = command
+        .split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .collect();
+    assert!(flags.len() >= 6, "{command}");
+    for flag in flags {
+        assert!(
+            help.contains(&format!("{flag} ")),
+            "{flag} is not an option of `liveload run`"
+        );
+    }
+}
+
+#[test]
+fn the_ec2_image_recipe_parses_and_uploads_files_that_exist() {
+    let files = parse_dir(&repo().join("images/ec2"), ".pkr.hcl");
+    let (_, text, body) = &files[0];
+    assert!(body.blocks().any(|b| b.identifier() == "build"));
+    assert!(text.contains("chromium-headless-shell"));
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("source      = \"images/") {
+            let file = rest.trim_end_matches('"');
+            assert!(
+                repo().join("images").join(file).exists(),
+                "the recipe uploads images/{file}, which is missing"
+            );
+        }
+    }
+    let unit = std::fs::read_to_string(repo().join("images/ec2/liveload-agent.service")).unwrap();
+    assert!(unit.contains("EnvironmentFile=/etc/liveload/agent.env"));
+    assert!(unit.contains("poweroff"), "an exited agent powers off");
+    assert!(unit.contains("User=liveload"), "not root");
+}
+
+#[test]
+fn the_fly_setup_script_is_valid_sh() {
+    let out = std::process::Command::new("bash")
+        .args(["-n"])
+        .arg(repo().join("terraform/fly/setup.sh"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
