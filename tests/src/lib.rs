@@ -40,6 +40,21 @@ pub fn liveload(state: &Path) -> Command {
     command
 }
 
+/// Run `liveload` with `state` as its state directory to completion, off the async runtime (the
+/// command may take seconds; tests' servers keep serving meanwhile).
+pub async fn liveload_output(state: &Path, env: &[(&str, &str)], args: Vec<String>) -> Output {
+    let mut command = liveload(state);
+    command.envs(env.iter().copied()).args(args);
+    tokio::task::spawn_blocking(move || command.output().expect("liveload runs"))
+        .await
+        .expect("the command thread")
+}
+
+/// Owned copies of `words`, for building argument lists.
+pub fn strings(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
 /// Run to completion and parse stdout as JSON.
 pub fn json_output(command: &mut Command) -> (i32, serde_json::Value, Output) {
     let out = command.output().expect("liveload runs");

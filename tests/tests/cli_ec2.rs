@@ -26,12 +26,15 @@ fn ec2_args(server: &moto::Moto) -> Vec<String> {
     .collect()
 }
 
-fn with_aws_env(command: &mut std::process::Command) -> &mut std::process::Command {
-    command
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing-secret-never-printed")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
+/// Dummy credentials for the emulator (the secret must never be printed), no instance metadata.
+fn aws_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing-secret-never-printed"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    env.extend_from_slice(extra);
+    env
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -39,19 +42,17 @@ async fn plan_prints_nodes_size_and_cost_from_the_catalogue() {
     let server = moto::Moto::start();
     let state = tempfile::tempdir().unwrap();
     let args = ec2_args(&server);
-    let out = tokio::task::spawn_blocking({
-        let state = state.path().to_path_buf();
-        move || {
-            with_aws_env(&mut liveload(&state))
-                .args(["plan", repo().join("examples/demo.yaml").to_str().unwrap()])
-                .args(["--users", "500"])
-                .args(&args)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let demo_yaml = repo().join("examples/demo.yaml");
+    let out = liveload_output(
+        state.path(),
+        &aws_env(&[]),
+        [
+            strings(&["plan", demo_yaml.to_str().unwrap(), "--users", "500"]),
+            args.clone(),
+        ]
+        .concat(),
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -76,21 +77,29 @@ async fn a_whole_run_on_ec2_boots_sizes_runs_reports_and_terminates() {
     let target = demo_target();
     let mut args = ec2_args(&server);
     args.extend(["--ec2-ami".into(), ami, "--ec2-test-local-agents".into()]);
-    let out = tokio::task::spawn_blocking({
-        let state = state.path().to_path_buf();
-        move || {
-            with_aws_env(&mut liveload(&state))
-                .env("LIVELOAD_LOG", "trace")
-                .args(["run", repo().join("examples/demo.yaml").to_str().unwrap()])
-                .args(["--base-url", &target, "--users", "2", "--duration", "3s"])
-                .args(["--output", "json", "--yes"])
-                .args(&args)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let demo_yaml = repo().join("examples/demo.yaml");
+    let out = liveload_output(
+        state.path(),
+        &aws_env(&[("LIVELOAD_LOG", "trace")]),
+        [
+            strings(&[
+                "run",
+                demo_yaml.to_str().unwrap(),
+                "--base-url",
+                target.as_str(),
+                "--users",
+                "2",
+                "--duration",
+                "3s",
+                "--output",
+                "json",
+                "--yes",
+            ]),
+            args.clone(),
+        ]
+        .concat(),
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let report: serde_json::Value =
@@ -140,19 +149,16 @@ async fn cleanup_terminates_every_instance_of_a_crashed_run() {
     backend.create(&spec(&other, 0)).await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let args = ec2_args(&server);
-    let out = tokio::task::spawn_blocking({
-        let state = state.path().to_path_buf();
-        let crashed = crashed.clone();
-        move || {
-            with_aws_env(&mut liveload(&state))
-                .args(["cleanup", "--run", &crashed, "--output", "json"])
-                .args(&args)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = liveload_output(
+        state.path(),
+        &aws_env(&[]),
+        [
+            strings(&["cleanup", "--run", crashed.as_str(), "--output", "json"]),
+            args.clone(),
+        ]
+        .concat(),
+    )
+    .await;
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -34,21 +34,28 @@ async fn a_whole_run_over_ssh_uploads_runs_reports_and_leaves_nothing() {
     let state = tempfile::tempdir().unwrap();
     let target = demo_target();
     let args = ssh_args(&server, 2);
-    let out = tokio::task::spawn_blocking({
-        let state = state.path().to_path_buf();
-        move || {
-            liveload(&state)
-                .env("LIVELOAD_LOG", "debug")
-                .args(["run", repo().join("examples/demo.yaml").to_str().unwrap()])
-                .args(["--base-url", &target, "--users", "3", "--duration", "3s"])
-                .args(["--output", "json"])
-                .args(&args)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let demo_yaml = repo().join("examples/demo.yaml");
+    let out = liveload_output(
+        state.path(),
+        &[("LIVELOAD_LOG", "debug")],
+        [
+            strings(&[
+                "run",
+                demo_yaml.to_str().unwrap(),
+                "--base-url",
+                target.as_str(),
+                "--users",
+                "3",
+                "--duration",
+                "3s",
+                "--output",
+                "json",
+            ]),
+            args.clone(),
+        ]
+        .concat(),
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report: serde_json::Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
@@ -66,19 +73,24 @@ async fn plan_over_ssh_measures_a_probe_host_and_leaves_nothing() {
     let server = sshd::Sshd::start();
     let state = tempfile::tempdir().unwrap();
     let args = ssh_args(&server, 3);
-    let out = tokio::task::spawn_blocking({
-        let state = state.path().to_path_buf();
-        move || {
-            liveload(&state)
-                .args(["plan", repo().join("examples/demo.yaml").to_str().unwrap()])
-                .args(["--users", "2", "--output", "json"])
-                .args(&args)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let demo_yaml = repo().join("examples/demo.yaml");
+    let out = liveload_output(
+        state.path(),
+        &[],
+        [
+            strings(&[
+                "plan",
+                demo_yaml.to_str().unwrap(),
+                "--users",
+                "2",
+                "--output",
+                "json",
+            ]),
+            args.clone(),
+        ]
+        .concat(),
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let json: serde_json::Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
@@ -120,19 +132,16 @@ async fn cleanup_removes_a_crashed_runs_agents_and_files() {
 
     let state = tempfile::tempdir().unwrap();
     let args = ssh_args(&server, 2);
-    let out = tokio::task::spawn_blocking({
-        let state = state.path().to_path_buf();
-        let crashed = crashed.clone();
-        move || {
-            liveload(&state)
-                .args(["cleanup", "--run", &crashed, "--output", "json"])
-                .args(&args)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = liveload_output(
+        state.path(),
+        &[],
+        [
+            strings(&["cleanup", "--run", crashed.as_str(), "--output", "json"]),
+            args.clone(),
+        ]
+        .concat(),
+    )
+    .await;
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -160,19 +169,24 @@ async fn an_unknown_host_is_refused_with_the_fix_and_nothing_starts() {
     let empty = server.dir.path().join("fresh_known_hosts");
     let at = args.iter().position(|a| a == "--ssh-known-hosts").unwrap();
     args[at + 1] = empty.display().to_string();
-    let out = tokio::task::spawn_blocking({
-        let state = state.path().to_path_buf();
-        move || {
-            liveload(&state)
-                .args(["run", repo().join("examples/demo.yaml").to_str().unwrap()])
-                .args(["--users", "1", "--duration", "1s"])
-                .args(&args)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let demo_yaml = repo().join("examples/demo.yaml");
+    let out = liveload_output(
+        state.path(),
+        &[],
+        [
+            strings(&[
+                "run",
+                demo_yaml.to_str().unwrap(),
+                "--users",
+                "1",
+                "--duration",
+                "1s",
+            ]),
+            args.clone(),
+        ]
+        .concat(),
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{stderr}");
     assert!(

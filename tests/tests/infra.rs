@@ -145,3 +145,47 @@ fn the_fly_setup_script_is_valid_sh() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
 }
+
+/// The agent container image, checked offline (no Docker engine here): multi-stage, the agent
+/// built from this workspace, Chromium and fonts from Debian, tini as init, a non-root user,
+/// and the agent as the entrypoint.
+#[test]
+fn the_agent_dockerfile_has_what_the_fly_backend_expects() {
+    let text = std::fs::read_to_string(repo().join("images/agent/Dockerfile")).unwrap();
+    let instructions: Vec<(String, String)> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (word, rest) = l.split_once(' ')?;
+            word.chars()
+                .all(|c| c.is_ascii_uppercase())
+                .then(|| (word.to_string(), rest.to_string()))
+        })
+        .collect();
+    let of = |word: &str| -> Vec<&str> {
+        instructions
+            .iter()
+            .filter(|(w, _)| w == word)
+            .map(|(_, rest)| rest.as_str())
+            .collect()
+    };
+    assert_eq!(of("FROM").len(), 2, "a build stage and a runtime stage");
+    assert!(text.contains("-p liveload-agent"), "builds the agent");
+    assert!(text.contains("chromium-headless-shell") && text.contains("fonts-"));
+    assert!(of("COPY").iter().any(|c| c.starts_with("--from=")));
+    let user = of("USER");
+    assert!(
+        !user.is_empty() && !user.contains(&"root") && !user.contains(&"0"),
+        "runs as a non-root user"
+    );
+    let entry = of("ENTRYPOINT");
+    assert_eq!(entry.len(), 1);
+    assert!(
+        entry[0].contains("tini") && entry[0].contains("liveload-agent"),
+        "tini reaps Chromium's zombies and runs the agent: {}",
+        entry[0]
+    );
+    // The port the Fly backend exposes by default.
+    assert!(of("EXPOSE").contains(&"7070"));
+}

@@ -185,6 +185,15 @@ pub fn retryable(err: &Error) -> bool {
     }
 }
 
+/// liveload's backoff for EC2 calls: exponential from 250 ms to 8 s, with jitter, six retries.
+pub fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(8))
+        .with_max_times(6)
+        .with_jitter()
+}
+
 /// Run `call` with retries (exponential backoff with jitter, up to ~30 s) while it fails with a
 /// [`retryable`] error.
 pub async fn retry<T, F, Fut>(call: F) -> Result<T>
@@ -192,16 +201,10 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    call.retry(
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(250))
-            .with_max_delay(Duration::from_secs(8))
-            .with_max_times(6)
-            .with_jitter(),
-    )
-    .when(retryable)
-    .notify(|err, after| tracing::warn!(error = %err, ?after, "EC2 call failed; retrying"))
-    .await
+    call.retry(backoff())
+        .when(retryable)
+        .notify(|err, after| tracing::warn!(error = %err, ?after, "EC2 call failed; retrying"))
+        .await
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use aws_sdk_ec2::types::{
     LaunchTemplateSpecification, MarketType, ResourceType, ShutdownBehavior, SpotInstanceType,
     SpotMarketOptions, Tag, TagSpecification, VolumeType,
 };
+use backon::Retryable;
 use liveload_core::{
     AgentEndpoint, Backend, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, Result,
     RunFilter,
@@ -465,41 +466,52 @@ impl Ec2Backend {
         // A lost answer (the call may or may not have started the instance) is retried with
         // the same ClientToken, so EC2 itself never starts a second one; and before each retry
         // the instance is looked up by its tags and adopted when it is there.
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
+        // One attempt: after the first, look for the node's instance by its tags first (a
+        // previous attempt may have started it and lost only the answer).
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let attempt = || async {
+            if attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                let existing = self
+                    .instances(&RunFilter::Run(spec.run_id.clone()), Some(spec.index))
+                    .await
+                    .map_err(|e| (e, false))?;
+                if let Some(found) = existing.first() {
+                    tracing::info!(instance = %found.id, "a lost RunInstances had started the instance: adopted");
+                    return Ok(found.id.clone());
+                }
+            }
             match request.clone().send().await {
-                Ok(out) => {
-                    return out
-                        .instances()
-                        .first()
-                        .and_then(|i| i.instance_id())
-                        .map(str::to_string)
-                        .ok_or_else(|| Error::Backend {
+                Ok(out) => out
+                    .instances()
+                    .first()
+                    .and_then(|i| i.instance_id())
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        let err = Error::Backend {
                             backend: "ec2",
                             kind: BackendErrorKind::Other,
                             message: "RunInstances answered without an instance".into(),
                             hint: None,
-                        });
-                }
+                        };
+                        (err, false)
+                    }),
                 Err(err) => {
+                    // No EC2 error code: the answer never came (the call may have worked).
                     let lost = err.code().is_none();
                     let err = client::error("starting an instance", err);
-                    if attempt >= 6 || !(lost || client::retryable(&err)) {
-                        return Err(err);
-                    }
-                    tracing::warn!(error = %err, attempt, "RunInstances failed; retrying with the same ClientToken");
-                    tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(attempt - 1))).await;
-                    let existing = self
-                        .instances(&RunFilter::Run(spec.run_id.clone()), Some(spec.index))
-                        .await?;
-                    if let Some(found) = existing.first() {
-                        tracing::info!(instance = %found.id, "the lost RunInstances had started the instance: adopted");
-                        return Ok(found.id.clone());
-                    }
+                    let again = lost || client::retryable(&err);
+                    Err((err, again))
                 }
             }
-        }
+        };
+        attempt
+            .retry(client::backoff())
+            .when(|(_, again)| *again)
+            .notify(|(err, _), after| {
+                tracing::warn!(error = %err, ?after, "RunInstances failed; retrying with the same ClientToken")
+            })
+            .await
+            .map_err(|(err, _)| err)
     }
 
     async fn describe(&self, id: &str) -> Result<Option<aws_sdk_ec2::types::Instance>> {

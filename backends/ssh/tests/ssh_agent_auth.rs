@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use liveload_core::{Backend, NodeSpec, names};
-use liveload_ssh::{Auth, SshBackend};
+use liveload_ssh::Auth;
 
 #[test]
 fn the_ssh_agents_keys_log_in() {
@@ -35,13 +35,7 @@ fn the_ssh_agents_keys_log_in() {
     let result = runtime.block_on(async {
         let mut hosts = sshd.hosts(1);
         hosts[0].auth = Auth::Agent;
-        let backend = SshBackend::builder()
-            .hosts(hosts)
-            .known_hosts(&sshd.known_hosts)
-            .agent_binary(std::env::consts::ARCH, common::agent_bin())
-            .remote_dir(sshd.remote_dir.display().to_string())
-            .build()
-            .unwrap();
+        let backend = sshd.builder(hosts).build().unwrap();
         let node = backend
             .create(&NodeSpec {
                 run_id: names::new_run_id("agent"),

@@ -11,7 +11,7 @@ use liveload_core::agent_client::AgentConnection;
 use liveload_core::conformance::{self, Harness};
 use liveload_core::proto::ControllerMessage;
 use liveload_core::{Backend, BackendErrorKind, Error, NodeSpec, RunFilter, names, run};
-use liveload_ssh::{Auth, SshBackend};
+use liveload_ssh::Auth;
 use tokio::time::Instant;
 
 fn spec(run_id: &str, index: u32) -> NodeSpec {
@@ -46,11 +46,9 @@ async fn harness(sshd: &common::Sshd) -> Harness {
     let target = demo_target::spawn(([127, 0, 0, 1], 0).into())
         .await
         .unwrap();
-    let slow = SshBackend::builder()
-        .hosts(sshd.hosts(4))
-        .known_hosts(&sshd.known_hosts)
+    let slow = sshd
+        .builder(sshd.hosts(4))
         .agent_binary(std::env::consts::ARCH, slow_agent(sshd))
-        .remote_dir(sshd.remote_dir.display().to_string())
         .build()
         .unwrap();
     Harness {
@@ -102,11 +100,9 @@ fn backend_error(err: &Error) -> (BackendErrorKind, String, String) {
 async fn an_unknown_host_key_is_refused_unless_accepted_explicitly() {
     let sshd = common::Sshd::start();
     let empty = sshd.dir.path().join("empty_known_hosts");
-    let strict = SshBackend::builder()
-        .hosts(sshd.hosts(1))
+    let strict = sshd
+        .builder(sshd.hosts(1))
         .known_hosts(&empty)
-        .agent_binary(std::env::consts::ARCH, common::agent_bin())
-        .remote_dir(sshd.remote_dir.display().to_string())
         .build()
         .unwrap();
     let run = names::new_run_id("hostkey");
@@ -120,12 +116,10 @@ async fn an_unknown_host_key_is_refused_unless_accepted_explicitly() {
     assert!(hint.contains("--ssh-accept-new"), "{hint}");
     assert!(!empty.exists(), "nothing recorded without consent");
 
-    let accepting = SshBackend::builder()
-        .hosts(sshd.hosts(1))
+    let accepting = sshd
+        .builder(sshd.hosts(1))
         .known_hosts(&empty)
         .accept_new_host_keys(true)
-        .agent_binary(std::env::consts::ARCH, common::agent_bin())
-        .remote_dir(sshd.remote_dir.display().to_string())
         .build()
         .unwrap();
     let node = accepting.create(&spec(&run, 0)).await.unwrap();
@@ -154,12 +148,10 @@ async fn a_changed_host_key_is_always_refused() {
         format!("[127.0.0.1]:{} {} {}\n", sshd.port, fields[0], fields[1]),
     )
     .unwrap();
-    let backend = SshBackend::builder()
-        .hosts(sshd.hosts(1))
+    let backend = sshd
+        .builder(sshd.hosts(1))
         .known_hosts(&known)
         .accept_new_host_keys(true)
-        .agent_binary(std::env::consts::ARCH, common::agent_bin())
-        .remote_dir(sshd.remote_dir.display().to_string())
         .build()
         .unwrap();
     let err = backend
@@ -188,12 +180,7 @@ async fn a_wrong_key_is_an_auth_error_naming_the_host() {
     let mut hosts = sshd.hosts(1);
     hosts[0].name = "lab-7".into();
     hosts[0].auth = Auth::IdentityFile(stranger);
-    let backend = SshBackend::builder()
-        .hosts(hosts)
-        .known_hosts(&sshd.known_hosts)
-        .agent_binary(std::env::consts::ARCH, common::agent_bin())
-        .build()
-        .unwrap();
+    let backend = sshd.builder(hosts).build().unwrap();
     let err = backend
         .create(&spec(&names::new_run_id("auth"), 0))
         .await
@@ -208,11 +195,7 @@ async fn a_wrong_key_is_an_auth_error_naming_the_host() {
     // A missing key file is an auth error too, saying which file.
     let mut hosts = sshd.hosts(1);
     hosts[0].auth = Auth::IdentityFile("/nonexistent/id_ed25519".into());
-    let backend = SshBackend::builder()
-        .hosts(hosts)
-        .known_hosts(&sshd.known_hosts)
-        .build()
-        .unwrap();
+    let backend = sshd.builder(hosts).build().unwrap();
     let err = backend
         .create(&spec(&names::new_run_id("auth"), 0))
         .await
@@ -232,11 +215,7 @@ async fn an_unreachable_host_is_named() {
     let sshd = common::Sshd::start();
     let mut hosts = sshd.hosts(1);
     hosts[0].port = port; // nothing listens there
-    let backend = SshBackend::builder()
-        .hosts(hosts)
-        .known_hosts(&sshd.known_hosts)
-        .build()
-        .unwrap();
+    let backend = sshd.builder(hosts).build().unwrap();
     let err = backend
         .create(&spec(&names::new_run_id("gone"), 0))
         .await
@@ -415,13 +394,7 @@ async fn a_host_behind_a_jump_host_is_reached_through_it() {
     let mut jump = hosts[0].clone();
     jump.name = "bastion".into();
     hosts[0].jump = Some(Box::new(jump));
-    let backend = SshBackend::builder()
-        .hosts(hosts)
-        .known_hosts(&sshd.known_hosts)
-        .agent_binary(std::env::consts::ARCH, common::agent_bin())
-        .remote_dir(sshd.remote_dir.display().to_string())
-        .build()
-        .unwrap();
+    let backend = sshd.builder(hosts).build().unwrap();
     let run = names::new_run_id("jump");
     let node_spec = spec(&run, 0);
     let node = backend.create(&node_spec).await.unwrap();

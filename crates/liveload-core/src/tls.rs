@@ -75,11 +75,19 @@ pub fn client_config(pin: &Pin) -> Arc<rustls::ClientConfig> {
         pin: pin.clone(),
         provider: provider.clone(),
     };
+    config_with(provider, Arc::new(verifier))
+}
+
+/// A client configuration on `provider` whose server certificates `verifier` judges.
+fn config_with(
+    provider: Arc<CryptoProvider>,
+    verifier: Arc<dyn ServerCertVerifier>,
+) -> Arc<rustls::ClientConfig> {
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Arc::new(config)
 }
@@ -103,13 +111,7 @@ pub fn proxy_client_config(proxy: &crate::backend::ProxyTls) -> Result<Arc<rustl
     let verifier =
         rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
             .map_err(|e| bad(format!("cannot load the system's root certificates: {e}")))?;
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(config_with(provider, Arc::new(verifier)))
 }
 
 /// The SNI / server name the controller uses when dialing an agent.

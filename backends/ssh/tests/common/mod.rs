@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use liveload_ssh::{Auth, Host, SshBackend};
+use liveload_ssh::{Auth, Host, SshBackend, SshBackendBuilder};
 
 /// A running sshd.
 pub struct Sshd {
@@ -164,15 +164,19 @@ impl Sshd {
         path
     }
 
-    /// A backend on `n` hosts of this server.
-    pub fn backend(&self, n: usize) -> SshBackend {
+    /// A backend builder for `hosts`, checking keys against this server's known_hosts,
+    /// uploading the built agent, keeping its files in this server's remote directory.
+    pub fn builder(&self, hosts: Vec<Host>) -> SshBackendBuilder {
         SshBackend::builder()
-            .hosts(self.hosts(n))
+            .hosts(hosts)
             .known_hosts(&self.known_hosts)
             .agent_binary(std::env::consts::ARCH, agent_bin())
             .remote_dir(self.remote_dir.display().to_string())
-            .build()
-            .unwrap()
+    }
+
+    /// A backend on `n` hosts of this server.
+    pub fn backend(&self, n: usize) -> SshBackend {
+        self.builder(self.hosts(n)).build().unwrap()
     }
 
     /// End every SSH session this server forked (as if the network between controller and
