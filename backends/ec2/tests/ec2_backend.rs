@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use liveload_core::conformance::{self, Harness};
+use liveload_core::conformance::Harness;
 use liveload_core::{Backend, BackendErrorKind, Error, NodeSpec, RunFilter, names, run};
 use liveload_ec2::user_data::AgentSettings;
 use liveload_ec2::{Ec2Backend, Image, client_token};
@@ -35,41 +35,49 @@ async fn live_instances(backend: &Ec2Backend, run: &str) -> usize {
         .len()
 }
 
-macro_rules! conformance_tests {
-    ($($check:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread")]
-        async fn $check() {
-            let moto = common::Moto::start();
-            let ami = common::known_ami(moto.options()).await;
-            let (agents, _dir) = common::local_agents();
-            let target = demo_target::spawn(([127, 0, 0, 1], 0).into()).await.unwrap();
-            let backend = common::backend(moto.options(), &ami, agents).await;
-            let slow = common::backend(moto.options(), &ami, Arc::new(common::NeverReady)).await;
-            let harness = Harness {
-                backend: Arc::new(backend),
-                slow_backend: Arc::new(slow),
-                target_url: Some(format!("http://{target}")),
-                ready_timeout: Duration::from_secs(30),
-            };
-            conformance::$check(&harness).await;
-            // Nothing of any run is left running in the emulator.
-            let all = harness.backend.list(&RunFilter::All).await.unwrap();
-            assert!(all.is_empty(), "instances left: {all:?}");
-            moto.reset();
-        }
-    )*};
+/// What keeps a check's emulator world up: the server, the stand-in agents' directory, and a
+/// backend to look with afterwards.
+struct World {
+    moto: common::Moto,
+    _agents: tempfile::TempDir,
+    backend: Arc<dyn Backend>,
 }
 
-conformance_tests!(
-    create_ready_facts_destroy,
-    destroy_is_idempotent,
-    list_shows_the_node_then_none,
-    creation_timeout_destroys_the_node,
-    wrong_token_is_refused,
-    tls_link_is_pinned,
-    parallel_creates_are_distinct,
-    end_to_end_run_leaves_nothing,
-);
+/// The suite's harness on a fresh moto server, local agents standing in for instances.
+async fn setup() -> (Harness, World) {
+    let moto = common::Moto::start();
+    let ami = common::known_ami(moto.options()).await;
+    let (agents, dir) = common::local_agents();
+    let target = demo_target::spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(common::backend(moto.options(), &ami, agents).await);
+    let slow = common::backend(moto.options(), &ami, Arc::new(common::NeverReady)).await;
+    let harness = Harness {
+        backend: backend.clone(),
+        slow_backend: Arc::new(slow),
+        target_url: Some(format!("http://{target}")),
+        ready_timeout: Duration::from_secs(30),
+    };
+    let world = World {
+        moto,
+        _agents: dir,
+        backend,
+    };
+    (harness, world)
+}
+
+/// No instance of any run is left running in the emulator; then the emulator is reset.
+fn nothing_left(world: World) {
+    let all = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(world.backend.list(&RunFilter::All))
+    })
+    .unwrap();
+    assert!(all.is_empty(), "instances left: {all:?}");
+    world.moto.reset();
+}
+
+liveload_core::conformance_tests!(setup: setup(), after: nothing_left);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn instances_carry_the_run_tags_shutdown_behaviour_and_user_data() {

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use liveload_core::conformance::{self, Harness};
+use liveload_core::conformance::Harness;
 use liveload_core::{Backend, Error, NodeSpec, RunFilter, Secret, names};
 use liveload_fly::{FlyBackend, Limits, Reach};
 
@@ -64,45 +64,30 @@ async fn harness(server: &common::FlyServer, public: bool) -> Harness {
     }
 }
 
-macro_rules! conformance_tests {
-    ($public:expr; $($check:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread")]
-        async fn $check() {
-            let server = common::start().await;
-            conformance::$check(&super::harness(&server, $public).await).await;
-            assert!(server.state.lock().unwrap().machines.is_empty(), "the server holds no machine");
-        }
-    )*};
+/// The suite's harness on a fresh test server (the guard).
+async fn setup(public: bool) -> (Harness, common::FlyServer) {
+    let server = common::start().await;
+    (harness(&server, public).await, server)
+}
+
+/// The server holds no machine once a check is done.
+fn nothing_left(server: common::FlyServer) {
+    assert!(
+        server.state.lock().unwrap().machines.is_empty(),
+        "the server holds no machine"
+    );
 }
 
 /// Agents on their private IPs, TLS pinned end to end.
 mod private_mode {
     use super::*;
-    conformance_tests!(false;
-        create_ready_facts_destroy,
-        destroy_is_idempotent,
-        list_shows_the_node_then_none,
-        creation_timeout_destroys_the_node,
-        wrong_token_is_refused,
-        tls_link_is_pinned,
-        parallel_creates_are_distinct,
-        end_to_end_run_leaves_nothing,
-    );
+    liveload_core::conformance_tests!(setup: setup(false), after: nothing_left);
 }
 
 /// Agents through the edge (`fly-force-instance-id`), its certificate verified by CA.
 mod public_mode {
     use super::*;
-    conformance_tests!(true;
-        create_ready_facts_destroy,
-        destroy_is_idempotent,
-        list_shows_the_node_then_none,
-        creation_timeout_destroys_the_node,
-        wrong_token_is_refused,
-        tls_link_is_pinned,
-        parallel_creates_are_distinct,
-        end_to_end_run_leaves_nothing,
-    );
+    liveload_core::conformance_tests!(setup: setup(true), after: nothing_left);
 }
 
 #[tokio::test(flavor = "multi_thread")]

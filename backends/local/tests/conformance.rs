@@ -3,15 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use liveload_core::conformance::{self, Harness};
+use liveload_core::conformance::Harness;
 use liveload_local::LocalBackend;
 
-struct Fixture {
-    harness: Harness,
-    _state: tempfile::TempDir,
-}
-
-async fn fixture() -> Fixture {
+/// A harness on a fresh state directory (kept alive by the returned guard).
+async fn fixture() -> (Harness, tempfile::TempDir) {
     let state = tempfile::tempdir().unwrap();
     let backend = LocalBackend::builder()
         .state_dir(state.path())
@@ -26,60 +22,21 @@ async fn fixture() -> Fixture {
     let target = demo_target::spawn(([127, 0, 0, 1], 0).into())
         .await
         .unwrap();
-    Fixture {
-        harness: Harness {
-            backend: Arc::new(backend),
-            slow_backend: Arc::new(slow),
-            target_url: Some(format!("http://{target}")),
-            ready_timeout: Duration::from_secs(30),
-        },
-        _state: state,
-    }
+    let harness = Harness {
+        backend: Arc::new(backend),
+        slow_backend: Arc::new(slow),
+        target_url: Some(format!("http://{target}")),
+        ready_timeout: Duration::from_secs(30),
+    };
+    (harness, state)
 }
 
-#[tokio::test]
-async fn create_ready_facts_destroy() {
-    conformance::create_ready_facts_destroy(&fixture().await.harness).await;
-}
+liveload_core::conformance_tests!(setup: fixture(), after: |_state: tempfile::TempDir| {});
 
-#[tokio::test]
-async fn destroy_is_idempotent() {
-    conformance::destroy_is_idempotent(&fixture().await.harness).await;
-}
-
-#[tokio::test]
-async fn list_shows_the_node_then_none() {
-    conformance::list_shows_the_node_then_none(&fixture().await.harness).await;
-}
-
-#[tokio::test]
-async fn creation_timeout_destroys_the_node() {
-    conformance::creation_timeout_destroys_the_node(&fixture().await.harness).await;
-}
-
-#[tokio::test]
-async fn wrong_token_is_refused() {
-    conformance::wrong_token_is_refused(&fixture().await.harness).await;
-}
-
-#[tokio::test]
-async fn tls_link_is_pinned() {
-    conformance::tls_link_is_pinned(&fixture().await.harness).await;
-}
-
-#[tokio::test]
-async fn parallel_creates_are_distinct() {
-    conformance::parallel_creates_are_distinct(&fixture().await.harness).await;
-}
-
-#[tokio::test]
-async fn end_to_end_run_with_real_chromium_leaves_nothing() {
-    conformance::end_to_end_run_leaves_nothing(&fixture().await.harness).await;
-}
-
-#[tokio::test]
+/// The end-to-end check once more without a browser (the cluster machinery alone).
+#[tokio::test(flavor = "multi_thread")]
 async fn end_to_end_run_without_browser_leaves_nothing() {
-    let mut f = fixture().await;
-    f.harness.target_url = None;
-    conformance::end_to_end_run_leaves_nothing(&f.harness).await;
+    let (mut harness, _state) = fixture().await;
+    harness.target_url = None;
+    liveload_core::conformance::end_to_end_run_leaves_nothing(&harness).await;
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use liveload_core::agent_client::AgentConnection;
-use liveload_core::conformance::{self, Harness};
+use liveload_core::conformance::Harness;
 use liveload_core::proto::ControllerMessage;
 use liveload_core::{Backend, BackendErrorKind, Error, NodeSpec, RunFilter, names, run};
 use liveload_ssh::Auth;
@@ -59,30 +59,24 @@ async fn harness(sshd: &common::Sshd) -> Harness {
     }
 }
 
-macro_rules! conformance_tests {
-    ($($check:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread")]
-        async fn $check() {
-            let sshd = common::Sshd::start();
-            conformance::$check(&harness(&sshd).await).await;
-            let left: Vec<_> = std::fs::read_dir(sshd.remote_dir.join("runs"))
-                .map(|dir| dir.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default();
-            assert!(left.is_empty(), "no run directory is left on the host: {left:?}");
-        }
-    )*};
+/// The suite's harness on a fresh sshd (the guard).
+async fn setup() -> (Harness, common::Sshd) {
+    let sshd = common::Sshd::start();
+    (harness(&sshd).await, sshd)
 }
 
-conformance_tests!(
-    create_ready_facts_destroy,
-    destroy_is_idempotent,
-    list_shows_the_node_then_none,
-    creation_timeout_destroys_the_node,
-    wrong_token_is_refused,
-    tls_link_is_pinned,
-    parallel_creates_are_distinct,
-    end_to_end_run_leaves_nothing,
-);
+/// No run directory is left on the host once a check is done.
+fn nothing_left(sshd: common::Sshd) {
+    let left: Vec<_> = std::fs::read_dir(sshd.remote_dir.join("runs"))
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "run directories left on the host: {left:?}"
+    );
+}
+
+liveload_core::conformance_tests!(setup: setup(), after: nothing_left);
 
 fn backend_error(err: &Error) -> (BackendErrorKind, String, String) {
     match err {

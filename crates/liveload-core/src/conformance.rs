@@ -5,12 +5,16 @@
 //! processes, the Fly spec-validating server, the EC2 emulator, a real sshd. Every check ends by
 //! asserting that the backend lists zero nodes for the runs it made: nothing leaks.
 //!
+//! Every backend runs all of them through [`conformance_tests!`](crate::conformance_tests):
+//!
 //! ```ignore
-//! #[tokio::test]
-//! async fn create_ready_destroy() {
-//!     liveload_core::conformance::create_ready_facts_destroy(&harness()).await;
-//! }
+//! async fn setup() -> (Harness, Sshd) { /* start the provider, build the harness */ }
+//! liveload_core::conformance_tests!(setup: setup(), after: |sshd: Sshd| {
+//!     assert!(sshd.run_dirs().is_empty()); // the provider's own "nothing left" check
+//! });
 //! ```
+//!
+//! A check added here runs against every backend at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +67,34 @@ impl Harness {
             .expect("list works");
         assert!(left.is_empty(), "run {run_id} leaked nodes: {left:?}");
     }
+}
+
+/// One `#[tokio::test]` per conformance check. `setup` is an async expression giving
+/// `(Harness, guard)` anew for each test (the guard keeps the provider up: a server, a temp
+/// directory); `after` is called with the guard once the check passed, for the provider's own
+/// proof that nothing is left.
+#[macro_export]
+macro_rules! conformance_tests {
+    (setup: $setup:expr, after: $after:expr $(,)?) => {
+        $crate::conformance_tests!(@each $setup, $after;
+            create_ready_facts_destroy,
+            destroy_is_idempotent,
+            list_shows_the_node_then_none,
+            creation_timeout_destroys_the_node,
+            wrong_token_is_refused,
+            tls_link_is_pinned,
+            parallel_creates_are_distinct,
+            end_to_end_run_leaves_nothing,
+        );
+    };
+    (@each $setup:expr, $after:expr; $($check:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $check() {
+            let (harness, guard) = $setup.await;
+            $crate::conformance::$check(&harness).await;
+            ($after)(guard);
+        }
+    )*};
 }
 
 /// Run every check, one after another.
