@@ -78,25 +78,13 @@ pub enum Image {
 /// The EC2 backend. Build with [`Ec2Backend::builder`].
 pub struct Ec2Backend {
     ec2: aws_sdk_ec2::Client,
-    image: Option<Image>,
-    instance_type: String,
-    subnets: Vec<String>,
-    security_groups: Vec<String>,
-    key_name: Option<String>,
-    spot: bool,
-    root_volume_gb: Option<i32>,
-    tags: Vec<(String, String)>,
-    agent_port: u16,
-    address: Address,
-    hourly_price: Option<f64>,
-    hook: Option<Arc<dyn AgentHook>>,
+    settings: Settings,
 }
 
 impl std::fmt::Debug for Ec2Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ec2Backend")
-            .field("image", &self.image)
-            .field("instance_type", &self.instance_type)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -105,6 +93,12 @@ impl std::fmt::Debug for Ec2Backend {
 #[derive(Debug, Clone)]
 pub struct Ec2BackendBuilder {
     client: ClientOptions,
+    settings: Settings,
+}
+
+/// What the backend asks EC2 for (everything but the client).
+#[derive(Debug, Clone)]
+struct Settings {
     image: Option<Image>,
     instance_type: String,
     subnets: Vec<String>,
@@ -127,68 +121,68 @@ impl Ec2BackendBuilder {
     }
     /// The AMI or launch template instances boot from (needed to create, not to list).
     pub fn image(mut self, image: Image) -> Self {
-        self.image = Some(image);
+        self.settings.image = Some(image);
         self
     }
     /// Instance type (default `c7i.large`).
     pub fn instance_type(mut self, instance_type: impl Into<String>) -> Self {
-        self.instance_type = instance_type.into();
+        self.settings.instance_type = instance_type.into();
         self
     }
     /// Subnets to spread nodes over, round-robin (default: the default VPC's).
     pub fn subnets(mut self, subnets: Vec<String>) -> Self {
-        self.subnets = subnets;
+        self.settings.subnets = subnets;
         self
     }
     /// Security groups (ids) for the instances.
     pub fn security_groups(mut self, groups: Vec<String>) -> Self {
-        self.security_groups = groups;
+        self.settings.security_groups = groups;
         self
     }
     /// An EC2 key pair, for SSH debugging of agent instances (never needed by liveload).
     pub fn key_name(mut self, key: Option<String>) -> Self {
-        self.key_name = key;
+        self.settings.key_name = key;
         self
     }
     /// Spot instances (one-time, terminated on interruption) instead of on-demand.
     pub fn spot(mut self, spot: bool) -> Self {
-        self.spot = spot;
+        self.settings.spot = spot;
         self
     }
     /// Root volume size in GiB (default: the AMI's).
     pub fn root_volume_gb(mut self, gb: Option<i32>) -> Self {
-        self.root_volume_gb = gb;
+        self.settings.root_volume_gb = gb;
         self
     }
     /// Extra tags on every instance.
     pub fn tags(mut self, tags: Vec<(String, String)>) -> Self {
-        self.tags = tags;
+        self.settings.tags = tags;
         self
     }
     /// The port agents listen on (default 7070).
     pub fn agent_port(mut self, port: u16) -> Self {
-        self.agent_port = port;
+        self.settings.agent_port = port;
         self
     }
     /// Which instance address to dial (default public).
     pub fn address(mut self, address: Address) -> Self {
-        self.address = address;
+        self.settings.address = address;
         self
     }
     /// Price per instance-hour in USD, overriding the built-in table ([`prices`]).
     pub fn hourly_price(mut self, price: Option<f64>) -> Self {
-        self.hourly_price = price;
+        self.settings.hourly_price = price;
         self
     }
     /// Map instances to agents another way than their IPs (tests, emulators).
     pub fn hook(mut self, hook: Arc<dyn AgentHook>) -> Self {
-        self.hook = Some(hook);
+        self.settings.hook = Some(hook);
         self
     }
 
     /// Build the backend (resolves region and credentials; makes no API call).
     pub async fn build(self) -> Result<Ec2Backend> {
-        if let Some(Image::Ami(ami)) = &self.image
+        if let Some(Image::Ami(ami)) = &self.settings.image
             && !ami.starts_with("ami-")
         {
             return Err(Error::InvalidOption {
@@ -196,7 +190,7 @@ impl Ec2BackendBuilder {
                 message: format!("'{ami}' is not an AMI id (ami-...)"),
             });
         }
-        if self.root_volume_gb.is_some_and(|gb| gb < 1) {
+        if self.settings.root_volume_gb.is_some_and(|gb| gb < 1) {
             return Err(Error::InvalidOption {
                 option: "--ec2-root-volume-gb".into(),
                 message: "must be at least 1".into(),
@@ -204,18 +198,7 @@ impl Ec2BackendBuilder {
         }
         Ok(Ec2Backend {
             ec2: client::build(&self.client).await?,
-            image: self.image,
-            instance_type: self.instance_type,
-            subnets: self.subnets,
-            security_groups: self.security_groups,
-            key_name: self.key_name,
-            spot: self.spot,
-            root_volume_gb: self.root_volume_gb,
-            tags: self.tags,
-            agent_port: self.agent_port,
-            address: self.address,
-            hourly_price: self.hourly_price,
-            hook: self.hook,
+            settings: self.settings,
         })
     }
 }
@@ -249,18 +232,20 @@ impl Ec2Backend {
     pub fn builder() -> Ec2BackendBuilder {
         Ec2BackendBuilder {
             client: ClientOptions::default(),
-            image: None,
-            instance_type: "c7i.large".into(),
-            subnets: Vec::new(),
-            security_groups: Vec::new(),
-            key_name: None,
-            spot: false,
-            root_volume_gb: None,
-            tags: Vec::new(),
-            agent_port: 7070,
-            address: Address::Public,
-            hourly_price: None,
-            hook: None,
+            settings: Settings {
+                image: None,
+                instance_type: "c7i.large".into(),
+                subnets: Vec::new(),
+                security_groups: Vec::new(),
+                key_name: None,
+                spot: false,
+                root_volume_gb: None,
+                tags: Vec::new(),
+                agent_port: 7070,
+                address: Address::Public,
+                hourly_price: None,
+                hook: None,
+            },
         }
     }
 
@@ -281,7 +266,7 @@ impl Ec2Backend {
         );
         env.insert(
             "LIVELOAD_LISTEN".into(),
-            format!("0.0.0.0:{}", self.agent_port),
+            format!("0.0.0.0:{}", self.settings.agent_port),
         );
         if spec.no_browser {
             env.insert("LIVELOAD_NO_BROWSER".into(), "true".into());
@@ -388,7 +373,7 @@ impl Ec2Backend {
     }
 
     async fn run_instance(&self, spec: &NodeSpec) -> Result<String> {
-        let image = self.image.as_ref().ok_or_else(|| Error::Backend {
+        let image = self.settings.image.as_ref().ok_or_else(|| Error::Backend {
             backend: "ec2",
             kind: BackendErrorKind::BadImage,
             message: "no AMI or launch template given".into(),
@@ -407,7 +392,7 @@ impl Ec2Backend {
             (TAG_EXPIRES.to_string(), expires.to_string()),
             ("Name".to_string(), spec.machine_name()),
         ];
-        tags.extend(self.tags.iter().cloned());
+        tags.extend(self.settings.tags.iter().cloned());
         let tag_spec = |resource: ResourceType| {
             let mut builder = TagSpecification::builder().resource_type(resource);
             for (key, value) in &tags {
@@ -422,22 +407,25 @@ impl Ec2Backend {
             .min_count(1)
             .max_count(1)
             .client_token(client_token(&spec.run_id, spec.index))
-            .instance_type(InstanceType::from(self.instance_type.as_str()))
+            .instance_type(InstanceType::from(self.settings.instance_type.as_str()))
             .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
             .user_data(user_data)
             .tag_specifications(tag_spec(ResourceType::Instance))
             .tag_specifications(tag_spec(ResourceType::Volume))
             .set_security_group_ids(
-                (!self.security_groups.is_empty()).then(|| self.security_groups.clone()),
+                (!self.settings.security_groups.is_empty())
+                    .then(|| self.settings.security_groups.clone()),
             )
-            .set_key_name(self.key_name.clone());
-        if !self.subnets.is_empty() {
-            request = request.subnet_id(&self.subnets[spec.index as usize % self.subnets.len()]);
+            .set_key_name(self.settings.key_name.clone());
+        if !self.settings.subnets.is_empty() {
+            request = request.subnet_id(
+                &self.settings.subnets[spec.index as usize % self.settings.subnets.len()],
+            );
         }
         match image {
             Image::Ami(ami) => {
                 request = request.image_id(ami);
-                if let Some(gb) = self.root_volume_gb {
+                if let Some(gb) = self.settings.root_volume_gb {
                     request = request.block_device_mappings(self.root_volume(ami, gb).await?);
                 }
             }
@@ -450,7 +438,7 @@ impl Ec2Backend {
                 request = request.launch_template(spec.set_version(version.clone()).build());
             }
         }
-        if self.spot {
+        if self.settings.spot {
             request = request.instance_market_options(
                 InstanceMarketOptionsRequest::builder()
                     .market_type(MarketType::Spot)
@@ -559,7 +547,7 @@ impl Ec2Backend {
             } else {
                 result?;
             }
-            if let Some(hook) = &self.hook {
+            if let Some(hook) = &self.settings.hook {
                 for id in chunk {
                     hook.terminated(id).await;
                 }
@@ -581,7 +569,7 @@ impl Backend for Ec2Backend {
             id: id.clone(),
             run_id: spec.run_id.clone(),
             index: spec.index,
-            detail: self.instance_type.clone(),
+            detail: self.settings.instance_type.clone(),
         })
     }
 
@@ -626,7 +614,7 @@ impl Backend for Ec2Backend {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         };
-        let address = match &self.hook {
+        let address = match &self.settings.hook {
             Some(hook) => {
                 let data = self
                     .ec2
@@ -644,17 +632,17 @@ impl Backend for Ec2Backend {
                 hook.agent_address(&node.id, &decoded, deadline).await?
             }
             None => {
-                let ip = match self.address {
+                let ip = match self.settings.address {
                     Address::Public => instance.public_ip_address(),
                     Address::Private => instance.private_ip_address(),
                 }
                 .ok_or_else(|| Error::Backend {
                     backend: "ec2",
                     kind: BackendErrorKind::NodeFailed,
-                    message: format!("instance {} has no {:?} IP address", node.id, self.address),
+                    message: format!("instance {} has no {:?} IP address", node.id, self.settings.address),
                     hint: Some("use a subnet that assigns public IPs, or --ec2-address private from inside the VPC".into()),
                 })?;
-                format!("{ip}:{}", self.agent_port)
+                format!("{ip}:{}", self.settings.agent_port)
             }
         };
         // The instance runs before its agent listens: wait for the port.
@@ -695,7 +683,7 @@ impl Backend for Ec2Backend {
             .await?
             .into_iter()
             .map(|i| NodeHandle {
-                detail: format!("{} {}", self.instance_type, i.state),
+                detail: format!("{} {}", self.settings.instance_type, i.state),
                 id: i.id,
                 run_id: i.run,
                 index: i.node,
@@ -707,7 +695,7 @@ impl Backend for Ec2Backend {
         let out = client::retry(|| async {
             self.ec2
                 .describe_instance_types()
-                .instance_types(InstanceType::from(self.instance_type.as_str()))
+                .instance_types(InstanceType::from(self.settings.instance_type.as_str()))
                 .send()
                 .await
                 .map_err(|e| client::error("looking up the instance type", e))
@@ -716,7 +704,7 @@ impl Backend for Ec2Backend {
         let info = out.instance_types().first().ok_or_else(|| Error::Backend {
             backend: "ec2",
             kind: BackendErrorKind::BadInstanceType,
-            message: format!("unknown instance type {}", self.instance_type),
+            message: format!("unknown instance type {}", self.settings.instance_type),
             hint: Some("use an instance type this region offers, e.g. c7i.large".into()),
         })?;
         let cores = info
@@ -734,9 +722,9 @@ impl Backend for Ec2Backend {
     }
 
     fn hourly_price(&self) -> Option<f64> {
-        self.hourly_price.or_else(|| {
-            (!self.spot)
-                .then(|| prices::on_demand(&self.instance_type))
+        self.settings.hourly_price.or_else(|| {
+            (!self.settings.spot)
+                .then(|| prices::on_demand(&self.settings.instance_type))
                 .flatten()
         })
     }
