@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
+use liveload_proto::launch::var;
 use liveload_proto::{BrowserInfo, NodeFacts};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -32,55 +33,96 @@ use crate::users::StopSignal;
 
 /// The liveload agent. Started by a liveload backend, not by hand.
 ///
-/// Every option can also come from the environment (LIVELOAD_LISTEN, LIVELOAD_RUN_ID,
-/// LIVELOAD_TTL, LIVELOAD_GRACE, ...), which is how container backends configure it.
+/// Every option can also come from the environment: the names are the launch contract
+/// (`liveload_proto::launch::var`), which every backend uses to start agents.
 ///
-/// The run token comes from the LIVELOAD_TOKEN environment variable (never the command line,
-/// where `ps` would show it); TLS material from --tls-cert/--tls-key or LIVELOAD_TLS_CERT_PEM and
-/// LIVELOAD_TLS_KEY_PEM.
+/// Secrets never come from the command line (where `ps` shows them) nor from the environment
+/// (which Chromium would inherit): the run token and the TLS key are files, named by
+/// --token-file and --tls-key, that the agent reads once and deletes.
 #[derive(Debug, Parser)]
 #[command(name = "liveload-agent", version)]
 struct Args {
     /// Address to listen on; port 0 picks a free port.
-    #[arg(long, env = "LIVELOAD_LISTEN", default_value = "127.0.0.1:0")]
+    #[arg(long, env = var::LISTEN, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// The run this agent serves (shown by `ps`, used by backends to recognise their agents).
-    #[arg(long, env = "LIVELOAD_RUN_ID", default_value = "")]
+    /// The run this agent serves (used by backends to recognise their agents).
+    #[arg(long, env = var::RUN_ID, default_value = "")]
     run_id: String,
     /// Write `{"address": ..., "pid": ...}` here once listening (atomically).
-    #[arg(long)]
+    #[arg(long, env = var::READY_FILE)]
     ready_file: Option<PathBuf>,
     /// Hard lifetime in seconds: the agent exits at this age whatever happens.
-    #[arg(long, env = "LIVELOAD_TTL", default_value_t = 3600)]
+    #[arg(long, env = var::TTL, default_value_t = 3600)]
     ttl: u64,
     /// Dead-man switch in seconds: exit when the controller has been silent this long.
-    #[arg(long, env = "LIVELOAD_GRACE", default_value_t = 30)]
+    #[arg(long, env = var::GRACE, default_value_t = 30)]
     grace: u64,
+    /// The file holding the run token (read once, then deleted).
+    #[arg(long, env = var::TOKEN_FILE)]
+    token_file: Option<PathBuf>,
     /// TLS certificate (PEM file) to serve the link with.
-    #[arg(long, requires = "tls_key")]
+    #[arg(long, env = var::TLS_CERT, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM file).
-    #[arg(long, requires = "tls_cert")]
+    /// TLS private key (PEM file; read once, then deleted).
+    #[arg(long, env = var::TLS_KEY, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// This agent's share of the host is 1/N (several agents on one host).
-    #[arg(long, env = "LIVELOAD_HOST_SHARE")]
+    #[arg(long, env = var::HOST_SHARE)]
     host_share: Option<u32>,
     /// Never take more users than this (an operator's cap for this host; sizing respects it).
-    #[arg(long, env = "LIVELOAD_MAX_USERS")]
+    #[arg(long, env = var::MAX_USERS)]
     max_users: Option<u32>,
     /// Chromium executable (default: chromium-headless-shell, then chromium, on PATH).
-    #[arg(long, env = "LIVELOAD_CHROMIUM")]
+    #[arg(long, env = var::CHROMIUM)]
     chromium: Option<PathBuf>,
     /// Launch Chromium without its sandbox (needed as root and in most containers).
-    #[arg(long, env = "LIVELOAD_NO_SANDBOX")]
+    #[arg(long, env = var::NO_SANDBOX)]
     no_sandbox: bool,
     /// Run without a browser: skip looking for Chromium; only browserless assignments are
     /// accepted (benchmarks of the cluster machinery).
-    #[arg(long, env = "LIVELOAD_NO_BROWSER")]
+    #[arg(long, env = var::NO_BROWSER)]
     no_browser: bool,
     /// Test hook: wait this many milliseconds before listening (simulates a slow boot).
     #[arg(long, hide = true, default_value_t = 0)]
     debug_delay_listen_ms: u64,
+}
+
+/// The secrets the agent starts with, read from their files (which are then deleted).
+struct Secrets {
+    token: String,
+    /// Certificate and key, PEM.
+    tls: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Read a secret file and delete it, so no later process (Chromium included) can read it.
+/// A file the agent cannot delete (a read-only mount) is read all the same, with a warning.
+fn take_secret_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Err(e) = std::fs::remove_file(path) {
+        eprintln!(
+            "liveload-agent: could not delete {} after reading it: {e}",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+fn read_secrets(args: &Args) -> Result<Secrets> {
+    let token = match &args.token_file {
+        Some(path) => String::from_utf8(take_secret_file(path)?)
+            .context("the token file is not UTF-8")?
+            .trim()
+            .to_string(),
+        None => String::new(),
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((
+            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+            take_secret_file(key)?,
+        )),
+        _ => None,
+    };
+    Ok(Secrets { token, tls })
 }
 
 /// What every part of the agent shares.
@@ -112,21 +154,11 @@ impl AgentState {
 
 fn main() {
     let args = Args::parse();
-    // Read secrets from the environment, then remove them so Chromium and anything it starts do
-    // not inherit them.
-    let token = std::env::var("LIVELOAD_TOKEN").unwrap_or_default();
-    let cert_env = std::env::var("LIVELOAD_TLS_CERT_PEM").ok();
-    let key_env = std::env::var("LIVELOAD_TLS_KEY_PEM").ok();
-    // SAFETY: no other thread exists yet (the runtime is built below).
-    unsafe {
-        std::env::remove_var("LIVELOAD_TOKEN");
-        std::env::remove_var("LIVELOAD_TLS_KEY_PEM");
-    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LIVELOAD_AGENT_LOG")
+            tracing_subscriber::EnvFilter::try_from_env(var::LOG)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
@@ -134,7 +166,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let code = match runtime.block_on(agent(args, token, cert_env, key_env)) {
+    let code = match read_secrets(&args).and_then(|secrets| runtime.block_on(agent(args, secrets)))
+    {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -146,14 +179,13 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn agent(
-    args: Args,
-    token: String,
-    cert_env: Option<String>,
-    key_env: Option<String>,
-) -> Result<()> {
+async fn agent(args: Args, secrets: Secrets) -> Result<()> {
+    let Secrets { token, tls } = secrets;
     if token.len() < 16 {
-        bail!("LIVELOAD_TOKEN must hold the run token (16 characters or more)");
+        bail!(
+            "--token-file ({}) must name a file holding the run token (16 characters or more)",
+            var::TOKEN_FILE
+        );
     }
     let started = Instant::now();
     // Lead our own process group, so Chromium and its helpers share it and die with us.
@@ -162,7 +194,7 @@ async fn agent(
     unsafe {
         libc::setsid();
     }
-    let tls = tls_config(&args, cert_env, key_env)?;
+    let tls = tls.map(|(cert, key)| tls_config(&cert, &key)).transpose()?;
     let chromium = if args.no_browser {
         None
     } else {
@@ -364,25 +396,13 @@ fn write_ready_file(path: &std::path::Path, address: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-fn tls_config(
-    args: &Args,
-    cert_env: Option<String>,
-    key_env: Option<String>,
-) -> Result<Option<tokio_rustls::TlsAcceptor>> {
+fn tls_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let (cert_pem, key_pem) = match (&args.tls_cert, &args.tls_key, cert_env, key_env) {
-        (Some(cert), Some(key), _, _) => (
-            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
-            std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
-        ),
-        (_, _, Some(cert), Some(key)) => (cert.into_bytes(), key.into_bytes()),
-        _ => return Ok(None),
-    };
-    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .context("parsing the TLS certificate")?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).context("parsing the TLS key")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).context("parsing the TLS key")?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -390,5 +410,27 @@ fn tls_config(
     .with_no_client_auth()
     .with_single_cert(certs, key)
     .context("building the TLS configuration")?;
-    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// The agent reads exactly the variables of the launch contract: a variable a backend sets
+    /// that the agent ignores (or the reverse) fails here.
+    #[test]
+    fn options_and_the_launch_contract_name_the_same_variables() {
+        let mut read: Vec<String> = Args::command()
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        read.push(var::LOG.to_string()); // read by the log filter, not clap
+        read.sort();
+        let mut contract: Vec<String> = var::ALL.iter().map(|v| v.to_string()).collect();
+        contract.sort();
+        assert_eq!(read, contract);
+    }
 }

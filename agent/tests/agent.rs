@@ -29,11 +29,14 @@ fn start_agent(extra: &[&str]) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
     let log = dir.path().join("log");
+    // The token arrives the way every backend sends it: a file the agent reads and deletes.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_liveload-agent"))
         .args(["--listen", "127.0.0.1:0", "--ready-file"])
         .arg(&ready)
         .args(extra)
-        .env("LIVELOAD_TOKEN", TOKEN)
+        .env("LIVELOAD_TOKEN_FILE", &token_file)
         .env("LIVELOAD_AGENT_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -48,6 +51,10 @@ fn start_agent(extra: &[&str]) -> Agent {
         assert!(Instant::now() < end, "agent did not become ready");
         std::thread::sleep(Duration::from_millis(10));
     };
+    assert!(
+        !token_file.exists(),
+        "the agent deletes its token file once read"
+    );
     Agent {
         child,
         address,
@@ -213,9 +220,9 @@ fn heartbeats_keep_the_agent_alive_until_its_ttl() {
 #[test]
 fn a_missing_token_stops_the_agent_at_start() {
     let out = Command::new(env!("CARGO_BIN_EXE_liveload-agent"))
-        .env_remove("LIVELOAD_TOKEN")
+        .env_remove("LIVELOAD_TOKEN_FILE")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("LIVELOAD_TOKEN"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LIVELOAD_TOKEN_FILE"));
 }

@@ -180,6 +180,14 @@ impl Backend for Overpromising {
     fn name(&self) -> &'static str {
         "overpromising"
     }
+    // It wraps local processes: the local backend's policies, declared (the defaults would ask
+    // for TLS and a cost confirmation, see tests/policy.rs).
+    fn link_path(&self) -> liveload_core::LinkPath {
+        self.0.link_path()
+    }
+    fn billing(&self) -> liveload_core::Billing {
+        self.0.billing()
+    }
     async fn create(&self, spec: &NodeSpec) -> Result<NodeHandle> {
         self.0.create(spec).await
     }

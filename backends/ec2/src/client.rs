@@ -2,14 +2,11 @@
 //! liveload uses, credentials from the standard AWS chain, and EC2's errors turned into
 //! liveload's with a hint.
 
-use std::time::Duration;
-
 use aws_config::BehaviorVersion;
 use aws_sdk_ec2::config::{Credentials, Region};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-use backon::{ExponentialBuilder, Retryable};
-use liveload_core::{BackendErrorKind, Error, Result};
+use liveload_core::{BackendError, BackendErrorKind, Error, Result};
 
 /// Where and as whom to call EC2.
 #[derive(Debug, Clone, Default)]
@@ -61,8 +58,8 @@ pub async fn build(options: &ClientOptions) -> Result<aws_sdk_ec2::Client> {
 /// An EC2 error as liveload's: the provider's code and message, a kind, and how to fix it.
 pub fn error<E, R>(action: &str, err: SdkError<E, R>) -> Error
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let code = err.code().unwrap_or_default().to_string();
     let message = err.message().map(str::to_string).unwrap_or_else(|| {
@@ -77,16 +74,16 @@ where
         text
     });
     let (kind, hint) = classify(&code, &message);
-    Error::Backend {
-        backend: "ec2",
-        kind,
-        message: if code.is_empty() {
-            format!("{action}: {message}")
-        } else {
-            format!("{action}: {code}: {message}")
-        },
-        hint: hint.map(str::to_string),
-    }
+    let message = if code.is_empty() {
+        format!("{action}: {message}")
+    } else {
+        format!("{action}: {code}: {message}")
+    };
+    Error::from(
+        BackendError::new("ec2", kind, message)
+            .maybe_hint(hint)
+            .source(err),
+    )
 }
 
 /// What kind of failure an EC2 error code is, and the hint a user needs.
@@ -142,6 +139,10 @@ pub fn classify(code: &str, message: &str) -> (BackendErrorKind, Option<&'static
                 "the account's vCPU quota for this instance family is reached: request an increase (Service Quotas, EC2 'Running On-Demand ... instances') or use fewer/smaller nodes",
             ),
         ),
+        "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable" => (
+            BackendErrorKind::Transient,
+            Some("EC2 failed on its side; liveload retried with backoff"),
+        ),
         "RequestLimitExceeded" | "Throttling" => (
             BackendErrorKind::RateLimited,
             Some(
@@ -171,40 +172,15 @@ pub fn classify(code: &str, message: &str) -> (BackendErrorKind, Option<&'static
     }
 }
 
-/// Is this error worth another try? Throttling and EC2's own transient failures are; anything
-/// the caller must fix is not.
-pub fn retryable(err: &Error) -> bool {
-    match err {
-        Error::Backend { kind, message, .. } => {
-            *kind == BackendErrorKind::RateLimited
-                || message.contains("InternalError")
-                || message.contains("ServiceUnavailable")
-                || message.contains("Unavailable:")
-        }
-        _ => false,
-    }
-}
-
-/// liveload's backoff for EC2 calls: exponential from 250 ms to 8 s, with jitter, six retries.
-pub fn backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(250))
-        .with_max_delay(Duration::from_secs(8))
-        .with_max_times(6)
-        .with_jitter()
-}
-
-/// Run `call` with retries (exponential backoff with jitter, up to ~30 s) while it fails with a
-/// [`retryable`] error.
+/// Run `call` with core's one retry policy (exponential backoff with jitter) while it fails
+/// with an error its kind marks retryable: throttling and EC2's own transient failures, decided
+/// by [`classify`] from the error code, never from message text.
 pub async fn retry<T, F, Fut>(call: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    call.retry(backoff())
-        .when(retryable)
-        .notify(|err, after| tracing::warn!(error = %err, ?after, "EC2 call failed; retrying"))
-        .await
+    liveload_core::limits::retry(7, call).await
 }
 
 #[cfg(test)]
@@ -236,25 +212,13 @@ mod tests {
 
     #[test]
     fn only_transient_errors_are_retried() {
-        let err = |kind, message: &str| Error::Backend {
-            backend: "ec2",
-            kind,
-            message: message.into(),
-            hint: None,
-        };
-        assert!(retryable(&err(
-            BackendErrorKind::RateLimited,
-            "RequestLimitExceeded: slow down"
-        )));
-        assert!(retryable(&err(
-            BackendErrorKind::Other,
-            "run: InternalError: oops"
-        )));
-        assert!(!retryable(&err(
-            BackendErrorKind::Quota,
-            "VcpuLimitExceeded"
-        )));
-        assert!(!retryable(&err(BackendErrorKind::Auth, "AuthFailure")));
+        let kind_of = |code: &str| BackendError::new("ec2", classify(code, "").0, code);
+        assert!(kind_of("RequestLimitExceeded").retryable);
+        assert!(kind_of("InternalError").retryable);
+        assert!(kind_of("ServiceUnavailable").retryable);
+        assert!(!kind_of("VcpuLimitExceeded").retryable);
+        assert!(!kind_of("AuthFailure").retryable);
+        assert!(!kind_of("InvalidAMIID.NotFound").retryable);
     }
 
     /// Throttling is retried with backoff until it passes.
@@ -266,12 +230,11 @@ mod tests {
             let n = calls;
             async move {
                 if n < 3 {
-                    Err(Error::Backend {
-                        backend: "ec2",
-                        kind: BackendErrorKind::RateLimited,
-                        message: "RequestLimitExceeded".into(),
-                        hint: None,
-                    })
+                    Err(Error::from(BackendError::new(
+                        "ec2",
+                        BackendErrorKind::RateLimited,
+                        "RequestLimitExceeded",
+                    )))
                 } else {
                     Ok(n)
                 }

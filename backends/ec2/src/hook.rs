@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use liveload_core::{BackendErrorKind, Error, Result};
 use tokio::time::Instant;
 
-use crate::user_data::AgentSettings;
+use crate::user_data::{LAUNCH_DIR, UserData};
 
 /// Maps an instance to the address of its agent.
 #[async_trait]
@@ -76,45 +76,39 @@ impl Drop for LocalAgents {
 }
 
 fn failed(id: &str, message: String) -> Error {
-    Error::Backend {
-        backend: "ec2",
-        kind: BackendErrorKind::NodeFailed,
-        message: format!("instance {id}: {message}"),
-        hint: None,
-    }
+    Error::from(liveload_core::BackendError::new(
+        "ec2",
+        BackendErrorKind::NodeFailed,
+        format!("instance {id}: {message}"),
+    ))
 }
 
 #[async_trait]
 impl AgentHook for LocalAgents {
     async fn agent_address(&self, id: &str, user_data: &str, deadline: Instant) -> Result<String> {
-        let settings = AgentSettings::parse(user_data)
+        let data = UserData::parse(user_data)
             .ok_or_else(|| failed(id, "its user data is not liveload's".into()))?;
         let dir = self.dir.join(id);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("making an agent directory", e))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        liveload_core::backend::write_launch_files(&dir, &data.launch.files)
+            .map_err(|e| Error::io("writing an agent's launch files", e))?;
+        // The files live in this stand-in's directory instead of the instance's.
+        let launch = data
+            .launch
+            .relocated(LAUNCH_DIR, &dir.display().to_string());
         let ready = dir.join("ready");
-        let _ = std::fs::remove_file(&ready);
         let mut command = Command::new(&self.agent);
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(&settings.env)
+            .envs(launch.env.iter().map(|(k, v)| (*k, v)))
             // On an instance the agent listens on every address; here, on loopback.
-            .env("LIVELOAD_LISTEN", "127.0.0.1:0")
+            .env(liveload_core::launch::var::LISTEN, "127.0.0.1:0")
             .arg("--ready-file")
             .arg(&ready)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let (Some(cert), Some(key)) = (&settings.tls_cert_pem, &settings.tls_key_pem) {
-            std::fs::write(dir.join("tls.crt"), cert)
-                .and_then(|_| std::fs::write(dir.join("tls.key"), key))
-                .map_err(|e| Error::io("writing the agent's TLS files", e))?;
-            command
-                .arg("--tls-cert")
-                .arg(dir.join("tls.crt"))
-                .arg("--tls-key")
-                .arg(dir.join("tls.key"));
-        }
         let child = command
             .spawn()
             .map_err(|e| failed(id, format!("cannot start {}: {e}", self.agent.display())))?;
@@ -130,10 +124,12 @@ impl AgentHook for LocalAgents {
                 return Ok(address.to_string());
             }
             if Instant::now() >= deadline {
-                return Err(Error::ClusterNodeCreationTimeout {
-                    node: id.to_string(),
-                    timeout: Duration::ZERO,
-                });
+                return Err(liveload_core::BackendError::new(
+                    "ec2",
+                    BackendErrorKind::NotReady,
+                    format!("instance {id}: the agent has not written its ready file"),
+                )
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -32,16 +32,15 @@ use aws_sdk_ec2::types::{
     LaunchTemplateSpecification, MarketType, ResourceType, ShutdownBehavior, SpotInstanceType,
     SpotMarketOptions, Tag, TagSpecification, VolumeType,
 };
-use backon::Retryable;
 use liveload_core::{
-    AgentEndpoint, Backend, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, Result,
+    AgentEndpoint, Backend, BackendError, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, Result,
     RunFilter,
 };
 use tokio::time::Instant;
 
 pub use crate::client::ClientOptions;
 use crate::hook::AgentHook;
-use crate::user_data::AgentSettings;
+use crate::user_data::UserData;
 
 /// Tag with the run id.
 pub const TAG_RUN: &str = "liveload:run-id";
@@ -254,27 +253,12 @@ impl Ec2Backend {
         &self.ec2
     }
 
-    /// The agent's settings for one node: what the user data carries.
-    pub fn agent_settings(&self, spec: &NodeSpec) -> AgentSettings {
-        let mut env = std::collections::BTreeMap::new();
-        env.insert("LIVELOAD_TOKEN".into(), spec.token.expose().to_string());
-        env.insert("LIVELOAD_RUN_ID".into(), spec.run_id.clone());
-        env.insert("LIVELOAD_TTL".into(), spec.ttl.as_secs().max(1).to_string());
-        env.insert(
-            "LIVELOAD_GRACE".into(),
-            spec.grace.as_secs().max(1).to_string(),
-        );
-        env.insert(
-            "LIVELOAD_LISTEN".into(),
-            format!("0.0.0.0:{}", self.settings.agent_port),
-        );
-        if spec.no_browser {
-            env.insert("LIVELOAD_NO_BROWSER".into(), "true".into());
-        }
-        AgentSettings {
-            env,
-            tls_cert_pem: spec.tls.as_ref().map(|t| t.cert_pem.clone()),
-            tls_key_pem: spec.tls.as_ref().map(|t| t.key_pem.clone()),
+    /// The user data of one node: the agent's launch (core's launch contract), listening on
+    /// every address at the agent port.
+    pub fn user_data(&self, spec: &NodeSpec) -> UserData {
+        let settings = spec.agent_settings(format!("0.0.0.0:{}", self.settings.agent_port));
+        UserData {
+            launch: settings.launch(&spec.agent_secrets(), user_data::LAUNCH_DIR),
         }
     }
 
@@ -373,15 +357,8 @@ impl Ec2Backend {
     }
 
     async fn run_instance(&self, spec: &NodeSpec) -> Result<String> {
-        let image = self.settings.image.as_ref().ok_or_else(|| Error::Backend {
-            backend: "ec2",
-            kind: BackendErrorKind::BadImage,
-            message: "no AMI or launch template given".into(),
-            hint: Some(
-                "pass --ec2-ami ami-... (built with images/ec2) or --ec2-launch-template NAME (terraform/aws makes one)"
-                    .into(),
-            ),
-        })?;
+        let image = self.settings.image.as_ref().ok_or_else(|| Error::from(BackendError::new("ec2", BackendErrorKind::BadImage, "no AMI or launch template given").hint("pass --ec2-ami ami-... (built with images/ec2) or --ec2-launch-template NAME (terraform/aws makes one)"
+                    )))?;
         let expires = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
@@ -400,7 +377,7 @@ impl Ec2Backend {
             }
             builder.build()
         };
-        let user_data = aws_smithy_types::base64::encode(self.agent_settings(spec).render());
+        let user_data = aws_smithy_types::base64::encode(self.user_data(spec).render());
         let mut request = self
             .ec2
             .run_instances()
@@ -461,8 +438,7 @@ impl Ec2Backend {
             if attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
                 let existing = self
                     .instances(&RunFilter::Run(spec.run_id.clone()), Some(spec.index))
-                    .await
-                    .map_err(|e| (e, false))?;
+                    .await?;
                 if let Some(found) = existing.first() {
                     tracing::info!(instance = %found.id, "a lost RunInstances had started the instance: adopted");
                     return Ok(found.id.clone());
@@ -475,31 +451,24 @@ impl Ec2Backend {
                     .and_then(|i| i.instance_id())
                     .map(str::to_string)
                     .ok_or_else(|| {
-                        let err = Error::Backend {
-                            backend: "ec2",
-                            kind: BackendErrorKind::Other,
-                            message: "RunInstances answered without an instance".into(),
-                            hint: None,
-                        };
-                        (err, false)
+                        Error::from(BackendError::new(
+                            "ec2",
+                            BackendErrorKind::Other,
+                            "RunInstances answered without an instance",
+                        ))
                     }),
-                Err(err) => {
-                    // No EC2 error code: the answer never came (the call may have worked).
-                    let lost = err.code().is_none();
-                    let err = client::error("starting an instance", err);
-                    let again = lost || client::retryable(&err);
-                    Err((err, again))
+                // No EC2 error code: the answer never came (the call may have worked), so
+                // trying again with the same ClientToken is safe and needed.
+                Err(err) if err.code().is_none() => {
+                    Err(match client::error("starting an instance", err) {
+                        Error::Backend(b) => Error::Backend(Box::new(b.retryable(true))),
+                        other => other,
+                    })
                 }
+                Err(err) => Err(client::error("starting an instance", err)),
             }
         };
-        attempt
-            .retry(client::backoff())
-            .when(|(_, again)| *again)
-            .notify(|(err, _), after| {
-                tracing::warn!(error = %err, ?after, "RunInstances failed; retrying with the same ClientToken")
-            })
-            .await
-            .map_err(|(err, _)| err)
+        client::retry(attempt).await
     }
 
     async fn describe(&self, id: &str) -> Result<Option<aws_sdk_ec2::types::Instance>> {
@@ -574,20 +543,21 @@ impl Backend for Ec2Backend {
     }
 
     async fn wait_ready(&self, node: &NodeHandle, deadline: Instant) -> Result<AgentEndpoint> {
-        let timeout = || Error::ClusterNodeCreationTimeout {
-            node: node.id.clone(),
-            timeout: Duration::ZERO,
+        let timeout = || {
+            Error::from(BackendError::new(
+                "ec2",
+                BackendErrorKind::NotReady,
+                format!("instance {} is not running yet", node.id),
+            ))
         };
         let instance = loop {
-            let instance = self
-                .describe(&node.id)
-                .await?
-                .ok_or_else(|| Error::Backend {
-                    backend: "ec2",
-                    kind: BackendErrorKind::NodeFailed,
-                    message: format!("instance {} vanished before it was running", node.id),
-                    hint: None,
-                })?;
+            let instance = self.describe(&node.id).await?.ok_or_else(|| {
+                Error::from(BackendError::new(
+                    "ec2",
+                    BackendErrorKind::NodeFailed,
+                    format!("instance {} vanished before it was running", node.id),
+                ))
+            })?;
             match instance.state().and_then(|s| s.name()) {
                 Some(InstanceStateName::Running) => break instance,
                 Some(
@@ -600,12 +570,7 @@ impl Backend for Ec2Backend {
                         .state_reason()
                         .and_then(|r| r.message())
                         .unwrap_or("no reason given");
-                    return Err(Error::Backend {
-                        backend: "ec2",
-                        kind: BackendErrorKind::NodeFailed,
-                        message: format!("instance {} stopped before it was ready: {reason}", node.id),
-                        hint: Some("the agent may have exited at once: see the instance's console output (`aws ec2 get-console-output`)".into()),
-                    });
+                    return Err(Error::from(BackendError::new("ec2", BackendErrorKind::NodeFailed, format!("instance {} stopped before it was ready: {reason}", node.id)).hint("the agent may have exited at once: see the instance's console output (`aws ec2 get-console-output`)")));
                 }
                 _ => {}
             }
@@ -636,30 +601,12 @@ impl Backend for Ec2Backend {
                     Address::Public => instance.public_ip_address(),
                     Address::Private => instance.private_ip_address(),
                 }
-                .ok_or_else(|| Error::Backend {
-                    backend: "ec2",
-                    kind: BackendErrorKind::NodeFailed,
-                    message: format!("instance {} has no {:?} IP address", node.id, self.settings.address),
-                    hint: Some("use a subnet that assigns public IPs, or --ec2-address private from inside the VPC".into()),
-                })?;
+                .ok_or_else(|| Error::from(BackendError::new("ec2", BackendErrorKind::NodeFailed, format!("instance {} has no {:?} IP address", node.id, self.settings.address)).hint("use a subnet that assigns public IPs, or --ec2-address private from inside the VPC")))?;
                 format!("{ip}:{}", self.settings.agent_port)
             }
         };
         // The instance runs before its agent listens: wait for the port.
-        loop {
-            let attempt = tokio::time::timeout(
-                Duration::from_secs(2),
-                tokio::net::TcpStream::connect(&address),
-            )
-            .await;
-            if let Ok(Ok(_)) = attempt {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(timeout());
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        liveload_core::ready::wait_for_port("ec2", &address, deadline).await?;
         Ok(AgentEndpoint {
             address,
             tls: None,
@@ -701,11 +648,15 @@ impl Backend for Ec2Backend {
                 .map_err(|e| client::error("looking up the instance type", e))
         })
         .await?;
-        let info = out.instance_types().first().ok_or_else(|| Error::Backend {
-            backend: "ec2",
-            kind: BackendErrorKind::BadInstanceType,
-            message: format!("unknown instance type {}", self.settings.instance_type),
-            hint: Some("use an instance type this region offers, e.g. c7i.large".into()),
+        let info = out.instance_types().first().ok_or_else(|| {
+            Error::from(
+                BackendError::new(
+                    "ec2",
+                    BackendErrorKind::BadInstanceType,
+                    format!("unknown instance type {}", self.settings.instance_type),
+                )
+                .hint("use an instance type this region offers, e.g. c7i.large"),
+            )
         })?;
         let cores = info
             .v_cpu_info()

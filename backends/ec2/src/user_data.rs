@@ -1,82 +1,98 @@
 //! The user data an agent instance boots with: a small `sh` script cloud-init runs once. It
-//! writes the agent's settings to `/etc/liveload/` (mode 600) and starts the
-//! `liveload-agent.service` baked into the AMI (`images/ec2`). It holds the run token and the
-//! TLS key: liveload never logs it.
+//! writes the agent's launch (core's launch contract: settings as `/etc/liveload/agent.env`,
+//! secrets as files under `/etc/liveload/files/`, all mode 600) and starts the
+//! `liveload-agent.service` baked into the AMI (`images/ec2`), which moves the files into
+//! [`LAUNCH_DIR`] for the agent's user; the agent deletes its secret files once read. The
+//! script holds the run token and the TLS key: liveload never logs it.
 //!
-//! [`AgentSettings::parse`] reads it back, for hosts that start agents without cloud-init (the
+//! [`UserData::parse`] reads it back, for hosts that start agents without cloud-init (the
 //! tests' stand-in for instances).
 
-use std::collections::BTreeMap;
+use liveload_core::launch::{Launch, LaunchFile, file};
 
-/// What the agent on an instance needs.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct AgentSettings {
-    /// `LIVELOAD_*` environment variables (single-line values).
-    pub env: BTreeMap<String, String>,
-    /// The TLS certificate the agent serves (PEM).
-    pub tls_cert_pem: Option<String>,
-    /// Its private key (PEM).
-    pub tls_key_pem: Option<String>,
+/// Where the agent finds its launch files on an instance (the unit's `RuntimeDirectory`).
+pub const LAUNCH_DIR: &str = "/run/liveload";
+
+/// What the agent on an instance needs: its launch.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserData {
+    /// Environment variables and secret files.
+    pub launch: Launch,
 }
 
-impl std::fmt::Debug for AgentSettings {
+impl std::fmt::Debug for UserData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The token and key are secrets: list names only.
-        f.debug_struct("AgentSettings")
-            .field("env", &self.env.keys().collect::<Vec<_>>())
-            .field("tls", &self.tls_cert_pem.is_some())
+        // The files hold secrets: names only (Launch's own Debug prints no contents).
+        f.debug_struct("UserData")
+            .field("launch", &self.launch)
             .finish()
     }
 }
 
 const ENV_END: &str = "LIVELOAD_ENV";
-const CERT_END: &str = "LIVELOAD_CERT";
-const KEY_END: &str = "LIVELOAD_KEY";
+const FILE_END: &str = "LIVELOAD_FILE";
 
-impl AgentSettings {
+/// The file names the script may carry, as the contract names them (parsing accepts only these:
+/// a name from the script never becomes an arbitrary path).
+const KNOWN_FILES: [&str; 3] = [file::TOKEN, file::TLS_CERT, file::TLS_KEY];
+
+impl UserData {
     /// The user data script.
     pub fn render(&self) -> String {
         let mut script = String::from(
             "#!/bin/sh\n\
              # liveload agent settings, written by the liveload controller. Holds the run token.\n\
-             set -e\numask 077\nmkdir -p /etc/liveload\n",
+             set -e\numask 077\nmkdir -p /etc/liveload/files\n",
         );
         script.push_str(&format!("cat > /etc/liveload/agent.env <<'{ENV_END}'\n"));
-        for (key, value) in &self.env {
+        for (key, value) in &self.launch.env {
             script.push_str(&format!("{key}={value}\n"));
         }
         script.push_str(&format!("{ENV_END}\n"));
-        if let (Some(cert), Some(key)) = (&self.tls_cert_pem, &self.tls_key_pem) {
+        for launch_file in &self.launch.files {
             script.push_str(&format!(
-                "cat > /etc/liveload/tls.crt <<'{CERT_END}'\n{}\n{CERT_END}\n",
-                cert.trim_end()
-            ));
-            script.push_str(&format!(
-                "cat > /etc/liveload/tls.key <<'{KEY_END}'\n{}\n{KEY_END}\n",
-                key.trim_end()
+                "cat > /etc/liveload/files/{} <<'{FILE_END}'\n{}\n{FILE_END}\n",
+                launch_file.name,
+                launch_file.contents.trim_end()
             ));
         }
         script.push_str("systemctl start --no-block liveload-agent.service\n");
         script
     }
 
-    /// Read settings back from a user data script made by [`render`](Self::render).
-    pub fn parse(script: &str) -> Option<AgentSettings> {
-        let section = |end: &str| -> Option<String> {
-            let start = script.find(&format!("<<'{end}'\n"))? + end.len() + 5;
-            let body = &script[start..];
-            let stop = body.find(&format!("\n{end}\n"))?;
-            Some(body[..stop].to_string())
-        };
-        let env = section(ENV_END)?
-            .lines()
-            .filter_map(|line| line.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Some(AgentSettings {
-            env,
-            tls_cert_pem: section(CERT_END).map(|pem| pem + "\n"),
-            tls_key_pem: section(KEY_END).map(|pem| pem + "\n"),
+    /// Read a launch back from a user data script made by [`render`](Self::render).
+    pub fn parse(script: &str) -> Option<UserData> {
+        let env_start = script.find(&format!("<<'{ENV_END}'\n"))? + ENV_END.len() + 5;
+        let env_body = &script[env_start..];
+        let env_body = &env_body[..env_body.find(&format!("\n{ENV_END}\n"))?];
+        let mut env = Vec::new();
+        for line in env_body.lines() {
+            let (key, value) = line.split_once('=')?;
+            let name = liveload_core::launch::var::ALL
+                .iter()
+                .find(|v| **v == key)?;
+            env.push((*name, value.to_string()));
+        }
+        let mut files = Vec::new();
+        let marker = "cat > /etc/liveload/files/";
+        let mut rest = script;
+        while let Some(at) = rest.find(marker) {
+            let after = &rest[at + marker.len()..];
+            let (name, after) = after.split_once(&format!(" <<'{FILE_END}'\n"))?;
+            let name = KNOWN_FILES.iter().find(|n| **n == name)?;
+            let end = after.find(&format!("\n{FILE_END}\n"))?;
+            let contents = after[..end].to_string();
+            // PEM files end with a newline; the token does not.
+            let contents = if contents.starts_with("-----BEGIN") {
+                contents + "\n"
+            } else {
+                contents
+            };
+            files.push(LaunchFile { name, contents });
+            rest = &after[end..];
+        }
+        Some(UserData {
+            launch: Launch { env, files },
         })
     }
 }
@@ -84,27 +100,35 @@ impl AgentSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use liveload_core::launch::{AgentSecrets, AgentSettings, var};
 
     #[test]
-    fn settings_survive_the_round_trip() {
+    fn the_launch_survives_the_round_trip() {
         let settings = AgentSettings {
-            env: [
-                ("LIVELOAD_TOKEN".to_string(), "abc123".to_string()),
-                ("LIVELOAD_TTL".to_string(), "600".to_string()),
-            ]
-            .into_iter()
-            .collect(),
-            tls_cert_pem: Some(
-                "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n".into(),
-            ),
-            tls_key_pem: Some(
-                "-----BEGIN PRIVATE KEY-----\nBBB\n-----END PRIVATE KEY-----\n".into(),
-            ),
+            listen: "0.0.0.0:7070".into(),
+            run_id: "r-1".into(),
+            ttl_s: 600,
+            grace_s: 30,
+            ..Default::default()
         };
-        let script = settings.render();
+        let secrets = AgentSecrets {
+            token: "abc123abc123abc123".into(),
+            tls: Some((
+                "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n".into(),
+                "-----BEGIN PRIVATE KEY-----\nBBB\n-----END PRIVATE KEY-----\n".into(),
+            )),
+        };
+        let data = UserData {
+            launch: settings.launch(&secrets, LAUNCH_DIR),
+        };
+        let script = data.render();
         assert!(script.starts_with("#!/bin/sh\n"));
         assert!(script.contains("systemctl start --no-block liveload-agent.service"));
-        assert_eq!(AgentSettings::parse(&script), Some(settings.clone()));
+        assert_eq!(UserData::parse(&script), Some(data.clone()));
+        assert_eq!(
+            data.launch.get(var::TOKEN_FILE),
+            Some("/run/liveload/token")
+        );
         // The script is valid sh.
         let out = std::process::Command::new("sh")
             .args(["-n", "-c", &script])
@@ -112,12 +136,23 @@ mod tests {
             .unwrap();
         assert!(out.status.success());
         // Debug never shows the token.
-        assert!(!format!("{settings:?}").contains("abc123"));
-        let plain = AgentSettings {
-            tls_cert_pem: None,
-            tls_key_pem: None,
-            ..settings
+        assert!(!format!("{data:?}").contains("abc123"));
+        let plain = UserData {
+            launch: settings.launch(
+                &AgentSecrets {
+                    tls: None,
+                    ..secrets
+                },
+                LAUNCH_DIR,
+            ),
         };
-        assert_eq!(AgentSettings::parse(&plain.render()), Some(plain));
+        assert_eq!(UserData::parse(&plain.render()), Some(plain));
+    }
+
+    #[test]
+    fn a_foreign_file_name_is_refused() {
+        let script = "cat > /etc/liveload/agent.env <<'LIVELOAD_ENV'\nLIVELOAD_TTL=1\nLIVELOAD_ENV\n\
+                      cat > /etc/liveload/files/../../etc/passwd <<'LIVELOAD_FILE'\nx\nLIVELOAD_FILE\n";
+        assert_eq!(UserData::parse(script), None);
     }
 }

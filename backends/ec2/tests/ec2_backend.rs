@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use liveload_core::conformance::Harness;
 use liveload_core::{Backend, BackendErrorKind, Error, NodeSpec, RunFilter, names, run};
-use liveload_ec2::user_data::AgentSettings;
+use liveload_core::launch::var;
+use liveload_ec2::user_data::UserData;
 use liveload_ec2::{Ec2Backend, Image, client_token};
 
 fn spec(run_id: &str, index: u32) -> NodeSpec {
@@ -134,10 +135,13 @@ async fn instances_carry_the_run_tags_shutdown_behaviour_and_user_data() {
         aws_smithy_types::base64::decode(data.user_data().unwrap().value().unwrap()).unwrap(),
     )
     .unwrap();
-    let settings = AgentSettings::parse(&script).unwrap();
-    assert_eq!(settings.env["LIVELOAD_TOKEN"], node_spec.token.expose());
-    assert_eq!(settings.env["LIVELOAD_RUN_ID"], run);
-    assert_eq!(settings.env["LIVELOAD_TTL"], "120");
+    let launch = UserData::parse(&script).unwrap().launch;
+    // The token travels as a file of the launch, never as a variable.
+    let token = launch.files.iter().find(|f| f.name == "token").unwrap();
+    assert_eq!(token.contents, node_spec.token.expose());
+    assert!(launch.env.iter().all(|(_, v)| !v.contains(node_spec.token.expose())));
+    assert_eq!(launch.get(var::RUN_ID), Some(run.as_str()));
+    assert_eq!(launch.get(var::TTL), Some("120"));
     backend.destroy(&node).await.unwrap();
     assert_eq!(live_instances(&backend, &run).await, 0);
 }
@@ -190,15 +194,10 @@ async fn an_unknown_ami_is_a_clear_error_and_starts_nothing() {
     let run = names::new_run_id("badami");
     let err = backend.create(&spec(&run, 0)).await.unwrap_err();
     match &err {
-        Error::Backend {
-            kind,
-            message,
-            hint,
-            ..
-        } => {
-            assert_eq!(*kind, BackendErrorKind::BadImage);
-            assert!(message.contains("InvalidAMIID"), "{message}");
-            assert!(hint.as_deref().unwrap().contains("images/ec2"));
+        Error::Backend(e) => {
+            assert_eq!(e.kind, BackendErrorKind::BadImage);
+            assert!(e.message.contains("InvalidAMIID"), "{}", e.message);
+            assert!(e.hint.as_deref().unwrap().contains("images/ec2"));
         }
         other => panic!("{other:?}"),
     }
@@ -227,21 +226,16 @@ async fn an_unknown_instance_type_is_a_clear_error_for_plan_and_create() {
     let run = names::new_run_id("badtype");
     let err = backend.create(&spec(&run, 0)).await.unwrap_err();
     match &err {
-        Error::Backend { kind, message, .. } => {
-            assert_eq!(*kind, BackendErrorKind::BadInstanceType, "{message}");
-            assert!(message.contains("c99.mega"), "{message}");
+        Error::Backend(e) => {
+            assert_eq!(e.kind, BackendErrorKind::BadInstanceType, "{}", e.message);
+            assert!(e.message.contains("c99.mega"), "{}", e.message);
         }
         other => panic!("{other:?}"),
     }
     let err = backend.expected_size().await.unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            Error::Backend {
-                kind: BackendErrorKind::BadInstanceType,
-                ..
-            }
-        ),
+    assert_eq!(
+        err.as_backend().map(|e| e.kind),
+        Some(BackendErrorKind::BadInstanceType),
         "{err:?}"
     );
     assert_eq!(live_instances(&backend, &run).await, 0);
@@ -302,7 +296,7 @@ async fn a_run_on_ec2_plans_from_the_catalogue_runs_and_terminates_everything() 
     let (agents, _dir) = common::local_agents();
     let backend: Arc<dyn Backend> = Arc::new(common::backend(moto.options(), &ami, agents).await);
     let mut options = run::RunOptions::new("ec2-run", 4, Duration::from_secs(2));
-    options.tls = true;
+    options.cost_confirmation = Some(run::CostConfirmation::new("test"));
     options.no_browser = true;
     let steps = vec![liveload_core::proto::Step {
         name: "idle".into(),

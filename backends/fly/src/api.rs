@@ -57,6 +57,28 @@ pub struct MachineConfig {
     /// Ports Fly's proxy exposes on the app's public address (public mode only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<MachineService>,
+    /// Files Fly writes into the machine before starting it (the agent's secret files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<MachineFile>,
+}
+
+/// `fly.File`: a file written into the machine at boot.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MachineFile {
+    /// Absolute path inside the machine.
+    pub guest_path: String,
+    /// The contents, base64.
+    pub raw_value: String,
+    /// Permission bits (chmod(2)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+impl std::fmt::Debug for MachineFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The contents may be the run token: the path only.
+        write!(f, "MachineFile({})", self.guest_path)
+    }
 }
 
 /// `fly.MachineService`: one internal port exposed through Fly's proxy.

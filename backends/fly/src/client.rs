@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use liveload_core::limits::{Attempt, RateLimiter, retry};
-use liveload_core::{BackendErrorKind, Error, Secret};
+use liveload_core::limits::{RateLimiter, retry};
+use liveload_core::{BackendError, BackendErrorKind, Error, Secret};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -65,12 +65,66 @@ impl std::fmt::Debug for FlyClient {
 }
 
 fn fly_error(kind: BackendErrorKind, message: String, hint: Option<&str>) -> Error {
-    Error::Backend {
-        backend: "fly",
-        kind,
-        message,
-        hint: hint.map(str::to_string),
-    }
+    Error::from(
+        BackendError::new("fly", kind, message).maybe_hint(hint.map(str::to_string)),
+    )
+}
+
+/// What a call answered: a body, or one of the statuses the caller expects.
+enum Reply<T> {
+    /// A successful answer's body.
+    Body(T),
+    /// A status the caller listed as an answer.
+    Status(StatusCode),
+}
+
+/// A failed call as liveload's error: the kind and retry decision from the HTTP status, the
+/// provider's message kept whole.
+fn status_error(
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    text: &str,
+    retry_after: Option<Duration>,
+) -> Error {
+    let message = serde_json::from_str::<ErrorBody>(text)
+        .map(|b| b.error)
+        .ok()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| text.chars().take(300).collect());
+    let message = format!("{method} {path}: {status}: {message}");
+    let (kind, hint) = match status.as_u16() {
+        401 | 403 => (
+            BackendErrorKind::Auth,
+            Some(
+                "check FLY_API_TOKEN (or --fly-token-file): a token for this app's organisation, e.g. `fly tokens create deploy`",
+            ),
+        ),
+        429 => (
+            BackendErrorKind::RateLimited,
+            Some("Fly throttled the API; liveload retried with backoff"),
+        ),
+        // 412: lease/precondition; 5xx: Fly's own trouble. Both usually pass.
+        412 | 500..=599 => (BackendErrorKind::Transient, None),
+        // Fly gives no error code for "no capacity in this region", only its message.
+        422 if message.contains("capacity") => (
+            BackendErrorKind::Quota,
+            Some("the region has no capacity now; try other regions with --fly-regions"),
+        ),
+        404 => (
+            BackendErrorKind::Other,
+            Some("check --fly-app: the app must exist (`fly apps create`)"),
+        ),
+        _ if message.contains("image") => (BackendErrorKind::BadImage, None),
+        _ => (BackendErrorKind::Other, None),
+    };
+    // Capacity comes back: retry it like throttling.
+    let retryable = kind.is_retryable_by_default() || kind == BackendErrorKind::Quota;
+    BackendError::new("fly", kind, message)
+        .maybe_hint(hint)
+        .retryable(retryable)
+        .retry_after(retry_after)
+        .into()
 }
 
 impl FlyClient {
@@ -110,7 +164,8 @@ impl FlyClient {
             .clone()
     }
 
-    /// One request, retried; `None` on 404 when `missing_ok`.
+    /// One request, rate-limited and retried. A status listed in `answers` is an answer, not
+    /// an error (404 for "already gone", 409 for "that name exists", 408 for "not yet").
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -118,8 +173,8 @@ impl FlyClient {
         query: &[(String, String)],
         body: Option<&serde_json::Value>,
         limiter: &RateLimiter,
-        missing_ok: bool,
-    ) -> Result<Option<T>, Error> {
+        answers: &[StatusCode],
+    ) -> Result<Reply<T>, Error> {
         let url = format!("{}/apps/{}{}", self.base_url, self.app, path);
         retry(ATTEMPTS, || async {
             limiter.acquire().await;
@@ -133,77 +188,40 @@ impl FlyClient {
                     .header("content-type", "application/json")
                     .body(body.to_string());
             }
-            let response = match request.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    // Without the answer we cannot know whether the server acted: retry;
-                    // creates are made safe by their unique name.
-                    return Err(Attempt::transient(
-                        fly_error(BackendErrorKind::Other, format!("{method} {path}: {e}"), None),
-                        None,
-                    ));
-                }
-            };
+            let response = request.send().await.map_err(|e| {
+                // Without the answer we cannot know whether the server acted: retry; creates
+                // are made safe by their unique name.
+                BackendError::new(
+                    "fly",
+                    BackendErrorKind::Transient,
+                    format!("{method} {path}: {e}"),
+                )
+                .source(e)
+            })?;
             let status = response.status();
             let retry_after = response
                 .headers()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0 && *s < 3600.0)
                 .map(Duration::from_secs_f64);
             let text = response.text().await.unwrap_or_default();
             if status.is_success() {
                 return serde_json::from_str(if text.is_empty() { "null" } else { &text })
-                    .map(Some)
+                    .map(Reply::Body)
                     .map_err(|e| {
-                        Attempt::fatal(fly_error(
+                        fly_error(
                             BackendErrorKind::Other,
                             format!("{method} {path}: unexpected answer: {e}"),
                             None,
-                        ))
+                        )
                     });
             }
-            if status == StatusCode::NOT_FOUND && missing_ok {
-                return Ok(None);
+            if answers.contains(&status) {
+                return Ok(Reply::Status(status));
             }
-            let message = serde_json::from_str::<ErrorBody>(&text)
-                .map(|b| b.error)
-                .ok()
-                .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| text.chars().take(300).collect());
-            let message = format!("{method} {path}: {status}: {message}");
-            Err(match status.as_u16() {
-                401 | 403 => Attempt::fatal(fly_error(
-                    BackendErrorKind::Auth,
-                    message,
-                    Some("check FLY_API_TOKEN (or --fly-token-file): a token for this app's organisation, e.g. `fly tokens create deploy`"),
-                )),
-                409 => Attempt::fatal(fly_error(BackendErrorKind::Other, message, None)),
-                429 => Attempt::transient(
-                    fly_error(BackendErrorKind::RateLimited, message, Some("Fly throttled the API; liveload retried with backoff")),
-                    retry_after,
-                ),
-                // 412: lease/precondition; 5xx: transient; 422 can be "no capacity". A 408 is
-                // the wait endpoint's "not yet": the caller decides.
-                412 | 500..=599 => Attempt::transient(
-                    fly_error(BackendErrorKind::Other, message, None),
-                    retry_after,
-                ),
-                422 if message.contains("capacity") => Attempt::transient(
-                    fly_error(BackendErrorKind::Quota, message, Some("the region has no capacity now; try other regions with --fly-regions")),
-                    retry_after,
-                ),
-                404 => Attempt::fatal(fly_error(
-                    BackendErrorKind::Other,
-                    message,
-                    Some("check --fly-app: the app must exist (`fly apps create`)"),
-                )),
-                _ => Attempt::fatal(fly_error(
-                    if message.contains("image") { BackendErrorKind::BadImage } else { BackendErrorKind::Other },
-                    message,
-                    None,
-                )),
-            })
+            Err(status_error(&method, path, status, &text, retry_after))
         })
         .await
     }
@@ -219,13 +237,12 @@ impl FlyClient {
                 &[],
                 Some(&body),
                 &self.create_limiter,
-                false,
+                &[StatusCode::CONFLICT],
             )
             .await
         {
-            Ok(Some(machine)) => Ok(machine),
-            Ok(None) => unreachable!("create is not missing_ok"),
-            Err(Error::Backend { message, .. }) if message.contains("409") => {
+            Ok(Reply::Body(machine)) => Ok(machine),
+            Ok(Reply::Status(status)) => {
                 let existing = self
                     .list(&[])
                     .await?
@@ -234,7 +251,10 @@ impl FlyClient {
                 existing.ok_or_else(|| {
                     fly_error(
                         BackendErrorKind::Other,
-                        format!("{message}; no machine named {} found", request.name),
+                        format!(
+                            "POST /machines: {status}, yet no machine named {} found",
+                            request.name
+                        ),
                         None,
                     )
                 })
@@ -250,17 +270,20 @@ impl FlyClient {
             .iter()
             .map(|(k, v)| (format!("metadata.{k}"), v.clone()))
             .collect();
-        let machines: Vec<Machine> = self
+        let machines: Vec<Machine> = match self
             .call(
                 Method::GET,
                 "/machines",
                 &query,
                 None,
                 &self.list_limiter,
-                false,
+                &[],
             )
             .await?
-            .unwrap_or_default();
+        {
+            Reply::Body(machines) => machines,
+            Reply::Status(_) => Vec::new(),
+        };
         Ok(machines
             .into_iter()
             .filter(|m| !m.is_gone())
@@ -271,15 +294,20 @@ impl FlyClient {
     /// One machine, or `None` when it is gone.
     pub async fn get(&self, id: &str) -> Result<Option<Machine>, Error> {
         let limiter = self.machine_limiter(id, "get");
-        self.call(
-            Method::GET,
-            &format!("/machines/{id}"),
-            &[],
-            None,
-            &limiter,
-            true,
-        )
-        .await
+        let reply = self
+            .call(
+                Method::GET,
+                &format!("/machines/{id}"),
+                &[],
+                None,
+                &limiter,
+                &[StatusCode::NOT_FOUND],
+            )
+            .await?;
+        Ok(match reply {
+            Reply::Body(machine) => Some(machine),
+            Reply::Status(_) => None,
+        })
     }
 
     /// Wait (server-side, at most `timeout`) until the machine reaches `state`; `Ok(false)`
@@ -291,22 +319,18 @@ impl FlyClient {
             ("state".to_string(), state.to_string()),
             ("timeout".to_string(), seconds.to_string()),
         ];
-        let result: Result<Option<serde_json::Value>, Error> = self
+        // Fly answers 408 when the wait timed out: "not yet".
+        let reply: Reply<serde_json::Value> = self
             .call(
                 Method::GET,
                 &format!("/machines/{id}/wait"),
                 &query,
                 None,
                 &limiter,
-                false,
+                &[StatusCode::REQUEST_TIMEOUT],
             )
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            // Fly answers 408 when the wait timed out; retries ran out meaning "not yet".
-            Err(Error::Backend { message, .. }) if message.contains("408") => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await?;
+        Ok(matches!(reply, Reply::Body(_)))
     }
 
     /// Replace a machine's configuration (and start it, unless `skip_launch`); `None` when the
@@ -318,28 +342,33 @@ impl FlyClient {
     ) -> Result<Option<Machine>, Error> {
         let limiter = self.machine_limiter(id, "update");
         let body = serde_json::to_value(request).expect("a request serialises");
-        self.call(
-            Method::POST,
-            &format!("/machines/{id}"),
-            &[],
-            Some(&body),
-            &limiter,
-            true,
-        )
-        .await
+        let reply = self
+            .call(
+                Method::POST,
+                &format!("/machines/{id}"),
+                &[],
+                Some(&body),
+                &limiter,
+                &[StatusCode::NOT_FOUND],
+            )
+            .await?;
+        Ok(match reply {
+            Reply::Body(machine) => Some(machine),
+            Reply::Status(_) => None,
+        })
     }
 
     /// Stop a machine; `Ok` when it is already gone.
     pub async fn stop(&self, id: &str) -> Result<(), Error> {
         let limiter = self.machine_limiter(id, "stop");
-        let _: Option<serde_json::Value> = self
+        let _: Reply<serde_json::Value> = self
             .call(
                 Method::POST,
                 &format!("/machines/{id}/stop"),
                 &[],
                 None,
                 &limiter,
-                true,
+                &[StatusCode::NOT_FOUND],
             )
             .await?;
         Ok(())
@@ -348,14 +377,14 @@ impl FlyClient {
     /// Destroy a machine (forcefully, stopping it first); `Ok` when it is already gone.
     pub async fn destroy(&self, id: &str) -> Result<(), Error> {
         let limiter = self.machine_limiter(id, "delete");
-        let _: Option<serde_json::Value> = self
+        let _: Reply<serde_json::Value> = self
             .call(
                 Method::DELETE,
                 &format!("/machines/{id}"),
                 &[("force".into(), "true".into())],
                 None,
                 &limiter,
-                true,
+                &[StatusCode::NOT_FOUND],
             )
             .await?;
         self.machine_limiters

@@ -25,15 +25,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use liveload_core::{
-    AgentEndpoint, Backend, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, ProxyTls,
+    AgentEndpoint, Backend, BackendError, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, ProxyTls,
     Result, RunFilter, Secret,
 };
 use tokio::time::Instant;
 
+use base64::Engine as _;
+use liveload_core::launch::var;
+
 use crate::api::{
-    CreateMachineRequest, Guest, Machine, MachineConfig, MachinePort, MachineService, Restart,
-    UpdateMachineRequest,
+    CreateMachineRequest, Guest, Machine, MachineConfig, MachineFile, MachinePort,
+    MachineService, Restart, UpdateMachineRequest,
 };
+
+/// Where the agent's launch files go inside a machine: a directory of the image owned by the
+/// agent's user, mode 0700 (`images/agent/Dockerfile`).
+pub const LAUNCH_DIR: &str = "/var/lib/liveload";
 pub use crate::client::{FlyClient, Limits};
 
 /// Metadata key of the run id.
@@ -198,11 +205,15 @@ impl FlyBackendBuilder {
 
     /// Build the backend.
     pub fn build(self) -> Result<FlyBackend> {
-        let missing = |what: &str, hint: &str| Error::Backend {
-            backend: "fly",
-            kind: BackendErrorKind::Auth,
-            message: format!("{what} is missing"),
-            hint: Some(hint.into()),
+        let missing = |what: &str, hint: &str| {
+            Error::from(
+                BackendError::new(
+                    "fly",
+                    BackendErrorKind::Auth,
+                    format!("{what} is missing"),
+                )
+                .hint(hint),
+            )
         };
         let app = self
             .app
@@ -273,14 +284,12 @@ impl FlyBackend {
     /// A pool machine's configuration at rest: the image and size, no run, no token.
     fn pool_config(&self, pool: &str) -> MachineConfig {
         let mut env = self.env.clone();
-        env.insert(
-            "LIVELOAD_LISTEN".into(),
-            format!("[::]:{}", self.agent_port),
-        );
-        env.insert("LIVELOAD_NO_SANDBOX".into(), "true".into());
+        env.insert(var::LISTEN.into(), format!("[::]:{}", self.agent_port));
+        env.insert(var::NO_SANDBOX.into(), "true".into());
         MachineConfig {
             image: self.image.clone().unwrap_or_default(),
             env,
+            files: Vec::new(),
             guest: Some(self.guest),
             metadata: [(META_POOL.to_string(), pool.to_string())]
                 .into_iter()
@@ -344,14 +353,9 @@ impl FlyBackend {
                     .filter(|m| m.state == "stopped" && !claimed.contains(&m.id))
                     .collect();
             }
-            let machine = free.pop().ok_or_else(|| Error::Backend {
-                backend: "fly",
-                kind: BackendErrorKind::Quota,
-                message: format!("warm pool '{pool}' has no stopped machine left"),
-                hint: Some(format!(
+            let machine = free.pop().ok_or_else(|| Error::from(BackendError::new("fly", BackendErrorKind::Quota, format!("warm pool '{pool}' has no stopped machine left")).hint(format!(
                     "grow it with `liveload fly pool create --fly-pool {pool} --nodes N`, or run without --fly-pool"
-                )),
-            })?;
+                ))))?;
             self.claimed
                 .lock()
                 .expect("not poisoned")
@@ -372,15 +376,14 @@ impl FlyBackend {
                     .lock()
                     .expect("not poisoned")
                     .remove(&machine.id);
-                Err(Error::Backend {
-                    backend: "fly",
-                    kind: BackendErrorKind::NodeFailed,
-                    message: format!(
+                Err(Error::from(BackendError::new(
+                    "fly",
+                    BackendErrorKind::NodeFailed,
+                    format!(
                         "pool machine {} could not be started for the run",
                         machine.id
                     ),
-                    hint: None,
-                })
+                )))
             }
         }
     }
@@ -391,28 +394,31 @@ impl FlyBackend {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             + spec.ttl.as_secs();
-        let mut env = self.env.clone();
-        env.insert("LIVELOAD_TOKEN".into(), spec.token.expose().to_string());
-        env.insert("LIVELOAD_RUN_ID".into(), spec.run_id.clone());
-        env.insert("LIVELOAD_TTL".into(), spec.ttl.as_secs().max(1).to_string());
-        env.insert(
-            "LIVELOAD_GRACE".into(),
-            spec.grace.as_secs().max(1).to_string(),
-        );
-        env.insert(
-            "LIVELOAD_LISTEN".into(),
-            format!("[::]:{}", self.agent_port),
-        );
-        env.insert("LIVELOAD_NO_SANDBOX".into(), "true".into());
-        if spec.no_browser {
-            env.insert("LIVELOAD_NO_BROWSER".into(), "true".into());
-        }
+        let mut settings = spec.agent_settings(format!("[::]:{}", self.agent_port));
+        settings.no_sandbox = true;
         // In public mode Fly's edge terminates TLS and speaks plain HTTP to the machine, so
         // the agent must not expect TLS; in private mode TLS runs end to end, pinned.
-        if let (Some(tls), None) = (&spec.tls, &self.edge) {
-            env.insert("LIVELOAD_TLS_CERT_PEM".into(), tls.cert_pem.clone());
-            env.insert("LIVELOAD_TLS_KEY_PEM".into(), tls.key_pem.clone());
+        let mut secrets = spec.agent_secrets();
+        if self.edge.is_some() {
+            secrets.tls = None;
         }
+        let launch = settings.launch(&secrets, LAUNCH_DIR);
+        let mut env = self.env.clone();
+        env.extend(launch.env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        // Fly writes the files as root before the agent starts. The image's launch directory
+        // belongs to the agent's user with mode 0700, so the files can be readable (0644) by
+        // that user without being readable by anyone else, and the agent deletes them once
+        // read. They remain in the machine's config, readable through Fly's API by holders of
+        // an org token: see SECURITY.md.
+        let files = launch
+            .files
+            .iter()
+            .map(|f| MachineFile {
+                guest_path: format!("{LAUNCH_DIR}/{}", f.name),
+                raw_value: base64::engine::general_purpose::STANDARD.encode(&f.contents),
+                mode: Some(0o644),
+            })
+            .collect();
         let metadata = [
             (META_RUN.to_string(), spec.run_id.clone()),
             (META_NODE.to_string(), spec.index.to_string()),
@@ -434,6 +440,7 @@ impl FlyBackend {
                     policy: "no".into(),
                 }),
                 services: self.services(),
+                files,
             },
             skip_launch: None,
         }
@@ -484,11 +491,12 @@ impl FlyBackend {
                 Err(_) => "no answer within 5 s".to_string(),
             };
             if Instant::now() >= deadline {
-                tracing::debug!(node = %node.id, error = %last, "agent never answered through the edge");
-                return Err(Error::ClusterNodeCreationTimeout {
-                    node: node.id.clone(),
-                    timeout: Duration::ZERO,
-                });
+                return Err(BackendError::new(
+                    "fly",
+                    BackendErrorKind::NotReady,
+                    format!("the agent never answered through Fly's edge ({last})"),
+                )
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -503,12 +511,14 @@ impl Backend for FlyBackend {
 
     async fn create(&self, spec: &NodeSpec) -> Result<NodeHandle> {
         if self.image.is_none() {
-            return Err(Error::Backend {
-                backend: "fly",
-                kind: BackendErrorKind::BadImage,
-                message: "the agent image is missing".into(),
-                hint: Some("pass --fly-image registry.fly.io/APP:TAG (see images/agent)".into()),
-            });
+            return Err(Error::from(
+                BackendError::new(
+                    "fly",
+                    BackendErrorKind::BadImage,
+                    "the agent image is missing",
+                )
+                .hint("pass --fly-image registry.fly.io/APP:TAG (see images/agent)"),
+            ));
         }
         let machine = match &self.pool {
             Some(pool) => self.start_from_pool(pool, spec).await?,
@@ -526,10 +536,12 @@ impl Backend for FlyBackend {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::ClusterNodeCreationTimeout {
-                    node: node.id.clone(),
-                    timeout: Duration::ZERO,
-                });
+                return Err(BackendError::new(
+                    "fly",
+                    BackendErrorKind::NotReady,
+                    format!("machine {} never reached the started state", node.id),
+                )
+                .into());
             }
             if self.client.wait(&node.id, "started", left).await? {
                 break;
@@ -538,26 +550,25 @@ impl Backend for FlyBackend {
         if let Some(edge) = &self.edge {
             return self.wait_for_edge(edge, node, deadline).await;
         }
-        let machine = self
-            .client
-            .get(&node.id)
-            .await?
-            .ok_or_else(|| Error::Backend {
-                backend: "fly",
-                kind: BackendErrorKind::NodeFailed,
-                message: format!("machine {} is gone before it was ready", node.id),
-                hint: Some(
-                    "the agent may have exited at once: check the image with `fly logs`".into(),
-                ),
-            })?;
+        let machine = self.client.get(&node.id).await?.ok_or_else(|| {
+            Error::from(
+                BackendError::new(
+                    "fly",
+                    BackendErrorKind::NodeFailed,
+                    format!("machine {} is gone before it was ready", node.id),
+                )
+                .hint("the agent may have exited at once: check the image with `fly logs`"),
+            )
+        })?;
         let ip = machine
             .private_ip
             .filter(|ip| !ip.is_empty())
-            .ok_or_else(|| Error::Backend {
-                backend: "fly",
-                kind: BackendErrorKind::NodeFailed,
-                message: format!("machine {} has no private IP", node.id),
-                hint: None,
+            .ok_or_else(|| {
+                Error::from(BackendError::new(
+                    "fly",
+                    BackendErrorKind::NodeFailed,
+                    format!("machine {} has no private IP", node.id),
+                ))
             })?;
         let host = if ip.contains(':') {
             format!("[{ip}]")
@@ -566,23 +577,7 @@ impl Backend for FlyBackend {
         };
         let address = format!("{host}:{}", self.agent_port);
         // "started" means the machine's main process started; the agent listens a moment later.
-        loop {
-            let attempt = tokio::time::timeout(
-                Duration::from_secs(1),
-                tokio::net::TcpStream::connect(&address),
-            )
-            .await;
-            if let Ok(Ok(_)) = attempt {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::ClusterNodeCreationTimeout {
-                    node: node.id.clone(),
-                    timeout: Duration::ZERO,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        liveload_core::ready::wait_for_port("fly", &address, deadline).await?;
         Ok(AgentEndpoint {
             address,
             tls: None,

@@ -4,6 +4,7 @@
 
 mod common;
 
+use liveload_core::launch::var;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,7 +107,18 @@ async fn public_mode_exposes_the_agent_port_through_the_edge_and_keeps_tls_keys_
     assert_eq!(service.ports[0].handlers, ["tls", "http"]);
     assert_eq!(service.autostop.as_deref(), Some("off"));
     // Fly's edge talks plain HTTP to the machine: the agent gets no TLS key to expect TLS with.
-    assert!(!request.config.env.contains_key("LIVELOAD_TLS_KEY_PEM"));
+    assert!(!request.config.env.contains_key(var::TLS_KEY));
+    // Secrets travel as files, never in the machine's environment.
+    let token_file = format!("{}/token", liveload_fly::LAUNCH_DIR);
+    assert_eq!(request.config.env[var::TOKEN_FILE], token_file);
+    assert!(request.config.files.iter().any(|f| f.guest_path == token_file));
+    assert!(
+        !request
+            .config
+            .env
+            .values()
+            .any(|v| v.contains(spec.token.expose()))
+    );
     // The endpoint names the machine for the edge and verifies the edge's certificate.
     let node = fly.create(&spec).await.unwrap();
     let endpoint = liveload_core::run::wait_ready_or_destroy(&fly, &node, Duration::from_secs(30))
@@ -125,7 +137,14 @@ async fn public_mode_exposes_the_agent_port_through_the_edge_and_keeps_tls_keys_
     // Private mode is the opposite: no service, TLS end to end.
     let private = backend(&server, "liveload-test", fast()).create_request(&spec);
     assert!(private.config.services.is_empty());
-    assert!(private.config.env.contains_key("LIVELOAD_TLS_KEY_PEM"));
+    assert!(private.config.env.contains_key(var::TLS_KEY));
+    assert!(
+        private
+            .config
+            .files
+            .iter()
+            .any(|f| f.guest_path.ends_with("/tls.key"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -260,10 +279,11 @@ async fn a_wrong_token_is_an_auth_error_that_names_the_fix_but_not_the_token() {
         .unwrap();
     let err = fly.create(&spec("auth-00000000", 0)).await.unwrap_err();
     match &err {
-        Error::Backend { kind, hint, .. } => {
-            assert_eq!(*kind, liveload_core::BackendErrorKind::Auth);
+        Error::Backend(e) => {
+            assert_eq!(e.kind, liveload_core::BackendErrorKind::Auth);
             assert!(
-                hint.as_deref()
+                e.hint
+                    .as_deref()
                     .unwrap_or_default()
                     .contains("FLY_API_TOKEN")
             );
@@ -366,7 +386,8 @@ async fn a_warm_pool_starts_machines_for_a_run_and_gets_them_back_stopped() {
         for m in s.machines.values() {
             assert_eq!(m.state, "stopped");
             assert!(m.config["metadata"].get("liveload_run_id").is_none());
-            assert!(m.config["env"].get("LIVELOAD_TOKEN").is_none());
+            assert!(m.config["env"].get(var::TOKEN_FILE).is_none());
+            assert!(m.config["files"].as_array().is_none_or(|f| f.is_empty()));
         }
     }
 

@@ -25,8 +25,8 @@ pub mod procfs;
 
 use async_trait::async_trait;
 use liveload_core::{
-    AgentEndpoint, Backend, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, Result,
-    RunFilter,
+    AgentEndpoint, Backend, BackendError, BackendErrorKind, Billing, Error, LinkPath, NodeHandle,
+    NodeSize, NodeSpec, Result, RunFilter,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt as _;
@@ -134,14 +134,13 @@ impl LocalBackendBuilder {
     pub fn build(self) -> Result<LocalBackend> {
         let agent_bin = match self.agent_bin {
             Some(path) => path,
-            None => find_agent_bin().ok_or_else(|| Error::Backend {
-                backend: "local",
-                kind: BackendErrorKind::BadImage,
-                message: "the liveload-agent executable was not found".into(),
-                hint: Some(
-                    "build it (cargo build -p liveload-agent) or point LIVELOAD_AGENT_BIN at it"
-                        .into(),
-                ),
+            None => find_agent_bin().ok_or_else(|| {
+                BackendError::new(
+                    "local",
+                    BackendErrorKind::BadImage,
+                    "the liveload-agent executable was not found",
+                )
+                .hint("build it (cargo build -p liveload-agent) or point LIVELOAD_AGENT_BIN at it")
             })?,
         };
         Ok(LocalBackend {
@@ -228,18 +227,26 @@ impl LocalBackend {
     }
 }
 
-/// Is `pid` alive and really this run's agent (not a recycled pid)?
+/// Is `pid` alive and really this run's agent (not a recycled pid)? Its executable is
+/// `liveload-agent` and its environment carries the run's id (the launch contract's
+/// `LIVELOAD_RUN_ID`).
 fn is_agent_of(pid: i32, run_id: &str) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    let is_agent = args.first().is_some_and(|a| a.ends_with(b"liveload-agent"));
-    let has_run = args
-        .windows(2)
-        .any(|w| w[0] == b"--run-id" && w[1] == run_id.as_bytes());
     // A zombie keeps its cmdline empty; it is not alive in any useful sense.
-    is_agent && has_run
+    let is_agent = cmdline
+        .split(|&b| b == 0)
+        .next()
+        .is_some_and(|a| a.ends_with(b"liveload-agent"));
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let expected = format!("{}={run_id}", liveload_core::launch::var::RUN_ID);
+    is_agent
+        && environ
+            .split(|&b| b == 0)
+            .any(|entry| entry == expected.as_bytes())
 }
 
 /// Does any process remain in process group `pgid`?
@@ -260,12 +267,7 @@ fn group_is_agent_leftovers(pgid: i32) -> bool {
 }
 
 fn backend_error(kind: BackendErrorKind, message: String) -> Error {
-    Error::Backend {
-        backend: "local",
-        kind,
-        message,
-        hint: None,
-    }
+    BackendError::new("local", kind, message).into()
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -280,6 +282,14 @@ impl Backend for LocalBackend {
         "local"
     }
 
+    fn link_path(&self) -> LinkPath {
+        LinkPath::Loopback
+    }
+
+    fn billing(&self) -> Billing {
+        Billing::Free
+    }
+
     async fn create(&self, spec: &NodeSpec) -> Result<NodeHandle> {
         use std::os::unix::process::CommandExt as _;
 
@@ -290,37 +300,26 @@ impl Backend for LocalBackend {
         let log = std::fs::File::create(&log_file)
             .map_err(|e| Error::io(format!("creating {}", log_file.display()), e))?;
 
+        // The launch contract: settings as environment variables, secrets as 0600 files in
+        // the node's own directory that the agent deletes once read.
+        let mut settings = spec.agent_settings("127.0.0.1:0");
+        settings.host_share = Some(self.nodes_per_host);
+        settings.chromium = self.chromium.as_ref().map(|p| p.display().to_string());
+        let files_dir = run_dir.join(format!("node-{}.d", spec.index));
+        let launch = settings.launch(&spec.agent_secrets(), &files_dir.display().to_string());
+        let _ = std::fs::remove_dir_all(&files_dir); // a retried create starts clean
+        liveload_core::backend::write_launch_files(&files_dir, &launch.files)
+            .map_err(|e| Error::io(format!("writing {}", files_dir.display()), e))?;
         let mut command = std::process::Command::new(&self.agent_bin);
         command
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--run-id")
-            .arg(&spec.run_id)
-            .arg("--ttl")
-            .arg(spec.ttl.as_secs().max(1).to_string())
-            .arg("--grace")
-            .arg(spec.grace.as_secs().max(1).to_string())
-            .arg("--host-share")
-            .arg(self.nodes_per_host.to_string())
-            .env("LIVELOAD_TOKEN", spec.token.expose())
+            .envs(launch.env.iter().map(|(k, v)| (*k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(log);
-        if spec.no_browser {
-            command.arg("--no-browser");
-        }
-        if let Some(chromium) = &self.chromium {
-            command.arg("--chromium").arg(chromium);
-        }
         if !self.debug_delay_listen.is_zero() {
             command
                 .arg("--debug-delay-listen-ms")
                 .arg(self.debug_delay_listen.as_millis().to_string());
-        }
-        if let Some(tls) = &spec.tls {
-            command
-                .env("LIVELOAD_TLS_CERT_PEM", &tls.cert_pem)
-                .env("LIVELOAD_TLS_KEY_PEM", &tls.key_pem);
         }
         let die_with_controller = self.die_with_controller;
         // SAFETY: between fork and exec only async-signal-safe calls are made (getpid-family,
@@ -343,11 +342,13 @@ impl Backend for LocalBackend {
         let mut child = tokio::process::Command::from(command)
             .kill_on_drop(false)
             .spawn()
-            .map_err(|e| Error::Backend {
-                backend: "local",
-                kind: BackendErrorKind::BadImage,
-                message: format!("cannot start {}: {e}", self.agent_bin.display()),
-                hint: Some("check LIVELOAD_AGENT_BIN or rebuild liveload-agent".into()),
+            .map_err(|e| {
+                BackendError::new(
+                    "local",
+                    BackendErrorKind::BadImage,
+                    format!("cannot start {}: {e}", self.agent_bin.display()),
+                )
+                .hint("check LIVELOAD_AGENT_BIN or rebuild liveload-agent")
             })?;
         let pid = child.id().unwrap_or(0) as i32;
         // The agent announces its address on stdout; read it as it comes, no polling.
@@ -420,10 +421,10 @@ impl Backend for LocalBackend {
         )
         .await;
         match outcome {
-            Err(_) => Err(Error::ClusterNodeCreationTimeout {
-                node: node.id.clone(),
-                timeout: Duration::ZERO,
-            }),
+            Err(_) => Err(backend_error(
+                BackendErrorKind::NotReady,
+                format!("the agent of node {} has not announced its port", node.id),
+            )),
             Ok(Ok(announcement)) => match &*announcement {
                 Announcement::Listening(address) => Ok(AgentEndpoint {
                     address: address.clone(),
@@ -474,6 +475,10 @@ impl Backend for LocalBackend {
             }
         }
         let _ = std::fs::remove_file(&record.log_file);
+        let _ = std::fs::remove_dir_all(
+            self.run_dir(&node.run_id)
+                .join(format!("node-{}.d", node.index)),
+        );
         self.announced
             .lock()
             .expect("not poisoned")

@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use liveload_core::{
-    AgentEndpoint, Backend, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, Result,
-    RunFilter,
+    AgentEndpoint, Backend, BackendError, BackendErrorKind, Billing, Error, LinkPath, NodeHandle,
+    NodeSize, NodeSpec, Result, RunFilter,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Semaphore};
@@ -216,12 +216,14 @@ impl SshBackend {
     }
 
     fn fail(host: &Host, kind: BackendErrorKind, message: String, hint: Option<String>) -> Error {
-        Error::Backend {
-            backend: "ssh",
-            kind,
-            message: format!("host {} ({}): {message}", host.name, host.target()),
-            hint,
-        }
+        Error::from(
+            BackendError::new(
+                "ssh",
+                kind,
+                format!("host {} ({}): {message}", host.name, host.target()),
+            )
+            .maybe_hint(hint),
+        )
     }
 
     /// Check the host, upload the agent if this version is not there yet, and start it.
@@ -274,7 +276,7 @@ impl SshBackend {
             }
             tracing::info!(host = %host.name, bytes = bytes.len(), "uploaded the agent");
         }
-        let env = self.environment(spec, host);
+        let env = self.setup_script(spec, host);
         let started = connection
             .exec(
                 &remote::start(&self.root, &bin, &spec.run_id, spec.index),
@@ -292,30 +294,27 @@ impl SshBackend {
         Ok(i as u32)
     }
 
-    /// The agent's settings as `KEY='value'` lines (sourced by the start script; the token is
-    /// never on a command line).
-    fn environment(&self, spec: &NodeSpec, host: &Host) -> String {
-        let mut env: Vec<(&str, String)> = vec![
-            ("LIVELOAD_TOKEN", spec.token.expose().to_string()),
-            ("LIVELOAD_RUN_ID", spec.run_id.clone()),
-            ("LIVELOAD_TTL", spec.ttl.as_secs().max(1).to_string()),
-            ("LIVELOAD_GRACE", spec.grace.as_secs().max(1).to_string()),
-            // The host's loopback only: the controller comes through the SSH tunnel.
-            ("LIVELOAD_LISTEN", "127.0.0.1:0".into()),
-        ];
-        if spec.no_browser {
-            env.push(("LIVELOAD_NO_BROWSER", "true".into()));
+    /// What the start script sources before it starts the agent: the launch contract's files
+    /// written with `printf` (a shell builtin: the token is never on a command line) under
+    /// umask 077 into the node's directory, and its settings as `KEY='value'` lines. The
+    /// agent runs in that directory, so the files' paths are relative to it.
+    fn setup_script(&self, spec: &NodeSpec, host: &Host) -> String {
+        // The host's loopback only: the controller comes through the SSH tunnel.
+        let mut settings = spec.agent_settings("127.0.0.1:0");
+        settings.max_users = host.max_users;
+        let launch = settings.launch(&spec.agent_secrets(), ".");
+        let mut script = String::new();
+        for file in &launch.files {
+            script.push_str(&format!(
+                "printf '%s' {} > {}\n",
+                remote::quote(&file.contents),
+                remote::quote(file.name)
+            ));
         }
-        if let Some(cap) = host.max_users {
-            env.push(("LIVELOAD_MAX_USERS", cap.to_string()));
+        for (key, value) in &launch.env {
+            script.push_str(&format!("{key}={}\n", remote::quote(value)));
         }
-        if let Some(tls) = &spec.tls {
-            env.push(("LIVELOAD_TLS_CERT_PEM", tls.cert_pem.clone()));
-            env.push(("LIVELOAD_TLS_KEY_PEM", tls.key_pem.clone()));
-        }
-        env.iter()
-            .map(|(k, v)| format!("{k}={}\n", remote::quote(v)))
-            .collect()
+        script
     }
 }
 
@@ -325,22 +324,32 @@ impl Backend for SshBackend {
         "ssh"
     }
 
+    /// The agent listens on the host's loopback; the controller reaches it through a
+    /// `direct-tcpip` channel of the SSH connection, which SSH encrypts.
+    fn link_path(&self) -> LinkPath {
+        LinkPath::Tunnel
+    }
+
+    /// The user's own hosts: nothing liveload creates is billed.
+    fn billing(&self) -> Billing {
+        Billing::Free
+    }
+
     async fn create(&self, spec: &NodeSpec) -> Result<NodeHandle> {
         let i = spec.index as usize;
         let Some(host) = self.hosts.get(i) else {
-            return Err(Error::Backend {
-                backend: "ssh",
-                kind: BackendErrorKind::Quota,
-                message: format!(
-                    "node {} needs a host, and the hosts file has {}",
-                    spec.index + 1,
-                    self.hosts.len()
-                ),
-                hint: Some(
-                    "add hosts to the hosts file, or lower --users / raise per-host capacity"
-                        .into(),
-                ),
-            });
+            return Err(Error::from(
+                BackendError::new(
+                    "ssh",
+                    BackendErrorKind::Quota,
+                    format!(
+                        "node {} needs a host, and the hosts file has {}",
+                        spec.index + 1,
+                        self.hosts.len()
+                    ),
+                )
+                .hint("add hosts to the hosts file, or lower --users / raise per-host capacity"),
+            ));
         };
         let handle = NodeHandle {
             id: format!("{i}/{}/{}", spec.run_id, spec.index),
@@ -370,10 +379,14 @@ impl Backend for SshBackend {
         match ready.status {
             Some(0) => {}
             Some(4) => {
-                return Err(Error::ClusterNodeCreationTimeout {
-                    node: node.id.clone(),
-                    timeout: Duration::ZERO,
-                });
+                return Err(Error::from(BackendError::new(
+                    "ssh",
+                    BackendErrorKind::NotReady,
+                    format!(
+                        "the agent of node {} has not written its ready file",
+                        node.id
+                    ),
+                )));
             }
             _ => {
                 return Err(Self::fail(
@@ -490,12 +503,11 @@ impl Backend for SshBackend {
 }
 
 fn bad_id(id: &str) -> Error {
-    Error::Backend {
-        backend: "ssh",
-        kind: BackendErrorKind::Other,
-        message: format!("'{id}' is not an SSH node id (host/run/index)"),
-        hint: None,
-    }
+    Error::from(BackendError::new(
+        "ssh",
+        BackendErrorKind::Other,
+        format!("'{id}' is not an SSH node id (host/run/index)"),
+    ))
 }
 
 #[cfg(test)]

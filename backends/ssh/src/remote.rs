@@ -44,15 +44,16 @@ pub fn upload(root: &str, bin: &str) -> String {
     )
 }
 
-/// Start the agent for node `index` of `run` with the environment read from standard input
-/// (`KEY='value'` lines: the token never appears on a command line), in its own session,
-/// detached from the SSH channel. The environment file is private (umask 077) and removed once
-/// the agent has read it.
+/// Start the agent for node `index` of `run` after sourcing the setup read from standard input
+/// (the launch files written with `printf`, then `KEY='value'` lines: the token never appears
+/// on a command line), in its own session, detached from the SSH channel. The setup file is
+/// private (umask 077) and removed before the agent starts; the agent deletes its secret files
+/// once read.
 pub fn start(root: &str, bin: &str, run: &str, index: u32) -> String {
     format!(
         "set -e; umask 077; d={root}/runs/{run}/{index}; mkdir -p \"$d\"; cd \"$d\"; \
          cat > env; rm -f ready; \
-         ( set -a; . ./env; set +a; exec setsid {root}/bin/{bin} --ready-file \"$d/ready\" ) \
+         ( set -a; . ./env; set +a; rm -f env; exec setsid {root}/bin/{bin} --ready-file \"$d/ready\" ) \
            </dev/null >log 2>&1 & \
          echo $! > pid; \
          i=0; while [ ! -s ready ] && [ $i -lt 100 ] && kill -0 \"$(cat pid)\" 2>/dev/null; do \

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use liveload_core::{BackendErrorKind, Error, Result};
+use liveload_core::{BackendError, BackendErrorKind, Error, Result};
 use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect};
@@ -112,12 +112,14 @@ pub struct Output {
 }
 
 fn ssh_error(host: &Host, kind: BackendErrorKind, message: String, hint: Option<String>) -> Error {
-    Error::Backend {
-        backend: "ssh",
-        kind,
-        message: format!("host {} ({}): {message}", host.name, host.target()),
-        hint,
-    }
+    Error::from(
+        BackendError::new(
+            "ssh",
+            kind,
+            format!("host {} ({}): {message}", host.name, host.target()),
+        )
+        .maybe_hint(hint),
+    )
 }
 
 /// Connect to `host` and log in.

@@ -80,12 +80,7 @@ liveload_core::conformance_tests!(setup: setup(), after: nothing_left);
 
 fn backend_error(err: &Error) -> (BackendErrorKind, String, String) {
     match err {
-        Error::Backend {
-            kind,
-            message,
-            hint,
-            ..
-        } => (*kind, message.clone(), hint.clone().unwrap_or_default()),
+        Error::Backend(e) => (e.kind, e.message.clone(), e.hint.clone().unwrap_or_default()),
         other => panic!("expected a backend error, got {other:?}"),
     }
 }

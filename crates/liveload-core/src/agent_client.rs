@@ -72,6 +72,7 @@ impl AgentConnection {
             node: node.to_string(),
             message,
         };
+        refuse_plaintext_off_host(node, endpoint)?;
         let handshake = async {
             let tcp = TcpStream::connect(&endpoint.address)
                 .await
@@ -255,6 +256,30 @@ where
     }
 }
 
+/// The last line of defence for the link's secrecy: without TLS (pinned or to a proxy) the only
+/// acceptable destination is this host's loopback. Whatever a backend declares or forgets, the
+/// run token never crosses a network in plaintext.
+pub fn refuse_plaintext_off_host(node: &str, endpoint: &AgentEndpoint) -> Result<()> {
+    if endpoint.tls.is_some() || endpoint.proxy.is_some() || is_loopback(&endpoint.address) {
+        return Ok(());
+    }
+    Err(Error::InsecureLink {
+        node: node.to_string(),
+        address: endpoint.address.clone(),
+    })
+}
+
+/// Is `address` (`host:port`) on this host's loopback? Only IP literals and `localhost` count:
+/// a name could resolve anywhere.
+pub fn is_loopback(address: &str) -> bool {
+    if let Ok(socket) = address.parse::<std::net::SocketAddr>() {
+        return socket.ip().is_loopback();
+    }
+    address
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+}
+
 /// Wrap a dialled TCP stream as the endpoint asks (plain, pinned TLS, or TLS to a proxy that
 /// public CAs vouch for) and name the WebSocket URL to request on it.
 async fn secure(
@@ -314,6 +339,7 @@ fn upgrade_request(
 /// upgrade, then hangs up without authenticating. Backends whose agents sit behind a proxy use
 /// this for readiness: the proxy accepts connections long before the agent listens.
 pub async fn probe(endpoint: &AgentEndpoint) -> std::result::Result<(), String> {
+    refuse_plaintext_off_host("(probe)", endpoint).map_err(|e| e.to_string())?;
     let tcp = TcpStream::connect(&endpoint.address)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", endpoint.address))?;
@@ -324,4 +350,43 @@ pub async fn probe(endpoint: &AgentEndpoint) -> std::result::Result<(), String> 
         .map_err(|e| format!("WebSocket handshake failed: {e}"))?;
     let _ = ws.close(None).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_addresses_may_go_without_tls() {
+        for address in [
+            "127.0.0.1:7070",
+            "127.8.9.1:1",
+            "[::1]:7070",
+            "localhost:80",
+        ] {
+            assert!(is_loopback(address), "{address}");
+        }
+        for address in [
+            "10.0.0.5:7070",
+            "[fdaa::3]:7070",
+            "my-app.fly.dev:443",
+            "localhost.evil:1",
+        ] {
+            assert!(!is_loopback(address), "{address}");
+        }
+        let plain = AgentEndpoint {
+            address: "10.0.0.5:7070".into(),
+            tls: None,
+            headers: Vec::new(),
+            proxy: None,
+        };
+        let err = refuse_plaintext_off_host("n1", &plain).unwrap_err();
+        assert_eq!(err.code(), "insecure_link");
+        let (_, pin) = crate::tls::generate_run_certificate().unwrap();
+        let pinned = AgentEndpoint {
+            tls: Some(pin),
+            ..plain
+        };
+        refuse_plaintext_off_host("n1", &pinned).unwrap();
+    }
 }

@@ -55,6 +55,55 @@ impl NodeSpec {
     pub fn machine_name(&self) -> String {
         format!("ll-{}-{}", self.run_id, self.index)
     }
+
+    /// The agent's settings for this node, listening on `listen`; a backend adds its own
+    /// (host share, sandbox, a cap on users) before turning them into a
+    /// [`Launch`](crate::launch::Launch).
+    pub fn agent_settings(&self, listen: impl Into<String>) -> crate::launch::AgentSettings {
+        crate::launch::AgentSettings {
+            listen: listen.into(),
+            run_id: self.run_id.clone(),
+            ttl_s: self.ttl.as_secs(),
+            grace_s: self.grace.as_secs(),
+            no_browser: self.no_browser,
+            ..Default::default()
+        }
+    }
+
+    /// The agent's secrets: the token, and the TLS material when the agent serves TLS itself.
+    pub fn agent_secrets(&self) -> crate::launch::AgentSecrets {
+        crate::launch::AgentSecrets {
+            token: self.token.expose().to_string(),
+            tls: self
+                .tls
+                .as_ref()
+                .map(|t| (t.cert_pem.clone(), t.key_pem.clone())),
+        }
+    }
+}
+
+/// Write a launch's files into `dir` on this host (created 0700 if missing): each file new,
+/// mode 0600, never through a symlink (`O_CREAT | O_EXCL` refuses an existing path, link or
+/// not). For backends whose agents run on this host, and for test stand-ins of remote ones.
+pub fn write_launch_files(
+    dir: &std::path::Path,
+    files: &[crate::launch::LaunchFile],
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    for file in files {
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(file.name))?;
+        out.write_all(file.contents.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// A string that must never reach a log or a report: `Debug` and `Display` print `***`.
@@ -151,11 +200,54 @@ impl RunFilter {
     }
 }
 
+/// How the controller's link to an agent travels. Declared by the backend
+/// ([`Backend::link_path`]), enforced by core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkPath {
+    /// The agent runs on this host and listens on its loopback interface (local processes).
+    Loopback,
+    /// The link rides inside a tunnel the backend encrypts itself and ends on this host's
+    /// loopback (an SSH `direct-tcpip` channel).
+    Tunnel,
+    /// The link crosses a network. Core always encrypts it: TLS pinned to the run's
+    /// certificate, or CA-verified TLS to a proxy the backend names
+    /// ([`AgentEndpoint::proxy`]). The default, so a backend that forgets to declare its path
+    /// gets the safe one.
+    Network,
+}
+
+/// Whether a backend's machines cost money. Declared by the backend ([`Backend::billing`]),
+/// enforced by core: a billed run needs a [`crate::run::CostConfirmation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Billing {
+    /// Nothing beyond what the user already pays for (this host, their own SSH hosts).
+    Free,
+    /// Every node is billed by a provider. The default: fail closed.
+    Billed,
+}
+
 /// A provider of agent machines.
+///
+/// Two policies have safe defaults that a backend may relax but never needs to register:
+/// [`Backend::link_path`] (default [`LinkPath::Network`]: core encrypts every link) and
+/// [`Backend::billing`] (default [`Billing::Billed`]: core requires a cost confirmation).
 #[async_trait]
 pub trait Backend: Send + Sync + Debug {
     /// The backend's short name (`local`, `fly`, `ec2`, `ssh`).
     fn name(&self) -> &'static str;
+
+    /// How the agent link travels. Core requires TLS for [`LinkPath::Network`] and refuses a
+    /// plaintext link to any non-loopback address whatever a backend declares.
+    fn link_path(&self) -> LinkPath {
+        LinkPath::Network
+    }
+
+    /// Whether nodes cost money; core asks for a confirmation before creating billed nodes.
+    fn billing(&self) -> Billing {
+        Billing::Billed
+    }
 
     /// Ask the provider for one machine running the agent, tagged with the run id, started with
     /// the token and TTL. Returns once the provider accepted the request, not when it is ready.
@@ -163,8 +255,11 @@ pub trait Backend: Send + Sync + Debug {
 
     /// Wait until the node's agent accepts connections, and say how to reach it.
     ///
-    /// Returns [`crate::Error::ClusterNodeCreationTimeout`] once `deadline` passes. The caller
-    /// (core) destroys the node on any error; a backend need not.
+    /// Core cuts the wait at `deadline` and reports
+    /// [`crate::Error::ClusterNodeCreationTimeout`]; a backend that gives up at the deadline
+    /// itself returns a [`crate::BackendError`] of kind
+    /// [`crate::BackendErrorKind::NotReady`] saying what it last saw, which core puts in the
+    /// timeout error. The caller (core) destroys the node on any error; a backend need not.
     async fn wait_ready(&self, node: &NodeHandle, deadline: Instant) -> Result<AgentEndpoint>;
 
     /// Destroy the node. Idempotent: a node that is already gone is success.

@@ -331,6 +331,7 @@ pub async fn end_to_end_run_leaves_nothing(h: &Harness) {
     let mut options = RunOptions::new("conformance", 2, scenario.duration);
     options.no_browser = no_browser;
     options.creation_timeout = h.ready_timeout;
+    options.cost_confirmation = Some(run::CostConfirmation::new("conformance suite"));
     let report = run::run(
         h.backend.clone(),
         &scenario,

@@ -60,8 +60,100 @@ pub enum BackendErrorKind {
     HostKey,
     /// The host lacks something the agent needs (Chromium, a binary for its architecture).
     HostUnfit,
+    /// The provider failed in a way that usually passes (5xx, a lost answer): retried.
+    Transient,
+    /// The node is not ready yet (still booting, agent not answering): the backend's last
+    /// observation while waiting, which core reports if the creation deadline passes.
+    NotReady,
     /// Anything else the provider said.
     Other,
+}
+
+impl BackendErrorKind {
+    /// Whether an error of this kind is worth another try by default (throttling and transient
+    /// failures; a [`BackendError`] can override it either way).
+    pub fn is_retryable_by_default(self) -> bool {
+        matches!(
+            self,
+            BackendErrorKind::RateLimited | BackendErrorKind::Transient
+        )
+    }
+}
+
+/// What a backend reports as wrong: a typed kind, the provider's message, how to fix it, the
+/// underlying error and whether trying again may help.
+///
+/// Retry decisions read [`BackendError::retryable`] and [`BackendError::retry_after`], never
+/// the message text: providers word their messages as they like, the kind is ours.
+#[derive(Debug, thiserror::Error)]
+#[error("{backend} backend: {message}")]
+pub struct BackendError {
+    /// The backend's name (`local`, `fly`, `ec2`, `ssh`).
+    pub backend: &'static str,
+    /// What kind of failure.
+    pub kind: BackendErrorKind,
+    /// The provider's own message (never containing secrets).
+    pub message: String,
+    /// How to fix it, when known.
+    pub hint: Option<String>,
+    /// Worth another try (throttled, transient, capacity that may free up)?
+    pub retryable: bool,
+    /// The provider's `Retry-After`, when it gave one.
+    pub retry_after: Option<Duration>,
+    /// The underlying error (an SDK error, an I/O error), for `{:#}`-style chains and logs.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl BackendError {
+    /// A new error of `kind`; retryable when the kind usually is.
+    pub fn new(backend: &'static str, kind: BackendErrorKind, message: impl Into<String>) -> Self {
+        BackendError {
+            backend,
+            kind,
+            message: message.into(),
+            hint: None,
+            retryable: kind.is_retryable_by_default(),
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    /// With a hint that says how to fix it.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// With an optional hint.
+    pub fn maybe_hint(mut self, hint: Option<impl Into<String>>) -> Self {
+        self.hint = hint.map(Into::into);
+        self
+    }
+
+    /// Say whether another try may help, whatever the kind says.
+    pub fn retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+
+    /// The provider asked us to wait this long before trying again.
+    pub fn retry_after(mut self, after: Option<Duration>) -> Self {
+        self.retry_after = after;
+        self
+    }
+
+    /// With the underlying error.
+    pub fn source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+}
+
+impl From<BackendError> for Error {
+    fn from(e: BackendError) -> Self {
+        Error::Backend(Box::new(e))
+    }
 }
 
 /// A liveload error.
@@ -107,12 +199,15 @@ pub enum Error {
     },
 
     /// A node did not become ready in time; it has been destroyed.
-    #[error("node {node} did not become ready within {timeout:?}; it was destroyed")]
+    #[error("node {node} did not become ready within {timeout:?}{}; it was destroyed", last.as_ref().map(|l| format!(" ({l})")).unwrap_or_default())]
     ClusterNodeCreationTimeout {
         /// The node's id.
         node: String,
         /// The creation timeout in force.
         timeout: Duration,
+        /// What the backend last saw while waiting (`machine state: created`, `502 from the
+        /// edge`), when it said.
+        last: Option<String>,
     },
 
     /// The cluster name cannot be used for machine names and tags.
@@ -154,16 +249,30 @@ pub enum Error {
     },
 
     /// The provider refused or failed an operation.
-    #[error("{backend} backend: {message}")]
-    Backend {
-        /// The backend's name (`local`, `fly`, `ec2`, `ssh`).
+    #[error(transparent)]
+    Backend(Box<BackendError>),
+
+    /// The backend bills for its machines and nobody confirmed the cost.
+    #[error(
+        "the {backend} backend creates machines that cost money, and the run was not confirmed{}",
+        estimate.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+    )]
+    ConfirmationRequired {
+        /// The backend's name.
         backend: &'static str,
-        /// What kind of failure.
-        kind: BackendErrorKind,
-        /// The provider's own message (never containing secrets).
-        message: String,
-        /// How to fix it, when known.
-        hint: Option<String>,
+        /// The plan and cost the confirmation would cover, in words.
+        estimate: Option<String>,
+    },
+
+    /// An agent link would have crossed the network without encryption; refused.
+    #[error(
+        "refusing a plaintext link to the agent of node {node} at {address}: links that leave this host must use TLS"
+    )]
+    InsecureLink {
+        /// The node's id.
+        node: String,
+        /// The address the backend gave.
+        address: String,
     },
 
     /// The agent refused the controller (token, protocol version).
@@ -220,7 +329,9 @@ impl Error {
             Error::MaxAllowedNodesInvalid { .. } => "max_allowed_nodes_invalid",
             Error::InvalidOption { .. } => "invalid_option",
             Error::Scenario { .. } => "scenario_invalid",
-            Error::Backend { .. } => "backend_error",
+            Error::Backend(_) => "backend_error",
+            Error::ConfirmationRequired { .. } => "confirmation_required",
+            Error::InsecureLink { .. } => "insecure_link",
             Error::AgentRejected { .. } => "agent_rejected",
             Error::AgentConnection { .. } => "agent_connection_failed",
             Error::RunFailed { .. } => "run_failed",
@@ -234,14 +345,16 @@ impl Error {
         match self {
             Error::ClusterNameInvalid { .. }
             | Error::MaxAllowedNodesInvalid { .. }
-            | Error::InvalidOption { .. } => exit_code::USAGE,
+            | Error::InvalidOption { .. }
+            | Error::ConfirmationRequired { .. } => exit_code::USAGE,
             Error::Scenario { .. } => exit_code::SCENARIO,
             Error::ScenarioIsAlreadyRunning { .. } => exit_code::ALREADY_RUNNING,
             Error::NecessaryNodesExceedsMaxAllowedNodes { .. } | Error::NodeTooSmall { .. } => {
                 exit_code::SIZING
             }
             Error::ClusterNodeCreationTimeout { .. }
-            | Error::Backend { .. }
+            | Error::Backend(_)
+            | Error::InsecureLink { .. }
             | Error::AgentRejected { .. }
             | Error::AgentConnection { .. } => exit_code::PROVISIONING,
             Error::RunFailed { .. } => exit_code::RUN_FAILED,
@@ -273,7 +386,14 @@ impl Error {
                     .into()
             }
             Error::MaxAllowedNodesInvalid { .. } => "pass --max-allowed-nodes 1 or more".into(),
-            Error::Backend { hint, .. } => return hint.clone(),
+            Error::Backend(e) => return e.hint.clone(),
+            Error::ConfirmationRequired { .. } => {
+                "confirm with --yes (CLI), or pass a CostConfirmation in RunOptions (library)".into()
+            }
+            Error::InsecureLink { .. } => {
+                "this is a bug in the backend: it must declare a network link (the default) so core encrypts it"
+                    .into()
+            }
             Error::AgentRejected { .. } => {
                 "run `liveload cleanup` for stale agents, and use an agent built from the same liveload release"
                     .into()
@@ -286,6 +406,19 @@ impl Error {
             Error::Scenario { .. } => "fix the file and check it again".into(),
             _ => return None,
         })
+    }
+
+    /// The backend error inside, if this is one.
+    pub fn as_backend(&self) -> Option<&BackendError> {
+        match self {
+            Error::Backend(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Is another try worth it? Only backend errors that say so are.
+    pub fn is_retryable(&self) -> bool {
+        self.as_backend().is_some_and(|e| e.retryable)
     }
 
     /// Shorthand for an [`Error::Io`] with context.
@@ -318,8 +451,8 @@ impl Error {
             Error::Scenario {
                 file, line, column, ..
             } => serde_json::json!({"file": file, "line": line, "column": column}),
-            Error::Backend { backend, kind, .. } => {
-                serde_json::json!({"backend": backend, "kind": kind})
+            Error::Backend(e) => {
+                serde_json::json!({"backend": e.backend, "kind": e.kind, "retryable": e.retryable})
             }
             _ => serde_json::Value::Null,
         };

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod lock;
 pub mod metrics;
 pub mod names;
+pub mod ready;
 pub mod report;
 pub mod run;
 pub mod scenario;
@@ -20,7 +21,9 @@ pub mod threshold;
 pub mod tls;
 
 pub use backend::{
-    AgentEndpoint, Backend, NodeHandle, NodeSize, NodeSpec, ProxyTls, RunFilter, Secret,
+    AgentEndpoint, Backend, Billing, LinkPath, NodeHandle, NodeSize, NodeSpec, ProxyTls, RunFilter,
+    Secret,
 };
-pub use error::{BackendErrorKind, Error, Result};
+pub use error::{BackendError, BackendErrorKind, Error, Result};
 pub use liveload_proto as proto;
+pub use liveload_proto::launch;

@@ -13,6 +13,8 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::Error;
+
 /// A rate limiter in the GCRA style: `per_second` sustained, bursts of up to `burst`.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -48,43 +50,14 @@ impl RateLimiter {
     }
 }
 
-/// What a failed attempt says about trying again.
-#[derive(Debug)]
-pub struct Attempt<E> {
-    /// The error.
-    pub error: E,
-    /// Worth retrying (throttled, capacity, transient)?
-    pub retryable: bool,
-    /// The server's `Retry-After`, when it gave one.
-    pub retry_after: Option<Duration>,
-}
-
-impl<E> Attempt<E> {
-    /// A final failure.
-    pub fn fatal(error: E) -> Self {
-        Attempt {
-            error,
-            retryable: false,
-            retry_after: None,
-        }
-    }
-
-    /// A failure worth retrying, after `retry_after` if the server said so.
-    pub fn transient(error: E, retry_after: Option<Duration>) -> Self {
-        Attempt {
-            error,
-            retryable: true,
-            retry_after,
-        }
-    }
-}
-
-/// Run `op` until it succeeds, fails for good, or `max_attempts` are spent: exponential backoff
-/// from 200 ms with jitter, replaced by the server's `Retry-After` when it gives one.
-pub async fn retry<T, E, F, Fut>(max_attempts: usize, op: F) -> Result<T, E>
+/// The one retry policy for provider calls: exponential backoff from 200 ms to 10 s with
+/// jitter, `max_attempts` tries in all. Whether to try again is the error's own answer
+/// ([`Error::is_retryable`], set by the backend from the provider's status or error code,
+/// never from message text); the server's `Retry-After` replaces the planned delay.
+pub async fn retry<T, F, Fut>(max_attempts: usize, op: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Attempt<E>>>,
+    Fut: Future<Output = Result<T, Error>>,
 {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
@@ -93,15 +66,20 @@ where
         .with_max_times(max_attempts.saturating_sub(1));
     op.retry(backoff)
         .sleep(tokio::time::sleep)
-        .when(|a: &Attempt<E>| a.retryable)
-        .adjust(|a: &Attempt<E>, planned| a.retry_after.or(planned))
+        .when(Error::is_retryable)
+        .adjust(|e: &Error, planned| {
+            e.as_backend()
+                .and_then(|b| b.retry_after)
+                .or(planned)
+        })
+        .notify(|e: &Error, after| tracing::debug!(error = %e, ?after, "provider call failed; retrying"))
         .await
-        .map_err(|a| a.error)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{BackendError, BackendErrorKind};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -131,35 +109,39 @@ mod tests {
         let calls = Arc::new(AtomicU32::new(0));
         let started = Instant::now();
         let c = calls.clone();
-        let result: Result<u32, &str> = retry(5, || {
+        let result = retry(5, || {
             let c = c.clone();
             async move {
                 match c.fetch_add(1, Ordering::SeqCst) {
-                    0 => Err(Attempt::transient(
-                        "throttled",
-                        Some(Duration::from_secs(7)),
-                    )),
+                    0 => Err(
+                        BackendError::new("t", BackendErrorKind::RateLimited, "throttled")
+                            .retry_after(Some(Duration::from_secs(7)))
+                            .into(),
+                    ),
                     _ => Ok(42),
                 }
             }
         })
         .await;
-        assert_eq!(result, Ok(42));
+        assert_eq!(result.unwrap(), 42);
         assert!(
             started.elapsed() >= Duration::from_secs(7),
             "waited as told"
         );
         let calls = Arc::new(AtomicU32::new(0));
         let c = calls.clone();
-        let result: Result<u32, &str> = retry(5, || {
+        let result: Result<u32, Error> = retry(5, || {
             let c = c.clone();
             async move {
                 c.fetch_add(1, Ordering::SeqCst);
-                Err(Attempt::fatal("bad token"))
+                Err(BackendError::new("t", BackendErrorKind::Auth, "bad token").into())
             }
         })
         .await;
-        assert_eq!(result, Err("bad token"));
+        assert_eq!(
+            result.unwrap_err().as_backend().unwrap().message,
+            "bad token"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 1, "no retry of a fatal error");
     }
 }

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod launch;
 mod step;
 
 pub use step::{AssertCheck, ExtractFrom, Step, StepKind, WaitCondition};

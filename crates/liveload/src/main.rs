@@ -395,11 +395,6 @@ async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &Ru
         Ok(o) => o,
         Err(e) => return output::error(&e, format),
     };
-    // Off this host, the agent link is always encrypted: TLS pinned to the run's certificate,
-    // or (SSH) the SSH connection itself.
-    if matches!(backend_args.backend, BackendKind::Fly | BackendKind::Ec2) {
-        options.tls = true;
-    }
     let state_dir = backend_args
         .state_dir
         .clone()
@@ -415,10 +410,11 @@ async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &Ru
     };
     // Cloud machines cost money: show the plan and its cost, and ask (or take --yes). Local
     // processes and your own SSH hosts cost nothing extra.
-    if matches!(backend_args.backend, BackendKind::Fly | BackendKind::Ec2)
-        && let Err(e) = confirm(backend.as_ref(), &options, flags.yes, format).await
-    {
-        return output::error(&e, format);
+    if backend.billing() == liveload_core::Billing::Billed {
+        match confirm(backend.as_ref(), &options, flags.yes, format).await {
+            Ok(confirmation) => options.cost_confirmation = Some(confirmation),
+            Err(e) => return output::error(&e, format),
+        }
     }
     let observer = Arc::new(progress::Progress::new(format == OutputFormat::Text));
     let (control_handle, control_end) = run::control_channel();
@@ -476,42 +472,21 @@ async fn run_scenario(scenario: Scenario, backend_args: &BackendArgs, flags: &Ru
 }
 
 /// Show the plan with its estimated cost; go on only with `--yes` or a "y" typed at a terminal.
+/// Core computes the estimate and refuses a billed run without the confirmation this returns.
 async fn confirm(
     backend: &dyn Backend,
     options: &run::RunOptions,
     yes: bool,
     format: OutputFormat,
-) -> Result<(), Error> {
+) -> Result<run::CostConfirmation, Error> {
     use std::io::{BufRead as _, IsTerminal as _, Write as _};
-    let max_nodes = backend.node_limit().map_or(options.max_allowed_nodes, |l| {
-        l.min(options.max_allowed_nodes)
-    });
-    if let Some(size) = backend.expected_size().await? {
-        let plan = Plan::from_size(options.users, size, "catalogue", &options.sizing, max_nodes)?;
-        let hours = (options.duration + options.creation_timeout).as_secs_f64() / 3600.0;
-        let cost = backend
-            .hourly_price()
-            .map(|p| {
-                format!(
-                    ", about ${:.2} for {:.0} min",
-                    p * plan.nodes as f64 * hours,
-                    hours * 60.0
-                )
-            })
-            .unwrap_or_default();
-        if format == OutputFormat::Text {
-            eprintln!(
-                "{} backend: {} node(s) of {:.1} GiB / {:.0} cores for {} users{cost}",
-                backend.name(),
-                plan.nodes,
-                size.memory_bytes as f64 / (1u64 << 30) as f64,
-                size.cores,
-                options.users
-            );
-        }
+    if let Some(estimate) = run::estimate(backend, options).await?
+        && format == OutputFormat::Text
+    {
+        eprintln!("{estimate}");
     }
     if yes {
-        return Ok(());
+        return Ok(run::CostConfirmation::new("--yes"));
     }
     if !std::io::stdin().is_terminal() {
         return Err(Error::InvalidOption {
@@ -527,7 +502,7 @@ async fn confirm(
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
     if matches!(answer.trim(), "y" | "Y" | "yes") {
-        Ok(())
+        Ok(run::CostConfirmation::new("prompt"))
     } else {
         Err(Error::Interrupted)
     }
@@ -562,12 +537,14 @@ async fn cleanup(
     // Whatever remains after destroying is a leak worth an error.
     let left = backend.list(filter).await?;
     if !left.is_empty() {
-        return Err(Error::Backend {
-            backend: backend.name(),
-            kind: liveload_core::BackendErrorKind::Other,
-            message: format!("{} nodes are still listed after cleanup", left.len()),
-            hint: Some("run liveload cleanup again, or check the provider's console".into()),
-        });
+        return Err(Error::from(
+            liveload_core::BackendError::new(
+                backend.name(),
+                liveload_core::BackendErrorKind::Other,
+                format!("{} nodes are still listed after cleanup", left.len()),
+            )
+            .hint("run liveload cleanup again, or check the provider's console"),
+        ));
     }
     Ok(destroyed)
 }

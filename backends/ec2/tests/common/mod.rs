@@ -165,10 +165,12 @@ impl AgentHook for NeverReady {
         deadline: tokio::time::Instant,
     ) -> liveload_core::Result<String> {
         tokio::time::sleep_until(deadline).await;
-        Err(liveload_core::Error::ClusterNodeCreationTimeout {
-            node: id.to_string(),
-            timeout: Duration::ZERO,
-        })
+        Err(liveload_core::BackendError::new(
+            "ec2",
+            liveload_core::BackendErrorKind::NotReady,
+            format!("instance {id}: never ready (test hook)"),
+        )
+        .into())
     }
     async fn terminated(&self, _id: &str) {}
 }

@@ -324,7 +324,7 @@ async fn create(
     let agent = if slow || stopped {
         None
     } else {
-        Some(spawn_agent(&s, &config, &ip))
+        Some(spawn_agent(&s, &id, &config, &ip))
     };
     s.machines.insert(
         id.clone(),
@@ -351,8 +351,23 @@ async fn create(
     axum::Json(machine).into_response()
 }
 
-/// Start a real agent for a machine, configured from its `config.env`.
-fn spawn_agent(s: &ServerState, config: &Value, ip: &str) -> Child {
+/// Start a real agent for a machine, configured from its `config.env` and `config.files` (the
+/// files go to a directory of this machine's own instead of the image's launch directory).
+fn spawn_agent(s: &ServerState, id: &str, config: &Value, ip: &str) -> Child {
+    use base64::Engine as _;
+    let dir = std::env::temp_dir()
+        .join(format!("liveload-fly-machines-{}", std::process::id()))
+        .join(id);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a machine directory");
+    for file in config["files"].as_array().into_iter().flatten() {
+        let path = file["guest_path"].as_str().unwrap_or_default();
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(file["raw_value"].as_str().unwrap_or_default())
+            .expect("files are base64");
+        std::fs::write(dir.join(name), bytes).expect("a machine file");
+    }
     let mut command = Command::new(&s.agent_bin);
     command
         .env_clear()
@@ -361,10 +376,18 @@ fn spawn_agent(s: &ServerState, config: &Value, ip: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     for (key, value) in config["env"].as_object().into_iter().flatten() {
-        command.env(key, value.as_str().unwrap_or_default());
+        let value = value.as_str().unwrap_or_default();
+        let value = match value.strip_prefix(liveload_fly::LAUNCH_DIR) {
+            Some(rest) => format!("{}{rest}", dir.display()),
+            None => value.to_string(),
+        };
+        command.env(key, value);
     }
     // Inside a real machine the agent listens on all addresses; here, on its own loopback one.
-    command.env("LIVELOAD_LISTEN", format!("{ip}:{}", s.agent_port));
+    command.env(
+        liveload_core::launch::var::LISTEN,
+        format!("{ip}:{}", s.agent_port),
+    );
     command.spawn().expect("the agent starts")
 }
 
@@ -397,7 +420,7 @@ async fn update(
         let m = &s.machines[&id];
         (m.config.clone(), m.private_ip.clone())
     };
-    let agent = launch.then(|| spawn_agent(&s, &config, &ip));
+    let agent = launch.then(|| spawn_agent(&s, &id, &config, &ip));
     let machine = s.machines.get_mut(&id).unwrap();
     machine.agent = agent;
     machine.state = if launch {

@@ -1,0 +1,325 @@
+//! A whole run: plan → provision → measure → size → dispatch → observe → report → tear down.
+//!
+//! [`run`] is the one function the CLI calls. Its shape guarantees the promise users care most
+//! about: every node the run creates is destroyed, whatever happens. The run itself is one
+//! future raced against the interrupt signal; whichever ends first, [`teardown`] then destroys
+//! every node this process created *and* every node the backend still lists for the run id.
+//!
+//! Each phase has its own module, in the order a run meets them:
+//! [`plan`] (node size and cost), [`boot`](wait_ready) (create, wait, authenticate),
+//! `size` (every node's facts decide its share; boot the shortfall), `prepare` (assignments,
+//! then a simultaneous start), `observe` (exact merge, thresholds, control), `result` (the
+//! report) and [`teardown`].
+//!
+//! Two policies are enforced here, before anything is created, for every caller (CLI, library,
+//! server): a backend whose link crosses the network ([`LinkPath::Network`]) always gets TLS,
+//! and a backend that bills ([`Billing::Billed`]) needs a [`CostConfirmation`].
+
+mod boot;
+mod control;
+mod event;
+mod observe;
+mod plan;
+mod prepare;
+mod result;
+mod size;
+mod teardown;
+mod terms;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use liveload_proto::{AgentMessage, ControllerMessage};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+pub use boot::{wait_ready, wait_ready_or_destroy};
+pub use control::{
+    ControlEnd, ControlHandle, ControlRequest, LiveNodeStatus, LiveStatus, control_channel,
+};
+pub use event::{Event, Observer, Quiet};
+pub use plan::{Estimate, Plan, estimate, max_nodes, plan};
+pub use result::{NodeReport, RESULT_SCHEMA_VERSION, RunReport};
+pub use teardown::teardown;
+pub use terms::{NodeTerms, describe_load, node_terms};
+
+use crate::backend::{Backend, Billing, LinkPath, NodeHandle};
+use crate::sizing::SizingConfig;
+use crate::{Error, Result, names};
+use boot::{Booter, Inbox, LiveNode};
+
+/// Consent to create machines that cost money. A run on a [`Billing::Billed`] backend refuses
+/// to start without one; the CLI makes it from `--yes` or a "y" at its prompt, a library or API
+/// caller makes it explicitly. Core itself never asks anyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CostConfirmation {
+    /// How consent was given (`--yes`, `prompt`, `api`), for the logs.
+    pub given_by: String,
+}
+
+impl CostConfirmation {
+    /// Consent, saying how it was given.
+    pub fn new(given_by: impl Into<String>) -> Self {
+        CostConfirmation {
+            given_by: given_by.into(),
+        }
+    }
+}
+
+/// Everything a run needs besides the scenario and the backend.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The cluster's name (run ids, machine names, the lock); see [`names`].
+    pub cluster_name: String,
+    /// Users to simulate.
+    pub users: u64,
+    /// How long users iterate.
+    pub duration: Duration,
+    /// The most nodes the run may use.
+    pub max_allowed_nodes: u64,
+    /// How long one node may take from create to a completed handshake.
+    pub creation_timeout: Duration,
+    /// The sizing formula's knobs.
+    pub sizing: SizingConfig,
+    /// The agents' hard lifetime.
+    pub ttl: Duration,
+    /// The agents' dead-man grace period.
+    pub grace: Duration,
+    /// Serve the agent link over TLS even on loopback and tunnels. Links that cross a network
+    /// ([`LinkPath::Network`]) use TLS whatever this says.
+    pub tls: bool,
+    /// Time between user starts on each node (0: all at once).
+    pub start_interval: Duration,
+    /// Run the agents without a browser (benchmarks of the cluster machinery).
+    pub no_browser: bool,
+    /// Consent to the cost of a billed backend's machines (see [`CostConfirmation`]).
+    pub cost_confirmation: Option<CostConfirmation>,
+}
+
+impl RunOptions {
+    /// Defaults for `users` over `duration`: 100 nodes at most, 120 s creation timeout, 30 s
+    /// grace, a TTL of the duration plus 15 minutes, TLS only where the link needs it, no cost
+    /// confirmation.
+    pub fn new(cluster_name: impl Into<String>, users: u64, duration: Duration) -> Self {
+        RunOptions {
+            cluster_name: cluster_name.into(),
+            users,
+            duration,
+            max_allowed_nodes: 100,
+            creation_timeout: Duration::from_secs(120),
+            sizing: SizingConfig::default(),
+            ttl: duration + Duration::from_secs(15 * 60),
+            grace: Duration::from_secs(30),
+            tls: false,
+            start_interval: Duration::ZERO,
+            no_browser: false,
+            cost_confirmation: None,
+        }
+    }
+
+    /// Check every option before anything is created.
+    pub fn validate(&self) -> Result<()> {
+        names::validate_cluster_name(&self.cluster_name)?;
+        if self.max_allowed_nodes == 0 {
+            return Err(Error::MaxAllowedNodesInvalid { value: 0 });
+        }
+        let invalid = |option: &str, message: &str| {
+            Err(Error::InvalidOption {
+                option: option.into(),
+                message: message.into(),
+            })
+        };
+        if self.users == 0 {
+            return invalid("--users", "must be at least 1");
+        }
+        if self.duration.is_zero() {
+            return invalid("--duration", "must be more than 0");
+        }
+        if self.grace < Duration::from_secs(1) {
+            return invalid("--grace", "must be at least 1s");
+        }
+        self.sizing.validate()
+    }
+}
+
+/// Does this run's agent link need TLS? Always across a network; elsewhere when asked.
+pub fn link_needs_tls(backend: &dyn Backend, options: &RunOptions) -> bool {
+    options.tls || backend.link_path() == LinkPath::Network
+}
+
+/// Refuse to create billed machines without consent. `estimate` (when known) goes into the
+/// error so a caller can show what it would confirm.
+fn require_confirmation(
+    backend: &dyn Backend,
+    options: &RunOptions,
+    estimate: Option<&Estimate>,
+) -> Result<()> {
+    match (backend.billing(), &options.cost_confirmation) {
+        (Billing::Free, _) => Ok(()),
+        (Billing::Billed, Some(confirmation)) => {
+            tracing::info!(backend = backend.name(), given_by = %confirmation.given_by, "cost confirmed");
+            Ok(())
+        }
+        (Billing::Billed, None) => Err(Error::ConfirmationRequired {
+            backend: backend.name(),
+            estimate: estimate.map(ToString::to_string),
+        }),
+    }
+}
+
+/// Nodes this process created and has not destroyed yet.
+type Created = Arc<Mutex<Vec<NodeHandle>>>;
+
+/// Run `scenario` on `backend`. Every node is destroyed before this returns, on success, error or
+/// when `interrupt` completes (Ctrl-C).
+pub async fn run(
+    backend: Arc<dyn Backend>,
+    scenario: &crate::scenario::Scenario,
+    options: &RunOptions,
+    observer: Arc<dyn Observer>,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Result<RunReport> {
+    run_controlled(backend, scenario, options, observer, interrupt, None).await
+}
+
+/// [`run`], taking add/remove-users requests from `control` and publishing its live status
+/// there (the CLI serves both over HTTP).
+pub async fn run_controlled(
+    backend: Arc<dyn Backend>,
+    scenario: &crate::scenario::Scenario,
+    options: &RunOptions,
+    observer: Arc<dyn Observer>,
+    interrupt: impl std::future::Future<Output = ()>,
+    mut control: Option<ControlEnd>,
+) -> Result<RunReport> {
+    options.validate()?;
+    if backend.billing() == Billing::Billed && options.cost_confirmation.is_none() {
+        let estimate = estimate(backend.as_ref(), options).await.ok().flatten();
+        require_confirmation(backend.as_ref(), options, estimate.as_ref())?;
+    }
+    let run_id = names::new_run_id(&options.cluster_name);
+    let created: Created = Arc::default();
+    let outcome = tokio::select! {
+        outcome = run_cluster(backend.clone(), scenario, options, &run_id, created.clone(), observer.clone(), control.as_mut()) => outcome,
+        _ = interrupt => Err(Error::Interrupted),
+    };
+    let teardown_result = teardown(backend.as_ref(), &run_id, &created, observer.as_ref()).await;
+    let report = outcome?;
+    teardown_result?;
+    Ok(report)
+}
+
+/// The run between plan and teardown, phase by phase.
+async fn run_cluster(
+    backend: Arc<dyn Backend>,
+    scenario: &crate::scenario::Scenario,
+    options: &RunOptions,
+    run_id: &str,
+    created: Created,
+    observer: Arc<dyn Observer>,
+    control: Option<&mut ControlEnd>,
+) -> Result<RunReport> {
+    let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
+    let booter = Booter {
+        backend: backend.clone(),
+        options,
+        run_id,
+        token: names::new_token(),
+        tls: if link_needs_tls(backend.as_ref(), options) {
+            Some(crate::tls::generate_run_certificate()?)
+        } else {
+            None
+        },
+        created,
+        observer: observer.clone(),
+        inbox_tx,
+    };
+    let boot_started = Instant::now();
+    let mut live: Vec<LiveNode> = Vec::new();
+    let plan = size::plan_and_boot(&booter, &mut live).await?;
+    size::boot_shortfall(&booter, &mut live).await?;
+    let boot_s = boot_started.elapsed().as_secs_f64();
+
+    let live = size::assign(&booter, live).await;
+    let positions = prepare::positions(&live);
+    prepare::prepare_and_start(&live, &positions, &mut inbox, scenario, options, run_id).await?;
+    observer.event(&Event::Started);
+
+    let observation = observe::Observation {
+        live,
+        positions: &positions,
+        scenario,
+        options,
+        run_id,
+        observer: observer.as_ref(),
+    };
+    let (live, observed) = observation.run(&mut inbox, control).await?;
+    for node in &live {
+        let _ = node.commands.send(ControllerMessage::Shutdown);
+    }
+    let booted = result::Booted {
+        backend: backend.name(),
+        run_id,
+        plan,
+        boot_s,
+    };
+    let nodes = live.iter().map(|n| n.report.clone()).collect();
+    Ok(result::build(booted, scenario, nodes, observed))
+}
+
+/// Send a command to a node's link task.
+fn send(node: &LiveNode, message: ControllerMessage) -> Result<()> {
+    node.commands
+        .send(message)
+        .map_err(|_| Error::AgentConnection {
+            node: node.report.id.clone(),
+            message: "the link to the agent is closed".into(),
+        })
+}
+
+/// The next message from any node, or a run failure when every link closed or `deadline`
+/// passed.
+async fn next_message(
+    inbox: &mut Inbox,
+    deadline: Instant,
+    phase: &str,
+) -> Result<(usize, Result<AgentMessage>)> {
+    match tokio::time::timeout_at(deadline, inbox.recv()).await {
+        Ok(Some(message)) => Ok(message),
+        Ok(None) => Err(Error::RunFailed {
+            message: format!("every agent link closed during {phase}"),
+        }),
+        Err(_) => Err(Error::RunFailed {
+            message: format!("agents did not answer in time during {phase}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_checked_before_anything_is_created() {
+        let ok = RunOptions::new("demo", 1, Duration::from_secs(1));
+        ok.validate().unwrap();
+        let mut zero_nodes = ok.clone();
+        zero_nodes.max_allowed_nodes = 0;
+        assert_eq!(
+            zero_nodes.validate().unwrap_err().code(),
+            "max_allowed_nodes_invalid"
+        );
+        let mut bad_name = ok.clone();
+        bad_name.cluster_name = "-x".into();
+        assert_eq!(
+            bad_name.validate().unwrap_err().code(),
+            "cluster_name_invalid"
+        );
+        let mut no_users = ok.clone();
+        no_users.users = 0;
+        assert_eq!(no_users.validate().unwrap_err().code(), "invalid_option");
+        let mut bad_factor = ok;
+        bad_factor.sizing.memory_safety_factor = 1.5;
+        assert_eq!(bad_factor.validate().unwrap_err().code(), "invalid_option");
+    }
+}

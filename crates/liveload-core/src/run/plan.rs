@@ -1,0 +1,208 @@
+//! Phase 1, plan: how many nodes of which size the users need, and what that costs — before
+//! anything is created.
+//!
+//! The plan comes from the backend's catalogue when it knows its node size in advance
+//! ([`Backend::expected_size`]); otherwise from the real facts of one probe node. Either way
+//! it is only the starting point: every node's own facts decide its share later (see
+//! [`super::size`]).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::boot::wait_ready_or_destroy;
+use super::{RunOptions, link_needs_tls};
+use crate::agent_client::AgentConnection;
+use crate::backend::{Backend, NodeSize, NodeSpec};
+use crate::sizing::{NodeCapacity, SizingConfig, necessary_nodes};
+use crate::{Error, Result, names};
+
+/// How the cluster will be (or was) sized before booting.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Plan {
+    /// Users requested.
+    pub users: u64,
+    /// Nodes to boot first.
+    pub nodes: u64,
+    /// Users one node can host, by the plan's figures.
+    pub users_per_node: u64,
+    /// Where the node size came from: `catalogue` (the backend's expected size) or `probe`
+    /// (a booted node's facts).
+    pub source: String,
+    /// The node size the plan used.
+    pub node_memory_bytes: u64,
+    /// The node cores the plan used.
+    pub node_cores: f64,
+    /// The formula's intermediate figures.
+    pub capacity: NodeCapacity,
+    /// The limit in force (`max_allowed_nodes`, or lower if the backend holds fewer).
+    pub max_nodes: u64,
+    /// The sizing knobs used.
+    pub sizing: SizingConfig,
+    /// What one node costs per hour in USD, when the backend knows (cloud backends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_hourly_price: Option<f64>,
+}
+
+impl Plan {
+    /// Plan from a node size (the backend's catalogue or a probe's facts).
+    pub fn from_size(
+        users: u64,
+        size: NodeSize,
+        source: &'static str,
+        sizing: &SizingConfig,
+        max_nodes: u64,
+    ) -> Result<Plan> {
+        let capacity = sizing.capacity_of_size(&size);
+        if capacity.users == 0 {
+            return Err(Error::NodeTooSmall {
+                node: format!("({source} size)"),
+                memory_mib: capacity.usable_memory_bytes / (1024 * 1024),
+                cores: size.cores,
+                needed_mib: (sizing.profile.browser_memory_usage_bytes
+                    + sizing.profile.context_memory_usage_bytes)
+                    / (1024 * 1024),
+            });
+        }
+        let nodes = necessary_nodes(users, capacity.users, max_nodes)?;
+        Ok(Plan {
+            users,
+            nodes,
+            users_per_node: capacity.users,
+            source: source.to_string(),
+            node_memory_bytes: size.memory_bytes,
+            node_cores: size.cores,
+            capacity,
+            max_nodes,
+            sizing: *sizing,
+            node_hourly_price: None,
+        })
+    }
+}
+
+/// The most nodes a run may hold: `max_allowed_nodes`, or less when the backend itself holds
+/// fewer (the local backend's shares of one host).
+pub fn max_nodes(backend: &dyn Backend, options: &RunOptions) -> u64 {
+    backend
+        .node_limit()
+        .map_or(options.max_allowed_nodes, |limit| {
+            limit.min(options.max_allowed_nodes)
+        })
+}
+
+/// What a run would take and cost, from the catalogue, for the confirmation a billed backend
+/// needs. Core computes it; the CLI (or an API) shows it and asks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Estimate {
+    /// The backend's name.
+    pub backend: &'static str,
+    /// The catalogue plan.
+    pub plan: Plan,
+    /// Hours each node is expected to be billed: the run's duration plus the creation timeout
+    /// (a node may take that long to boot).
+    pub hours: f64,
+    /// The estimated cost in USD, when the backend knows its price.
+    pub cost_usd: Option<f64>,
+}
+
+impl std::fmt::Display for Estimate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} backend: {} node(s) of {:.1} GiB / {:.0} cores for {} users",
+            self.backend,
+            self.plan.nodes,
+            self.plan.node_memory_bytes as f64 / (1u64 << 30) as f64,
+            self.plan.node_cores,
+            self.plan.users
+        )?;
+        if let Some(cost) = self.cost_usd {
+            write!(f, ", about ${cost:.2} for {:.0} min", self.hours * 60.0)?;
+        }
+        Ok(())
+    }
+}
+
+/// The catalogue estimate of a run, or `None` when the backend has no catalogue (its nodes are
+/// known only once measured).
+pub async fn estimate(backend: &dyn Backend, options: &RunOptions) -> Result<Option<Estimate>> {
+    let Some(size) = backend.expected_size().await? else {
+        return Ok(None);
+    };
+    let mut plan = Plan::from_size(
+        options.users,
+        size,
+        "catalogue",
+        &options.sizing,
+        max_nodes(backend, options),
+    )?;
+    plan.node_hourly_price = backend.hourly_price();
+    let hours = (options.duration + options.creation_timeout).as_secs_f64() / 3600.0;
+    let cost_usd = plan
+        .node_hourly_price
+        .map(|price| price * plan.nodes as f64 * hours);
+    Ok(Some(Estimate {
+        backend: backend.name(),
+        plan,
+        hours,
+        cost_usd,
+    }))
+}
+
+/// Plan without running: from the backend's catalogue when it has one, else by booting one
+/// probe node, reading its facts over the agent link and destroying it (SSH hosts, or any
+/// backend whose nodes are only known once measured).
+pub async fn plan(backend: &dyn Backend, options: &RunOptions) -> Result<Plan> {
+    if let Some(estimate) = estimate(backend, options).await? {
+        return Ok(estimate.plan);
+    }
+    // A probe node is a real node: a billed backend needs the user's consent for it too.
+    super::require_confirmation(backend, options, None)?;
+    let tls = if link_needs_tls(backend, options) {
+        Some(crate::tls::generate_run_certificate()?)
+    } else {
+        None
+    };
+    let spec = NodeSpec {
+        run_id: names::new_run_id(&format!("{}-plan", options.cluster_name)),
+        index: 0,
+        token: names::new_token(),
+        ttl: options.creation_timeout + Duration::from_secs(60),
+        grace: Duration::from_secs(30),
+        tls: tls.as_ref().map(|(agent, _)| agent.clone()),
+        no_browser: options.no_browser,
+    };
+    let node = backend.create(&spec).await?;
+    let measured = async {
+        let mut endpoint = wait_ready_or_destroy(backend, &node, options.creation_timeout).await?;
+        if let (Some((_, pin)), None, None) = (&tls, &endpoint.tls, &endpoint.proxy) {
+            endpoint.tls = Some(pin.clone());
+        }
+        let deadline = Instant::now() + options.creation_timeout;
+        let (connection, welcome) =
+            AgentConnection::connect(&node.id, &endpoint, &spec.token, deadline).await?;
+        connection.close().await;
+        Ok::<_, Error>(welcome.facts)
+    }
+    .await;
+    // The probe is destroyed whatever happened (again, if waiting already did: idempotent).
+    let destroyed = backend.destroy(&node).await;
+    let facts = measured?;
+    destroyed?;
+    let capacity = options.sizing.check_node(&node.id, &facts)?;
+    let size = NodeSize {
+        memory_bytes: facts.effective_memory_bytes,
+        cores: facts.effective_cores,
+    };
+    let max_nodes = max_nodes(backend, options);
+    let mut plan = Plan::from_size(options.users, size, "probe", &options.sizing, max_nodes)?;
+    if capacity.users < plan.users_per_node {
+        // The host's own cap (max_users) is lower than its size allows.
+        plan.users_per_node = capacity.users;
+        plan.capacity = capacity;
+        plan.nodes = necessary_nodes(options.users, capacity.users, max_nodes)?;
+    }
+    plan.node_hourly_price = backend.hourly_price();
+    Ok(plan)
+}
