@@ -1,0 +1,542 @@
+//! Lowering: from the raw, as-written steps to the protocol's [`Step`]s that agents run.
+//!
+//! Lowering is where meaning is checked: durations parse, `{{variables}}` exist at the point
+//! they are used, and argument combinations make sense (`assert` has exactly one form). Each
+//! step also gets its default metric name here (`click #send`), so a report names steps the
+//! way the file wrote them.
+//!
+//! Errors found here have no parser position (the raw types no longer know where they came
+//! from), so they are [`Located`]: a message plus a *needle*, a piece of the offending text.
+//! [`Source::locate`] turns one into `file:line:column` by finding the first line that holds
+//! the needle. That is exact for the common case (the bad value appears once) and close
+//! otherwise, and it costs nothing while parsing: no spans are carried through serde.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use liveload_proto::{AssertCheck, DataTable, ExtractFrom, Step, StepKind, WaitCondition};
+
+use super::raw::{
+    AssertArg, EvalArg, ExtractArg, FieldValue, GroupArg, PressArg, RawKind, RawStep, RepeatArg,
+    SubmitArg, WaitArg, WaitState,
+};
+use super::{BUILTIN_VARIABLES, parse_duration, template_variables};
+use crate::Error;
+
+/// What a step waits at most when the file gives no `timeout:` (milliseconds).
+const DEFAULT_STEP_WAIT_MS: u64 = 10_000;
+
+/// What a bare `- think` waits when the file sets no `think_time:`.
+pub(super) const DEFAULT_THINK_TIME: &str = "1s";
+
+/// An error found after parsing: the message and the text to locate it by.
+#[derive(Debug)]
+pub(super) struct Located {
+    /// What is wrong and what was expected.
+    pub(super) message: String,
+    /// Text whose first occurrence in the file marks where the error is.
+    pub(super) needle: String,
+}
+
+impl Located {
+    /// An error about `needle`, explained by `message`.
+    pub(super) fn new(message: impl Into<String>, needle: impl Into<String>) -> Self {
+        Located {
+            message: message.into(),
+            needle: needle.into(),
+        }
+    }
+}
+
+/// The scenario file being read: turns both kinds of errors into [`Error::Scenario`] with a
+/// line and a column.
+pub(super) struct Source<'a> {
+    /// The file, as named in errors.
+    path: &'a Path,
+    /// Its text, searched for [`Located`] needles.
+    text: &'a str,
+}
+
+impl<'a> Source<'a> {
+    /// The file at `path`, whose contents are `text`.
+    pub(super) fn new(path: &'a Path, text: &'a str) -> Self {
+        Source { path, text }
+    }
+
+    /// An error at `line`:`column` of this file.
+    fn error(&self, line: usize, column: usize, message: String) -> Error {
+        Error::Scenario {
+            file: PathBuf::from(self.path),
+            line,
+            column,
+            message,
+        }
+    }
+
+    /// A structural error from the YAML parser, at the parser's own position.
+    pub(super) fn parse_error(&self, e: serde_yaml_ng::Error) -> Error {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        // serde_yaml_ng appends "at line X column Y"; the location is printed up front.
+        let message = e.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        self.error(line, column, message)
+    }
+
+    /// An error found after parsing, at the first line holding its needle (1:1 if none does).
+    pub(super) fn locate(&self, located: Located) -> Error {
+        let (line, column) = locate(self.text, &located.needle).unwrap_or((1, 1));
+        self.error(line, column, located.message)
+    }
+}
+
+/// Line and column (1-based, the column in characters) of the first occurrence of `needle` in
+/// `text`.
+fn locate(text: &str, needle: &str) -> Option<(usize, usize)> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        line.find(needle)
+            .map(|col| (i + 1, line[..col].chars().count() + 1))
+    })
+}
+
+/// Parse a duration written in the file, located at its own text.
+pub(super) fn duration(text: &str) -> Result<Duration, Located> {
+    parse_duration(text).map_err(|m| Located::new(m, text))
+}
+
+/// Lower the scenario's steps. The variables known to the first step are the built-in ones and
+/// the data file's columns; `extract` and `eval` add more for the steps after them.
+pub(super) fn lower_steps(
+    raw: Vec<RawStep>,
+    data: Option<&DataTable>,
+    think_time: &str,
+) -> Result<Vec<Step>, Located> {
+    let mut known: BTreeSet<String> = BUILTIN_VARIABLES.iter().map(|s| s.to_string()).collect();
+    if let Some(table) = data {
+        known.extend(table.columns.iter().cloned());
+    }
+    Lowering { known, think_time }.steps(raw)
+}
+
+/// A lowered step before its name is settled: the default name, and what it does.
+type Lowered = (String, StepKind);
+
+/// Turns raw steps into protocol steps, checking durations and template variables in order.
+///
+/// Steps are lowered in file order, depth first, so `known` grows exactly as it will when an
+/// agent runs them: a variable is usable only after the step that sets it.
+struct Lowering<'a> {
+    /// Variables defined at this point of the scenario.
+    known: BTreeSet<String>,
+    /// What a bare `- think` waits.
+    think_time: &'a str,
+}
+
+impl Lowering<'_> {
+    /// Check that every `{{variable}}` in `text` is known here; the text itself is kept as is
+    /// (agents substitute at run time).
+    fn template(&self, text: &str) -> Result<String, Located> {
+        for name in template_variables(text) {
+            if !self.known.contains(name) {
+                let known: Vec<&str> = self.known.iter().map(String::as_str).collect();
+                return Err(Located::new(
+                    format!(
+                        "unknown template variable '{{{{{name}}}}}': known here are {}",
+                        known.join(", ")
+                    ),
+                    format!("{{{{{name}"),
+                ));
+            }
+        }
+        Ok(text.to_string())
+    }
+
+    /// A duration in whole milliseconds, as the protocol carries them.
+    fn duration_ms(&self, text: &str) -> Result<u64, Located> {
+        duration(text).map(|d| d.as_millis() as u64)
+    }
+
+    /// A step's `timeout:`, or the default wait.
+    fn timeout_ms(&self, timeout: &Option<String>) -> Result<u64, Located> {
+        match timeout {
+            Some(text) => self.duration_ms(text),
+            None => Ok(DEFAULT_STEP_WAIT_MS),
+        }
+    }
+
+    /// Lower a list of steps, in order.
+    fn steps(&mut self, raw: Vec<RawStep>) -> Result<Vec<Step>, Located> {
+        raw.into_iter().map(|s| self.step(s)).collect()
+    }
+
+    /// Lower one step: dispatch on its kind, then name it (its own `name:` wins over the
+    /// default). Each family of kinds has its own helper below.
+    fn step(&mut self, raw: RawStep) -> Result<Step, Located> {
+        let (default_name, kind) = match raw.kind {
+            RawKind::Navigate(url) => (
+                format!("navigate {url}"),
+                StepKind::Navigate {
+                    url: self.template(&url)?,
+                },
+            ),
+            RawKind::Reload => ("reload".into(), StepKind::Reload),
+            RawKind::Click(s) => {
+                self.on_element("click", s, |selector| StepKind::Click { selector })?
+            }
+            RawKind::Fill(f) => self.set_field("fill", f, |selector, value| StepKind::Fill {
+                selector,
+                value,
+            })?,
+            RawKind::Clear(s) => {
+                self.on_element("clear", s, |selector| StepKind::Clear { selector })?
+            }
+            RawKind::Press(p) => self.press(p)?,
+            RawKind::Check(s) => {
+                self.on_element("check", s, |selector| StepKind::Check { selector })?
+            }
+            RawKind::Uncheck(s) => {
+                self.on_element("uncheck", s, |selector| StepKind::Uncheck { selector })?
+            }
+            RawKind::Select(f) => self.set_field("select", f, |selector, value| {
+                StepKind::Select { selector, value }
+            })?,
+            RawKind::Hover(s) => {
+                self.on_element("hover", s, |selector| StepKind::Hover { selector })?
+            }
+            RawKind::Focus(s) => {
+                self.on_element("focus", s, |selector| StepKind::Focus { selector })?
+            }
+            RawKind::Blur(s) => {
+                self.on_element("blur", s, |selector| StepKind::Blur { selector })?
+            }
+            RawKind::WaitFor(w) => self.wait_for(w)?,
+            RawKind::LiveviewConnected => liveview_connected(),
+            RawKind::LiveviewIdle(selector) => self.liveview_idle(selector)?,
+            RawKind::LiveviewSubmit(s) => self.liveview_submit(s)?,
+            RawKind::Assert(a) => self.assert(a)?,
+            RawKind::Extract(e) => self.extract(e)?,
+            RawKind::Think(text) => self.think(text)?,
+            RawKind::Eval(e) => self.eval(e)?,
+            RawKind::Group(g) => self.group(g)?,
+            RawKind::Repeat(r) => self.repeat(r)?,
+            RawKind::Halt => ("halt".into(), StepKind::Halt),
+            RawKind::Fail(message) => self.fail(message)?,
+        };
+        Ok(Step {
+            name: raw.name.unwrap_or(default_name),
+            kind,
+        })
+    }
+
+    // Element actions. The default name quotes the selector as written, before any check.
+
+    /// A step that acts on one element (`click`, `hover`, ...): `verb selector`.
+    fn on_element(
+        &self,
+        verb: &str,
+        selector: String,
+        kind: impl FnOnce(String) -> StepKind,
+    ) -> Result<Lowered, Located> {
+        Ok((
+            format!("{verb} {selector}"),
+            kind(self.template(&selector)?),
+        ))
+    }
+
+    /// A step that puts a value into a field (`fill`, `select`).
+    fn set_field(
+        &self,
+        verb: &str,
+        field: FieldValue,
+        kind: impl FnOnce(String, String) -> StepKind,
+    ) -> Result<Lowered, Located> {
+        let name = format!("{verb} {}", field.selector);
+        let selector = self.template(&field.selector)?;
+        let value = self.template(&field.value)?;
+        Ok((name, kind(selector, value)))
+    }
+
+    /// `press`: named by its key, since the selector is optional.
+    fn press(&self, press: PressArg) -> Result<Lowered, Located> {
+        Ok((
+            format!("press {}", press.key),
+            StepKind::Press {
+                selector: press.selector.map(|s| self.template(&s)).transpose()?,
+                key: press.key,
+            },
+        ))
+    }
+
+    // Waits.
+
+    /// `wait_for`: exactly one condition, and an optional timeout.
+    fn wait_for(&self, wait: WaitArg) -> Result<Lowered, Located> {
+        let given = [
+            wait.selector.is_some(),
+            wait.text.is_some(),
+            wait.url.is_some(),
+            wait.network_idle.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given != 1 {
+            return Err(Located::new(
+                "wait_for needs exactly one of: selector, text, url, network_idle",
+                "wait_for",
+            ));
+        }
+        let timeout_ms = self.timeout_ms(&wait.timeout)?;
+        let (name, condition) = self.wait_condition(wait)?;
+        Ok((
+            name,
+            StepKind::WaitFor {
+                condition,
+                timeout_ms,
+            },
+        ))
+    }
+
+    /// The one condition of a `wait_for` (already checked to be exactly one), and its name.
+    fn wait_condition(&self, wait: WaitArg) -> Result<(String, WaitCondition), Located> {
+        if let Some(selector) = wait.selector {
+            let hidden = wait.state == Some(WaitState::Hidden);
+            let name = format!("wait_for {selector}{}", if hidden { " hidden" } else { "" });
+            let selector = self.template(&selector)?;
+            let condition = if hidden {
+                WaitCondition::Hidden { selector }
+            } else {
+                WaitCondition::Visible { selector }
+            };
+            Ok((name, condition))
+        } else if let Some(text) = wait.text {
+            Ok((
+                format!("wait_for text {text}"),
+                WaitCondition::Text {
+                    text: self.template(&text)?,
+                },
+            ))
+        } else if let Some(pattern) = wait.url {
+            Ok((
+                format!("wait_for url {pattern}"),
+                WaitCondition::Url {
+                    pattern: self.template(&pattern)?,
+                },
+            ))
+        } else {
+            let idle = wait.network_idle.unwrap_or_default();
+            Ok((
+                "wait_for network_idle".into(),
+                WaitCondition::NetworkIdle {
+                    idle_ms: self.duration_ms(&idle)?,
+                },
+            ))
+        }
+    }
+
+    /// `liveview_idle`: no LiveView update pending inside `selector` (the whole page without).
+    fn liveview_idle(&self, selector: Option<String>) -> Result<Lowered, Located> {
+        let selector = selector.unwrap_or_else(|| "body".into());
+        Ok((
+            format!("liveview_idle {selector}"),
+            StepKind::WaitFor {
+                condition: WaitCondition::LiveviewIdle {
+                    selector: self.template(&selector)?,
+                },
+                timeout_ms: DEFAULT_STEP_WAIT_MS,
+            },
+        ))
+    }
+
+    /// `liveview_submit`: submit a form over the LiveView socket and wait for the reply.
+    fn liveview_submit(&self, submit: SubmitArg) -> Result<Lowered, Located> {
+        Ok((
+            format!("liveview_submit {}", submit.form),
+            StepKind::LiveviewSubmit {
+                form: self.template(&submit.form)?,
+                wait_for: submit.wait_for.map(|w| self.template(&w)).transpose()?,
+                timeout_ms: self.timeout_ms(&submit.timeout)?,
+            },
+        ))
+    }
+
+    // Assertions and variables.
+
+    /// `assert`: exactly one of its three forms.
+    fn assert(&self, assert: AssertArg) -> Result<Lowered, Located> {
+        let check = match (assert.text, assert.selector, assert.count, assert.visible) {
+            (Some(text), None, None, None) => AssertCheck::Text {
+                text: self.template(&text)?,
+            },
+            (None, Some(selector), Some(count), None) => AssertCheck::Count {
+                selector: self.template(&selector)?,
+                count,
+            },
+            (None, None, None, Some(selector)) => AssertCheck::Visible {
+                selector: self.template(&selector)?,
+            },
+            _ => {
+                return Err(Located::new(
+                    "assert needs one of: {text}, {selector, count}, {visible}",
+                    "assert",
+                ));
+            }
+        };
+        let name = match &check {
+            AssertCheck::Text { text } => format!("assert text {text}"),
+            AssertCheck::Count { selector, count } => {
+                format!("assert count {selector} = {count}")
+            }
+            AssertCheck::Visible { selector } => format!("assert visible {selector}"),
+        };
+        Ok((name, StepKind::Assert { check }))
+    }
+
+    /// `extract`: read an element into a variable, known from the next step on.
+    fn extract(&mut self, extract: ExtractArg) -> Result<Lowered, Located> {
+        let from = match (extract.attribute, extract.value) {
+            (Some(name), false) => ExtractFrom::Attribute { name },
+            (None, true) => ExtractFrom::Value,
+            (None, false) => ExtractFrom::Text,
+            (Some(_), true) => {
+                return Err(Located::new(
+                    "extract reads an attribute or the value, not both",
+                    "extract",
+                ));
+            }
+        };
+        let selector = self.template(&extract.selector)?;
+        self.known.insert(extract.var.clone());
+        Ok((
+            format!("extract {}", extract.var),
+            StepKind::Extract {
+                var: extract.var,
+                selector,
+                from,
+            },
+        ))
+    }
+
+    /// `eval`: run JavaScript, optionally keeping its result in a variable.
+    fn eval(&mut self, eval: EvalArg) -> Result<Lowered, Located> {
+        let js = self.template(&eval.js)?;
+        if let Some(var) = &eval.var {
+            self.known.insert(var.clone());
+        }
+        Ok((
+            format!("eval {}", eval.var.as_deref().unwrap_or("js")),
+            StepKind::Eval { js, var: eval.var },
+        ))
+    }
+
+    // Pacing and control flow.
+
+    /// `think`: a pause of a fixed duration or a random one in a range (`1s..3s`).
+    fn think(&self, text: Option<String>) -> Result<Lowered, Located> {
+        let text = text.unwrap_or_else(|| self.think_time.to_string());
+        let (min, max) = match text.split_once("..") {
+            Some((a, b)) => (self.duration_ms(a)?, self.duration_ms(b)?),
+            None => (self.duration_ms(&text)?, self.duration_ms(&text)?),
+        };
+        if max < min {
+            return Err(Located::new(
+                format!("think range '{text}' ends before it starts"),
+                text,
+            ));
+        }
+        Ok((
+            format!("think {text}"),
+            StepKind::Think {
+                min_ms: min,
+                max_ms: max,
+            },
+        ))
+    }
+
+    /// `group`: its steps, measured together under the group's name.
+    fn group(&mut self, group: GroupArg) -> Result<Lowered, Located> {
+        Ok((
+            group.name,
+            StepKind::Group {
+                steps: self.steps(group.steps)?,
+            },
+        ))
+    }
+
+    /// `repeat`: its steps, `times` times over.
+    fn repeat(&mut self, repeat: RepeatArg) -> Result<Lowered, Located> {
+        Ok((
+            format!("repeat {}", repeat.times),
+            StepKind::Repeat {
+                times: repeat.times,
+                steps: self.steps(repeat.steps)?,
+            },
+        ))
+    }
+
+    /// `fail`: end the iteration as failed, with a message.
+    fn fail(&self, message: Option<String>) -> Result<Lowered, Located> {
+        let message = message.unwrap_or_else(|| "the scenario failed the iteration".into());
+        Ok((
+            "fail".into(),
+            StepKind::Fail {
+                message: self.template(&message)?,
+            },
+        ))
+    }
+}
+
+/// `liveview_connected`: wait until the page's LiveView socket has joined.
+fn liveview_connected() -> Lowered {
+    (
+        "liveview_connected".into(),
+        StepKind::WaitFor {
+            condition: WaitCondition::LiveviewConnected,
+            timeout_ms: DEFAULT_STEP_WAIT_MS,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{HEAD, location, parse};
+    use super::*;
+
+    #[test]
+    fn unknown_template_variable_is_located() {
+        let (line, column, message) = location(
+            parse(&format!(
+                "{HEAD}  - navigate: /\n  - fill: {{ selector: '#n', value: '{{{{nmae}}}}' }}\n"
+            ))
+            .unwrap_err(),
+        );
+        assert_eq!(line, 5);
+        assert!(column > 10);
+        assert!(
+            message.contains("nmae") && message.contains("user_id"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn variables_are_known_only_after_they_are_set() {
+        let err = parse(&format!(
+            "{HEAD}  - navigate: '/{{{{later}}}}'\n  - eval: {{ js: '1', var: later }}\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("later"));
+    }
+
+    #[test]
+    fn locate_counts_characters_from_one() {
+        assert_eq!(locate("a\n  é x\n", "x"), Some((2, 5)));
+        assert_eq!(locate("a\n", "zz"), None);
+    }
+}

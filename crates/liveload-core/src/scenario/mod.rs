@@ -1,0 +1,470 @@
+//! Scenario files: what simulated users do, in YAML.
+//!
+//! ```yaml
+//! name: checkout
+//! base_url: http://127.0.0.1:8080
+//! users: 20
+//! duration: 30s
+//! iteration_timeout: 20s
+//! data: { file: users.csv }          # columns become {{variables}}; user u gets row u % rows
+//! steps:
+//!   - navigate: /login
+//!   - fill: { selector: "#email", value: "{{email}}" }
+//!   - click: "#submit"
+//!   - wait_for: { text: "Welcome" }
+//!   - name: open cart                # any step can be named (its metric: step:<name>)
+//!     click: "a.cart"
+//!   - think: 1s..3s
+//! ```
+//!
+//! Every error names the file, line and column, and says what was expected. Structural errors
+//! (an unknown step, a wrong type, a missing field) carry the parser's own position; errors
+//! found after parsing (a bad duration, an unknown `{{variable}}`) are located at the first line
+//! holding the offending text.
+//!
+//! # The pipeline
+//!
+//! A file becomes a [`Scenario`] in two stages, and the split is what gives every error a
+//! position:
+//!
+//! 1. **Parse** (`raw`): serde reads the YAML into "raw" types that mirror it key for key. They
+//!    check shape only, so serde's own errors, with its exact line and column, cover every
+//!    structural mistake, however deep.
+//! 2. **Lower** (`lower`, `workload`, `data`): the raw values are checked for meaning and turned
+//!    into the types the rest of liveload uses, above all the protocol's [`Step`]s that agents
+//!    run. Errors here are `Located` by a piece of the offending text, found again in the file.
+//!
+//! Beside the pipeline: `text` holds the duration and template notations ([`parse_duration`],
+//! [`template_variables`]), and `schema` the JSON Schema for editors ([`json_schema`]), which a
+//! test keeps in step with the raw types.
+
+mod data;
+mod lower;
+mod raw;
+mod schema;
+#[cfg(test)]
+mod schema_drift;
+mod text;
+mod workload;
+
+use std::path::Path;
+use std::time::Duration;
+
+use liveload_proto::{DataTable, Step};
+
+pub use schema::json_schema;
+pub use text::{parse_duration, template_variables};
+
+use crate::threshold::Threshold;
+use crate::{Error, Result};
+use lower::{Located, Source};
+use raw::{RawScenario, RawThreshold, StringOrMap};
+
+/// A parsed, validated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// The scenario's name: names the run, the lock, the report.
+    pub name: String,
+    /// Base URL that relative step URLs join.
+    pub base_url: String,
+    /// Users to simulate (overridden by `--users`).
+    pub users: u64,
+    /// How long users iterate.
+    pub duration: Duration,
+    /// The longest one iteration may take.
+    pub iteration_timeout: Duration,
+    /// The longest an element action waits for its element.
+    pub step_timeout: Duration,
+    /// The steps of one iteration.
+    pub steps: Vec<Step>,
+    /// Per-user data from a CSV file.
+    pub data: Option<DataTable>,
+    /// Pass/fail criteria.
+    pub thresholds: Vec<Threshold>,
+    /// How users arrive.
+    pub load: Load,
+    /// Cluster-wide limits on iterations.
+    pub throttle: Throttle,
+}
+
+/// How users arrive (the workload model).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Load {
+    /// `users` users loop over the steps until the duration ends; their starts are spread
+    /// evenly over `ramp_up` (all at once without it).
+    Closed {
+        /// Time over which users start.
+        ramp_up: Option<Duration>,
+        /// Start users in this many equal batches over `ramp_up` (a staircase) instead of one by
+        /// one; `None` ramps smoothly.
+        ramp_steps: Option<u32>,
+    },
+    /// Arrivals per second, cluster-wide, each running the steps once as a new visitor.
+    Open {
+        /// Arrivals per second at the start.
+        rate: f64,
+        /// Arrivals per second at the end of the duration (a linear ramp); `None` keeps `rate`.
+        ramp_to: Option<f64>,
+        /// Most arrivals in progress at once, cluster-wide (also what the cluster is sized
+        /// for); arrivals beyond are dropped and counted as `arrivals_dropped`.
+        max_users: u64,
+    },
+}
+
+/// Cluster-wide limits on iterations; each node enforces its share (by its share of users),
+/// so the cluster never goes above the limit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Throttle {
+    /// At most `limit` iteration starts per `per`.
+    pub rate: Option<(u64, Duration)>,
+    /// At least this long between two iteration starts.
+    pub interarrival: Option<Duration>,
+    /// At most this many iterations at once.
+    pub parallelism: Option<u64>,
+}
+
+impl Scenario {
+    /// A scenario with defaults around `steps` (for code that builds scenarios directly).
+    pub fn new(name: &str, base_url: &str, steps: Vec<Step>) -> Scenario {
+        Scenario {
+            name: name.to_string(),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            users: 1,
+            duration: DEFAULT_DURATION,
+            iteration_timeout: DEFAULT_ITERATION_TIMEOUT,
+            step_timeout: DEFAULT_STEP_TIMEOUT,
+            steps,
+            data: None,
+            thresholds: Vec::new(),
+            load: ALL_USERS_AT_ONCE,
+            throttle: Throttle::default(),
+        }
+    }
+}
+
+// Defaults for what a file leaves out, shared with `Scenario::new` so that a scenario built in
+// code behaves like the smallest file.
+
+/// How long users iterate.
+const DEFAULT_DURATION: Duration = Duration::from_secs(30);
+/// The longest one iteration may take.
+const DEFAULT_ITERATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest an element action waits for its element.
+const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The closed model without a ramp.
+const ALL_USERS_AT_ONCE: Load = Load::Closed {
+    ramp_up: None,
+    ramp_steps: None,
+};
+
+/// Variables every user has.
+pub const BUILTIN_VARIABLES: [&str; 2] = ["user_id", "iteration"];
+
+/// The step kinds, as written in scenario files.
+pub const STEP_KINDS: &[&str] = &[
+    "navigate",
+    "reload",
+    "click",
+    "fill",
+    "clear",
+    "press",
+    "check",
+    "uncheck",
+    "select",
+    "hover",
+    "focus",
+    "blur",
+    "wait_for",
+    "liveview_connected",
+    "liveview_idle",
+    "liveview_submit",
+    "assert",
+    "extract",
+    "think",
+    "eval",
+    "group",
+    "repeat",
+    "halt",
+    "fail",
+];
+
+impl Scenario {
+    /// Read and validate a scenario file (and its CSV data file, if any).
+    pub fn from_file(path: &Path) -> Result<Scenario> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Scenario {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Self::from_yaml(path, &text)
+    }
+
+    /// Parse and validate scenario text; `path` names the file in errors and anchors the data
+    /// file's relative path.
+    pub fn from_yaml(path: &Path, text: &str) -> Result<Scenario> {
+        let source = Source::new(path, text);
+        let raw: RawScenario = serde_yaml_ng::from_str(text).map_err(|e| source.parse_error(e))?;
+        Self::lower(raw, path).map_err(|e| source.locate(e))
+    }
+
+    /// Everything after parsing, one section at a time.
+    ///
+    /// The order is part of the behaviour: a file with several mistakes reports the first one
+    /// met here, so reordering these lines changes which error users see. Data comes before
+    /// the steps because its columns are variables the steps may use.
+    fn lower(raw: RawScenario, path: &Path) -> std::result::Result<Scenario, Located> {
+        check_outline(&raw)?;
+        let timings = Timings::lower(&raw)?;
+        let data = data::read_data(path, raw.data.as_ref())?;
+        let think_time = raw
+            .think_time
+            .as_deref()
+            .unwrap_or(lower::DEFAULT_THINK_TIME);
+        let steps = lower::lower_steps(raw.steps, data.as_ref(), think_time)?;
+        let thresholds = lower_thresholds(raw.thresholds)?;
+        let (load, users) = workload::lower_load(raw.load, raw.users)?;
+        let throttle = workload::lower_throttle(raw.throttle)?;
+        Ok(Scenario {
+            name: raw.name,
+            base_url: raw.base_url.trim_end_matches('/').to_string(),
+            users,
+            duration: timings.duration,
+            iteration_timeout: timings.iteration_timeout,
+            step_timeout: timings.step_timeout,
+            steps,
+            data,
+            thresholds,
+            load,
+            throttle,
+        })
+    }
+}
+
+/// What every scenario needs and serde cannot check: at least one step, and a web URL.
+fn check_outline(raw: &RawScenario) -> std::result::Result<(), Located> {
+    if raw.steps.is_empty() {
+        return Err(Located::new(
+            "steps: a scenario needs at least one step",
+            "steps",
+        ));
+    }
+    if !(raw.base_url.starts_with("http://") || raw.base_url.starts_with("https://")) {
+        return Err(Located::new(
+            format!(
+                "base_url '{}' must start with http:// or https://",
+                raw.base_url
+            ),
+            "base_url",
+        ));
+    }
+    Ok(())
+}
+
+/// The scenario's three timings, with their defaults.
+struct Timings {
+    /// How long users iterate (never zero).
+    duration: Duration,
+    /// The longest one iteration may take.
+    iteration_timeout: Duration,
+    /// The longest an element action waits for its element.
+    step_timeout: Duration,
+}
+
+impl Timings {
+    /// Parse the timings the file sets; the others take their defaults.
+    fn lower(raw: &RawScenario) -> std::result::Result<Timings, Located> {
+        let or_default = |text: &Option<String>, default: Duration| match text {
+            None => Ok(default),
+            Some(text) => lower::duration(text),
+        };
+        let timings = Timings {
+            duration: or_default(&raw.duration, DEFAULT_DURATION)?,
+            iteration_timeout: or_default(&raw.iteration_timeout, DEFAULT_ITERATION_TIMEOUT)?,
+            step_timeout: or_default(&raw.step_timeout, DEFAULT_STEP_TIMEOUT)?,
+        };
+        if timings.duration.is_zero() {
+            return Err(Located::new("duration must be more than 0", "duration"));
+        }
+        Ok(timings)
+    }
+}
+
+/// Parse each threshold expression, located at the expression's text.
+fn lower_thresholds(
+    raw: Vec<StringOrMap<RawThreshold>>,
+) -> std::result::Result<Vec<Threshold>, Located> {
+    raw.into_iter()
+        .map(|StringOrMap(t)| {
+            Threshold::parse(&t.expr, t.abort_on_fail).map_err(|m| Located::new(m, t.expr.trim()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! End-to-end tests of the parser, and the helpers the submodules' tests share.
+
+    use liveload_proto::StepKind;
+
+    use super::*;
+
+    /// Parse `text` as if read from `s.yaml`.
+    pub(super) fn parse(text: &str) -> Result<Scenario> {
+        Scenario::from_yaml(Path::new("s.yaml"), text)
+    }
+
+    /// The line, column and message of a scenario error (panics on any other error).
+    pub(super) fn location(err: Error) -> (usize, usize, String) {
+        match err {
+            Error::Scenario {
+                line,
+                column,
+                message,
+                ..
+            } => (line, column, message),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The settings every test scenario needs, up to `steps:`.
+    pub(super) const HEAD: &str = "name: d\nbase_url: http://x\nsteps:\n";
+
+    #[test]
+    fn parses_minimal_scenario() {
+        let s = parse(
+            "name: demo\nbase_url: http://127.0.0.1:1/\nusers: 3\nduration: 2s\nsteps:\n  - navigate: /\n  - wait_for: '#x'\n  - think: 1s..2s\n",
+        )
+        .unwrap();
+        assert_eq!(s.users, 3);
+        assert_eq!(s.base_url, "http://127.0.0.1:1");
+        assert_eq!(s.duration, Duration::from_secs(2));
+        assert_eq!(
+            s.steps[2].kind,
+            StepKind::Think {
+                min_ms: 1000,
+                max_ms: 2000
+            }
+        );
+    }
+
+    #[test]
+    fn every_step_kind_parses() {
+        let text = format!(
+            "{HEAD}{}",
+            r##"  - navigate: /
+  - reload
+  - click: "#send"
+  - fill: { selector: "#name", value: "user {{user_id}}" }
+  - clear: "#name"
+  - press: { selector: "#name", key: Enter }
+  - check: "#agree"
+  - uncheck: "#agree"
+  - select: { selector: "#plan", value: pro }
+  - hover: "#send"
+  - focus: "#name"
+  - blur: "#name"
+  - wait_for: "#ticks"
+  - wait_for: { selector: "#gone", state: hidden, timeout: 2s }
+  - wait_for: { text: Live }
+  - wait_for: { url: "*/" }
+  - wait_for: { network_idle: 300ms }
+  - liveview_connected
+  - liveview_idle: "#live-form"
+  - liveview_submit: { form: "#live-form", wait_for: "#live-result" }
+  - assert: { text: Live }
+  - assert: { selector: "li.item", count: 3 }
+  - assert: { visible: "#ticks" }
+  - extract: { var: plan, selector: "#plan", value: true }
+  - extract: { var: link, selector: "a", attribute: href }
+  - extract: { var: title, selector: h1 }
+  - think: 10ms
+  - eval: "document.title"
+  - eval: { js: "1 + 1", var: two }
+  - name: named
+    navigate: "/?p={{plan}}&t={{two}}"
+  - group: { name: checkout, steps: [ { click: "#send" } ] }
+  - repeat: { times: 2, steps: [ reload ] }
+  - halt
+  - fail: "no {{title}}"
+"##
+        );
+        let s = parse(&text).unwrap();
+        assert_eq!(s.steps.len(), 34);
+        assert_eq!(s.steps[29].name, "named");
+        assert!(matches!(s.steps[30].kind, StepKind::Group { ref steps } if steps.len() == 1));
+        assert_eq!(s.steps[30].name, "checkout");
+    }
+
+    #[test]
+    fn unknown_step_names_line_and_column() {
+        let (line, column, message) =
+            location(parse(&format!("{HEAD}  - navigate: /\n  - teleport: /\n")).unwrap_err());
+        assert_eq!(line, 5);
+        assert!(column >= 3, "{column}");
+        assert!(message.contains("teleport"), "{message}");
+        assert!(
+            message.contains("navigate"),
+            "lists the known kinds: {message}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let (line, _, message) = location(
+            parse(&format!(
+                "{HEAD}  - navigate: /\n  - repeat: {{ times: many, steps: [reload] }}\n"
+            ))
+            .unwrap_err(),
+        );
+        assert_eq!(line, 5);
+        assert!(message.contains("invalid"), "{message}");
+    }
+
+    #[test]
+    fn missing_selector_is_located() {
+        let (line, _, message) = location(
+            parse(&format!(
+                "{HEAD}  - navigate: /\n  - fill: {{ value: x }}\n"
+            ))
+            .unwrap_err(),
+        );
+        assert_eq!(line, 5);
+        assert!(message.contains("missing field `selector`"), "{message}");
+        let (line, _, message) =
+            location(parse(&format!("{HEAD}  - navigate: /\n  - click\n")).unwrap_err());
+        assert_eq!(line, 5);
+        assert!(message.contains("needs an argument"), "{message}");
+    }
+
+    #[test]
+    fn bad_duration_is_located() {
+        let err =
+            parse("name: d\nbase_url: http://x\nduration: 10 parsecs\nsteps:\n  - navigate: /\n")
+                .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("s.yaml:3:11:"), "{text}");
+        assert!(text.contains("unknown unit"), "{text}");
+        let (line, _, _) = location(
+            parse(&format!("{HEAD}  - navigate: /\n  - think: 3 fortnights\n")).unwrap_err(),
+        );
+        assert_eq!(line, 5);
+    }
+
+    #[test]
+    fn thresholds_parse_and_bad_ones_are_located() {
+        let s = parse(&format!(
+            "name: d\nbase_url: http://x\nthresholds:\n  - 'p95(step:x) < 1s'\n  - {{ expr: 'error_rate < 1%', abort_on_fail: true }}\n{}",
+            "steps:\n  - reload\n"
+        ))
+        .unwrap();
+        assert_eq!(s.thresholds.len(), 2);
+        assert!(s.thresholds[1].abort_on_fail);
+        let (line, _, message) = location(
+            parse("name: d\nbase_url: http://x\nthresholds:\n  - 'p95(step:x) < soon'\nsteps:\n  - reload\n")
+                .unwrap_err(),
+        );
+        assert_eq!(line, 4);
+        assert!(message.contains("soon"), "{message}");
+    }
+}

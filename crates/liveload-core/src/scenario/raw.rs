@@ -1,0 +1,493 @@
+//! The scenario file as written: serde types that mirror the YAML one to one.
+//!
+//! These types only check *shape* (which keys exist, which values are strings or numbers); the
+//! meaning (durations, template variables, which combinations make sense) is checked when they
+//! are lowered (see [`super::lower`]). Keeping the two apart is what makes errors precise:
+//! serde reports shape errors with the parser's own line and column, because every value here,
+//! down to a step's argument, is read straight from the YAML stream.
+//!
+//! Every struct denies unknown fields, so a typo (`duratoin:`) is an error rather than a
+//! silently ignored setting. The struct names appear in serde's messages ("expected struct
+//! PressArg"), so renaming one changes what users read.
+//!
+//! `docs/scenario.schema.json` describes these same types for editors; a test
+//! (`schema_drift`) proves the two accept exactly the same keys.
+
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use super::STEP_KINDS;
+
+/// The whole file: settings, then the steps of one iteration.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawScenario {
+    /// `name:` — names the run, the lock and the report.
+    pub(super) name: String,
+    /// `base_url:` — what relative step URLs join.
+    pub(super) base_url: String,
+    /// `users:` — users to simulate (closed model); 1 when absent.
+    #[serde(default)]
+    pub(super) users: Option<u64>,
+    /// `duration:` — how long users iterate.
+    #[serde(default)]
+    pub(super) duration: Option<String>,
+    /// `iteration_timeout:` — the longest one iteration may take.
+    #[serde(default)]
+    pub(super) iteration_timeout: Option<String>,
+    /// `step_timeout:` — the longest an element action waits for its element.
+    #[serde(default)]
+    pub(super) step_timeout: Option<String>,
+    /// `think_time:` — what a bare `- think` waits (a duration or a range).
+    #[serde(default)]
+    pub(super) think_time: Option<String>,
+    /// `data:` — a CSV file of per-user values.
+    #[serde(default)]
+    pub(super) data: Option<RawData>,
+    /// `thresholds:` — pass/fail criteria, each a string or a map.
+    #[serde(default)]
+    pub(super) thresholds: Vec<StringOrMap<RawThreshold>>,
+    /// `load:` — the workload model; closed, all users at once, when absent.
+    #[serde(default)]
+    pub(super) load: Option<RawLoad>,
+    /// `throttle:` — cluster-wide limits on iterations.
+    #[serde(default)]
+    pub(super) throttle: Option<RawThrottle>,
+    /// `steps:` — what one iteration does.
+    pub(super) steps: Vec<RawStep>,
+}
+
+/// `load: { model, ramp_up, ramp_steps, rate, ramp_to, max_users }`.
+///
+/// One flat map for both models (rather than an enum tagged by `model`) so that a key of the
+/// other model gets a message that says which model it belongs to, instead of serde's generic
+/// "unknown field".
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLoad {
+    /// `closed` or `open`.
+    pub(super) model: RawModel,
+    /// Closed: time over which users start.
+    #[serde(default)]
+    pub(super) ramp_up: Option<String>,
+    /// Closed: start users in this many batches over `ramp_up`.
+    #[serde(default)]
+    pub(super) ramp_steps: Option<u32>,
+    /// Open: arrivals per second at the start.
+    #[serde(default)]
+    pub(super) rate: Option<f64>,
+    /// Open: arrivals per second at the end.
+    #[serde(default)]
+    pub(super) ramp_to: Option<f64>,
+    /// Open: most arrivals in progress at once.
+    #[serde(default)]
+    pub(super) max_users: Option<u64>,
+}
+
+/// `load.model:` — which workload model.
+#[derive(Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawModel {
+    /// A fixed number of users, each looping over the steps.
+    Closed,
+    /// A rate of new visitors, each running the steps once.
+    Open,
+}
+
+/// `throttle: { rate, interarrival, parallelism }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawThrottle {
+    /// `10/s`, `600/1m`: iteration starts per period.
+    #[serde(default)]
+    pub(super) rate: Option<String>,
+    /// Least time between two iteration starts.
+    #[serde(default)]
+    pub(super) interarrival: Option<String>,
+    /// Most iterations at once.
+    #[serde(default)]
+    pub(super) parallelism: Option<u64>,
+}
+
+/// `- "p95(step:x) < 1s"` or `- { expr: "...", abort_on_fail: true }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawThreshold {
+    /// The expression, parsed by [`crate::threshold::Threshold::parse`].
+    pub(super) expr: String,
+    /// Stop the run as soon as this threshold fails.
+    #[serde(default)]
+    pub(super) abort_on_fail: bool,
+}
+
+impl Shorthand for RawThreshold {
+    fn from_string(expr: String) -> Self {
+        RawThreshold {
+            expr,
+            abort_on_fail: false,
+        }
+    }
+}
+
+/// `data: { file }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawData {
+    /// The CSV file, relative to the scenario file.
+    pub(super) file: String,
+}
+
+/// One step as written: an optional `name:` and exactly one kind key.
+///
+/// Deserialised by hand ([`StepVisitor`]) rather than as a serde enum, because a step is a map
+/// holding a kind key *and* an optional `name:` beside it, and because a bare string (`- reload`)
+/// is also a step; serde's externally tagged enums allow neither.
+pub(super) struct RawStep {
+    /// The step's metric name, when the file gives one.
+    pub(super) name: Option<String>,
+    /// What the step does.
+    pub(super) kind: RawKind,
+}
+
+/// A step's kind and its argument, as written. One variant per entry of [`STEP_KINDS`].
+pub(super) enum RawKind {
+    /// `navigate: URL`.
+    Navigate(String),
+    /// `reload`.
+    Reload,
+    /// `click: SELECTOR`.
+    Click(String),
+    /// `fill: { selector, value }`.
+    Fill(FieldValue),
+    /// `clear: SELECTOR`.
+    Clear(String),
+    /// `press: { key, selector? }`.
+    Press(PressArg),
+    /// `check: SELECTOR`.
+    Check(String),
+    /// `uncheck: SELECTOR`.
+    Uncheck(String),
+    /// `select: { selector, value }`.
+    Select(FieldValue),
+    /// `hover: SELECTOR`.
+    Hover(String),
+    /// `focus: SELECTOR`.
+    Focus(String),
+    /// `blur: SELECTOR`.
+    Blur(String),
+    /// `wait_for: SELECTOR` or `wait_for: { ... }`.
+    WaitFor(WaitArg),
+    /// `liveview_connected`.
+    LiveviewConnected,
+    /// `liveview_idle` or `liveview_idle: SELECTOR`.
+    LiveviewIdle(Option<String>),
+    /// `liveview_submit: { form, wait_for?, timeout? }`.
+    LiveviewSubmit(SubmitArg),
+    /// `assert: { text } | { selector, count } | { visible }`.
+    Assert(AssertArg),
+    /// `extract: { var, selector, attribute? | value? }`.
+    Extract(ExtractArg),
+    /// `think`, `think: 2s` or `think: 1s..3s`.
+    Think(Option<String>),
+    /// `eval: JS` or `eval: { js, var? }`.
+    Eval(EvalArg),
+    /// `group: { name, steps }`.
+    Group(GroupArg),
+    /// `repeat: { times, steps }`.
+    Repeat(RepeatArg),
+    /// `halt`.
+    Halt,
+    /// `fail` or `fail: MESSAGE`.
+    Fail(Option<String>),
+}
+
+/// The argument of `fill` and `select`: which field, and what to put in it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FieldValue {
+    /// The field's CSS selector.
+    pub(super) selector: String,
+    /// The text to type, or the option to choose.
+    pub(super) value: String,
+}
+
+/// The argument of `press`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PressArg {
+    /// The key, as the browser names it (`Enter`, `Tab`, `a`).
+    pub(super) key: String,
+    /// The element to focus first; the focused element when absent.
+    #[serde(default)]
+    pub(super) selector: Option<String>,
+}
+
+/// `wait_for: "#sel"` (visible) or `wait_for: {selector|text|url|network_idle, state, timeout}`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WaitArg {
+    /// Wait for this element (visible, or hidden with `state`).
+    #[serde(default)]
+    pub(super) selector: Option<String>,
+    /// Whether the selector should become visible or hidden.
+    #[serde(default)]
+    pub(super) state: Option<WaitState>,
+    /// Wait for this text on the page.
+    #[serde(default)]
+    pub(super) text: Option<String>,
+    /// Wait for the URL to match this pattern.
+    #[serde(default)]
+    pub(super) url: Option<String>,
+    /// Wait for the network to be quiet this long.
+    #[serde(default)]
+    pub(super) network_idle: Option<String>,
+    /// Give up after this long.
+    #[serde(default)]
+    pub(super) timeout: Option<String>,
+}
+
+/// `wait_for.state:`.
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum WaitState {
+    /// The element is shown (the default).
+    Visible,
+    /// The element is gone or hidden.
+    Hidden,
+}
+
+/// The argument of `liveview_submit`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SubmitArg {
+    /// The form to submit.
+    pub(super) form: String,
+    /// An element the server's reply makes appear.
+    #[serde(default)]
+    pub(super) wait_for: Option<String>,
+    /// Give up after this long.
+    #[serde(default)]
+    pub(super) timeout: Option<String>,
+}
+
+/// The argument of `assert`; lowering checks that exactly one form is given.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AssertArg {
+    /// The page contains this text.
+    #[serde(default)]
+    pub(super) text: Option<String>,
+    /// With `count`: this selector matches `count` elements.
+    #[serde(default)]
+    pub(super) selector: Option<String>,
+    /// With `selector`: how many elements it matches.
+    #[serde(default)]
+    pub(super) count: Option<u64>,
+    /// This element is visible.
+    #[serde(default)]
+    pub(super) visible: Option<String>,
+}
+
+/// The argument of `extract`: read an element into a variable.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ExtractArg {
+    /// The variable to set; later steps may use `{{var}}`.
+    pub(super) var: String,
+    /// The element to read.
+    pub(super) selector: String,
+    /// Read this attribute instead of the text.
+    #[serde(default)]
+    pub(super) attribute: Option<String>,
+    /// Read the form value instead of the text.
+    #[serde(default)]
+    pub(super) value: bool,
+}
+
+/// `eval: "js"` or `eval: {js, var}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EvalArg {
+    /// The JavaScript to run in the page.
+    pub(super) js: String,
+    /// The variable that receives its result.
+    #[serde(default)]
+    pub(super) var: Option<String>,
+}
+
+/// The argument of `group`: steps measured together under one name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GroupArg {
+    /// The group's metric name.
+    pub(super) name: String,
+    /// The grouped steps.
+    pub(super) steps: Vec<RawStep>,
+}
+
+/// The argument of `repeat`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RepeatArg {
+    /// How many times to run the steps.
+    pub(super) times: u32,
+    /// The repeated steps.
+    pub(super) steps: Vec<RawStep>,
+}
+
+/// A value written either as a plain string (the common case) or as a map (the full form).
+pub(super) trait Shorthand: for<'de> Deserialize<'de> {
+    /// The value a plain string stands for.
+    fn from_string(text: String) -> Self;
+}
+
+impl Shorthand for WaitArg {
+    fn from_string(selector: String) -> Self {
+        WaitArg {
+            selector: Some(selector),
+            ..Default::default()
+        }
+    }
+}
+
+impl Shorthand for EvalArg {
+    fn from_string(js: String) -> Self {
+        EvalArg { js, var: None }
+    }
+}
+
+/// Deserialises a [`Shorthand`] from a string or a map; errors inside the map keep their
+/// position because the map is read straight from the YAML stream.
+///
+/// (`#[serde(untagged)]` would also accept both forms, but it buffers the value first and so
+/// loses the position and the precise message of an error inside the map.)
+pub(super) struct StringOrMap<T>(pub(super) T);
+
+impl<'de, T: Shorthand> Deserialize<'de> for StringOrMap<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(StringOrMapVisitor(std::marker::PhantomData))
+    }
+}
+
+/// The visitor behind [`StringOrMap`]: a string is the shorthand, a map the full form.
+struct StringOrMapVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Shorthand> Visitor<'de> for StringOrMapVisitor<T> {
+    type Value = StringOrMap<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or a map")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        Ok(StringOrMap(T::from_string(v.to_string())))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Self::Value, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map)).map(StringOrMap)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawStep {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(StepVisitor)
+    }
+}
+
+/// Reads one step: a bare kind (`- reload`) or a map with one kind key and an optional `name`.
+struct StepVisitor;
+
+impl<'de> Visitor<'de> for StepVisitor {
+    type Value = RawStep;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a step, like `- navigate: /` or `- reload`")
+    }
+
+    /// Steps without an argument: `- reload`, `- halt`.
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<RawStep, E> {
+        let kind = match v {
+            "reload" => RawKind::Reload,
+            "liveview_connected" => RawKind::LiveviewConnected,
+            "liveview_idle" => RawKind::LiveviewIdle(None),
+            "think" => RawKind::Think(None),
+            "halt" => RawKind::Halt,
+            "fail" => RawKind::Fail(None),
+            known if STEP_KINDS.contains(&known) => {
+                return Err(E::custom(format!(
+                    "step '{known}' needs an argument, e.g. `- {known}: ...`"
+                )));
+            }
+            other => return Err(E::unknown_variant(other, STEP_KINDS)),
+        };
+        Ok(RawStep { name: None, kind })
+    }
+
+    /// `- kind: argument`, with `name:` before or after the kind key.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<RawStep, A::Error> {
+        let mut name = None;
+        let mut kind = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "name" {
+                name = Some(map.next_value::<String>()?);
+                continue;
+            }
+            if kind.is_some() {
+                return Err(de::Error::custom(format!(
+                    "one step per list item: '{key}' follows another step kind; start it with '- '"
+                )));
+            }
+            kind = Some(read_kind(&key, &mut map)?);
+        }
+        match kind {
+            Some(kind) => Ok(RawStep { name, kind }),
+            None => Err(de::Error::custom(format!(
+                "a step needs one of: {}",
+                STEP_KINDS.join(", ")
+            ))),
+        }
+    }
+}
+
+/// The argument of the step kind `key`, read from the map's next value. Kinds without an
+/// argument accept (and ignore) any value, so `reload:` and `reload: null` both work.
+fn read_kind<'de, A: MapAccess<'de>>(key: &str, map: &mut A) -> Result<RawKind, A::Error> {
+    Ok(match key {
+        "navigate" => RawKind::Navigate(map.next_value()?),
+        "reload" => {
+            map.next_value::<de::IgnoredAny>()?;
+            RawKind::Reload
+        }
+        "click" => RawKind::Click(map.next_value()?),
+        "fill" => RawKind::Fill(map.next_value()?),
+        "clear" => RawKind::Clear(map.next_value()?),
+        "press" => RawKind::Press(map.next_value()?),
+        "check" => RawKind::Check(map.next_value()?),
+        "uncheck" => RawKind::Uncheck(map.next_value()?),
+        "select" => RawKind::Select(map.next_value()?),
+        "hover" => RawKind::Hover(map.next_value()?),
+        "focus" => RawKind::Focus(map.next_value()?),
+        "blur" => RawKind::Blur(map.next_value()?),
+        "wait_for" => RawKind::WaitFor(map.next_value::<StringOrMap<WaitArg>>()?.0),
+        "liveview_connected" => {
+            map.next_value::<de::IgnoredAny>()?;
+            RawKind::LiveviewConnected
+        }
+        "liveview_idle" => RawKind::LiveviewIdle(map.next_value()?),
+        "liveview_submit" => RawKind::LiveviewSubmit(map.next_value()?),
+        "assert" => RawKind::Assert(map.next_value()?),
+        "extract" => RawKind::Extract(map.next_value()?),
+        "think" => RawKind::Think(map.next_value()?),
+        "eval" => RawKind::Eval(map.next_value::<StringOrMap<EvalArg>>()?.0),
+        "group" => RawKind::Group(map.next_value()?),
+        "repeat" => RawKind::Repeat(map.next_value()?),
+        "halt" => {
+            map.next_value::<de::IgnoredAny>()?;
+            RawKind::Halt
+        }
+        "fail" => RawKind::Fail(map.next_value()?),
+        other => return Err(de::Error::unknown_variant(other, STEP_KINDS)),
+    })
+}

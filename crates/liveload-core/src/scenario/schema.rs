@@ -1,0 +1,181 @@
+//! The JSON Schema of scenario files, for editors: YAML language servers read it to complete
+//! keys and flag mistakes as the file is typed.
+//!
+//! The schema is written by hand, not derived from the raw types: it carries what serde does
+//! not know (patterns for durations and URLs, minimums, descriptions that teach), and two of the
+//! raw types (`RawStep`, `StringOrMap`) have hand-written deserialisers that a derive could
+//! not describe anyway. What keeps it honest is the `schema_drift` test, which asks the serde
+//! types themselves which keys they accept and compares, object by object.
+
+use serde_json::{Value, json};
+
+use super::STEP_KINDS;
+
+/// The step kinds that may be written bare, without an argument (`- reload`).
+const BARE_STEP_KINDS: [&str; 6] = [
+    "reload",
+    "liveview_connected",
+    "liveview_idle",
+    "think",
+    "halt",
+    "fail",
+];
+
+/// The JSON Schema (draft 2020-12) of scenario files, for editors (YAML language servers read
+/// it). Built from the same step table the parser uses; `docs/scenario.schema.json` is this,
+/// checked by a test.
+pub fn json_schema() -> Value {
+    let duration = duration();
+    let threshold = json!({"oneOf": [
+        {"type": "string", "description": "p95(step:NAME) < 800ms, avg(...), max(...), count(...), error_rate < 1%"},
+        object(json!({"expr": string(), "abort_on_fail": {"type": "boolean"}}), &["expr"])
+    ]});
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "liveload scenario",
+        "type": "object",
+        "required": ["name", "base_url", "steps"],
+        "additionalProperties": false,
+        "properties": {
+            "name": string(),
+            "base_url": {"type": "string", "pattern": "^https?://"},
+            "users": {"type": "integer", "minimum": 1},
+            "duration": duration,
+            "iteration_timeout": duration,
+            "step_timeout": duration,
+            "think_time": {"type": "string", "description": "default for a bare `think`"},
+            "data": object(json!({"file": {"type": "string", "description": "CSV with a header row"}}), &["file"]),
+            "load": object(json!({
+                "model": {"enum": ["closed", "open"]}, "ramp_up": duration,
+                "ramp_steps": {"type": "integer", "minimum": 1},
+                "rate": {"type": "number", "exclusiveMinimum": 0}, "ramp_to": {"type": "number", "exclusiveMinimum": 0},
+                "max_users": {"type": "integer", "minimum": 1}}), &["model"]),
+            "throttle": object(json!({
+                "rate": {"type": "string", "description": "10/s, 600/1m"}, "interarrival": duration,
+                "parallelism": {"type": "integer", "minimum": 1}}), &[]),
+            "thresholds": {"type": "array", "items": threshold},
+            "steps": steps(),
+        },
+        "$defs": {"step": {"oneOf": step_variants()}}
+    })
+}
+
+/// One step: a bare kind, or a map of one kind (with its argument) and an optional `name`.
+/// One alternative per kind, so an editor completes the argument of the kind being typed.
+fn step_variants() -> Vec<Value> {
+    let bare: Vec<&str> = STEP_KINDS
+        .iter()
+        .copied()
+        .filter(|k| BARE_STEP_KINDS.contains(k))
+        .collect();
+    let mut variants = vec![json!({"enum": bare, "description": "a step without an argument"})];
+    for kind in STEP_KINDS {
+        let value = step_argument(kind).unwrap_or(json!({"type": "null"}));
+        variants.push(json!({
+            "type": "object",
+            "properties": {kind.to_string(): value, "name": {"type": "string", "description": "the step's metric name"}},
+            "required": [kind],
+            "additionalProperties": false
+        }));
+    }
+    variants
+}
+
+/// The argument of step kind `kind`; `None` for kinds that take none (`reload`, `halt`).
+fn step_argument(kind: &str) -> Option<Value> {
+    Some(match kind {
+        "navigate" => {
+            json!({"type": "string", "description": "URL, absolute or relative to base_url"})
+        }
+        "click" | "clear" | "check" | "uncheck" | "hover" | "focus" | "blur" => selector(),
+        "fill" | "select" => object(
+            json!({"selector": selector(), "value": string()}),
+            &["selector", "value"],
+        ),
+        "press" => object(json!({"key": string(), "selector": selector()}), &["key"]),
+        "wait_for" => json!({"oneOf": [selector(), object(json!({
+            "selector": selector(), "state": {"enum": ["visible", "hidden"]}, "text": string(),
+            "url": {"type": "string", "description": "pattern, * matches anything"},
+            "network_idle": duration(), "timeout": duration()}), &[])]}),
+        "liveview_idle" => selector(),
+        "liveview_submit" => object(
+            json!({"form": selector(), "wait_for": selector(), "timeout": duration()}),
+            &["form"],
+        ),
+        "assert" => object(
+            json!({"text": string(), "selector": selector(),
+            "count": {"type": "integer", "minimum": 0}, "visible": selector()}),
+            &[],
+        ),
+        "extract" => object(
+            json!({"var": string(), "selector": selector(), "attribute": string(),
+            "value": {"type": "boolean"}}),
+            &["var", "selector"],
+        ),
+        "think" => {
+            json!({"type": "string", "description": "a duration (2s) or a range (1s..3s)"})
+        }
+        "eval" => {
+            json!({"oneOf": [string(), object(json!({"js": string(), "var": string()}), &["js"])]})
+        }
+        "group" => object(
+            json!({"name": string(), "steps": steps()}),
+            &["name", "steps"],
+        ),
+        "repeat" => object(
+            json!({"times": {"type": "integer", "minimum": 0}, "steps": steps()}),
+            &["times", "steps"],
+        ),
+        "fail" => string(),
+        _ => return None,
+    })
+}
+
+/// A map with exactly these `properties` (the parser denies unknown keys, so does the schema).
+fn object(properties: Value, required: &[&str]) -> Value {
+    json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+}
+
+/// Any string.
+fn string() -> Value {
+    json!({"type": "string"})
+}
+
+/// A duration, as [`super::parse_duration`] reads it.
+fn duration() -> Value {
+    json!({"type": "string", "pattern": "^[0-9.]+ ?(ms|s|m|h)$", "description": "500ms, 20s, 2m, 1h"})
+}
+
+/// A CSS selector.
+fn selector() -> Value {
+    json!({"type": "string", "description": "CSS selector ({{variables}} allowed)"})
+}
+
+/// A list of steps (the scenario's, a group's, a repeat's).
+fn steps() -> Value {
+    json!({"type": "array", "items": {"$ref": "#/$defs/step"}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_covers_every_step_and_is_the_committed_one() {
+        let schema = json_schema();
+        let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        for kind in STEP_KINDS {
+            assert!(
+                text.contains(&format!("\"{kind}\"")),
+                "{kind} missing from the schema"
+            );
+        }
+        let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/scenario.schema.json");
+        let on_disk = std::fs::read_to_string(&committed).unwrap_or_default();
+        assert_eq!(
+            on_disk, text,
+            "docs/scenario.schema.json is stale: run `liveload schema > docs/scenario.schema.json`"
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! Lowering of `load:` (how users arrive) and `throttle:` (how fast they may iterate).
+//!
+//! Both sections are flat maps whose keys only make sense in some combinations, so the checks
+//! here name the combination that is wrong ("ramp_to belongs to the open model") rather than
+//! leaving it to a generic parser message.
+
+use std::time::Duration;
+
+use super::lower::{Located, duration};
+use super::raw::{RawLoad, RawModel, RawThrottle};
+use super::{ALL_USERS_AT_ONCE, Load, Throttle, parse_duration};
+
+/// The workload model and the number of users the cluster is sized for.
+///
+/// `users` is the file's `users:` (1 when absent) for the closed model; the open model replaces
+/// it with `max_users`, because the cluster must hold the most arrivals in progress at once.
+pub(super) fn lower_load(
+    load: Option<RawLoad>,
+    users: Option<u64>,
+) -> Result<(Load, u64), Located> {
+    let users = users.unwrap_or(1);
+    match load {
+        None => Ok((ALL_USERS_AT_ONCE, users)),
+        Some(load) if load.model == RawModel::Closed => Ok((closed(load)?, users)),
+        Some(load) => open(load),
+    }
+}
+
+/// `model: closed`: an optional ramp, smooth or in steps.
+fn closed(load: RawLoad) -> Result<Load, Located> {
+    if load.rate.is_some() || load.ramp_to.is_some() || load.max_users.is_some() {
+        return Err(Located::new(
+            "load: rate, ramp_to and max_users belong to the open model (model: open)",
+            "load",
+        ));
+    }
+    if load.ramp_steps == Some(0) || (load.ramp_steps.is_some() && load.ramp_up.is_none()) {
+        return Err(Located::new(
+            "load: ramp_steps needs ramp_up and at least 1 step",
+            "ramp_steps",
+        ));
+    }
+    Ok(Load::Closed {
+        ramp_up: load.ramp_up.as_deref().map(duration).transpose()?,
+        ramp_steps: load.ramp_steps,
+    })
+}
+
+/// `model: open`: an arrival rate (possibly ramping) and a cap on arrivals in progress, which
+/// is also the number of users the cluster is sized for.
+fn open(load: RawLoad) -> Result<(Load, u64), Located> {
+    let (Some(rate), Some(max_users)) = (load.rate, load.max_users) else {
+        return Err(Located::new(
+            "load: the open model needs rate (arrivals per second) and max_users",
+            "load",
+        ));
+    };
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !positive(rate) || load.ramp_to.is_some_and(|r| !positive(r)) || max_users == 0 {
+        return Err(Located::new(
+            "load: rate and ramp_to must be more than 0 per second, max_users at least 1",
+            "rate",
+        ));
+    }
+    if load.ramp_up.is_some() || load.ramp_steps.is_some() {
+        return Err(Located::new(
+            "load: ramp_up and ramp_steps belong to the closed model; ramp an open model with ramp_to",
+            "ramp_up",
+        ));
+    }
+    let open = Load::Open {
+        rate,
+        ramp_to: load.ramp_to,
+        max_users,
+    };
+    Ok((open, max_users))
+}
+
+/// The throttle; no limits when the section is absent.
+pub(super) fn lower_throttle(throttle: Option<RawThrottle>) -> Result<Throttle, Located> {
+    let Some(throttle) = throttle else {
+        return Ok(Throttle::default());
+    };
+    let rate = throttle.rate.as_deref().map(throttle_rate).transpose()?;
+    let interarrival = throttle.interarrival.as_deref().map(duration).transpose()?;
+    if throttle.parallelism == Some(0) {
+        return Err(Located::new(
+            "throttle: parallelism must be at least 1",
+            "parallelism",
+        ));
+    }
+    Ok(Throttle {
+        rate,
+        interarrival,
+        parallelism: throttle.parallelism,
+    })
+}
+
+/// `10/s`, `600/1m`: a positive count per period. A bare unit (`/s`) means one of it.
+fn throttle_rate(text: &str) -> Result<(u64, Duration), Located> {
+    let (limit, per) = text.split_once('/').ok_or_else(|| {
+        Located::new(
+            format!("throttle rate '{text}' should read like 10/s or 600/1m"),
+            text,
+        )
+    })?;
+    let limit: u64 = limit
+        .trim()
+        .parse()
+        .ok()
+        .filter(|l| *l > 0)
+        .ok_or_else(|| {
+            Located::new(
+                format!("throttle rate '{text}': '{limit}' is not a positive count"),
+                text,
+            )
+        })?;
+    let per = per.trim();
+    let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
+        per.to_string()
+    } else {
+        format!("1{per}")
+    };
+    // Located at the whole rate: the period alone (`s`) is too short to find reliably.
+    let per = parse_duration(&per).map_err(|m| Located::new(m, text))?;
+    Ok((limit, per))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::tests::{location, parse};
+    use super::super::{Load, Scenario};
+
+    #[test]
+    fn workload_models_and_throttles() {
+        let s: Scenario = parse(
+            "name: d\nbase_url: http://x\nload: { model: open, rate: 5, ramp_to: 20, max_users: 40 }\nthrottle: { rate: 600/1m, interarrival: 50ms, parallelism: 8 }\nsteps:\n  - reload\n",
+        )
+        .unwrap();
+        assert_eq!(s.users, 40, "sized for the most arrivals at once");
+        assert_eq!(
+            s.load,
+            Load::Open {
+                rate: 5.0,
+                ramp_to: Some(20.0),
+                max_users: 40
+            }
+        );
+        assert_eq!(s.throttle.rate, Some((600, Duration::from_secs(60))));
+        assert_eq!(s.throttle.interarrival, Some(Duration::from_millis(50)));
+        let s = parse("name: d\nbase_url: http://x\nload: { model: closed, ramp_up: 10s }\nthrottle: { rate: 10/s }\nsteps:\n  - reload\n").unwrap();
+        assert_eq!(
+            s.load,
+            Load::Closed {
+                ramp_up: Some(Duration::from_secs(10)),
+                ramp_steps: None
+            }
+        );
+        assert_eq!(s.throttle.rate, Some((10, Duration::from_secs(1))));
+        for (bad, line) in [
+            ("load: { model: open, rate: 5 }\n", 3),
+            ("load: { model: closed, rate: 5 }\n", 3),
+            ("load: { model: sideways }\n", 3),
+            ("throttle: { rate: lots }\n", 3),
+            ("throttle: { rate: 0/s }\n", 3),
+        ] {
+            let (l, _, m) = location(
+                parse(&format!(
+                    "name: d\nbase_url: http://x\n{bad}steps:\n  - reload\n"
+                ))
+                .unwrap_err(),
+            );
+            assert_eq!(l, line, "{bad}: {m}");
+        }
+    }
+}
