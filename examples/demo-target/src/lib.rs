@@ -1,166 +1,34 @@
 //! The demo target: a small web app shaped like a Phoenix LiveView page, for liveload's demo
-//! and tests.
+//! and tests. Each page lives in its own module under `src/pages/`:
 //!
-//! - `GET /` — a page that opens a WebSocket, marks `<body>` with `phx-connected` once it is
-//!   open, and rewrites `#ticks` every second from server pushes; plus a form.
-//! - `GET /live` — the WebSocket: one `{"tick": n}` text frame a second.
-//! - `GET /about` — a second page.
-//! - `POST /submit` — the form's target; answers with a page showing the submitted name.
-//! - The WebSocket also answers `{"submit": name}` after 150 ms with `{"saved": name}`: the page's
-//!   `#live-form` carries `phx-submit-loading` meanwhile, like a LiveView `phx-submit` form.
-//! - `GET /health` — `ok`.
+//! - `home` — `GET /`: the live counter page, the one the demo and the end-to-end tests load. It
+//!   opens a WebSocket, marks `<body>` with `phx-connected` once it is open, rewrites `#ticks`
+//!   every second from server pushes, and has two forms:
+//!   - `GET /live` — the WebSocket: one `{"tick": n}` text frame a second. It also answers
+//!     `{"submit": name}` after 150 ms with `{"saved": name}`; the page's `#live-form` carries
+//!     `phx-submit-loading` meanwhile, like a LiveView `phx-submit` form.
+//!   - `POST /submit` — the plain form's target; answers with a page showing the submitted name.
+//! - `about` — `GET /about`: a second, static page, for scenarios that navigate.
+//! - `health` — `GET /health`: `ok`, to wait for the server without loading a page.
+//!
+//! To add a page: write `src/pages/NAME.rs` with its HTML as a `const`, its handlers, and a
+//! `pub(crate) fn routes() -> Router` holding only its own paths; declare it in
+//! `src/pages/mod.rs`; merge its `routes()` in [`app`]; list it above; and add its paths to the
+//! `every_route_answers` test. The end-to-end tests read the existing pages' ids and text: change
+//! those only together with the tests.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Form;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::{Html, IntoResponse};
-use axum::routing::{get, post};
-use serde::Deserialize;
 
-const PAGE: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>liveload demo target</title>
-<style>
-  body { font-family: sans-serif; margin: 2rem; }
-  .phx-connected #status { color: green; }
-  .phx-submit-loading { opacity: 0.5; }
-</style>
-</head>
-<body>
-<h1>Live counter</h1>
-<p id="status">connecting…</p>
-<p id="flash">Welcome! (this note hides itself)</p>
-<p>Server ticks: <span id="ticks">0</span></p>
-<ul id="items"><li class="item">one</li><li class="item">two</li><li class="item">three</li></ul>
-<p><span id="hover-target">hover me</span> <span id="hover-state"></span></p>
-<p><a id="about-link" href="/about">About</a></p>
-<form id="signup" method="post" action="/submit">
-  <label>Name <input id="name" name="name" type="text"></label>
-  <span id="focus-state"></span> <span id="last-key"></span>
-  <label><input id="agree" name="agree" type="checkbox" value="yes"> I agree</label>
-  <select id="plan" name="plan"><option value="free">Free</option><option value="pro">Pro</option></select>
-  <button id="send" type="submit">Send</button>
-</form>
-<form id="live-form">
-  <input id="live-name" name="live-name" type="text" value="live user">
-  <button id="live-save" type="submit">Save live</button>
-</form>
-<p id="live-result"></p>
-<script>
-  const $ = (id) => document.getElementById(id);
-  const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/live");
-  ws.onopen = () => {
-    document.body.classList.add("phx-connected");
-    $("status").textContent = "connected";
-  };
-  ws.onmessage = (event) => {
-    const data = JSON.parse(event.data);
-    if (data.tick !== undefined) {
-      $("ticks").textContent = String(data.tick);
-      $("ticks").setAttribute("data-count", String(data.tick));
-    }
-    if (data.saved !== undefined) {
-      window.dispatchEvent(new CustomEvent("phx:page-loading-stop"));
-      $("live-form").classList.remove("phx-submit-loading");
-      $("live-result").textContent = "Saved " + data.saved;
-    }
-  };
-  ws.onclose = () => document.body.classList.remove("phx-connected");
-  setTimeout(() => { $("flash").style.display = "none"; }, 300);
-  $("hover-target").addEventListener("mouseover", () => { $("hover-state").textContent = "hovered"; });
-  $("name").addEventListener("focus", () => { $("focus-state").textContent = "focused"; });
-  $("name").addEventListener("blur", () => { $("focus-state").textContent = "blurred"; });
-  $("name").addEventListener("keydown", (e) => {
-    $("last-key").textContent = "key " + e.key;
-    if (e.key === "Enter") e.preventDefault();
-  });
-  // Like a LiveView phx-submit form: loading class until the server answers on the socket.
-  $("live-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    $("live-result").textContent = "";
-    $("live-form").classList.add("phx-submit-loading");
-    window.dispatchEvent(new CustomEvent("phx:page-loading-start"));
-    ws.send(JSON.stringify({ submit: $("live-name").value }));
-  });
-</script>
-</body>
-</html>
-"#;
+mod pages;
 
-const ABOUT: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>About the demo</title></head>
-<body><h1>About</h1><p>The liveload demo target.</p><a id="home" href="/">home</a></body></html>
-"#;
-
-/// The app's routes.
+/// The app's routes: every page's, merged.
 pub fn app() -> Router {
     Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
-        .route("/about", get(|| async { Html(ABOUT) }))
-        .route("/live", get(live))
-        .route("/submit", post(submit))
-        .route("/health", get(|| async { "ok" }))
-}
-
-async fn live(upgrade: WebSocketUpgrade) -> impl IntoResponse {
-    upgrade.on_upgrade(push_ticks)
-}
-
-/// Push a tick every second until the browser goes away.
-async fn push_ticks(mut socket: WebSocket) {
-    let mut interval = tokio::time::interval(Duration::from_secs(1));
-    let mut tick: u64 = 0;
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {
-                tick += 1;
-                if socket.send(Message::text(format!("{{\"tick\":{tick}}}"))).await.is_err() {
-                    return;
-                }
-            }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(Message::Text(text))) => {
-                    // A live form submission: answer after a short, server-like pause.
-                    if let Ok(Submit { submit }) = serde_json::from_str::<Submit>(&text) {
-                        tokio::time::sleep(Duration::from_millis(150)).await;
-                        let name: String = submit.chars().filter(|c| c.is_alphanumeric() || *c == ' ').collect();
-                        let reply = serde_json::json!({ "saved": name }).to_string();
-                        if socket.send(Message::text(reply)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Some(Ok(_)) => {}
-            },
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct Submit {
-    submit: String,
-}
-
-#[derive(Deserialize)]
-struct Signup {
-    name: String,
-}
-
-async fn submit(Form(signup): Form<Signup>) -> Html<String> {
-    let name: String = signup
-        .name
-        .chars()
-        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-')
-        .collect();
-    Html(format!(
-        "<!doctype html><html><body><h1 id=\"thanks\">Thanks, {name}!</h1><a href=\"/\">back</a></body></html>"
-    ))
+        .merge(pages::home::routes())
+        .merge(pages::about::routes())
+        .merge(pages::health::routes())
 }
 
 /// Serve the app on `addr` (port 0 picks a free port). Returns the bound address; the server
@@ -172,4 +40,105 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
         let _ = axum::serve(listener, app()).await;
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // Already in the tree through axum: calls the router directly, without a socket.
+    use tower::ServiceExt as _;
+
+    use super::pages::{about, home};
+
+    /// The app's answer to `request`: status, `Content-Type`, body.
+    async fn answer(request: Request<Body>) -> (StatusCode, String, String) {
+        let response = super::app().oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map_or(String::new(), |v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path).body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_route_answers() {
+        let html = "text/html; charset=utf-8".to_string();
+        let text = "text/plain; charset=utf-8".to_string();
+        assert_eq!(
+            answer(get("/")).await,
+            (StatusCode::OK, html.clone(), home::PAGE.into())
+        );
+        assert_eq!(
+            answer(get("/about")).await,
+            (StatusCode::OK, html.clone(), about::ABOUT.into())
+        );
+        assert_eq!(
+            answer(get("/health")).await,
+            (StatusCode::OK, text.clone(), "ok".into())
+        );
+        // The form's target keeps the name, minus anything that could be markup.
+        let form = Request::post("/submit")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("name=Ada+%3Cb%3ELovelace%3C%2Fb%3E-1&agree=yes"))
+            .unwrap();
+        let (status, content_type, body) = answer(form).await;
+        assert_eq!((status, content_type), (StatusCode::OK, html));
+        assert!(body.contains("Thanks, Ada bLovelaceb-1!"), "{body}");
+        // `/live` is there and wants a WebSocket upgrade (`live_pushes_ticks` does one).
+        let (status, _, body) = answer(get("/live")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(answer(get("/nowhere")).await.0, StatusCode::NOT_FOUND);
+    }
+
+    /// A real WebSocket handshake over TCP, and the first push: `{"tick":1}` at once.
+    #[tokio::test]
+    async fn live_pushes_ticks() {
+        let addr = super::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET /live HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let tick = b"{\"tick\":1}";
+        let mut received = Vec::new();
+        let read = async {
+            // The 101 answer, then one unmasked text frame: FIN + text opcode, length, payload.
+            while !received.ends_with(tick) {
+                let mut buf = [0; 1024];
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(
+                    n > 0,
+                    "closed early: {}",
+                    String::from_utf8_lossy(&received)
+                );
+                received.extend_from_slice(&buf[..n]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("a tick within 5 s");
+        let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(received.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+        assert_eq!(
+            received[head_end..],
+            [&[0x81, tick.len() as u8][..], tick].concat()
+        );
+    }
 }

@@ -1,0 +1,7 @@
+//! The demo target's pages, one module each. A module owns its HTML and its handlers and
+//! exposes `routes()`, a [`Router`](axum::Router) with its paths only; [`crate::app`] merges
+//! them. Paths must not overlap: axum panics at start-up on a route registered twice.
+
+pub(crate) mod about;
+pub(crate) mod health;
+pub(crate) mod home;
