@@ -36,7 +36,7 @@ fn start_agent(extra: &[&str]) -> Agent {
         .args(["--listen", "127.0.0.1:0", "--ready-file"])
         .arg(&ready)
         .args(extra)
-        .env("LIVELOAD_TOKEN_FILE", &token_file)
+        .env("LIVELOAD_AGENT_TOKEN_FILE", &token_file)
         .env("LIVELOAD_AGENT_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -220,9 +220,9 @@ fn heartbeats_keep_the_agent_alive_until_its_ttl() {
 #[test]
 fn a_missing_token_stops_the_agent_at_start() {
     let out = Command::new(env!("CARGO_BIN_EXE_liveload-agent"))
-        .env_remove("LIVELOAD_TOKEN_FILE")
+        .env_remove("LIVELOAD_AGENT_TOKEN_FILE")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("LIVELOAD_TOKEN_FILE"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LIVELOAD_AGENT_TOKEN_FILE"));
 }

@@ -181,7 +181,10 @@ async fn a_network_link_is_tls_even_when_the_library_caller_did_not_ask() {
     // Every agent was started with the run's TLS material, so it served only TLS, and the run
     // completed: the controller spoke TLS pinned to the run's certificate.
     let specs = backend.specs_with_tls.lock().unwrap().clone();
-    assert!(!specs.is_empty() && specs.iter().all(|tls| *tls), "{specs:?}");
+    assert!(
+        !specs.is_empty() && specs.iter().all(|tls| *tls),
+        "{specs:?}"
+    );
     assert!(backend.list(&RunFilter::All).await.unwrap().is_empty());
 }
 

@@ -17,6 +17,8 @@
 //! Tests run against moto's EC2 emulator through the real SDK; its instances run nothing, so a
 //! [`hook::AgentHook`] maps each to a locally started agent.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod client;
 pub mod hook;
 pub mod prices;
@@ -33,8 +35,8 @@ use aws_sdk_ec2::types::{
     SpotMarketOptions, Tag, TagSpecification, VolumeType,
 };
 use liveload_core::{
-    AgentEndpoint, Backend, BackendError, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, Result,
-    RunFilter,
+    AgentEndpoint, Backend, BackendError, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec,
+    Result, RunFilter,
 };
 use tokio::time::Instant;
 

@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_foreign_file_name_is_refused() {
-        let script = "cat > /etc/liveload/agent.env <<'LIVELOAD_ENV'\nLIVELOAD_TTL=1\nLIVELOAD_ENV\n\
+        let script = "cat > /etc/liveload/agent.env <<'LIVELOAD_ENV'\nLIVELOAD_AGENT_TTL=1\nLIVELOAD_ENV\n\
                       cat > /etc/liveload/files/../../etc/passwd <<'LIVELOAD_FILE'\nx\nLIVELOAD_FILE\n";
         assert_eq!(UserData::parse(script), None);
     }

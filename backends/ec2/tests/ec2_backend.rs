@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use liveload_core::conformance::Harness;
-use liveload_core::{Backend, BackendErrorKind, Error, NodeSpec, RunFilter, names, run};
 use liveload_core::launch::var;
+use liveload_core::{Backend, BackendErrorKind, Error, NodeSpec, RunFilter, names, run};
 use liveload_ec2::user_data::UserData;
 use liveload_ec2::{Ec2Backend, Image, client_token};
 
@@ -139,7 +139,12 @@ async fn instances_carry_the_run_tags_shutdown_behaviour_and_user_data() {
     // The token travels as a file of the launch, never as a variable.
     let token = launch.files.iter().find(|f| f.name == "token").unwrap();
     assert_eq!(token.contents, node_spec.token.expose());
-    assert!(launch.env.iter().all(|(_, v)| !v.contains(node_spec.token.expose())));
+    assert!(
+        launch
+            .env
+            .iter()
+            .all(|(_, v)| !v.contains(node_spec.token.expose()))
+    );
     assert_eq!(launch.get(var::RUN_ID), Some(run.as_str()));
     assert_eq!(launch.get(var::TTL), Some("120"));
     backend.destroy(&node).await.unwrap();

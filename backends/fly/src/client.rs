@@ -65,9 +65,7 @@ impl std::fmt::Debug for FlyClient {
 }
 
 fn fly_error(kind: BackendErrorKind, message: String, hint: Option<&str>) -> Error {
-    Error::from(
-        BackendError::new("fly", kind, message).maybe_hint(hint.map(str::to_string)),
-    )
+    Error::from(BackendError::new("fly", kind, message).maybe_hint(hint.map(str::to_string)))
 }
 
 /// What a call answered: a body, or one of the statuses the caller expects.

@@ -17,6 +17,8 @@
 //!   network (a Fly machine, or `fly wireguard` from a laptop).
 
 pub mod api;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod client;
 pub mod guest;
 
@@ -25,8 +27,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use liveload_core::{
-    AgentEndpoint, Backend, BackendError, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec, ProxyTls,
-    Result, RunFilter, Secret,
+    AgentEndpoint, Backend, BackendError, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec,
+    ProxyTls, Result, RunFilter, Secret,
 };
 use tokio::time::Instant;
 
@@ -34,8 +36,8 @@ use base64::Engine as _;
 use liveload_core::launch::var;
 
 use crate::api::{
-    CreateMachineRequest, Guest, Machine, MachineConfig, MachineFile, MachinePort,
-    MachineService, Restart, UpdateMachineRequest,
+    CreateMachineRequest, Guest, Machine, MachineConfig, MachineFile, MachinePort, MachineService,
+    Restart, UpdateMachineRequest,
 };
 
 /// Where the agent's launch files go inside a machine: a directory of the image owned by the
@@ -207,12 +209,8 @@ impl FlyBackendBuilder {
     pub fn build(self) -> Result<FlyBackend> {
         let missing = |what: &str, hint: &str| {
             Error::from(
-                BackendError::new(
-                    "fly",
-                    BackendErrorKind::Auth,
-                    format!("{what} is missing"),
-                )
-                .hint(hint),
+                BackendError::new("fly", BackendErrorKind::Auth, format!("{what} is missing"))
+                    .hint(hint),
             )
         };
         let app = self

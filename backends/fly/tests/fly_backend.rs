@@ -111,7 +111,13 @@ async fn public_mode_exposes_the_agent_port_through_the_edge_and_keeps_tls_keys_
     // Secrets travel as files, never in the machine's environment.
     let token_file = format!("{}/token", liveload_fly::LAUNCH_DIR);
     assert_eq!(request.config.env[var::TOKEN_FILE], token_file);
-    assert!(request.config.files.iter().any(|f| f.guest_path == token_file));
+    assert!(
+        request
+            .config
+            .files
+            .iter()
+            .any(|f| f.guest_path == token_file)
+    );
     assert!(
         !request
             .config

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod procfs;
 
 use async_trait::async_trait;
@@ -158,26 +160,9 @@ impl LocalBackendBuilder {
     }
 }
 
-/// `LIVELOAD_AGENT_BIN`, else `liveload-agent` next to the running executable (or one level up,
-/// where cargo puts binaries relative to test executables), else on `PATH`.
+/// The agent executable: see [`liveload_core::agent_bin::find`].
 pub fn find_agent_bin() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("LIVELOAD_AGENT_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    for candidate in [
-        dir.join("liveload-agent"),
-        dir.parent()?.join("liveload-agent"),
-    ] {
-        if candidate.is_file() {
-            return Some(candidate);
-        }
-    }
-    let path_var = std::env::var_os("PATH")?;
-    std::env::split_paths(&path_var)
-        .map(|d| d.join("liveload-agent"))
-        .find(|p| p.is_file())
+    liveload_core::agent_bin::find()
 }
 
 /// What the backend records per node, for itself and for later processes.
@@ -229,7 +214,7 @@ impl LocalBackend {
 
 /// Is `pid` alive and really this run's agent (not a recycled pid)? Its executable is
 /// `liveload-agent` and its environment carries the run's id (the launch contract's
-/// `LIVELOAD_RUN_ID`).
+/// `LIVELOAD_AGENT_RUN_ID`).
 fn is_agent_of(pid: i32, run_id: &str) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;

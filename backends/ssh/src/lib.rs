@@ -13,6 +13,8 @@
 //! One node per host: a host is one machine, sized from the facts its agent measures (there is
 //! no catalogue, so `expected_size` is `None` and `liveload plan` asks a probe agent).
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod hosts;
 pub mod remote;
 pub mod session;

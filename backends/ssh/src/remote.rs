@@ -8,7 +8,7 @@
 //!                          /ready  what the agent writes once listening: {"address", "pid"}
 //!                          /log    its stderr
 //! ```
-//! An agent is recognised as a run's by `LIVELOAD_RUN_ID=<run>` in its `/proc/PID/environ`, so
+//! An agent is recognised as a run's by `LIVELOAD_AGENT_RUN_ID=<run>` in its `/proc/PID/environ`, so
 //! a recycled pid is never signalled.
 
 /// Quote `value` for `sh`: `'...'` with every `'` written as `'\''`.
@@ -90,7 +90,7 @@ pub fn stop(root: &str, run: &str, index: u32) -> String {
              kill -KILL -- -\"$pid\" 2>/dev/null || true; fi; fi; \
          rm -rf \"$d\"; rmdir \"$r\" 2>/dev/null; true",
         run = quote(run),
-        env = quote(&format!("LIVELOAD_RUN_ID={run}")),
+        env = quote(&format!("{}={run}", liveload_core::launch::var::RUN_ID)),
     )
 }
 
@@ -99,7 +99,7 @@ pub fn list(root: &str) -> String {
     format!(
         "for d in {root}/runs/*/*/; do [ -d \"$d\" ] || continue; d=${{d%/}}; \
            index=${{d##*/}}; r=${{d%/*}}; run=${{r##*/}}; pid=$(cat \"$d/pid\" 2>/dev/null || echo -); \
-           alive=0; tr '\\0' '\\n' < /proc/\"$pid\"/environ 2>/dev/null | grep -qx \"LIVELOAD_RUN_ID=$run\" && alive=1; \
+           alive=0; tr '\\0' '\\n' < /proc/\"$pid\"/environ 2>/dev/null | grep -qx \"LIVELOAD_AGENT_RUN_ID=$run\" && alive=1; \
            echo \"$run $index $pid $alive\"; done; true"
     )
 }

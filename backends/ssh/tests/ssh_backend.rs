@@ -80,7 +80,11 @@ liveload_core::conformance_tests!(setup: setup(), after: nothing_left);
 
 fn backend_error(err: &Error) -> (BackendErrorKind, String, String) {
     match err {
-        Error::Backend(e) => (e.kind, e.message.clone(), e.hint.clone().unwrap_or_default()),
+        Error::Backend(e) => (
+            e.kind,
+            e.message.clone(),
+            e.hint.clone().unwrap_or_default(),
+        ),
         other => panic!("expected a backend error, got {other:?}"),
     }
 }

@@ -4,6 +4,7 @@
 //! Providers never leak into this crate, and it does no I/O a backend owns: it talks only to
 //! agents (over [`agent_client`]) and to the local file system for the scenario lock.
 
+pub mod agent_bin;
 pub mod agent_client;
 pub mod backend;
 pub mod conformance;
@@ -13,6 +14,8 @@ pub mod lock;
 pub mod metrics;
 pub mod names;
 pub mod ready;
+#[cfg(feature = "cli")]
+pub mod registry;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -16,7 +16,11 @@ use crate::{BackendError, BackendErrorKind, Error};
 ///
 /// At the deadline the error is a [`BackendErrorKind::NotReady`] of `backend` naming the
 /// address and the last failure, which core reports inside its creation timeout.
-pub async fn wait_for_port(backend: &'static str, address: &str, deadline: Instant) -> Result<(), Error> {
+pub async fn wait_for_port(
+    backend: &'static str,
+    address: &str,
+    deadline: Instant,
+) -> Result<(), Error> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let attempt = tokio::time::timeout(
@@ -54,16 +58,28 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             tokio::net::TcpListener::bind(address).await.unwrap()
         });
-        wait_for_port("test", &address.to_string(), Instant::now() + Duration::from_secs(10))
-            .await
-            .unwrap();
+        wait_for_port(
+            "test",
+            &address.to_string(),
+            Instant::now() + Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
         let listener = opener.await.unwrap();
         drop(listener);
-        let err = wait_for_port("test", &address.to_string(), Instant::now() + Duration::from_millis(200))
-            .await
-            .unwrap_err();
+        let err = wait_for_port(
+            "test",
+            &address.to_string(),
+            Instant::now() + Duration::from_millis(200),
+        )
+        .await
+        .unwrap_err();
         let backend = err.as_backend().unwrap();
         assert_eq!(backend.kind, BackendErrorKind::NotReady);
-        assert!(backend.message.contains(&address.to_string()), "{}", backend.message);
+        assert!(
+            backend.message.contains(&address.to_string()),
+            "{}",
+            backend.message
+        );
     }
 }

@@ -15,34 +15,37 @@
 use std::fmt;
 
 /// The environment variables the agent reads. Each is also a command-line option of
-/// `liveload-agent` (`LIVELOAD_RUN_ID` is `--run-id`, and so on).
+/// `liveload-agent` (`LIVELOAD_AGENT_RUN_ID` is `--run-id`, and so on). They share the
+/// `LIVELOAD_AGENT_` prefix so they never collide with the controller's own `LIVELOAD_*`
+/// options (the controller's `LIVELOAD_TTL` is a duration such as `20m`; the agent's
+/// `LIVELOAD_AGENT_TTL` is seconds).
 pub mod var {
     /// `host:port` to listen on; port 0 picks a free port.
-    pub const LISTEN: &str = "LIVELOAD_LISTEN";
+    pub const LISTEN: &str = "LIVELOAD_AGENT_LISTEN";
     /// The run this agent serves (backends recognise their agents by it).
-    pub const RUN_ID: &str = "LIVELOAD_RUN_ID";
+    pub const RUN_ID: &str = "LIVELOAD_AGENT_RUN_ID";
     /// Hard lifetime in seconds.
-    pub const TTL: &str = "LIVELOAD_TTL";
+    pub const TTL: &str = "LIVELOAD_AGENT_TTL";
     /// Dead-man switch in seconds.
-    pub const GRACE: &str = "LIVELOAD_GRACE";
+    pub const GRACE: &str = "LIVELOAD_AGENT_GRACE";
     /// This agent's share of the host is 1/N.
-    pub const HOST_SHARE: &str = "LIVELOAD_HOST_SHARE";
+    pub const HOST_SHARE: &str = "LIVELOAD_AGENT_HOST_SHARE";
     /// An operator's cap on users for this host.
-    pub const MAX_USERS: &str = "LIVELOAD_MAX_USERS";
+    pub const MAX_USERS: &str = "LIVELOAD_AGENT_MAX_USERS";
     /// The Chromium executable.
-    pub const CHROMIUM: &str = "LIVELOAD_CHROMIUM";
+    pub const CHROMIUM: &str = "LIVELOAD_AGENT_CHROMIUM";
     /// Launch Chromium without its sandbox.
-    pub const NO_SANDBOX: &str = "LIVELOAD_NO_SANDBOX";
+    pub const NO_SANDBOX: &str = "LIVELOAD_AGENT_NO_SANDBOX";
     /// Run without a browser.
-    pub const NO_BROWSER: &str = "LIVELOAD_NO_BROWSER";
+    pub const NO_BROWSER: &str = "LIVELOAD_AGENT_NO_BROWSER";
     /// Path of the file holding the run token (read once, then deleted).
-    pub const TOKEN_FILE: &str = "LIVELOAD_TOKEN_FILE";
+    pub const TOKEN_FILE: &str = "LIVELOAD_AGENT_TOKEN_FILE";
     /// Path of the TLS certificate (PEM) to serve the link with.
-    pub const TLS_CERT: &str = "LIVELOAD_TLS_CERT";
+    pub const TLS_CERT: &str = "LIVELOAD_AGENT_TLS_CERT";
     /// Path of the TLS private key (PEM; read once, then deleted).
-    pub const TLS_KEY: &str = "LIVELOAD_TLS_KEY";
+    pub const TLS_KEY: &str = "LIVELOAD_AGENT_TLS_KEY";
     /// Where to write `{"address": ..., "pid": ...}` once listening.
-    pub const READY_FILE: &str = "LIVELOAD_READY_FILE";
+    pub const READY_FILE: &str = "LIVELOAD_AGENT_READY_FILE";
     /// The agent's log filter (`info`, `debug`, ...).
     pub const LOG: &str = "LIVELOAD_AGENT_LOG";
 
@@ -248,7 +251,7 @@ mod tests {
         let names: Vec<_> = launch.files.iter().map(|f| f.name).collect();
         assert_eq!(names, [file::TOKEN, file::TLS_CERT, file::TLS_KEY]);
         assert!(!format!("{launch:?}{secrets:?}").contains("s3cret"));
-        assert!(var::ALL.iter().all(|v| v.starts_with("LIVELOAD_")));
+        assert!(var::ALL.iter().all(|v| v.starts_with("LIVELOAD_AGENT_")));
     }
 
     #[test]

@@ -10,9 +10,16 @@ use liveload_core::scenario::{Scenario, parse_duration};
 use liveload_core::sizing::{BrowserProfile, SizingConfig};
 
 /// Load-test web applications with real headless browsers on an ephemeral cluster.
+///
+/// Options come from, in rising precedence: built-in defaults, a config file (liveload.toml in
+/// the working directory, or --config FILE), LIVELOAD_* environment variables, and flags.
+/// `liveload config` shows the effective values and where each came from.
 #[derive(Debug, Parser)]
 #[command(name = "liveload", version, propagate_version = true)]
 pub struct Cli {
+    /// A config file (TOML) instead of ./liveload.toml (also LIVELOAD_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -27,8 +34,8 @@ pub enum Command {
     Plan(RunArgs),
     /// Add or remove users of a running test on this machine.
     Users(UsersArgs),
-    /// Fly.io: manage warm pools of stopped agent machines.
-    Fly(FlyArgs),
+    /// Print the effective configuration of a run and where each value came from.
+    Config(ConfigArgs),
     /// Re-render a run's report from its result.json, or compare two runs side by side.
     Report(ReportArgs),
     /// Print the JSON Schema of scenario files (for editors).
@@ -46,41 +53,6 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
-/// Where nodes come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendKind {
-    /// Agents as child processes on this machine.
-    Local,
-    /// Fly.io Machines (`--fly-mode public` through Fly's edge from anywhere, or `private`
-    /// inside the organisation's network).
-    Fly,
-    /// Your own hosts over SSH (`--hosts hosts.toml`): the agent is uploaded, started on the
-    /// host's loopback and reached through the SSH connection.
-    Ssh,
-    /// AWS EC2 instances booted from the agent AMI (`images/ec2`, `terraform/aws`).
-    Ec2,
-}
-
-/// Which address of an EC2 instance the controller dials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Ec2Address {
-    /// The public IP (controller outside the VPC).
-    Public,
-    /// The private IP (controller inside the VPC or on a VPN).
-    Private,
-}
-
-/// How the controller reaches Fly machines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FlyMode {
-    /// Through the app's public address (`APP.fly.dev:443`), one machine at a time by the
-    /// `fly-force-instance-id` header; works from a laptop. The app needs public IPs.
-    Public,
-    /// Each machine's private IP, TLS pinned end to end; the controller must be inside the
-    /// organisation's private network (a Fly machine, or `fly wireguard`).
-    Private,
-}
-
 /// How results and errors are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -90,134 +62,16 @@ pub enum OutputFormat {
     Json,
 }
 
-/// Options shared by every command that talks to a backend.
+/// Options shared by every command that talks to a backend. Each backend adds its own options
+/// (under its own help heading) from the registry (`crate::registry`).
 #[derive(Debug, Clone, Args)]
 pub struct BackendArgs {
-    /// The backend that provides nodes.
-    #[arg(long, value_enum, default_value = "local", env = "LIVELOAD_BACKEND")]
-    pub backend: BackendKind,
-    /// Local backend: split this host into N nodes (each reports 1/N of the host).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub local_nodes: u32,
+    /// The backend that provides nodes (see the backend sections below).
+    #[arg(long, default_value = "local")]
+    pub backend: String,
     /// Where local state (locks, local runs' records) lives.
     #[arg(long, env = "LIVELOAD_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Chromium executable for the agents (default: chromium-headless-shell, then chromium).
-    #[arg(long, env = "LIVELOAD_CHROMIUM")]
-    pub chromium: Option<PathBuf>,
-    /// Fly: the app the machines belong to.
-    #[arg(long, env = "FLY_APP")]
-    pub fly_app: Option<String>,
-    /// Fly: the agent image (registry.fly.io/APP:TAG).
-    #[arg(long, env = "LIVELOAD_FLY_IMAGE")]
-    pub fly_image: Option<String>,
-    /// Fly: a file holding the API token (default: the FLY_API_TOKEN environment variable).
-    #[arg(long)]
-    pub fly_token_file: Option<PathBuf>,
-    /// Fly: regions to spread nodes over, comma-separated (default: Fly chooses).
-    #[arg(long, value_delimiter = ',')]
-    pub fly_regions: Vec<String>,
-    /// Fly: machine size preset (shared-cpu-1x ... performance-16x).
-    #[arg(long, default_value = "performance-2x")]
-    pub fly_size: String,
-    /// Fly: the port agents listen on inside their machines.
-    #[arg(long, default_value_t = 7070)]
-    pub fly_agent_port: u16,
-    /// Fly: how the controller reaches agents.
-    #[arg(long, value_enum, default_value = "public")]
-    pub fly_mode: FlyMode,
-    /// Fly, public mode: the edge's HOST:PORT (default APP.fly.dev:443; a custom domain works).
-    #[arg(long)]
-    pub fly_edge: Option<String>,
-    /// Fly, public mode: the name on the edge's certificate (default: the host of --fly-edge,
-    /// or APP.fly.dev).
-    #[arg(long)]
-    pub fly_edge_name: Option<String>,
-    /// Fly, public mode: a PEM file of CA certificates to trust for the edge on top of the
-    /// system's (a private CA in front of Fly, or a test edge).
-    #[arg(long)]
-    pub fly_edge_ca_file: Option<PathBuf>,
-    /// Fly: a warm pool to take nodes from (start instead of create; stop instead of destroy).
-    #[arg(long)]
-    pub fly_pool: Option<String>,
-    /// SSH: the hosts file (TOML: address, port, user, identity or agent, max_users, jump).
-    #[arg(long, env = "LIVELOAD_HOSTS")]
-    pub hosts: Option<PathBuf>,
-    /// SSH: the known_hosts file host keys are checked against (default ~/.ssh/known_hosts).
-    #[arg(long)]
-    pub ssh_known_hosts: Option<PathBuf>,
-    /// SSH: accept and record the keys of hosts not in known_hosts yet (a changed key is always
-    /// refused).
-    #[arg(long)]
-    pub ssh_accept_new: bool,
-    /// SSH: the agent for hosts of another architecture, as ARCH=PATH (repeatable; this
-    /// machine's own agent is used for its architecture).
-    #[arg(long, value_name = "ARCH=PATH")]
-    pub ssh_agent_bin: Vec<String>,
-    /// SSH: where liveload keeps its files on each host.
-    #[arg(long, default_value = "~/.liveload")]
-    pub ssh_remote_dir: String,
-    /// EC2: the region (default: AWS_REGION or the profile's).
-    #[arg(long)]
-    pub ec2_region: Option<String>,
-    /// EC2: another endpoint (an emulator); AWS_ENDPOINT_URL works too.
-    #[arg(long)]
-    pub ec2_endpoint_url: Option<String>,
-    /// EC2: the instance type.
-    #[arg(long, default_value = "c7i.large")]
-    pub ec2_instance_type: String,
-    /// EC2: the agent AMI (ami-..., built with images/ec2).
-    #[arg(long, env = "LIVELOAD_EC2_AMI")]
-    pub ec2_ami: Option<String>,
-    /// EC2: a launch template instead of --ec2-ami, as NAME or lt-ID, optionally :VERSION.
-    #[arg(long)]
-    pub ec2_launch_template: Option<String>,
-    /// EC2: subnets to spread nodes over, comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    pub ec2_subnets: Vec<String>,
-    /// EC2: security group ids, comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    pub ec2_security_groups: Vec<String>,
-    /// EC2: a key pair for SSH debugging of agent instances.
-    #[arg(long)]
-    pub ec2_key_name: Option<String>,
-    /// EC2: spot instances (one-time, terminated on interruption).
-    #[arg(long)]
-    pub ec2_spot: bool,
-    /// EC2: root volume size in GiB (default: the AMI's).
-    #[arg(long)]
-    pub ec2_root_volume_gb: Option<i32>,
-    /// EC2: extra tags, KEY=VALUE, comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    pub ec2_tags: Vec<String>,
-    /// EC2: the port agents listen on.
-    #[arg(long, default_value_t = 7070)]
-    pub ec2_agent_port: u16,
-    /// EC2: dial instances' public or private IPs.
-    #[arg(long, value_enum, default_value = "public")]
-    pub ec2_address: Ec2Address,
-    /// EC2: price per instance-hour in USD for the plan's estimate (default: built-in
-    /// on-demand table; required for a spot estimate).
-    #[arg(long)]
-    pub ec2_hourly_price: Option<f64>,
-    /// Test hook: an emulator's instances run nothing; start a local agent for each from its
-    /// user data.
-    #[arg(long, hide = true)]
-    pub ec2_test_local_agents: bool,
-    /// Fly: the Machines API base URL.
-    #[arg(
-        long,
-        env = "FLY_API_URL",
-        default_value = "https://api.machines.dev/v1"
-    )]
-    pub fly_api_url: String,
-    /// Test hook: local agents are not tied to this process (simulates agents orphaned by a
-    /// crash, for `cleanup` tests); the dead-man switch still ends them.
-    #[arg(long, hide = true)]
-    pub local_keep_orphans: bool,
-    /// Test hook: local agents wait this many milliseconds before listening (a slow boot).
-    #[arg(long, hide = true, default_value_t = 0)]
-    pub local_debug_delay_listen_ms: u64,
 }
 
 /// Options of `run` and `plan`.
@@ -326,49 +180,6 @@ pub enum UsersChange {
     },
 }
 
-/// Options of `fly`.
-#[derive(Debug, Clone, Args)]
-pub struct FlyArgs {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: FlyCommand,
-}
-
-/// `liveload fly ...`
-#[derive(Debug, Clone, Subcommand)]
-pub enum FlyCommand {
-    /// Manage a warm pool: stopped machines that runs start in about a second instead of
-    /// creating (Fly creates about one machine a second per app).
-    Pool {
-        /// create, list or destroy
-        #[command(subcommand)]
-        action: PoolAction,
-    },
-}
-
-/// Warm pool actions.
-#[derive(Debug, Clone, Subcommand)]
-pub enum PoolAction {
-    /// Create N stopped agent machines in the pool (rate-limited: about N seconds, once).
-    Create {
-        /// Machines to add.
-        #[arg(long)]
-        nodes: u32,
-        #[command(flatten)]
-        backend: BackendArgs,
-    },
-    /// List the pool's machines.
-    List {
-        #[command(flatten)]
-        backend: BackendArgs,
-    },
-    /// Destroy every machine of the pool.
-    Destroy {
-        #[command(flatten)]
-        backend: BackendArgs,
-    },
-}
-
 /// Options of `report`.
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
@@ -379,6 +190,15 @@ pub struct ReportArgs {
     /// Where to write (default: next to the first result.json).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// Options of `config`: everything `run` takes, except the scenario.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 /// Options of `validate`.

@@ -188,9 +188,9 @@ impl Sshd {
     }
 }
 
-/// Is a process with `LIVELOAD_RUN_ID=run` in its environment alive on this machine?
+/// Is a process with `LIVELOAD_AGENT_RUN_ID=run` in its environment alive on this machine?
 pub fn agents_of_run(run: &str) -> Vec<u32> {
-    let needle = format!("LIVELOAD_RUN_ID={run}");
+    let needle = format!("{}={run}", liveload_core::launch::var::RUN_ID);
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {

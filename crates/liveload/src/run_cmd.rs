@@ -1,0 +1,228 @@
+//! The commands that run load: `run`, `plan`, `demo`, and `cleanup` after them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use liveload_core::error::exit_code;
+use liveload_core::lock::{ScenarioLock, default_state_dir};
+use liveload_core::run::{self, Plan};
+use liveload_core::scenario::Scenario;
+use liveload_core::{Backend, Error, RunFilter};
+
+use crate::cli::{self, BackendArgs, OutputFormat, RunFlags};
+use crate::{Ctx, control, output, progress};
+
+/// The demo scenario, bundled so `liveload demo` works from any directory.
+const DEMO_SCENARIO: &str = include_str!("../../../examples/demo.yaml");
+
+/// Read a scenario, applying `--base-url`.
+pub fn load_scenario(path: &Path, flags: &RunFlags) -> Result<Scenario, Error> {
+    let mut scenario = Scenario::from_file(path)?;
+    if let Some(base_url) = &flags.base_url {
+        scenario.base_url = base_url.trim_end_matches('/').to_string();
+    }
+    Ok(scenario)
+}
+
+/// `liveload run` (and the demo): lock the scenario, build the backend, confirm a billed run's
+/// cost, serve the control endpoint, run, write the report files, and map the outcome to an
+/// exit code.
+pub async fn run_scenario(
+    scenario: Scenario,
+    ctx: &Ctx<'_>,
+    backend_args: &BackendArgs,
+    flags: &RunFlags,
+) -> i32 {
+    let format = flags.output;
+    let mut options = match flags.options(&scenario) {
+        Ok(o) => o,
+        Err(e) => return output::error(&e, format),
+    };
+    let state_dir = backend_args
+        .state_dir
+        .clone()
+        .unwrap_or_else(default_state_dir);
+    // One run of a scenario at a time on this machine; the lock dies with this process.
+    let _lock = match ScenarioLock::acquire(&state_dir, &scenario.name) {
+        Ok(lock) => lock,
+        Err(e) => return output::error(&e, format),
+    };
+    let backend = match ctx.backend(backend_args).await {
+        Ok(b) => b,
+        Err(e) => return output::error(&e, format),
+    };
+    // Cloud machines cost money: show the plan and its cost, and ask (or take --yes). Local
+    // processes and your own SSH hosts cost nothing extra.
+    if backend.billing() == liveload_core::Billing::Billed {
+        match confirm(backend.as_ref(), &options, flags.yes, format).await {
+            Ok(confirmation) => options.cost_confirmation = Some(confirmation),
+            Err(e) => return output::error(&e, format),
+        }
+    }
+    let observer = Arc::new(progress::Progress::new(format == OutputFormat::Text));
+    let (control_handle, control_end) = run::control_channel();
+    let _control = match control::serve(control_handle, &state_dir, &options.cluster_name).await {
+        Ok(server) => {
+            if format == OutputFormat::Text {
+                eprintln!(
+                    "control: http://{} (GET /status, GET /metrics, POST /users; or `liveload users add N`)",
+                    server.address
+                );
+            }
+            server
+        }
+        Err(e) => return output::error(&e, format),
+    };
+    let result = run::run_controlled(
+        backend,
+        &scenario,
+        &options,
+        observer.clone(),
+        interrupted(),
+        Some(control_end),
+    )
+    .await;
+    observer.finish();
+    match result {
+        Ok(report) => {
+            if !flags.no_report {
+                let dir = flags
+                    .report_dir
+                    .clone()
+                    .unwrap_or_else(|| Path::new("liveload-reports").join(&report.run_id));
+                match output::write_report_files(&report, &dir) {
+                    Ok(()) if format == OutputFormat::Text => {
+                        eprintln!(
+                            "report: {}/report.html (and result.json, report.md)",
+                            dir.display()
+                        )
+                    }
+                    Ok(()) => {}
+                    Err(e) => return output::error(&e, format),
+                }
+            }
+            output::report(&report, format);
+            if !report.thresholds_passed() {
+                exit_code::THRESHOLD_FAILED
+            } else if report.succeeded() {
+                exit_code::OK
+            } else {
+                exit_code::RUN_FAILED
+            }
+        }
+        Err(e) => output::error(&e, format),
+    }
+}
+
+/// Show the plan with its estimated cost; go on only with `--yes` or a "y" typed at a terminal.
+/// Core computes the estimate and refuses a billed run without the confirmation this returns.
+async fn confirm(
+    backend: &dyn Backend,
+    options: &run::RunOptions,
+    yes: bool,
+    format: OutputFormat,
+) -> Result<run::CostConfirmation, Error> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    if let Some(estimate) = run::estimate(backend, options).await?
+        && format == OutputFormat::Text
+    {
+        eprintln!("{estimate}");
+    }
+    if yes {
+        return Ok(run::CostConfirmation::new("--yes"));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::InvalidOption {
+            option: "--yes".into(),
+            message: format!(
+                "this creates {} machines that cost money; nobody is at a terminal to confirm",
+                backend.name()
+            ),
+        });
+    }
+    eprint!("create these machines? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(run::CostConfirmation::new("prompt"))
+    } else {
+        Err(Error::Interrupted)
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// `liveload plan`: the plan from the backend's catalogue, or from a probe node.
+pub async fn plan(
+    path: &Path,
+    ctx: &Ctx<'_>,
+    backend_args: &BackendArgs,
+    flags: &RunFlags,
+) -> Result<Plan, Error> {
+    let scenario = load_scenario(path, flags)?;
+    let options = flags.options(&scenario)?;
+    let backend = ctx.backend(backend_args).await?;
+    run::plan(backend.as_ref(), &options).await
+}
+
+/// `liveload cleanup`: destroy what the backend lists, then check that nothing is left.
+pub async fn cleanup(
+    ctx: &Ctx<'_>,
+    backend_args: &BackendArgs,
+    filter: &RunFilter,
+) -> Result<Vec<liveload_core::NodeHandle>, Error> {
+    let backend = ctx.backend(backend_args).await?;
+    let destroyed = backend.list(filter).await?;
+    backend.destroy_all(&destroyed).await?;
+    // Whatever remains after destroying is a leak worth an error.
+    let left = backend.list(filter).await?;
+    if !left.is_empty() {
+        return Err(Error::from(
+            liveload_core::BackendError::new(
+                backend.name(),
+                liveload_core::BackendErrorKind::Other,
+                format!("{} nodes are still listed after cleanup", left.len()),
+            )
+            .hint("run liveload cleanup again, or check the provider's console"),
+        ));
+    }
+    Ok(destroyed)
+}
+
+/// `liveload demo`: start the demo target on this machine and load it.
+pub async fn demo(args: cli::DemoArgs, ctx: &Ctx<'_>) -> i32 {
+    let format = args.run.output;
+    let address = match demo_target::spawn(([127, 0, 0, 1], 0).into()).await {
+        Ok(a) => a,
+        Err(e) => {
+            return output::error(&Error::io("starting the demo target", e), format);
+        }
+    };
+    if format == OutputFormat::Text {
+        eprintln!("demo target listening on http://{address}");
+    }
+    let parsed = match &args.scenario {
+        Some(path) => Scenario::from_file(path),
+        None => Scenario::from_yaml(Path::new("examples/demo.yaml"), DEMO_SCENARIO),
+    };
+    let mut scenario = match parsed {
+        Ok(s) => s,
+        Err(e) => return output::error(&e, format),
+    };
+    scenario.base_url = format!("http://{address}");
+    if let Some(base_url) = &args.run.base_url {
+        scenario.base_url = base_url.clone();
+    }
+    run_scenario(scenario, ctx, &args.backend, &args.run).await
+}
