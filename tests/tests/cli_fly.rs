@@ -234,7 +234,13 @@ async fn a_run_from_a_warm_pool_starts_and_stops_instead_of_creating() {
     args.extend(["--fly-pool".to_string(), "warm".to_string()]);
     let cli = |extra: Vec<String>| {
         let state = state.path().to_path_buf();
-        let args = args.clone();
+        // `liveload fly pool ...` is the Fly backend's own command: it takes the Fly options,
+        // not `--backend` (the first two words of the shared options).
+        let args = if extra[0] == "fly" {
+            args[2..].to_vec()
+        } else {
+            args.clone()
+        };
         tokio::task::spawn_blocking(move || {
             liveload(&state)
                 .env("FLY_API_TOKEN", fly_server::TOKEN)

@@ -370,7 +370,27 @@ fn cleanup_removes_a_crashed_runs_agents() {
 #[test]
 fn the_run_token_never_reaches_the_controllers_logs_even_at_trace() {
     let state = tempfile::tempdir().unwrap();
+    // The agent reads its token from a file and deletes it: a wrapper named like the agent
+    // keeps a copy for the test before starting the real one.
+    let wrapper_dir = tempfile::tempdir().unwrap();
+    let wrapper = wrapper_dir.path().join("liveload-agent");
+    let captured = wrapper_dir.path().join("token");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncp \"$LIVELOAD_AGENT_TOKEN_FILE\" '{}'\nexec '{}' \"$@\"\n",
+            captured.display(),
+            bin("liveload-agent").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let child = liveload(state.path())
+        .env("LIVELOAD_AGENT_BIN", &wrapper)
         .env("LIVELOAD_LOG", "trace")
         .args(["demo", "--users", "1", "--duration", "3s", "--tls"])
         .stdout(std::process::Stdio::piped())
@@ -379,13 +399,13 @@ fn the_run_token_never_reaches_the_controllers_logs_even_at_trace() {
         .unwrap();
     let mut child = child;
     let (_, agents) = wait_for_agents(state.path(), &mut child, 1);
-    // The agent got its token through its environment; read it back from /proc.
+    let token = std::fs::read_to_string(&captured).expect("the agent was started with a token");
+    // Not in the agent's environment (Chromium would inherit it), only in the deleted file.
     let environ = std::fs::read(format!("/proc/{}/environ", agents[0])).unwrap();
-    let token = environ
-        .split(|&b| b == 0)
-        .find_map(|var| var.strip_prefix(b"LIVELOAD_TOKEN="))
-        .map(|t| String::from_utf8_lossy(t).to_string())
-        .expect("the agent was started with a token");
+    assert!(
+        !String::from_utf8_lossy(&environ).contains(&token),
+        "the token is in the agent's environment"
+    );
     assert!(token.len() >= 32);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));

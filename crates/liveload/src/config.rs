@@ -161,6 +161,8 @@ impl ConfigFile {
                 }
             }
         }
+        // The parser's map is ordered by key; messages and tests read better in file order.
+        entries.sort_by_key(|e| e.line);
         for e in &entries {
             refuse_secret(e).map_err(|m| invalid(e.line, m))?;
         }
