@@ -151,14 +151,9 @@ pub fn measure(host_share: Option<u32>, chromium: Option<BrowserInfo>) -> NodeFa
 
 /// CPUs in this process's affinity mask.
 fn sched_cpu_count() -> Option<u32> {
-    // SAFETY: `cpu_set_t` is plain data; sched_getaffinity writes at most its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return None;
-        }
-        Some(libc::CPU_COUNT(&set) as u32)
-    }
+    rustix::thread::sched_getaffinity(None)
+        .ok()
+        .map(|set| set.count())
 }
 
 /// The raw figures [`measure`] reads.

@@ -188,12 +188,9 @@ async fn agent(args: Args, secrets: Secrets) -> Result<()> {
         );
     }
     let started = Instant::now();
-    // Lead our own process group, so Chromium and its helpers share it and die with us.
-    // SAFETY: setsid has no memory-safety preconditions; it fails harmlessly when we already
-    // lead a group.
-    unsafe {
-        libc::setsid();
-    }
+    // Lead our own process group, so Chromium and its helpers share it and die with us. It
+    // fails harmlessly when we already lead a group.
+    let _ = rustix::process::setsid();
     let tls = tls.map(|(cert, key)| tls_config(&cert, &key)).transpose()?;
     let chromium = if args.no_browser {
         None
@@ -208,7 +205,7 @@ async fn agent(args: Args, secrets: Secrets) -> Result<()> {
     });
     let mut facts = facts::measure(args.host_share, chromium);
     facts.max_users = args.max_users;
-    let no_sandbox = args.no_sandbox || unsafe { libc::geteuid() } == 0;
+    let no_sandbox = args.no_sandbox || rustix::process::geteuid().is_root();
     let (stop, _) = watch::channel(StopSignal::Run);
     let (shutdown, mut shutdown_rx) = watch::channel(None);
     let state = Arc::new(AgentState {
@@ -242,11 +239,7 @@ async fn agent(args: Args, secrets: Secrets) -> Result<()> {
         // Nothing else goes to stdout: point it at /dev/null so neither we nor Chromium ever
         // write into a pipe nobody reads.
         if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-            use std::os::fd::AsRawFd as _;
-            // SAFETY: dup2 onto fd 1 with a valid open descriptor.
-            unsafe {
-                libc::dup2(null.as_raw_fd(), 1);
-            }
+            let _ = rustix::stdio::dup2_stdout(&null);
         }
     }
     tracing::info!(%address, run_id = %args.run_id, tls = tls.is_some(), "agent listening");
@@ -339,18 +332,17 @@ async fn stop_everything(state: &AgentState) {
     }
     // Users still hold the browser: kill it by pid; the group sweep at exit gets the helpers.
     let pid = state.browser_pid.load(Ordering::SeqCst);
-    if pid != 0 {
-        // SAFETY: sending a signal has no memory-safety preconditions.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
 }
 
 /// SIGKILL every other process in our process group (Chromium helpers that escaped `close`).
 fn kill_rest_of_process_group() {
-    // SAFETY: plain syscalls without memory-safety preconditions.
-    let (me, group) = unsafe { (libc::getpid(), libc::getpgrp()) };
+    let (me, group) = (
+        rustix::process::getpid().as_raw_nonzero().get(),
+        rustix::process::getpgrp().as_raw_nonzero().get(),
+    );
     if me != group {
         return; // Not our group to clean.
     }
@@ -379,11 +371,10 @@ fn kill_rest_of_process_group() {
             .split_whitespace()
             .nth(2)
             .and_then(|s| s.parse::<i32>().ok());
-        if pgrp == Some(group) {
-            // SAFETY: as above.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+        if pgrp == Some(group)
+            && let Some(pid) = rustix::process::Pid::from_raw(pid)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
 }

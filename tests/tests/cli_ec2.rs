@@ -2,8 +2,7 @@
 //! DescribeInstanceTypes), a whole run (agents stood in for by local agents through the test
 //! hook), and cleanup after a crash.
 
-#[path = "../../backends/ec2/tests/common/mod.rs"]
-mod moto;
+use liveload_test_support::moto;
 
 use std::time::Duration;
 

@@ -1,8 +1,7 @@
 //! `liveload` with `--backend fly`, against the stateful Fly test server (real agents behind
 //! it): a whole run, and cleanup after a crash.
 
-#[path = "../../backends/fly/tests/common/mod.rs"]
-mod fly_server;
+use liveload_test_support::fly_server;
 
 use std::time::Duration;
 

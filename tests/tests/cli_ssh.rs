@@ -1,8 +1,7 @@
 //! `liveload` with `--backend ssh`, against a private OpenSSH server on 127.0.0.1: a whole run
 //! with real Chromium, `plan` from a probe, cleanup after a crash, refusing an unknown host.
 
-#[path = "../../backends/ssh/tests/common/mod.rs"]
-mod sshd;
+use liveload_test_support::sshd;
 
 use std::time::Duration;
 

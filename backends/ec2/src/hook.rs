@@ -49,10 +49,13 @@ impl LocalAgents {
 
     fn stop(child: &mut Child) {
         // The agent leads its own process group: end it and its Chromium.
-        let group = child.id() as i32;
-        unsafe {
-            libc::kill(-group, libc::SIGTERM);
-        }
+        let group = rustix::process::Pid::from_raw(child.id() as i32);
+        let signal = |signal| {
+            if let Some(group) = group {
+                let _ = rustix::process::kill_process_group(group, signal);
+            }
+        };
+        signal(rustix::process::Signal::TERM);
         let end = std::time::Instant::now() + Duration::from_secs(5);
         while std::time::Instant::now() < end {
             if let Ok(Some(_)) = child.try_wait() {
@@ -60,9 +63,7 @@ impl LocalAgents {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        unsafe {
-            libc::kill(-group, libc::SIGKILL);
-        }
+        signal(rustix::process::Signal::KILL);
         let _ = child.wait();
     }
 }

@@ -3,7 +3,7 @@
 //! real agents and Chromium (the endpoint hook starts a local agent per instance from its user
 //! data), then what only EC2 has.
 
-mod common;
+use liveload_test_support::moto as common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -79,6 +79,9 @@ impl Backend for ExampleBackend {
             .map_err(|e| failed(format!("writing {}: {e}", dir.display())))?;
         let mut child = tokio::process::Command::new(&self.agent)
             .env_clear()
+            // PATH only, for finding Chromium: nothing of the controller's environment (cloud
+            // credentials, SSH agent) reaches an agent.
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(launch.env.iter().map(|(k, v)| (*k, v)))
             .arg("--debug-delay-listen-ms")
             .arg(self.delay_listen.as_millis().to_string())

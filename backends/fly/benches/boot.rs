@@ -5,8 +5,7 @@
 //! `cargo bench -p liveload-fly --bench boot` (`LIVELOAD_BENCH_NODES`, default 10).
 //! Prints figures; never fails on time.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use liveload_test_support::fly_server as common;
 
 use std::time::Duration;
 

@@ -5,8 +5,7 @@
 //! 1/s with bursts of 3: the minimum is 97 s). `LIVELOAD_BENCH_CREATES`, `LIVELOAD_BENCH_RATE`
 //! and `LIVELOAD_BENCH_BURST` change them. Prints figures; never fails on time.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use liveload_test_support::fly_server as common;
 
 use std::time::Duration;
 

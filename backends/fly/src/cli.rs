@@ -176,7 +176,11 @@ impl BackendCli for Fly {
     }
 
     fn command() -> Option<Command> {
-        let with_options = |command: Command| <FlyArgs as clap::Args>::augment_args(command);
+        // Augmenting applies FlyArgs' doc comment as the command's about: keep each command's.
+        let with_options = |command: Command| {
+            let about = command.get_about().cloned().unwrap_or_default();
+            <FlyArgs as clap::Args>::augment_args(command).about(about)
+        };
         let pool = Command::new("pool")
             .about(
                 "Manage a warm pool: stopped machines that runs start in about a second instead of \
@@ -187,8 +191,9 @@ impl BackendCli for Fly {
                 Command::new("create")
                     .about("Create N stopped agent machines in the pool (rate-limited: about N seconds, once)")
                     .arg(
-                        Arg::new("nodes")
+                        Arg::new("fly_pool_nodes")
                             .long("nodes")
+                            .value_name("N")
                             .help("Machines to add")
                             .required(true)
                             .value_parser(clap::value_parser!(u32)),
@@ -224,7 +229,9 @@ impl BackendCli for Fly {
         let fly = args.backend()?;
         match action {
             "create" => {
-                let nodes = *action_matches.get_one::<u32>("nodes").expect("required");
+                let nodes = *action_matches
+                    .get_one::<u32>("fly_pool_nodes")
+                    .expect("required");
                 let made = fly.create_pool(&pool, nodes).await?;
                 Ok(format!(
                     "pool '{pool}': {} machine(s) created, stopped",

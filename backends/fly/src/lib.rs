@@ -4,7 +4,9 @@
 //! retried create never makes two), tagged in its metadata with the run id, node index and
 //! expiry, `auto_destroy` with restart policy `no` (an agent that exits takes its machine with
 //! it: the dead-man switch and TTL stop machines whose controller vanished), and configured
-//! entirely through environment variables (token, TTL, grace, listen address, TLS material).
+//! through core's launch contract: settings as `LIVELOAD_AGENT_*` environment variables, the
+//! run token and TLS material as files Fly writes into the machine ([`LAUNCH_DIR`]) and the
+//! agent deletes once read.
 //!
 //! Reaching agents ([`Reach`]), two ways:
 //! - **public** (the default, works from a laptop): every machine exposes the agent port as a
@@ -407,7 +409,7 @@ impl FlyBackend {
         // belongs to the agent's user with mode 0700, so the files can be readable (0644) by
         // that user without being readable by anyone else, and the agent deletes them once
         // read. They remain in the machine's config, readable through Fly's API by holders of
-        // an org token: see SECURITY.md.
+        // an org token: see backends/fly/README.md.
         let files = launch
             .files
             .iter()

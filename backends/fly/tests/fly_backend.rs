@@ -2,7 +2,7 @@
 //! conformance suite, then what only Fly's API has — rate limits, 429 with Retry-After, a lost
 //! create response, auth.
 
-mod common;
+use liveload_test_support::fly_server as common;
 
 use liveload_core::launch::var;
 use std::sync::Arc;

@@ -26,6 +26,7 @@ pub mod cli;
 pub mod procfs;
 
 use async_trait::async_trait;
+use rustix::process::{self, Pid, Signal};
 use liveload_core::{
     AgentEndpoint, Backend, BackendError, BackendErrorKind, Billing, Error, LinkPath, NodeHandle,
     NodeSize, NodeSpec, Result, RunFilter,
@@ -165,6 +166,23 @@ pub fn find_agent_bin() -> Option<PathBuf> {
     liveload_core::agent_bin::find()
 }
 
+/// In the child before exec: ask the kernel for SIGTERM when the controller dies (even by
+/// SIGKILL), and give up if it already has (between fork and this call). Linux only; elsewhere
+/// the agent's dead-man switch alone ends orphans.
+#[cfg(target_os = "linux")]
+fn die_with_parent(parent: Pid) -> std::io::Result<()> {
+    process::set_parent_process_death_signal(Some(Signal::TERM))?;
+    if process::getppid() != Some(parent) {
+        return Err(std::io::Error::from_raw_os_error(rustix::io::Errno::SRCH.raw_os_error()));
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_parent: Pid) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// What the backend records per node, for itself and for later processes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct NodeRecord {
@@ -236,8 +254,14 @@ fn is_agent_of(pid: i32, run_id: &str) -> bool {
 
 /// Does any process remain in process group `pgid`?
 fn group_alive(pgid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    pgid > 0 && unsafe { libc::kill(-pgid, 0) == 0 }
+    Pid::from_raw(pgid).is_some_and(|group| process::test_kill_process_group(group).is_ok())
+}
+
+/// Send `signal` to every process of group `pgid` (best effort: a group that is gone is fine).
+fn signal_group(pgid: i32, signal: Signal) {
+    if let Some(group) = Pid::from_raw(pgid) {
+        let _ = process::kill_process_group(group, signal);
+    }
 }
 
 /// Is process group `pgid` made only of leftovers of a liveload agent (its Chromium, whose
@@ -307,19 +331,17 @@ impl Backend for LocalBackend {
                 .arg(self.debug_delay_listen.as_millis().to_string());
         }
         let die_with_controller = self.die_with_controller;
-        // SAFETY: between fork and exec only async-signal-safe calls are made (getpid-family,
-        // setsid, prctl).
-        let parent = unsafe { libc::getpid() };
+        let parent = process::getpid();
+        // SAFETY: the closure runs in the child between fork and exec, where only
+        // async-signal-safe work is allowed: it makes single system calls (setsid, prctl,
+        // getppid) through rustix, which allocates nothing for them, and its error path builds
+        // an `io::Error` from a raw errno without allocating.
         unsafe {
             command.pre_exec(move || {
                 // Own process group: destroy signals the whole group, Chromium included.
-                libc::setsid();
+                let _ = process::setsid();
                 if die_with_controller {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    // The controller may have died between fork and prctl.
-                    if libc::getppid() != parent {
-                        libc::_exit(1);
-                    }
+                    die_with_parent(parent)?;
                 }
                 Ok(())
             });
@@ -439,25 +461,17 @@ impl Backend for LocalBackend {
         };
         if is_agent_of(record.pid, &record.run_id) {
             // The agent leads its group: SIGTERM lets it close Chromium; SIGKILL after 3 s.
-            // SAFETY: sending signals has no memory-safety preconditions.
-            unsafe {
-                libc::kill(-record.pid, libc::SIGTERM);
-            }
+            signal_group(record.pid, Signal::TERM);
             let deadline = Instant::now() + Duration::from_secs(3);
             while group_alive(record.pid) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             if group_alive(record.pid) {
-                unsafe {
-                    libc::kill(-record.pid, libc::SIGKILL);
-                }
+                signal_group(record.pid, Signal::KILL);
             }
         } else if group_alive(record.pid) && group_is_agent_leftovers(record.pid) {
             // The agent is gone but Chromium processes of its group remain.
-            // SAFETY: as above.
-            unsafe {
-                libc::kill(-record.pid, libc::SIGKILL);
-            }
+            signal_group(record.pid, Signal::KILL);
         }
         let _ = std::fs::remove_file(&record.log_file);
         let _ = std::fs::remove_dir_all(

@@ -1,7 +1,7 @@
 //! Logging in with the keys of a running ssh-agent (`agent = true` in the hosts file). Its own
 //! test binary: it points `SSH_AUTH_SOCK` at a private agent before any thread starts.
 
-mod common;
+use liveload_test_support::sshd as common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! conformance suite end to end with real Chromium, then what only SSH has — host keys, keys,
 //! a connection that dies mid-run, a host without Chromium.
 
-mod common;
+use liveload_test_support::sshd as common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -367,14 +367,14 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             Error::ScenarioIsAlreadyRunning { .. } => {
-                "wait for the other run to finish, stop it, or give this run another name with --name"
+                "wait for the other run to finish or stop it (Ctrl-C); two runs of one scenario from one machine would load the same target twice and fight over its lock"
                     .into()
             }
             Error::NecessaryNodesExceedsMaxAllowedNodes { necessary, .. } => format!(
-                "raise --max-allowed-nodes to at least {necessary}, lower --users, or use bigger nodes"
+                "raise --max-allowed-nodes to at least {necessary} (on the local backend: --local-nodes, which splits this host), lower --users, or use bigger nodes"
             ),
             Error::NodeTooSmall { .. } => {
-                "use a bigger node size, or lower --browser-memory / --context-memory if you measured your page to need less"
+                "use a bigger node size, or lower --browser-memory-mib / --context-memory-mib if you measured your page to need less"
                     .into()
             }
             Error::ClusterNodeCreationTimeout { .. } => {
@@ -388,7 +388,7 @@ impl Error {
             Error::MaxAllowedNodesInvalid { .. } => "pass --max-allowed-nodes 1 or more".into(),
             Error::Backend(e) => return e.hint.clone(),
             Error::ConfirmationRequired { .. } => {
-                "confirm with --yes (CLI), or pass a CostConfirmation in RunOptions (library)".into()
+                "nothing was created: confirm with --yes (or answer y at the prompt), or from the library set RunOptions::cost_confirmation".into()
             }
             Error::InsecureLink { .. } => {
                 "this is a bug in the backend: it must declare a network link (the default) so core encrypts it"

@@ -97,7 +97,7 @@ impl SizingConfig {
             return bad("--memory-safety-factor", "must be in (0, 1]");
         }
         if self.profile.context_memory_usage_bytes == 0 {
-            return bad("--context-memory", "must be more than 0");
+            return bad("--context-memory-mib", "must be more than 0");
         }
         if !(self.profile.browser_contexts_per_core > 0.0
             && self.profile.browser_contexts_per_core.is_finite())

@@ -292,8 +292,7 @@ fn read_kib(path: &str, key: &str) -> u64 {
 }
 
 fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+    rustix::param::clock_ticks_per_second().max(1) as f64
 }
 
 struct UsersFigure {

@@ -109,7 +109,7 @@ pub struct RunFlags {
     /// Agents exit when the controller has been silent this long.
     #[arg(long, value_parser = duration, default_value = "30s")]
     pub grace: Duration,
-    /// Agents exit at this age whatever happens (default: duration + 15m).
+    /// Agents exit at this age whatever happens (default: duration + creation timeout + 15m).
     #[arg(long, value_parser = duration)]
     pub ttl: Option<Duration>,
     /// Serve the agent link over TLS with a per-run pinned certificate (always on for remote

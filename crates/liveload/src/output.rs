@@ -69,7 +69,7 @@ pub fn plan(plan: &Plan, format: OutputFormat) {
             print!("{}", plan_text(plan));
             if let Some(price) = plan.node_hourly_price {
                 println!(
-                    "Cost: about ${:.2} per hour ({} node(s) x ${price:.4}/h; estimate, see README)",
+                    "Cost: about ${:.2} per hour ({} node(s) x ${price:.4}/h; estimate: prices in backends/<name>/README.md)",
                     price * plan.nodes as f64,
                     plan.nodes
                 );

@@ -18,3 +18,33 @@ pub fn backends() -> Vec<Box<dyn Registered>> {
     backends.push(entry::<liveload_example_backend::cli::Example>());
     backends
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// Every backend's option ids start with its name (so its `LIVELOAD_<BACKEND>_*` variables
+    /// and `[backend]` config section follow), and all of them fit on one command line without
+    /// clashing (clap's debug assertions check ids and flags when the command is built).
+    #[test]
+    fn backend_options_are_named_after_their_backend_and_never_clash() {
+        let backends = backends();
+        let mut command = crate::cli::Cli::command();
+        for backend in &backends {
+            for id in backend.option_ids() {
+                assert!(
+                    id.starts_with(&format!("{}_", backend.name())),
+                    "{}: option `{id}` must start with `{}_`",
+                    backend.name(),
+                    backend.name()
+                );
+            }
+            command = command.mut_subcommand("run", |c| backend.augment(c));
+            if let Some(own) = backend.command() {
+                command = command.subcommand(own);
+            }
+        }
+        command.debug_assert();
+    }
+}

@@ -115,7 +115,8 @@ pub async fn run_scenario(
 }
 
 /// Show the plan with its estimated cost; go on only with `--yes` or a "y" typed at a terminal.
-/// Core computes the estimate and refuses a billed run without the confirmation this returns.
+/// Core computes the estimate and refuses a billed run without the confirmation this returns;
+/// when nobody confirms, the error is core's own `confirmation_required`.
 async fn confirm(
     backend: &dyn Backend,
     options: &run::RunOptions,
@@ -123,7 +124,8 @@ async fn confirm(
     format: OutputFormat,
 ) -> Result<run::CostConfirmation, Error> {
     use std::io::{BufRead as _, IsTerminal as _, Write as _};
-    if let Some(estimate) = run::estimate(backend, options).await?
+    let estimate = run::estimate(backend, options).await?;
+    if let Some(estimate) = &estimate
         && format == OutputFormat::Text
     {
         eprintln!("{estimate}");
@@ -131,14 +133,13 @@ async fn confirm(
     if yes {
         return Ok(run::CostConfirmation::new("--yes"));
     }
+    let refused = || Error::ConfirmationRequired {
+        backend: backend.name(),
+        estimate: estimate.as_ref().map(ToString::to_string),
+    };
     if !std::io::stdin().is_terminal() {
-        return Err(Error::InvalidOption {
-            option: "--yes".into(),
-            message: format!(
-                "this creates {} machines that cost money; nobody is at a terminal to confirm",
-                backend.name()
-            ),
-        });
+        // Nobody can answer a prompt (CI, a pipe): only --yes confirms.
+        return Err(refused());
     }
     eprint!("create these machines? [y/N] ");
     let _ = std::io::stderr().flush();
@@ -147,7 +148,7 @@ async fn confirm(
     if matches!(answer.trim(), "y" | "Y" | "yes") {
         Ok(run::CostConfirmation::new("prompt"))
     } else {
-        Err(Error::Interrupted)
+        Err(refused())
     }
 }
 

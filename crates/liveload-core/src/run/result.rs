@@ -45,7 +45,7 @@ pub struct NodeReport {
 /// Version of the `result.json` schema ([`RunReport`]); bumped on incompatible changes.
 pub const RESULT_SCHEMA_VERSION: u32 = 1;
 
-/// What a finished run reports; serialised as `result.json` (see README, "Result file").
+/// What a finished run reports; serialised as `result.json` (see docs/metrics-and-reports.md).
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct RunReport {
     /// [`RESULT_SCHEMA_VERSION`] of this document.

@@ -5,8 +5,6 @@
 //! Also a small proxy that can lose RunInstances' answer (the call reaches moto, the answer
 //! never reaches liveload), for the lost-response test.
 
-#![allow(dead_code)]
-
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,7 +17,9 @@ use liveload_ec2::{ClientOptions, Ec2Backend, Image};
 
 /// A running moto server.
 pub struct Moto {
+    /// Its endpoint URL (what `--ec2-endpoint-url` takes).
     pub url: String,
+    /// Its port on 127.0.0.1.
     pub port: u16,
     child: Child,
 }
@@ -118,7 +118,7 @@ impl Moto {
 
 /// The agent binary the hook starts.
 pub fn agent_bin() -> PathBuf {
-    liveload_local::find_agent_bin().expect("liveload-agent is built (cargo build --bins)")
+    liveload_core::agent_bin::find().expect("liveload-agent is built (cargo build --bins)")
 }
 
 /// An AMI the emulator knows (one of its built-in Amazon images).
@@ -177,6 +177,7 @@ impl AgentHook for NeverReady {
 
 /// A proxy to moto that forwards every call and can drop RunInstances' answer once.
 pub struct LosingProxy {
+    /// Its endpoint URL.
     pub url: String,
     /// Drop the next RunInstances answer.
     pub lose_next_run: Arc<AtomicBool>,
@@ -185,6 +186,7 @@ pub struct LosingProxy {
 }
 
 impl LosingProxy {
+    /// Start the proxy in front of moto's port `upstream`.
     pub fn start(upstream: u16) -> LosingProxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

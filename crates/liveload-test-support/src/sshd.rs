@@ -5,8 +5,6 @@
 //! `scripts/test.sh` installs Debian's `openssh-server` when it is missing; its system service
 //! is never started.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -15,7 +13,9 @@ use liveload_ssh::{Auth, Host, SshBackend, SshBackendBuilder};
 
 /// A running sshd.
 pub struct Sshd {
+    /// Its port on 127.0.0.1.
     pub port: u16,
+    /// Its config, keys and logs.
     pub dir: tempfile::TempDir,
     /// The key `authorized_keys` accepts.
     pub user_key: PathBuf,
@@ -60,7 +60,7 @@ pub fn current_user() -> String {
 
 /// The agent binary the tests upload.
 pub fn agent_bin() -> PathBuf {
-    liveload_local::find_agent_bin().expect("liveload-agent is built (cargo build --bins)")
+    liveload_core::agent_bin::find().expect("liveload-agent is built (cargo build --bins)")
 }
 
 impl Sshd {

@@ -11,8 +11,6 @@
 //! connection to the machine named by `fly-force-instance-id` — only if that machine's config
 //! exposes the agent port as a `tls`+`http` service, as Fly's proxy requires.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -32,12 +30,19 @@ pub const TOKEN: &str = "fly-test-token-0123456789abcdef";
 
 /// One machine.
 pub struct FakeMachine {
+    /// Its id (`e...`).
     pub id: String,
+    /// Its name (liveload names machines `ll-<run>-<index>`).
     pub name: String,
+    /// The app it belongs to.
     pub app: String,
+    /// `created`, `started` or `stopped`.
     pub state: String,
+    /// Its loopback address, standing in for Fly's private IPv6.
     pub private_ip: String,
+    /// The config it was created (or last updated) with, as sent.
     pub config: Value,
+    /// The real agent running for it, if started.
     pub agent: Option<Child>,
 }
 
@@ -51,9 +56,13 @@ impl FakeMachine {
 /// What the server remembers and what tests tune.
 #[derive(Default)]
 pub struct ServerState {
+    /// Every machine that exists, by id.
     pub machines: BTreeMap<String, FakeMachine>,
+    /// The counter machine ids and addresses come from.
     pub next: u32,
+    /// The agent executable machines run.
     pub agent_bin: std::path::PathBuf,
+    /// The port agents listen on inside their machines.
     pub agent_port: u16,
     /// When each create request arrived.
     pub creates: Vec<Instant>,
@@ -74,7 +83,9 @@ pub const EDGE_NAME: &str = "liveload-test.fly.dev";
 
 /// A running test server.
 pub struct FlyServer {
+    /// The API's base URL (what `--fly-api-url` takes).
     pub url: String,
+    /// What the server remembers; tests read and tune it.
     pub state: Arc<Mutex<ServerState>>,
     /// The edge's `host:port`.
     pub edge: String,
@@ -111,9 +122,8 @@ fn stop_agent(machine: &mut FakeMachine) {
 /// End an agent's process group (Chromium too): SIGTERM, then SIGKILL after 5 s.
 fn stop_child(mut child: Child) {
     // The agent leads its process group (it calls setsid): end the group, Chromium too.
-    unsafe {
-        libc::kill(-(child.id() as i32), libc::SIGTERM);
-    }
+    let group = rustix::process::Pid::from_raw(child.id() as i32).expect("a child pid");
+    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
     let end = std::time::Instant::now() + Duration::from_secs(5);
     while std::time::Instant::now() < end {
         if let Ok(Some(_)) = child.try_wait() {
@@ -121,9 +131,7 @@ fn stop_child(mut child: Child) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    unsafe {
-        libc::kill(-(child.id() as i32), libc::SIGKILL);
-    }
+    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
     let _ = child.wait();
 }
 
@@ -138,7 +146,7 @@ fn free_port() -> u16 {
 /// Start the server on a free port.
 pub async fn start() -> FlyServer {
     let state = Arc::new(Mutex::new(ServerState {
-        agent_bin: liveload_local::find_agent_bin().expect("liveload-agent is built"),
+        agent_bin: liveload_core::agent_bin::find().expect("liveload-agent is built"),
         agent_port: free_port(),
         retry_after_s: 1,
         ..Default::default()
