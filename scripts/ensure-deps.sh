@@ -91,4 +91,26 @@ ensure_sshd() {
   if [ "$guard" -eq 1 ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
 }
 
+# cargo-machete (unused dependencies), from crates.io, pinned; about two and a half minutes
+# to build on two cores, once per machine.
+MACHETE_VERSION=0.9.2
+ensure_machete() {
+  if command -v cargo-machete >/dev/null 2>&1 \
+    && cargo machete --version 2>/dev/null | grep -q "$MACHETE_VERSION"; then
+    return
+  fi
+  echo "installing cargo-machete $MACHETE_VERSION ..." >&2
+  cargo install --locked --quiet cargo-machete --version "$MACHETE_VERSION" >&2
+}
+
+# cargo-nextest runs the tests (each in its own process, binaries in parallel). These
+# machines have it; elsewhere it is installed from crates.io.
+ensure_nextest() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    return
+  fi
+  echo "installing cargo-nextest ..." >&2
+  cargo install --locked --quiet cargo-nextest >&2
+}
+
 ensure_chromium

@@ -186,27 +186,57 @@ pub fn signal(pid: u32, signal: i32) {
 }
 
 /// Serialises the tests that run many real Chromium contexts, so they do not starve each
-/// other of the machine's cores.
-pub static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Take [`HEAVY`], ignoring poisoning from a failed test.
-pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+/// other of the machine's cores. A lock on a file, not a mutex: `cargo nextest` runs every test
+/// in its own process, `cargo test` runs them as threads of one; a file lock holds in both.
+/// Released when the returned file is dropped (or the process dies).
+pub fn heavy() -> std::fs::File {
+    let path = std::env::temp_dir().join("liveload-tests-heavy.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .expect("the heavy-test lock file");
+    file.lock().expect("locking the heavy-test lock file");
+    file
 }
 
 /// `GET path` from a local HTTP server; returns the body.
 pub fn http_get(address: &str, path: &str) -> String {
+    http_request(address, path, &[]).1
+}
+
+/// `GET path` with extra request header lines (`Authorization: ...`); returns the status code
+/// and the body. `Host` is `address` unless a header line sets it.
+pub fn http_request(address: &str, path: &str, headers: &[&str]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).expect("connects");
+    let host = if headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
+        String::new()
+    } else {
+        format!("Host: {address}\r\n")
+    };
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\n{host}{extra}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    body.to_string()
+    (status, body.to_string())
+}
+
+/// The bearer token of the control endpoint of run `cluster` in `state`.
+pub fn control_token(state: &Path, cluster: &str) -> String {
+    std::fs::read_to_string(state.join("control").join(format!("{cluster}.token")))
+        .expect("the control endpoint's token file")
 }
 
 /// The control endpoint address of the run in `state`, once it is up.
@@ -218,7 +248,8 @@ pub fn control_address(state: &Path) -> String {
                 return false;
             };
             for entry in entries.flatten() {
-                if let Ok(text) = std::fs::read_to_string(entry.path())
+                if entry.path().extension().is_some_and(|e| e == "json")
+                    && let Ok(text) = std::fs::read_to_string(entry.path())
                     && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
                 {
                     address = v["address"].as_str().unwrap_or("").to_string();
@@ -230,4 +261,25 @@ pub fn control_address(state: &Path) -> String {
         "no control endpoint"
     );
     address
+}
+
+/// An agent executable for `LIVELOAD_AGENT_BIN` that copies its token file to `captured`
+/// before starting the real agent (which deletes the file once read): how a test learns the
+/// run token without the token ever being anywhere else. Named `liveload-agent` like the real
+/// one, in `dir`.
+pub fn token_capturing_agent(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let wrapper = dir.join("liveload-agent");
+    let captured = dir.join("captured-token");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncp \"$LIVELOAD_AGENT_TOKEN_FILE\" '{}'\nexec '{}' \"$@\"\n",
+            captured.display(),
+            bin("liveload-agent").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (wrapper, captured)
 }

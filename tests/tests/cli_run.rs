@@ -373,22 +373,7 @@ fn the_run_token_never_reaches_the_controllers_logs_even_at_trace() {
     // The agent reads its token from a file and deletes it: a wrapper named like the agent
     // keeps a copy for the test before starting the real one.
     let wrapper_dir = tempfile::tempdir().unwrap();
-    let wrapper = wrapper_dir.path().join("liveload-agent");
-    let captured = wrapper_dir.path().join("token");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\ncp \"$LIVELOAD_AGENT_TOKEN_FILE\" '{}'\nexec '{}' \"$@\"\n",
-            captured.display(),
-            bin("liveload-agent").display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let (wrapper, captured) = token_capturing_agent(wrapper_dir.path());
     let child = liveload(state.path())
         .env("LIVELOAD_AGENT_BIN", &wrapper)
         .env("LIVELOAD_LOG", "trace")
@@ -760,15 +745,34 @@ fn users_add_and_remove_change_a_running_test() {
         .spawn()
         .unwrap();
     let address = control_address(state.path());
+    let bearer = format!("Authorization: Bearer {}", control_token(state.path(), "demo"));
     let active = |address: &str| -> u64 {
-        let status: serde_json::Value =
-            serde_json::from_str(&http_get(address, "/status")).unwrap_or_default();
+        let (_, body) = http_request(address, "/status", &[&bearer]);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         status["active_users"].as_u64().unwrap_or(0)
     };
     assert!(
         eventually(Duration::from_secs(60), || active(&address) == 2),
         "2 users run"
     );
+    // Without the token, or addressed by another name (a DNS-rebound web page): refused.
+    let (code, _) = http_request(&address, "/status", &[]);
+    assert_eq!(code, 401, "no token");
+    let (code, _) = http_request(&address, "/status", &["Authorization: Bearer wrong-token"]);
+    assert_eq!(code, 401, "wrong token");
+    let port = address.rsplit(':').next().unwrap();
+    let (code, _) = http_request(
+        &address,
+        "/status",
+        &[&bearer, &format!("Host: attacker.example:{port}")],
+    );
+    assert_eq!(code, 421, "foreign Host");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(state.path().join("control/demo.token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the token file is private");
 
     let out = liveload(state.path())
         .args(["users", "add", "3"])
@@ -809,7 +813,7 @@ fn users_add_and_remove_change_a_running_test() {
     );
 
     // Prometheus metrics while it runs.
-    let metrics = http_get(&address, "/metrics");
+    let (_, metrics) = http_request(&address, "/metrics", &[&bearer]);
     assert!(metrics.contains("liveload_active_users 1"), "{metrics}");
     assert!(metrics.contains("liveload_latency_ms{metric=\"step:navigate /\",quantile=\"0.95\"}"));
 

@@ -183,6 +183,23 @@ fn die_with_parent(_parent: Pid) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The only variables of the controller's environment an agent inherits: what a process needs
+/// to find programs, fonts and its locale, and the agent's own log filter. Everything else
+/// (`AWS_*`, `FLY_API_TOKEN`, `SSH_AUTH_SOCK`, ...) stays with the controller.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "RUST_BACKTRACE",
+    liveload_core::launch::var::LOG,
+];
+
 /// What the backend records per node, for itself and for later processes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct NodeRecord {
@@ -303,8 +320,8 @@ impl Backend for LocalBackend {
         use std::os::unix::process::CommandExt as _;
 
         let run_dir = self.run_dir(&spec.run_id);
-        std::fs::create_dir_all(&run_dir)
-            .map_err(|e| Error::io(format!("creating {}", run_dir.display()), e))?;
+        liveload_core::state::private_dir(&self.state_dir)?;
+        liveload_core::state::private_dir(&run_dir)?;
         let log_file = run_dir.join(format!("node-{}.log", spec.index));
         let log = std::fs::File::create(&log_file)
             .map_err(|e| Error::io(format!("creating {}", log_file.display()), e))?;
@@ -320,6 +337,14 @@ impl Backend for LocalBackend {
         liveload_core::backend::write_launch_files(&files_dir, &launch.files)
             .map_err(|e| Error::io(format!("writing {}", files_dir.display()), e))?;
         let mut command = std::process::Command::new(&self.agent_bin);
+        // A cleared environment plus an allowlist: the controller's cloud credentials, SSH
+        // agent socket and tokens never reach the agent, nor the Chromium it starts.
+        command.env_clear();
+        for name in INHERITED_ENV {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
         command
             .envs(launch.env.iter().map(|(k, v)| (*k, v)))
             .stdin(std::process::Stdio::null())
@@ -385,13 +410,10 @@ impl Backend for LocalBackend {
             log_file,
         };
         let path = self.record_path(&spec.run_id, spec.index);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec(&record).expect("a record serialises"),
-        )
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        liveload_core::state::write_private_file(
+            &path,
+            &serde_json::to_vec(&record).expect("a record serialises"),
+        )?;
         let handle = Self::handle(&record);
         self.announced
             .lock()

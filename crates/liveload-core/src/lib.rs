@@ -20,6 +20,7 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod sizing;
+pub mod state;
 pub mod threshold;
 pub mod tls;
 

@@ -5,6 +5,7 @@
 //! stale lock behind.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
@@ -33,9 +34,9 @@ impl ScenarioLock {
     /// Take the lock for `scenario` under `state_dir`, or fail with
     /// [`Error::ScenarioIsAlreadyRunning`].
     pub fn acquire(state_dir: &Path, scenario: &str) -> Result<ScenarioLock> {
+        crate::state::private_dir(state_dir)?;
         let dir = state_dir.join("locks");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        crate::state::private_dir(&dir)?;
         // Scenario names are free text; keep the file name safe and still readable.
         let safe: String = scenario
             .chars()
@@ -48,10 +49,12 @@ impl ScenarioLock {
             })
             .collect();
         let path = dir.join(format!("{safe}.lock"));
+        // Never through a symlink (the directory is ours alone; this is belt and braces).
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&path)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         match file.try_lock() {

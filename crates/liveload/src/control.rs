@@ -4,15 +4,24 @@
 //! - `GET /metrics`: Prometheus text format;
 //! - `POST /users` with `{"add": 50}` or `{"remove": 20, "force": false}`.
 //!
-//! Its address is written to `<state-dir>/control/<cluster>.json` so `liveload users add 50`
-//! finds it; the file is removed when the run ends.
+//! Its address is written to `<state-dir>/control/<cluster>.json` and a bearer token to
+//! `<cluster>.token` next to it (both mode 0600 in the private state directory) so
+//! `liveload users add 50` finds and authenticates to it; both go when the run ends.
+//!
+//! Why a token on a loopback port: any process of any user on this machine can reach
+//! 127.0.0.1, and so can a web page in the user's browser through DNS rebinding (a name that
+//! resolves to 127.0.0.1). Every request must carry `Authorization: Bearer <token>`, and its
+//! `Host` must be this endpoint's own loopback address, which a rebound name never is.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -34,11 +43,12 @@ pub struct UsersChange {
     pub force: bool,
 }
 
-/// A running control server; its record file goes when it is dropped.
+/// A running control server; its record and token files go when it is dropped.
 pub struct ControlServer {
     /// Where it listens.
     pub address: SocketAddr,
     record: PathBuf,
+    token_file: PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -46,7 +56,48 @@ impl Drop for ControlServer {
     fn drop(&mut self) {
         self.task.abort();
         let _ = std::fs::remove_file(&self.record);
+        let _ = std::fs::remove_file(&self.token_file);
     }
+}
+
+/// What every request must show.
+struct Guard {
+    token: String,
+    /// `Host` values that name this endpoint.
+    hosts: [String; 3],
+}
+
+/// Refuse requests without the bearer token (401) or addressed to another host name (421,
+/// "misdirected": a DNS-rebound page).
+async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if !guard.hosts.iter().any(|allowed| allowed == host) {
+        return (StatusCode::MISDIRECTED_REQUEST, "unexpected Host\n").into_response();
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !constant_time_eq(presented.as_bytes(), guard.token.as_bytes()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a bearer token is required: liveload users reads it from the state directory\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Compare without revealing, through timing, how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serve `handle` on 127.0.0.1 (a free port) and record the address for `liveload users`.
@@ -62,16 +113,28 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| Error::io("starting the control endpoint", e))?;
     let dir = state_dir.join("control");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    liveload_core::state::private_dir(state_dir)?;
+    liveload_core::state::private_dir(&dir)?;
+    let token = liveload_core::names::new_token();
+    let token_file = dir.join(format!("{cluster}.token"));
+    liveload_core::state::write_private_file(&token_file, token.expose().as_bytes())?;
     let record = dir.join(format!("{cluster}.json"));
     let body = serde_json::json!({ "address": address.to_string(), "pid": std::process::id() });
-    std::fs::write(&record, body.to_string())
-        .map_err(|e| Error::io(format!("writing {}", record.display()), e))?;
+    liveload_core::state::write_private_file(&record, body.to_string().as_bytes())?;
+    let port = address.port();
+    let guard_state = Arc::new(Guard {
+        token: token.expose().to_string(),
+        hosts: [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+        ],
+    });
     let app = Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/users", post(users))
+        .route_layer(middleware::from_fn_with_state(guard_state, guard))
         .with_state(handle);
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -79,6 +142,7 @@ pub async fn serve(
     Ok(ControlServer {
         address,
         record,
+        token_file,
         task,
     })
 }
@@ -172,11 +236,23 @@ async fn users(State(handle): State<ControlHandle>, Json(change): Json<UsersChan
     }
 }
 
+/// A running test's control endpoint: where it listens and the token it wants.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Its loopback address.
+    pub address: SocketAddr,
+    /// Its bearer token.
+    pub token: liveload_core::Secret,
+}
+
 /// Find the control endpoint of a running test: the one for `cluster`, or the only one.
-pub fn find(state_dir: &Path, cluster: Option<&str>) -> Result<SocketAddr, Error> {
+pub fn find(state_dir: &Path, cluster: Option<&str>) -> Result<Endpoint, Error> {
     let dir = state_dir.join("control");
-    let mut found = Vec::new();
+    let mut found: Vec<(String, Endpoint)> = Vec::new();
     for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if entry.path().extension().is_none_or(|e| e != "json") {
+            continue;
+        }
         let name = entry
             .path()
             .file_stem()
@@ -194,14 +270,16 @@ pub fn find(state_dir: &Path, cluster: Option<&str>) -> Result<SocketAddr, Error
         let alive = record["pid"]
             .as_i64()
             .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-        if let (true, Some(address)) = (alive, record["address"].as_str())
+        let token = std::fs::read_to_string(dir.join(format!("{name}.token")));
+        if let (true, Some(address), Ok(token)) = (alive, record["address"].as_str(), token)
             && let Ok(address) = address.parse()
         {
-            found.push((name, address));
+            let token = liveload_core::Secret::new(token.trim());
+            found.push((name, Endpoint { address, token }));
         }
     }
     match found.len() {
-        1 => Ok(found[0].1),
+        1 => Ok(found.remove(0).1),
         0 => Err(Error::InvalidOption {
             option: "--name".into(),
             message: "no running liveload test found on this machine".into(),
@@ -221,10 +299,12 @@ pub fn find(state_dir: &Path, cluster: Option<&str>) -> Result<SocketAddr, Error
 }
 
 /// Send a users change to a running test; returns its new target user count.
-pub async fn change_users(address: SocketAddr, change: &UsersChange) -> Result<u64, Error> {
+pub async fn change_users(endpoint: Endpoint, change: &UsersChange) -> Result<u64, Error> {
     let fail = |message: String| Error::RunFailed { message };
+    let address = endpoint.address;
     let response = reqwest::Client::new()
         .post(format!("http://{address}/users"))
+        .bearer_auth(endpoint.token.expose())
         .header("content-type", "application/json")
         .body(serde_json::to_string(change).expect("serialises"))
         .send()

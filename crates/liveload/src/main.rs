@@ -251,7 +251,7 @@ async fn users(args: cli::UsersArgs) -> i32 {
         },
     };
     let result = match control::find(&state_dir, args.name.as_deref()) {
-        Ok(address) => control::change_users(address, &change).await,
+        Ok(endpoint) => control::change_users(endpoint, &change).await,
         Err(e) => Err(e),
     };
     match result {
