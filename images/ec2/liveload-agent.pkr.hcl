@@ -77,14 +77,19 @@ build {
     source      = "images/ec2/liveload-agent-start"
     destination = "/tmp/liveload-agent-start"
   }
+  provisioner "file" {
+    source      = "images/ec2/liveload-imds.nft"
+    destination = "/tmp/liveload-imds.nft"
+  }
   provisioner "shell" {
     inline = [
       "sudo apt-get update -qq",
-      "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium-headless-shell fonts-liberation fonts-noto-color-emoji",
+      "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium-headless-shell fonts-liberation fonts-noto-color-emoji nftables",
       "sudo useradd --system --create-home --uid 10001 liveload",
       "sudo install -m 0755 /tmp/liveload-agent /usr/local/bin/liveload-agent",
       "sudo install -m 0755 /tmp/liveload-agent-start /usr/local/bin/liveload-agent-start",
       "sudo install -m 0644 /tmp/liveload-agent.service /etc/systemd/system/liveload-agent.service",
+      "sudo install -D -m 0644 /tmp/liveload-imds.nft /usr/local/lib/liveload/imds.nft",
       "sudo systemctl daemon-reload",
       # Started by the user data only (it writes the settings first): not enabled at boot.
       "sudo apt-get clean",

@@ -66,7 +66,8 @@ resource "aws_launch_template" "agent" {
   }
 
   metadata_options {
-    http_tokens = "required"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
   }
 }
 

@@ -211,7 +211,10 @@ pub fn http_get(address: &str, path: &str) -> String {
 pub fn http_request(address: &str, path: &str, headers: &[&str]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).expect("connects");
-    let host = if headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
+    let host = if headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
         String::new()
     } else {
         format!("Host: {address}\r\n")

@@ -745,7 +745,10 @@ fn users_add_and_remove_change_a_running_test() {
         .spawn()
         .unwrap();
     let address = control_address(state.path());
-    let bearer = format!("Authorization: Bearer {}", control_token(state.path(), "demo"));
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        control_token(state.path(), "demo")
+    );
     let active = |address: &str| -> u64 {
         let (_, body) = http_request(address, "/status", &[&bearer]);
         let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();

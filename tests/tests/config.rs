@@ -37,7 +37,12 @@ fn each_layer_overrides_the_one_below() {
     let cases: [(&str, &str, &str, &str); 3] = [
         // key, env variable, flag, the file's line
         ("users", "LIVELOAD_USERS", "--users", "users = 5"),
-        ("fly.app", "LIVELOAD_FLY_APP", "--fly-app", "app = \"from-file\""),
+        (
+            "fly.app",
+            "LIVELOAD_FLY_APP",
+            "--fly-app",
+            "app = \"from-file\"",
+        ),
         (
             "fly.token_file",
             "LIVELOAD_FLY_TOKEN_FILE",
@@ -48,7 +53,11 @@ fn each_layer_overrides_the_one_below() {
     // Defaults: nothing set anywhere.
     let doc = effective(dir.path(), &[], &[]);
     for (key, ..) in cases {
-        assert_eq!(row(&doc, key), (&serde_json::Value::Null, "default"), "{key}");
+        assert_eq!(
+            row(&doc, key),
+            (&serde_json::Value::Null, "default"),
+            "{key}"
+        );
     }
     assert_eq!(row(&doc, "fly.size").0, "performance-2x");
     // The file.
@@ -59,7 +68,10 @@ fn each_layer_overrides_the_one_below() {
     .unwrap();
     let doc = effective(dir.path(), &[], &[]);
     assert_eq!(row(&doc, "users"), (&"5".into(), "liveload.toml:1"));
-    assert_eq!(row(&doc, "fly.app"), (&"from-file".into(), "liveload.toml:4"));
+    assert_eq!(
+        row(&doc, "fly.app"),
+        (&"from-file".into(), "liveload.toml:4")
+    );
     assert_eq!(
         row(&doc, "fly.token_file"),
         (&"/file/token".into(), "liveload.toml:5")
@@ -72,7 +84,10 @@ fn each_layer_overrides_the_one_below() {
     ];
     let doc = effective(dir.path(), &env, &[]);
     for ((key, var, ..), (_, value)) in cases.iter().zip(env) {
-        assert_eq!(row(&doc, key), (&value.into(), format!("env {var}").as_str()));
+        assert_eq!(
+            row(&doc, key),
+            (&value.into(), format!("env {var}").as_str())
+        );
     }
     // Flags over everything.
     let flags = [
@@ -128,16 +143,25 @@ fn the_file_refuses_secrets_unknown_keys_and_sections_with_their_line() {
         let out = liveload(dir.path()).args(["config"]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
-        assert!(stderr.contains(&format!("liveload.toml:{line}")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("liveload.toml:{line}")),
+            "{stderr}"
+        );
         assert!(stderr.contains(words), "{stderr}");
-        assert!(!stderr.contains("fo1_secret"), "the secret is not echoed: {stderr}");
+        assert!(
+            !stderr.contains("fo1_secret"),
+            "the secret is not echoed: {stderr}"
+        );
     }
 }
 
 #[test]
 fn help_groups_options_by_backend() {
     let dir = tempfile::tempdir().unwrap();
-    let out = liveload(dir.path()).args(["run", "--help"]).output().unwrap();
+    let out = liveload(dir.path())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     let headings = [
         "Local backend (--backend local):",

@@ -34,8 +34,14 @@ fn a_backend_added_with_one_registry_line_runs_from_the_cli_with_safe_defaults()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--yes") && stderr.contains("cost money"), "{stderr}");
-    assert!(!state.path().join("example").exists(), "no node was created");
+    assert!(
+        stderr.contains("--yes") && stderr.contains("cost money"),
+        "{stderr}"
+    );
+    assert!(
+        !state.path().join("example").exists(),
+        "no node was created"
+    );
     // Confirmed: it runs over TLS (core's default for an undeclared link) and leaves nothing.
     let (code, report, out) = json_output(
         liveload(state.path())
@@ -49,7 +55,10 @@ fn a_backend_added_with_one_registry_line_runs_from_the_cli_with_safe_defaults()
     assert_eq!(report["backend"], "example");
     assert_eq!(report["users_succeeded"], 1, "{report}");
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("tls: true"), "the spec carried TLS material: {log}");
+    assert!(
+        log.contains("tls: true"),
+        "the spec carried TLS material: {log}"
+    );
     let listed = liveload(state.path())
         .args(["nodes", "--backend", "example"])
         .output()

@@ -86,6 +86,9 @@ fn the_aws_module_is_consistent_and_its_command_uses_real_options() {
         main.1
             .contains("instance_initiated_shutdown_behavior = \"terminate\"")
     );
+    // IMDSv2 only, one hop, as the backend asks in RunInstances.
+    assert!(main.1.contains("http_tokens                 = \"required\""));
+    assert!(main.1.contains("http_put_response_hop_limit = 1"));
     // Every flag of the printed command is a `liveload run` option.
     let command = files
         .iter()
@@ -134,6 +137,27 @@ fn the_ec2_image_recipe_parses_and_uploads_files_that_exist() {
     assert!(unit.contains("EnvironmentFile=/etc/liveload/agent.env"));
     assert!(unit.contains("poweroff"), "an exited agent powers off");
     assert!(unit.contains("User=liveload"), "not root");
+    // The metadata service is closed to the agent's user before it starts.
+    assert!(unit.contains("ExecStartPre=+/usr/sbin/nft -f /usr/local/lib/liveload/imds.nft"));
+    let nft = std::fs::read_to_string(repo().join("images/ec2/liveload-imds.nft")).unwrap();
+    assert!(nft.contains("meta skuid \"liveload\" ip daddr 169.254.169.254 reject"));
+    let recipe = std::fs::read_to_string(repo().join("images/ec2/liveload-agent.pkr.hcl")).unwrap();
+    assert!(recipe.contains("/usr/local/lib/liveload/imds.nft") && recipe.contains("nftables"));
+    // Where nft exists, the rule file is valid nft syntax.
+    if std::path::Path::new("/usr/sbin/nft").exists() {
+        let out = std::process::Command::new("/usr/sbin/nft")
+            .args(["--check", "-f"])
+            .arg(repo().join("images/ec2/liveload-imds.nft"))
+            .output()
+            .unwrap();
+        // `--check` needs the user to exist for `skuid "liveload"`; a missing user is the
+        // only acceptable complaint.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || stderr.contains("liveload"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

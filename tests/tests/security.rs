@@ -23,7 +23,15 @@ fn no_child_inherits_the_controllers_secrets_or_the_run_token() {
     let mut child = liveload(state.path())
         .envs(CONTROLLER_SECRETS.iter().copied())
         .env("LIVELOAD_AGENT_BIN", &wrapper)
-        .args(["demo", "--users", "2", "--duration", "6s", "--start-interval", "0s"])
+        .args([
+            "demo",
+            "--users",
+            "2",
+            "--duration",
+            "6s",
+            "--start-interval",
+            "0s",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -31,7 +39,9 @@ fn no_child_inherits_the_controllers_secrets_or_the_run_token() {
     let (_, agents) = wait_for_agents(state.path(), &mut child, 1);
     // Wait until the agent's Chromium runs (it starts when users are prepared).
     assert!(
-        eventually(Duration::from_secs(60), || processes_in_groups(&agents).len() > 2),
+        eventually(Duration::from_secs(60), || processes_in_groups(&agents)
+            .len()
+            > 2),
         "Chromium started"
     );
     let token = std::fs::read_to_string(&captured).unwrap();
@@ -47,7 +57,10 @@ fn no_child_inherits_the_controllers_secrets_or_the_run_token() {
                 "{name} reached pid {pid} ({cmdline})"
             );
         }
-        assert!(!environ.contains(&token), "the run token reached pid {pid} ({cmdline})");
+        assert!(
+            !environ.contains(&token),
+            "the run token reached pid {pid} ({cmdline})"
+        );
     }
     assert!(
         processes.iter().any(|(_, c)| c.contains("chrom")),
@@ -63,11 +76,7 @@ fn a_state_directory_another_user_could_have_planted_is_refused() {
     // World-writable, as a directory pre-created in /tmp by someone else would be.
     let loose = root.path().join("loose");
     std::fs::create_dir(&loose).unwrap();
-    std::fs::set_permissions(
-        &loose,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     // A symlink planted where the state directory should be.
     let target = root.path().join("elsewhere");
     std::fs::create_dir(&target).unwrap();

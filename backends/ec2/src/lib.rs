@@ -29,10 +29,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, InstanceAttributeName,
-    InstanceInterruptionBehavior, InstanceMarketOptionsRequest, InstanceStateName, InstanceType,
-    LaunchTemplateSpecification, MarketType, ResourceType, ShutdownBehavior, SpotInstanceType,
-    SpotMarketOptions, Tag, TagSpecification, VolumeType,
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, InstanceAttributeName,
+    InstanceInterruptionBehavior, InstanceMarketOptionsRequest, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, LaunchTemplateSpecification,
+    MarketType, ResourceType, ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag,
+    TagSpecification, VolumeType,
 };
 use liveload_core::{
     AgentEndpoint, Backend, BackendError, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec,
@@ -391,6 +392,17 @@ impl Ec2Backend {
             .user_data(user_data)
             .tag_specifications(tag_spec(ResourceType::Instance))
             .tag_specifications(tag_spec(ResourceType::Volume))
+            // IMDSv2 only, one hop: a page in Chromium (or anything the agent's user runs)
+            // cannot read the instance's metadata — its user data holds the node's token —
+            // with a plain GET or through a forwarding hop. The AMI also blocks the metadata
+            // address for the agent's user (images/ec2).
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(HttpTokensState::Required)
+                    .http_put_response_hop_limit(1)
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .build(),
+            )
             .set_security_group_ids(
                 (!self.settings.security_groups.is_empty())
                     .then(|| self.settings.security_groups.clone()),

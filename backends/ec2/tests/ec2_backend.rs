@@ -108,6 +108,13 @@ async fn instances_carry_the_run_tags_shutdown_behaviour_and_user_data() {
     assert_eq!(tags["Name"], format!("ll-{run}-3"));
     assert_eq!(instance.instance_type().unwrap().as_str(), "c7i.large");
     assert_eq!(instance.image_id(), Some(ami.as_str()));
+    // IMDSv2 only, one hop: a page cannot read the user data (and the node's token).
+    let metadata = instance.metadata_options().expect("metadata options");
+    assert_eq!(
+        metadata.http_tokens(),
+        Some(&aws_sdk_ec2::types::HttpTokensState::Required)
+    );
+    assert_eq!(metadata.http_put_response_hop_limit(), Some(1));
     let behaviour = backend
         .ec2()
         .describe_instance_attribute()

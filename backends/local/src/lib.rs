@@ -26,11 +26,11 @@ pub mod cli;
 pub mod procfs;
 
 use async_trait::async_trait;
-use rustix::process::{self, Pid, Signal};
 use liveload_core::{
     AgentEndpoint, Backend, BackendError, BackendErrorKind, Billing, Error, LinkPath, NodeHandle,
     NodeSize, NodeSpec, Result, RunFilter,
 };
+use rustix::process::{self, Pid, Signal};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt as _;
 use tokio::sync::watch;
@@ -173,7 +173,9 @@ pub fn find_agent_bin() -> Option<PathBuf> {
 fn die_with_parent(parent: Pid) -> std::io::Result<()> {
     process::set_parent_process_death_signal(Some(Signal::TERM))?;
     if process::getppid() != Some(parent) {
-        return Err(std::io::Error::from_raw_os_error(rustix::io::Errno::SRCH.raw_os_error()));
+        return Err(std::io::Error::from_raw_os_error(
+            rustix::io::Errno::SRCH.raw_os_error(),
+        ));
     }
     Ok(())
 }

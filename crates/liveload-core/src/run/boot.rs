@@ -36,7 +36,6 @@ pub(super) struct Booter<'a> {
     pub backend: Arc<dyn Backend>,
     pub options: &'a RunOptions,
     pub run_id: &'a str,
-    pub token: Secret,
     /// The run's TLS material and pin, when the link needs TLS.
     pub tls: Option<(AgentTls, Pin)>,
     pub created: Created,
@@ -45,11 +44,13 @@ pub(super) struct Booter<'a> {
 }
 
 impl Booter<'_> {
+    /// The spec of node `index`, with a token of its own: a node's token opens only that node,
+    /// so a token read off one machine (Fly's config, EC2's user data) is worth one node.
     fn spec(&self, index: u32) -> NodeSpec {
         NodeSpec {
             run_id: self.run_id.to_string(),
             index,
-            token: self.token.clone(),
+            token: crate::names::new_token(),
             ttl: self.options.ttl,
             grace: self.options.grace,
             tls: self.tls.as_ref().map(|(agent, _)| agent.clone()),
@@ -105,7 +106,7 @@ impl Booter<'_> {
             .lock()
             .expect("not poisoned")
             .push(handle.clone());
-        match self.await_agent(&handle, deadline).await {
+        match self.await_agent(&handle, &spec.token, deadline).await {
             Ok((connection, welcome)) => {
                 let report = self.node_report(&handle, index, welcome, started);
                 Ok((handle, connection, report))
@@ -160,6 +161,7 @@ impl Booter<'_> {
     async fn await_agent(
         &self,
         handle: &NodeHandle,
+        token: &Secret,
         deadline: Instant,
     ) -> Result<(AgentConnection, Welcome)> {
         let mut endpoint = wait_ready(
@@ -174,7 +176,7 @@ impl Booter<'_> {
             // run's certificate.
             endpoint.tls = Some(pin.clone());
         }
-        AgentConnection::connect(&handle.id, &endpoint, &self.token, deadline)
+        AgentConnection::connect(&handle.id, &endpoint, token, deadline)
             .await
             .map_err(|e| match e {
                 Error::AgentConnection { message, .. } if Instant::now() >= deadline => {

@@ -224,7 +224,6 @@ async fn run_cluster(
         backend: backend.clone(),
         options,
         run_id,
-        token: names::new_token(),
         tls: if link_needs_tls(backend.as_ref(), options) {
             Some(crate::tls::generate_run_certificate()?)
         } else {
