@@ -138,7 +138,17 @@ pub struct AgentState {
     browser_pid: AtomicU32,
 }
 
+/// Why the agent exits when its controller goes silent (the dead-man switch).
+pub const SILENT_CONTROLLER: &str = "the controller has been silent past the grace period";
+
 impl AgentState {
+    /// Has the agent given up on a silent controller? Then it reports nothing more: a
+    /// `Finished` from a node that stopped its own users would read, to a controller that wakes
+    /// up later, like a node that completed them.
+    pub fn gave_up_on_controller(&self) -> bool {
+        self.shutdown.borrow().as_deref() == Some(SILENT_CONTROLLER)
+    }
+
     /// Ask the agent to exit, saying why.
     pub fn shut_down(&self, reason: &str) {
         self.shutdown.send_if_modified(|current| {
@@ -257,7 +267,7 @@ async fn agent(args: Args, secrets: Secrets) -> Result<()> {
                 if Instant::now() >= ttl_deadline {
                     state.shut_down("TTL reached");
                 } else if silent > grace {
-                    state.shut_down("the controller has been silent past the grace period");
+                    state.shut_down(SILENT_CONTROLLER);
                 }
             }
         })

@@ -349,7 +349,9 @@ async fn run_users(
     {
         drop(contexts); // Every arrival is a new visitor with a fresh context.
         run_arrivals(env, rate_per_s, ramp_to_per_s, started, &out).await;
-        let _ = out.send(AgentMessage::Finished(recorder.take(started.elapsed())));
+        if !state.gave_up_on_controller() {
+            let _ = out.send(AgentMessage::Finished(recorder.take(started.elapsed())));
+        }
         return;
     }
     let interval = Duration::from_millis(env.assignment.start_interval_ms);
@@ -428,7 +430,9 @@ async fn run_users(
             }
         }
     }
-    let _ = out.send(AgentMessage::Finished(recorder.take(started.elapsed())));
+    if !state.gave_up_on_controller() {
+        let _ = out.send(AgentMessage::Finished(recorder.take(started.elapsed())));
+    }
 }
 
 /// The open model on this node: arrivals on schedule, at most `users` in progress, the rest

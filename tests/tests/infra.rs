@@ -87,7 +87,10 @@ fn the_aws_module_is_consistent_and_its_command_uses_real_options() {
             .contains("instance_initiated_shutdown_behavior = \"terminate\"")
     );
     // IMDSv2 only, one hop, as the backend asks in RunInstances.
-    assert!(main.1.contains("http_tokens                 = \"required\""));
+    assert!(
+        main.1
+            .contains("http_tokens                 = \"required\"")
+    );
     assert!(main.1.contains("http_put_response_hop_limit = 1"));
     // Every flag of the printed command is a `liveload run` option.
     let command = files

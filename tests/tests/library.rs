@@ -71,7 +71,8 @@ impl Observer for Recorder {
             Event::Assigned { users } => format!("assigned:{users:?}"),
             Event::Started => "started".into(),
             Event::Progress { .. } => return,
-            Event::TearingDown { nodes } => format!("teardown:{nodes}"),
+            Event::TearingDown { nodes, .. } => format!("teardown:{}", nodes.len()),
+            Event::NodeLost { .. } => "lost".into(),
             Event::NodeDestroyed { .. } => "destroyed".into(),
         };
         self.0.lock().unwrap().push(name);

@@ -32,6 +32,9 @@ pub mod exit_code {
     pub const RUN_FAILED: i32 = 7;
     /// The run completed but a threshold failed (or aborted it).
     pub const THRESHOLD_FAILED: i32 = 8;
+    /// Teardown could not destroy every node in time: some may still run (and bill) until
+    /// their dead-man switch or TTL ends them; the error prints the `liveload cleanup` command.
+    pub const TEARDOWN_INCOMPLETE: i32 = 9;
     /// The run was interrupted (Ctrl-C); every node was still destroyed.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -300,6 +303,23 @@ pub enum Error {
         message: String,
     },
 
+    /// Teardown ended with nodes still held by the provider.
+    #[error(
+        "teardown of run {run_id} did not finish within {timeout:?}: {} node(s) may still run: {}",
+        nodes.len(),
+        nodes.join(", ")
+    )]
+    TeardownIncomplete {
+        /// The backend's name.
+        backend: &'static str,
+        /// The run's id.
+        run_id: String,
+        /// The ids of the nodes still held.
+        nodes: Vec<String>,
+        /// The teardown deadline in force.
+        timeout: Duration,
+    },
+
     /// Ctrl-C or a termination signal; every node was destroyed.
     #[error("interrupted; every node of the run was destroyed")]
     Interrupted,
@@ -335,6 +355,7 @@ impl Error {
             Error::AgentRejected { .. } => "agent_rejected",
             Error::AgentConnection { .. } => "agent_connection_failed",
             Error::RunFailed { .. } => "run_failed",
+            Error::TeardownIncomplete { .. } => "teardown_incomplete",
             Error::Interrupted => "interrupted",
             Error::Io { .. } => "io_error",
         }
@@ -358,6 +379,7 @@ impl Error {
             | Error::AgentRejected { .. }
             | Error::AgentConnection { .. } => exit_code::PROVISIONING,
             Error::RunFailed { .. } => exit_code::RUN_FAILED,
+            Error::TeardownIncomplete { .. } => exit_code::TEARDOWN_INCOMPLETE,
             Error::Interrupted => exit_code::INTERRUPTED,
             Error::Io { .. } => exit_code::INTERNAL,
         }
@@ -402,6 +424,11 @@ impl Error {
                 "check that the agent port is reachable from this machine (firewall, security group)"
                     .into()
             }
+            Error::TeardownIncomplete {
+                backend, run_id, ..
+            } => format!(
+                "run `liveload cleanup --backend {backend} --run {run_id}` (add the backend's options, e.g. --fly-app); the agents also exit on their own when the controller stays silent past the grace period, and at their TTL"
+            ),
             Error::Interrupted => return None,
             Error::Scenario { .. } => "fix the file and check it again".into(),
             _ => return None,
@@ -454,6 +481,12 @@ impl Error {
             Error::Backend(e) => {
                 serde_json::json!({"backend": e.backend, "kind": e.kind, "retryable": e.retryable})
             }
+            Error::TeardownIncomplete {
+                backend,
+                run_id,
+                nodes,
+                ..
+            } => serde_json::json!({"backend": backend, "run_id": run_id, "nodes": nodes}),
             _ => serde_json::Value::Null,
         };
         if let (Some(map), serde_json::Value::Object(extra)) = (value.as_object_mut(), details) {

@@ -29,6 +29,8 @@ pub mod counter {
     pub const USERS_FAILED: &str = "users_failed";
     /// Users started.
     pub const USERS_STARTED: &str = "users_started";
+    /// Nodes lost during the run (agent died, link broken, silent past the grace).
+    pub const NODES_LOST: &str = "nodes_lost";
 }
 
 /// Histogram names agents use, besides `step:<name>`.
@@ -269,6 +271,38 @@ impl MetricsAggregate {
             step_p99_ms: quantile(0.99),
         });
         self.series.sort_by_key(|point| point.second);
+    }
+
+    /// Node `node`, which ran `assigned` users, was lost: its users that had not finished count
+    /// as failed (in the cluster's and the node's counters) and it runs none any more. Returns
+    /// how many users that failed.
+    pub fn lose_node(&mut self, node: &str, assigned: u64) -> u64 {
+        let node_metrics = self.nodes.entry(node.to_string()).or_default();
+        let done = node_metrics
+            .counters
+            .get(counter::USERS_SUCCEEDED)
+            .copied()
+            .unwrap_or(0)
+            + node_metrics
+                .counters
+                .get(counter::USERS_FAILED)
+                .copied()
+                .unwrap_or(0);
+        let failed = assigned.saturating_sub(done);
+        node_metrics.active_users = 0;
+        *node_metrics
+            .counters
+            .entry(counter::USERS_FAILED.to_string())
+            .or_default() += failed;
+        *self
+            .counters
+            .entry(counter::USERS_FAILED.to_string())
+            .or_default() += failed;
+        *self
+            .counters
+            .entry(counter::NODES_LOST.to_string())
+            .or_default() += 1;
+        failed
     }
 
     /// A counter's cluster total (0 when never reported).

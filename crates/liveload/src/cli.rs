@@ -146,6 +146,23 @@ pub struct RunFlags {
     /// Write no report files.
     #[arg(long, conflicts_with = "report_dir")]
     pub no_report: bool,
+    /// When a node is lost mid-run (its agent died, its link broke, it fell silent past the
+    /// grace): go on with the others (its users count failed), or stop the run.
+    #[arg(long, value_enum, default_value = "continue")]
+    pub on_node_loss: NodeLossArg,
+    /// How long teardown may take before it stops and prints what is left and the
+    /// `liveload cleanup` command.
+    #[arg(long, value_parser = duration, default_value = "5m")]
+    pub teardown_timeout: Duration,
+}
+
+/// `--on-node-loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NodeLossArg {
+    /// The other nodes go on; the run exits with the run-failed code.
+    Continue,
+    /// Stop every node and end the run.
+    Abort,
 }
 
 /// Options of `users`.
@@ -299,6 +316,11 @@ impl RunFlags {
         options.tls = self.tls;
         options.start_interval = self.start_interval;
         options.sizing = sizing;
+        options.on_node_loss = match self.on_node_loss {
+            NodeLossArg::Continue => liveload_core::run::NodeLoss::Continue,
+            NodeLossArg::Abort => liveload_core::run::NodeLoss::Abort,
+        };
+        options.teardown_timeout = self.teardown_timeout;
         options.validate()?;
         Ok(options)
     }

@@ -15,6 +15,7 @@ mod output;
 mod progress;
 mod registry;
 mod run_cmd;
+mod signals;
 
 use std::ffi::OsString;
 use std::sync::Arc;

@@ -155,6 +155,15 @@ fn report_text(r: &RunReport) -> String {
             name, s.count, s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms, s.max_ms
         ));
     }
+    if !r.lost_nodes.is_empty() {
+        out.push_str("\nLost nodes:\n");
+        for l in &r.lost_nodes {
+            out.push_str(&format!(
+                "  {} after {:.1}s: {} (its {} unfinished user(s) counted failed)\n",
+                l.id, l.at_s, l.reason, l.users_failed
+            ));
+        }
+    }
     let errors = liveload_core::report::top_errors(r, 5);
     if !errors.is_empty() {
         out.push_str("\nTop errors:\n");

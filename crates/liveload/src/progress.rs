@@ -12,6 +12,16 @@ pub struct Progress {
     boot: Mutex<Option<ProgressBar>>,
     run: Mutex<Option<ProgressBar>>,
     teardown: Mutex<Option<ProgressBar>>,
+    held: Mutex<Held>,
+}
+
+/// What teardown still has to destroy, for a second Ctrl-C to print.
+#[derive(Debug, Default, Clone)]
+pub struct Held {
+    /// The run being torn down.
+    pub run_id: Option<String>,
+    /// Nodes not destroyed yet.
+    pub nodes: Vec<String>,
 }
 
 impl Progress {
@@ -27,7 +37,13 @@ impl Progress {
             boot: Mutex::new(None),
             run: Mutex::new(None),
             teardown: Mutex::new(None),
+            held: Mutex::default(),
         }
+    }
+
+    /// What teardown still has to destroy (empty before teardown begins).
+    pub fn held(&self) -> Held {
+        self.held.lock().expect("not poisoned").clone()
     }
 
     fn bar(&self, len: u64, template: &str) -> ProgressBar {
@@ -104,19 +120,32 @@ impl Observer for Progress {
                     ));
                 }
             }
-            Event::TearingDown { nodes } => {
+            Event::NodeLost { node, reason } => {
+                let _ = self.bars.println(format!(
+                    "node {node} lost: {reason}; its users count failed"
+                ));
+            }
+            Event::TearingDown { run_id, nodes } => {
                 if let Some(bar) = self.run.lock().expect("not poisoned").take() {
                     bar.finish();
                 }
                 *self.teardown.lock().expect("not poisoned") = Some(self.bar(
-                    *nodes as u64,
+                    nodes.len() as u64,
                     "teardown [{bar:30}] {pos}/{len} nodes destroyed",
                 ));
+                let mut held = self.held.lock().expect("not poisoned");
+                held.run_id = Some(run_id.clone());
+                held.nodes = nodes.clone();
             }
-            Event::NodeDestroyed { .. } => {
+            Event::NodeDestroyed { node } => {
                 if let Some(bar) = self.teardown.lock().expect("not poisoned").as_ref() {
                     bar.inc(1);
                 }
+                self.held
+                    .lock()
+                    .expect("not poisoned")
+                    .nodes
+                    .retain(|n| n != node);
             }
         }
     }

@@ -60,6 +60,10 @@ pub async fn run_scenario(
         }
     }
     let observer = Arc::new(progress::Progress::new(format == OutputFormat::Text));
+    let signals = crate::signals::Signals::listen(
+        observer.clone(),
+        format!("liveload cleanup --backend {}", backend_args.backend),
+    );
     let (control_handle, control_end) = run::control_channel();
     let _control = match control::serve(control_handle, &state_dir, &options.cluster_name).await {
         Ok(server) => {
@@ -78,7 +82,7 @@ pub async fn run_scenario(
         &scenario,
         &options,
         observer.clone(),
-        interrupted(),
+        signals.first(),
         Some(control_end),
     )
     .await;
@@ -149,18 +153,6 @@ async fn confirm(
         Ok(run::CostConfirmation::new("prompt"))
     } else {
         Err(refused())
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn interrupted() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 

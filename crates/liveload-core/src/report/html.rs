@@ -93,6 +93,16 @@ pub fn html(r: &RunReport) -> String {
             .map(|(message, count)| ErrorRow { message, count })
             .collect(),
         nodes: nodes(r),
+        lost: r
+            .lost_nodes
+            .iter()
+            .map(|l| LostRow {
+                id: &l.id,
+                at_s: format!("{:.1}", l.at_s),
+                users_failed: l.users_failed,
+                reason: &l.reason,
+            })
+            .collect(),
         plan: plan(r),
         version: &r.liveload_version,
         schema_version: r.schema_version,
@@ -119,9 +129,19 @@ struct Page<'a> {
     steps: Vec<StepRow<'a>>,
     errors: Vec<ErrorRow<'a>>,
     nodes: Vec<NodeRow<'a>>,
+    lost: Vec<LostRow<'a>>,
     plan: PlanText<'a>,
     version: &'a str,
     schema_version: u32,
+}
+
+/// A node lost during the run.
+#[derive(Serialize)]
+struct LostRow<'a> {
+    id: &'a str,
+    at_s: String,
+    users_failed: u64,
+    reason: &'a str,
 }
 
 /// The summary cards under the title.

@@ -173,6 +173,22 @@ fn steps_errors_nodes(out: &mut String, r: &RunReport) {
             .map(|(message, count)| vec![md(message, Md::Text), count.to_string()]);
         table(out, &[("message", L), ("count", R)], rows);
     }
+    if !r.lost_nodes.is_empty() {
+        out.push_str("\n## Lost nodes\n\n");
+        let rows = r.lost_nodes.iter().map(|l| {
+            vec![
+                md(&l.id, Md::Text),
+                format!("{:.1} s", l.at_s),
+                l.users_failed.to_string(),
+                md(&l.reason, Md::Text),
+            ]
+        });
+        table(
+            out,
+            &[("node", L), ("after", R), ("users failed", R), ("why", L)],
+            rows,
+        );
+    }
     out.push_str("\n## Nodes\n\n");
     let rows = r.nodes.iter().map(|n| {
         vec![

@@ -59,6 +59,7 @@ fn sample(text: &str) -> RunReport {
         aborted: Some(aborting),
         series: (1..=6).map(second).collect(),
         workload: format!("closed model: 6 users {text}"),
+        lost_nodes: Vec::new(),
     }
 }
 

@@ -133,9 +133,25 @@ pub(super) fn handle_control(
     request: ControlRequest,
     live: &mut [LiveNode],
     finished: &[bool],
-    users_now: &mut u64,
-    users_total: &mut u64,
+    users: (&mut u64, &mut u64),
+    open_model: bool,
 ) {
+    let (users_now, users_total) = users;
+    if open_model {
+        // Users arrive at a rate in the open model: a count to add or remove has no meaning,
+        // and accepting it silently would let a user believe the load changed.
+        let refusal = Err(
+            "this run uses the open model (users arrive at a rate): adding or removing users \
+             applies to closed-model runs only; start another run with the rate you want"
+                .to_string(),
+        );
+        match request {
+            ControlRequest::AddUsers { reply, .. } | ControlRequest::RemoveUsers { reply, .. } => {
+                let _ = reply.send(refusal);
+            }
+        }
+        return;
+    }
     match request {
         ControlRequest::AddUsers { count, reply } => {
             let answer = add_users(count, live, finished, users_now, users_total);

@@ -41,10 +41,20 @@ pub enum Event {
         /// Nodes still running users.
         nodes: usize,
     },
+    /// A node was lost during the run (its agent died, its link broke, or it fell silent past
+    /// the grace period); its users are counted failed.
+    NodeLost {
+        /// Its id.
+        node: String,
+        /// What happened, in words.
+        reason: String,
+    },
     /// Teardown began.
     TearingDown {
-        /// Nodes to destroy.
-        nodes: usize,
+        /// The run's id (what `liveload cleanup --run` takes).
+        run_id: String,
+        /// The ids of the nodes to destroy.
+        nodes: Vec<String>,
     },
     /// One node was destroyed.
     NodeDestroyed {

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use liveload_proto::{AgentMessage, ControllerMessage};
+use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -38,6 +39,7 @@ pub use control::{
     ControlEnd, ControlHandle, ControlRequest, LiveNodeStatus, LiveStatus, control_channel,
 };
 pub use event::{Event, Observer, Quiet};
+pub use observe::LostNode;
 pub use plan::{Estimate, Plan, estimate, max_nodes, plan};
 pub use result::{NodeReport, RESULT_SCHEMA_VERSION, RunReport};
 pub use teardown::teardown;
@@ -64,6 +66,18 @@ impl CostConfirmation {
             given_by: given_by.into(),
         }
     }
+}
+
+/// What the run does when it loses a node (its agent died, its link broke, it fell silent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeLoss {
+    /// The other nodes go on; the lost node's users count failed and the report names it (the
+    /// run then exits with the run-failed code).
+    #[default]
+    Continue,
+    /// Stop every node and end the run.
+    Abort,
 }
 
 /// Everything a run needs besides the scenario and the backend.
@@ -94,6 +108,10 @@ pub struct RunOptions {
     pub no_browser: bool,
     /// Consent to the cost of a billed backend's machines (see [`CostConfirmation`]).
     pub cost_confirmation: Option<CostConfirmation>,
+    /// What to do when a node is lost during the run.
+    pub on_node_loss: NodeLoss,
+    /// How long teardown may take before it gives up and names what is left.
+    pub teardown_timeout: Duration,
 }
 
 impl RunOptions {
@@ -114,6 +132,8 @@ impl RunOptions {
             start_interval: Duration::ZERO,
             no_browser: false,
             cost_confirmation: None,
+            on_node_loss: NodeLoss::Continue,
+            teardown_timeout: Duration::from_secs(300),
         }
     }
 
@@ -137,6 +157,9 @@ impl RunOptions {
         }
         if self.grace < Duration::from_secs(1) {
             return invalid("--grace", "must be at least 1s");
+        }
+        if self.teardown_timeout < Duration::from_secs(1) {
+            return invalid("--teardown-timeout", "must be at least 1s");
         }
         self.sizing.validate()
     }
@@ -203,7 +226,14 @@ pub async fn run_controlled(
         outcome = run_cluster(backend.clone(), scenario, options, &run_id, created.clone(), observer.clone(), control.as_mut()) => outcome,
         _ = interrupt => Err(Error::Interrupted),
     };
-    let teardown_result = teardown(backend.as_ref(), &run_id, &created, observer.as_ref()).await;
+    let teardown_result = teardown(
+        backend.as_ref(),
+        &run_id,
+        &created,
+        observer.as_ref(),
+        options.teardown_timeout,
+    )
+    .await;
     let report = outcome?;
     teardown_result?;
     Ok(report)

@@ -19,8 +19,23 @@ use crate::metrics::{MetricsAggregate, counter};
 use crate::scenario::Scenario;
 use crate::{Error, Result};
 
+/// A node lost during the run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct LostNode {
+    /// The node's id.
+    pub id: String,
+    /// What happened: the link broke (the agent died), or it fell silent past the grace.
+    pub reason: String,
+    /// Its users that had not finished when it was lost: counted failed.
+    pub users_failed: u64,
+    /// Seconds after the start signal.
+    pub at_s: f64,
+}
+
 /// What observing a run produced, for the report.
 pub(super) struct Observed {
+    /// Nodes lost during the run.
+    pub lost: Vec<LostNode>,
     /// Every node's metrics, merged.
     pub metrics: MetricsAggregate,
     /// The threshold that aborted the run, if one did.
@@ -47,8 +62,17 @@ pub(super) struct Observation<'a> {
 enum Outcome {
     /// Nothing the loop must act on.
     Merged,
-    /// A threshold failed and the run is stopping: the deadline shrinks.
+    /// The run is stopping (a threshold failed, or a node was lost under the abort policy):
+    /// the deadline shrinks.
     Aborted,
+}
+
+/// The state of every node while the run goes on.
+struct Progress {
+    finished: Vec<bool>,
+    last_heard: Vec<Instant>,
+    lost: Vec<LostNode>,
+    aborted: Option<String>,
 }
 
 impl Observation<'_> {
@@ -63,8 +87,12 @@ impl Observation<'_> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let mut metrics = MetricsAggregate::default();
-        let mut finished = vec![false; self.live.len()];
-        let mut aborted: Option<String> = None;
+        let mut p = Progress {
+            finished: vec![false; self.live.len()],
+            last_heard: vec![started; self.live.len()],
+            lost: Vec::new(),
+            aborted: None,
+        };
         let mut deadline = started
             + self.options.duration
             + self.scenario.iteration_timeout
@@ -76,7 +104,7 @@ impl Observation<'_> {
             Some(c) => (Some(&mut c.requests), Some(&c.status)),
             None => (None, None),
         };
-        while finished.iter().any(|f| !f) {
+        while p.finished.iter().any(|f| !f) {
             let (position, message) = tokio::select! {
                 message = next_message(inbox, deadline, "run") => message?,
                 Some(request) = async {
@@ -85,10 +113,14 @@ impl Observation<'_> {
                         None => std::future::pending().await,
                     }
                 } => {
-                    handle_control(request, &mut self.live, &finished, &mut users_now, &mut users_total);
+                    let open = matches!(self.scenario.load, crate::scenario::Load::Open { .. });
+                    handle_control(request, &mut self.live, &p.finished, (&mut users_now, &mut users_total), open);
                     continue;
                 }
                 _ = status_tick.tick() => {
+                    if let Outcome::Aborted = self.find_silent(&mut p, &mut metrics, started) {
+                        deadline = Instant::now() + Duration::from_secs(30);
+                    }
                     if let Some(status) = status {
                         status.send_replace(LiveStatus::of(self.run_id, self.scenario, &self.live, users_now, started, &metrics));
                     }
@@ -98,12 +130,21 @@ impl Observation<'_> {
             let Some(&i) = self.positions.get(&position) else {
                 continue;
             };
-            let outcome =
-                self.on_message(i, message?, &mut metrics, &mut finished, &mut aborted)?;
+            let outcome = match message {
+                Ok(message) => {
+                    p.last_heard[i] = Instant::now();
+                    self.on_message(i, message, &mut metrics, &mut p)?
+                }
+                // The link broke: the agent died, or its machine did.
+                Err(e) if !p.finished[i] => {
+                    self.lose(i, e.to_string(), &mut metrics, &mut p, started)
+                }
+                Err(_) => Outcome::Merged,
+            };
             if let Outcome::Aborted = outcome {
                 deadline = Instant::now() + Duration::from_secs(30);
             }
-            self.progress(&metrics, &finished, started);
+            self.progress(&metrics, &p.finished, started);
         }
         if let Some(status) = status {
             let mut last = LiveStatus::of(
@@ -118,8 +159,9 @@ impl Observation<'_> {
             status.send_replace(last);
         }
         let observed = Observed {
+            lost: p.lost,
             metrics,
-            aborted,
+            aborted: p.aborted,
             run_s: started.elapsed().as_secs_f64(),
             users_total,
             started_at_unix_ms,
@@ -133,14 +175,13 @@ impl Observation<'_> {
         i: usize,
         message: AgentMessage,
         metrics: &mut MetricsAggregate,
-        finished: &mut [bool],
-        aborted: &mut Option<String>,
+        p: &mut Progress,
     ) -> Result<Outcome> {
         let node_id = &self.live[i].report.id;
         match message {
             AgentMessage::Snapshot(snapshot) => {
                 metrics.merge(node_id, &snapshot)?;
-                if aborted.is_some() {
+                if p.aborted.is_some() {
                     return Ok(Outcome::Merged);
                 }
                 let failing = self
@@ -152,15 +193,13 @@ impl Observation<'_> {
                     return Ok(Outcome::Merged);
                 };
                 tracing::warn!(threshold = %threshold.expr, "threshold failed; aborting the run");
-                *aborted = Some(threshold.expr.clone());
-                for node in &self.live {
-                    let _ = node.commands.send(ControllerMessage::Stop { force: true });
-                }
+                p.aborted = Some(threshold.expr.clone());
+                self.stop_all();
                 Ok(Outcome::Aborted)
             }
             AgentMessage::Finished(snapshot) => {
                 metrics.merge(node_id, &snapshot)?;
-                finished[i] = true;
+                p.finished[i] = true;
                 Ok(Outcome::Merged)
             }
             AgentMessage::Failed { message } => Err(Error::RunFailed {
@@ -171,6 +210,68 @@ impl Observation<'_> {
                 message: format!("unexpected {} during the run", message_name(&other)),
             }),
         }
+    }
+
+    fn stop_all(&self) {
+        for node in &self.live {
+            let _ = node.commands.send(ControllerMessage::Stop { force: true });
+        }
+    }
+
+    /// Nodes silent past the grace period (a frozen agent, a cut network) are lost: the agent
+    /// itself gives up on the controller after the same grace.
+    fn find_silent(
+        &self,
+        p: &mut Progress,
+        metrics: &mut MetricsAggregate,
+        started: Instant,
+    ) -> Outcome {
+        let grace = self.options.grace;
+        let silent: Vec<usize> = (0..self.live.len())
+            .filter(|&i| !p.finished[i] && p.last_heard[i].elapsed() > grace)
+            .collect();
+        let mut outcome = Outcome::Merged;
+        for i in silent {
+            let reason = format!("no word from its agent for {grace:?} (the grace period)");
+            if let Outcome::Aborted = self.lose(i, reason, metrics, p, started) {
+                outcome = Outcome::Aborted;
+            }
+        }
+        outcome
+    }
+
+    /// Node `i` is lost: its unfinished users count as failed, the report names it, and the
+    /// run goes on with the other nodes — or stops, under `--on-node-loss abort`.
+    fn lose(
+        &self,
+        i: usize,
+        reason: String,
+        metrics: &mut MetricsAggregate,
+        p: &mut Progress,
+        started: Instant,
+    ) -> Outcome {
+        let node = &self.live[i];
+        p.finished[i] = true;
+        // Close the link: a late answer from a frozen agent is not merged any more.
+        let _ = node.commands.send(ControllerMessage::Shutdown);
+        let users_failed = metrics.lose_node(&node.report.id, node.report.users);
+        tracing::warn!(node = %node.report.id, %reason, users_failed, "node lost");
+        self.observer.event(&Event::NodeLost {
+            node: node.report.id.clone(),
+            reason: reason.clone(),
+        });
+        p.lost.push(LostNode {
+            id: node.report.id.clone(),
+            reason: reason.clone(),
+            users_failed,
+            at_s: started.elapsed().as_secs_f64(),
+        });
+        if self.options.on_node_loss == super::NodeLoss::Abort && p.aborted.is_none() {
+            p.aborted = Some(format!("node {} lost: {reason}", node.report.id));
+            self.stop_all();
+            return Outcome::Aborted;
+        }
+        Outcome::Merged
     }
 
     fn progress(&self, metrics: &MetricsAggregate, finished: &[bool], started: Instant) {

@@ -91,12 +91,15 @@ pub struct RunReport {
     /// The workload model, in words (and how latency was measured).
     #[serde(default)]
     pub workload: String,
+    /// Nodes lost during the run, with why and how many users failed with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_nodes: Vec<super::LostNode>,
 }
 
 impl RunReport {
     /// Did every user succeed?
     pub fn succeeded(&self) -> bool {
-        self.users_failed == 0 && self.users_succeeded == self.users
+        self.users_failed == 0 && self.users_succeeded == self.users && self.lost_nodes.is_empty()
     }
 
     /// Did every threshold hold?
@@ -176,5 +179,6 @@ pub(super) fn build(
         aborted: observed.aborted,
         series: std::mem::take(&mut metrics.series),
         workload: describe_load(&scenario.load),
+        lost_nodes: observed.lost,
     }
 }
