@@ -305,3 +305,96 @@ fn local_lists_nothing(local: &LocalBackend) -> bool {
     .join()
     .unwrap()
 }
+
+#[test]
+fn cleanup_all_spares_a_run_still_going_on_unless_forced() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let mut child = two_node_demo(state.path(), "60s", &[]);
+    let (run_id, agents) = wait_for_agents(state.path(), &mut child, 2);
+    wait_for_users(&agents);
+    std::thread::sleep(Duration::from_secs(2)); // users started (not only prepared)
+    let out = liveload(state.path())
+        .args(["cleanup", "--all"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("0 node(s) destroyed"), "{stdout}");
+    assert!(
+        stdout.contains(&run_id) && stdout.contains("--force"),
+        "{stdout}"
+    );
+    assert!(
+        agents
+            .iter()
+            .all(|a| !processes_in_groups(&[*a]).is_empty()),
+        "the live run's nodes are untouched"
+    );
+    let out = liveload(state.path())
+        .args(["cleanup", "--all", "--force"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 node(s) destroyed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_nothing_left(&agents);
+    // The run loses both nodes and says so.
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_expired_destroys_machines_past_their_lifetime_and_only_those() {
+    let state = tempfile::tempdir().unwrap();
+    let local = LocalBackend::builder()
+        .state_dir(state.path())
+        .die_with_controller(false)
+        .build()
+        .unwrap();
+    let spec = |run: &str, ttl: u64| NodeSpec {
+        run_id: run.to_string(),
+        index: 0,
+        token: liveload_core::names::new_token(),
+        ttl: Duration::from_secs(ttl),
+        grace: Duration::from_secs(300),
+        tls: None,
+        no_browser: true,
+    };
+    let expired = local.create(&spec("old-run", 1)).await.unwrap();
+    let young = local.create(&spec("young-run", 600)).await.unwrap();
+    for node in [&expired, &young] {
+        local
+            .wait_ready(node, Instant::now() + Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    // A hung agent cannot end itself at its TTL: freeze the old one.
+    let pid: u32 = expired.detail.trim_start_matches("pid ").parse().unwrap();
+    signal(pid, libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = tokio::task::spawn_blocking({
+        let dir = state.path().to_path_buf();
+        move || {
+            liveload(&dir)
+                .args(["cleanup", "--expired"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 node(s) destroyed"), "{stdout}");
+    assert!(
+        stdout.contains("old-run") && !stdout.contains("young-run"),
+        "{stdout}"
+    );
+    let left = local.list(&RunFilter::All).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].run_id, "young-run");
+    local.destroy(&young).await.unwrap();
+    assert!(local.list(&RunFilter::All).await.unwrap().is_empty());
+}

@@ -212,6 +212,7 @@ struct Listed {
     run: String,
     node: u32,
     state: String,
+    expires: Option<u64>,
 }
 
 fn tag<'a>(instance: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
@@ -322,6 +323,7 @@ impl Ec2Backend {
                         .and_then(|s| s.name())
                         .map(|n| n.as_str().to_string())
                         .unwrap_or_default(),
+                    expires: tag(instance, TAG_EXPIRES).and_then(|e| e.parse().ok()),
                 });
             }
             match page.next_token() {
@@ -553,6 +555,7 @@ impl Backend for Ec2Backend {
             run_id: spec.run_id.clone(),
             index: spec.index,
             detail: self.settings.instance_type.clone(),
+            expires_at_unix_s: None,
         })
     }
 
@@ -645,6 +648,7 @@ impl Backend for Ec2Backend {
             .into_iter()
             .map(|i| NodeHandle {
                 detail: format!("{} {}", self.settings.instance_type, i.state),
+                expires_at_unix_s: i.expires,
                 id: i.id,
                 run_id: i.run,
                 index: i.node,

@@ -41,9 +41,23 @@ impl UserData {
     pub fn render(&self) -> String {
         let mut script = String::from(
             "#!/bin/sh\n\
-             # liveload agent settings, written by the liveload controller. Holds the run token.\n\
-             set -e\numask 077\nmkdir -p /etc/liveload/files\n",
+             # liveload agent settings, written by the liveload controller. Holds the run token.\n",
         );
+        // Before anything else can fail: the instance powers off at the agent's TTL even if the
+        // agent never starts (a bad AMI, a cloud-init failure), and powering off terminates it
+        // (InstanceInitiatedShutdownBehavior=terminate). A transient systemd timer outlives
+        // this script; `shutdown` is the fallback where systemd-run is missing.
+        let ttl_s: u64 = self
+            .launch
+            .get(liveload_core::launch::var::TTL)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(3600);
+        script.push_str(&format!(
+            "systemd-run --on-active={ttl_s}s --unit=liveload-ttl /bin/systemctl poweroff \
+             || shutdown -P +{} || true\n",
+            ttl_s.div_ceil(60)
+        ));
+        script.push_str("set -e\numask 077\nmkdir -p /etc/liveload/files\n");
         script.push_str(&format!("cat > /etc/liveload/agent.env <<'{ENV_END}'\n"));
         for (key, value) in &self.launch.env {
             script.push_str(&format!("{key}={value}\n"));
@@ -123,6 +137,14 @@ mod tests {
         };
         let script = data.render();
         assert!(script.starts_with("#!/bin/sh\n"));
+        // The TTL poweroff is scheduled first, before anything that could fail.
+        let ttl_line = script
+            .lines()
+            .position(|l| l.starts_with("systemd-run --on-active=600s"))
+            .expect("the TTL poweroff is scheduled");
+        let first_write = script.lines().position(|l| l.contains("cat >")).unwrap();
+        assert!(ttl_line < first_write, "{script}");
+        assert!(script.contains("shutdown -P +10"));
         assert!(script.contains("systemctl start --no-block liveload-agent.service"));
         assert_eq!(UserData::parse(&script), Some(data.clone()));
         assert_eq!(

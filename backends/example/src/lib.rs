@@ -112,6 +112,7 @@ impl Backend for ExampleBackend {
             run_id: spec.run_id.clone(),
             index: spec.index,
             detail: format!("pid {pid}"),
+            expires_at_unix_s: None,
         })
     }
 
@@ -172,6 +173,7 @@ impl Backend for ExampleBackend {
                         run_id: run_id.clone(),
                         index,
                         detail: format!("pid {pid}"),
+                        expires_at_unix_s: None,
                     });
                 }
             }

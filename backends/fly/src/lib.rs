@@ -278,6 +278,7 @@ impl FlyBackend {
             run_id: machine.meta(META_RUN)?.to_string(),
             index: machine.meta(META_NODE)?.parse().ok()?,
             detail: format!("{} {} {}", machine.name, machine.region, machine.state),
+            expires_at_unix_s: machine.meta(META_EXPIRES).and_then(|e| e.parse().ok()),
         })
     }
 
@@ -529,6 +530,7 @@ impl Backend for FlyBackend {
             run_id: spec.run_id.clone(),
             index: spec.index,
             detail: format!("{} {}", machine.name, machine.region),
+            expires_at_unix_s: None,
         })
     }
 

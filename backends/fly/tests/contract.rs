@@ -167,6 +167,7 @@ async fn warm_pool_requests_satisfy_the_published_spec() {
         run_id: "r".into(),
         index: 0,
         detail: String::new(),
+        expires_at_unix_s: None,
     };
     fly.destroy(&node)
         .await

@@ -209,6 +209,9 @@ struct NodeRecord {
     index: u32,
     pid: i32,
     log_file: PathBuf,
+    /// When the agent's TTL ends (Unix seconds).
+    #[serde(default)]
+    expires_at_unix_s: Option<u64>,
 }
 
 impl LocalBackend {
@@ -245,6 +248,7 @@ impl LocalBackend {
             run_id: record.run_id.clone(),
             index: record.index,
             detail: format!("pid {}", record.pid),
+            expires_at_unix_s: record.expires_at_unix_s,
         }
     }
 }
@@ -410,6 +414,9 @@ impl Backend for LocalBackend {
             index: spec.index,
             pid,
             log_file,
+            expires_at_unix_s: Some(
+                liveload_core::names::unix_now_s().saturating_add(spec.ttl.as_secs()),
+            ),
         };
         let path = self.record_path(&spec.run_id, spec.index);
         liveload_core::state::write_private_file(

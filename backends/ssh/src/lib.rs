@@ -305,7 +305,9 @@ impl SshBackend {
         let mut settings = spec.agent_settings("127.0.0.1:0");
         settings.max_users = host.max_users;
         let launch = settings.launch(&spec.agent_secrets(), ".");
-        let mut script = String::new();
+        let expires = liveload_core::names::unix_now_s().saturating_add(spec.ttl.as_secs());
+        // When the node's lifetime ends, for `liveload cleanup --expired`.
+        let mut script = format!("printf '%s' {expires} > expires\n");
         for file in &launch.files {
             script.push_str(&format!(
                 "printf '%s' {} > {}\n",
@@ -358,6 +360,7 @@ impl Backend for SshBackend {
             run_id: spec.run_id.clone(),
             index: spec.index,
             detail: host.name.clone(),
+            expires_at_unix_s: None,
         };
         if let Err(e) = self.set_up(i, spec).await {
             // Leave nothing half-started on the host.
@@ -459,13 +462,25 @@ impl Backend for SshBackend {
             Ok::<_, Error>((i, out.stdout))
         }))
         .await;
+        // Each host on its own: one unreachable host must not hide every other host's nodes
+        // from teardown or cleanup. Only when no host answers is listing an error.
         let mut nodes = Vec::new();
+        let mut failures = Vec::new();
         for result in listed {
-            let (i, stdout) = result?;
+            let (i, stdout) = match result {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing a host's nodes failed; going on with the others");
+                    failures.push(e);
+                    continue;
+                }
+            };
             for line in stdout.lines() {
                 let fields: Vec<&str> = line.split_whitespace().collect();
-                let [run, index, pid, alive] = fields[..] else {
-                    continue;
+                let (run, index, pid, alive, expires) = match fields[..] {
+                    [run, index, pid, alive, expires] => (run, index, pid, alive, expires),
+                    [run, index, pid, alive] => (run, index, pid, alive, "-"),
+                    _ => continue,
                 };
                 let Ok(index) = index.parse::<u32>() else {
                     continue;
@@ -488,8 +503,12 @@ impl Backend for SshBackend {
                             " (exited; files left)"
                         }
                     ),
+                    expires_at_unix_s: expires.parse().ok(),
                 });
             }
+        }
+        if !failures.is_empty() && failures.len() == self.hosts.len() {
+            return Err(failures.remove(0));
         }
         Ok(nodes)
     }

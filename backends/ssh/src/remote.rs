@@ -94,13 +94,15 @@ pub fn stop(root: &str, run: &str, index: u32) -> String {
     )
 }
 
-/// One line per node directory: `<run> <index> <pid or -> <1 if the agent is alive, else 0>`.
+/// One line per node directory: `<run> <index> <pid or -> <1 if the agent is alive, else 0>
+/// <expires-at Unix seconds or ->`.
 pub fn list(root: &str) -> String {
     format!(
         "for d in {root}/runs/*/*/; do [ -d \"$d\" ] || continue; d=${{d%/}}; \
            index=${{d##*/}}; r=${{d%/*}}; run=${{r##*/}}; pid=$(cat \"$d/pid\" 2>/dev/null || echo -); \
            alive=0; tr '\\0' '\\n' < /proc/\"$pid\"/environ 2>/dev/null | grep -qx \"LIVELOAD_AGENT_RUN_ID=$run\" && alive=1; \
-           echo \"$run $index $pid $alive\"; done; true"
+           exp=$(cat \"$d/expires\" 2>/dev/null || echo -); \
+           echo \"$run $index $pid $alive $exp\"; done; true"
     )
 }
 

@@ -122,6 +122,10 @@ fn ssh_error(host: &Host, kind: BackendErrorKind, message: String, hint: Option<
     )
 }
 
+/// The longest any remote command may take (the agent upload included: tens of megabytes
+/// over a LAN take about a second).
+pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Connect to `host` and log in.
 pub async fn connect(
     host: &Host,
@@ -221,7 +225,19 @@ pub async fn connect(
         handle,
         _jump: jump,
     };
-    connection.log_in().await?;
+    // A host that completes the key exchange and then stalls must not hold us either: the
+    // login has its own deadline.
+    match tokio::time::timeout(timeout, connection.log_in()).await {
+        Ok(logged_in) => logged_in?,
+        Err(_) => {
+            return Err(ssh_error(
+                host,
+                BackendErrorKind::Unreachable,
+                format!("the login did not finish within {} s", timeout.as_secs()),
+                Some("the host answers but stalls: check its load and sshd (`ssh -v`)".into()),
+            ));
+        }
+    }
     Ok(Arc::new(connection))
 }
 
@@ -318,8 +334,25 @@ impl Connection {
         self.handle.is_closed()
     }
 
-    /// Run `command` with `stdin` on the host's shell.
+    /// Run `command` with `stdin` on the host's shell, within [`COMMAND_TIMEOUT`]: every
+    /// command liveload runs is short, and a stalled host must not hang a run or its
+    /// teardown.
     pub async fn exec(&self, command: &str, stdin: &[u8]) -> Result<Output> {
+        match tokio::time::timeout(COMMAND_TIMEOUT, self.exec_unbounded(command, stdin)).await {
+            Ok(result) => result,
+            Err(_) => Err(ssh_error(
+                &self.host,
+                BackendErrorKind::Unreachable,
+                format!(
+                    "a command did not finish within {} s",
+                    COMMAND_TIMEOUT.as_secs()
+                ),
+                Some("the host stalls: check its load and disk (`ssh -v`)".into()),
+            )),
+        }
+    }
+
+    async fn exec_unbounded(&self, command: &str, stdin: &[u8]) -> Result<Output> {
         let failed = |e: russh::Error| {
             ssh_error(
                 &self.host,

@@ -145,6 +145,10 @@ pub struct NodeHandle {
     pub index: u32,
     /// A human description (`pid 1234`, `iad shared-cpu-2x`).
     pub detail: String,
+    /// When the machine's lifetime ends (Unix seconds), from the provider's tag, when the
+    /// backend records one: `liveload cleanup --expired` destroys machines past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_unix_s: Option<u64>,
 }
 
 /// How the controller reaches one agent.

@@ -61,6 +61,13 @@ pub fn new_token() -> Secret {
     Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
+/// Seconds since the Unix epoch, now (0 if the clock is before 1970).
+pub fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

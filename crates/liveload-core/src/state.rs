@@ -78,6 +78,60 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
     })
 }
 
+/// A run's liveness, as a lock its controller holds for the run's whole life: `liveload cleanup
+/// --all` on the same machine skips the nodes of runs whose lock is held (they are not
+/// leftovers, they are running). The kernel drops the lock when the controller exits for any
+/// reason, SIGKILL included.
+#[derive(Debug)]
+pub struct RunAlive {
+    _file: std::fs::File,
+}
+
+impl RunAlive {
+    /// Hold the liveness lock of `run_id` under `state_dir`.
+    pub fn hold(state_dir: &Path, run_id: &str) -> Result<RunAlive> {
+        let file = alive_file(state_dir, run_id, true)?;
+        file.lock()
+            .map_err(|e| Error::io(format!("locking the liveness of run {run_id}"), e))?;
+        Ok(RunAlive { _file: file })
+    }
+
+    /// Is run `run_id` still running from this machine (its controller holds its lock)?
+    pub fn is_held(state_dir: &Path, run_id: &str) -> bool {
+        let Ok(file) = alive_file(state_dir, run_id, false) else {
+            return false;
+        };
+        matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+    }
+}
+
+fn alive_file(state_dir: &Path, run_id: &str, create: bool) -> Result<std::fs::File> {
+    let dir = state_dir.join("alive");
+    if create {
+        private_dir(&dir)?;
+    }
+    // Run ids are [a-z0-9-]; anything else never names a file here.
+    if run_id.is_empty()
+        || !run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(Error::InvalidOption {
+            option: "--run".into(),
+            message: format!("'{run_id}' is not a run id"),
+        });
+    }
+    let path = dir.join(format!("{run_id}.lock"));
+    std::fs::OpenOptions::new()
+        .create(create)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +157,18 @@ mod tests {
         std::os::unix::fs::symlink(&fresh, &planted).unwrap();
         let err = private_dir(&planted).unwrap_err().to_string();
         assert!(err.contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn a_held_run_is_alive_until_its_lock_goes() {
+        let state = tempfile::tempdir().unwrap();
+        assert!(!RunAlive::is_held(state.path(), "run-1"));
+        let alive = RunAlive::hold(state.path(), "run-1").unwrap();
+        assert!(RunAlive::is_held(state.path(), "run-1"));
+        assert!(!RunAlive::is_held(state.path(), "run-2"));
+        drop(alive);
+        assert!(!RunAlive::is_held(state.path(), "run-1"));
+        assert!(RunAlive::hold(state.path(), "../x").is_err());
     }
 
     #[test]

@@ -247,14 +247,42 @@ pub struct CleanupArgs {
     /// The run id to clean up.
     #[arg(long, group = "which")]
     pub run: Option<String>,
-    /// Every liveload run the backend holds.
+    /// Every liveload run the backend holds, except runs still going on from this machine.
     #[arg(long, group = "which")]
     pub all: bool,
+    /// Every machine whose lifetime (its expires-at tag) has passed, of any run.
+    #[arg(long, group = "which")]
+    pub expired: bool,
+    /// Destroy the nodes of runs still going on from this machine too.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub backend: BackendArgs,
     /// Print the result as JSON.
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
+}
+
+/// Which nodes `cleanup` destroys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CleanupSelection {
+    /// One run's.
+    Run(String),
+    /// Every run's.
+    All,
+    /// Those past their expiry.
+    Expired,
+}
+
+impl CleanupArgs {
+    /// What to destroy.
+    pub fn selection(&self) -> CleanupSelection {
+        match (&self.run, self.expired) {
+            (Some(run), _) => CleanupSelection::Run(run.clone()),
+            (None, true) => CleanupSelection::Expired,
+            (None, false) => CleanupSelection::All,
+        }
+    }
 }
 
 /// Options of `nodes`.

@@ -202,16 +202,13 @@ async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
             Ok(()) => exit_code::OK,
             Err(e) => output::error(&e, OutputFormat::Text),
         },
-        Command::Cleanup(args) => {
-            let filter = filter(args.run);
-            match run_cmd::cleanup(ctx, &args.backend, &filter).await {
-                Ok(destroyed) => {
-                    output::cleanup(&destroyed, args.output);
-                    exit_code::OK
-                }
-                Err(e) => output::error(&e, args.output),
+        Command::Cleanup(args) => match run_cmd::cleanup(ctx, &args).await {
+            Ok(cleaned) => {
+                output::cleanup(&cleaned, args.output);
+                exit_code::OK
             }
-        }
+            Err(e) => output::error(&e, args.output),
+        },
         Command::Nodes(args) => {
             let listed = match ctx.backend(&args.backend).await {
                 Ok(b) => b.list(&filter(args.run)).await,

@@ -252,17 +252,29 @@ pub fn rerender(args: &crate::cli::ReportArgs) -> Result<(), Error> {
 }
 
 /// Print what cleanup destroyed.
-pub fn cleanup(destroyed: &[NodeHandle], format: OutputFormat) {
+pub fn cleanup(cleaned: &crate::run_cmd::Cleaned, format: OutputFormat) {
     match format {
-        OutputFormat::Json => println!("{}", serde_json::json!({ "destroyed": destroyed })),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({ "destroyed": cleaned.destroyed, "spared": cleaned.spared })
+        ),
         OutputFormat::Text => {
-            for node in destroyed {
+            for node in &cleaned.destroyed {
                 println!(
                     "destroyed {} (run {}, {})",
                     node.id, node.run_id, node.detail
                 );
             }
-            println!("{} node(s) destroyed", destroyed.len());
+            println!("{} node(s) destroyed", cleaned.destroyed.len());
+            let mut runs: Vec<&str> = cleaned.spared.iter().map(|n| n.run_id.as_str()).collect();
+            runs.dedup();
+            if !runs.is_empty() {
+                println!(
+                    "{} node(s) of runs still going on from this machine left alone ({}); --force destroys them too",
+                    cleaned.spared.len(),
+                    runs.join(", ")
+                );
+            }
         }
     }
 }

@@ -43,6 +43,7 @@ pub async fn run_scenario(
         .clone()
         .unwrap_or_else(default_state_dir);
     // One run of a scenario at a time on this machine; the lock dies with this process.
+    options.state_dir = Some(state_dir.clone());
     let _lock = match ScenarioLock::acquire(&state_dir, &scenario.name) {
         Ok(lock) => lock,
         Err(e) => return output::error(&e, format),
@@ -170,16 +171,43 @@ pub async fn plan(
 }
 
 /// `liveload cleanup`: destroy what the backend lists, then check that nothing is left.
-pub async fn cleanup(
-    ctx: &Ctx<'_>,
-    backend_args: &BackendArgs,
-    filter: &RunFilter,
-) -> Result<Vec<liveload_core::NodeHandle>, Error> {
-    let backend = ctx.backend(backend_args).await?;
-    let destroyed = backend.list(filter).await?;
-    backend.destroy_all(&destroyed).await?;
-    // Whatever remains after destroying is a leak worth an error.
-    let left = backend.list(filter).await?;
+pub async fn cleanup(ctx: &Ctx<'_>, args: &cli::CleanupArgs) -> Result<Cleaned, Error> {
+    let backend = ctx.backend(&args.backend).await?;
+    let state_dir = args
+        .backend
+        .state_dir
+        .clone()
+        .unwrap_or_else(default_state_dir);
+    let selection = args.selection();
+    let filter = match &selection {
+        cli::CleanupSelection::Run(run) => RunFilter::Run(run.clone()),
+        _ => RunFilter::All,
+    };
+    let now = liveload_core::names::unix_now_s();
+    let (mut chosen, mut spared) = (Vec::new(), Vec::new());
+    for node in backend.list(&filter).await? {
+        if selection == cli::CleanupSelection::Expired
+            && node.expires_at_unix_s.is_none_or(|at| at > now)
+        {
+            continue;
+        }
+        // A run still going on from this machine is not a leftover (an expired machine is
+        // destroyed whatever its run says: its lifetime is over).
+        let alive = liveload_core::state::RunAlive::is_held(&state_dir, &node.run_id);
+        if alive && !args.force && selection != cli::CleanupSelection::Expired {
+            spared.push(node);
+        } else {
+            chosen.push(node);
+        }
+    }
+    backend.destroy_all(&chosen).await?;
+    // Whatever of the chosen remains after destroying is a leak worth an error.
+    let left: Vec<_> = backend
+        .list(&filter)
+        .await?
+        .into_iter()
+        .filter(|n| chosen.iter().any(|c| c.id == n.id))
+        .collect();
     if !left.is_empty() {
         return Err(Error::from(
             liveload_core::BackendError::new(
@@ -190,7 +218,18 @@ pub async fn cleanup(
             .hint("run liveload cleanup again, or check the provider's console"),
         ));
     }
-    Ok(destroyed)
+    Ok(Cleaned {
+        destroyed: chosen,
+        spared,
+    })
+}
+
+/// What `cleanup` did.
+pub struct Cleaned {
+    /// Nodes destroyed.
+    pub destroyed: Vec<liveload_core::NodeHandle>,
+    /// Nodes of runs still going on from this machine, left alone (`--force` takes them too).
+    pub spared: Vec<liveload_core::NodeHandle>,
 }
 
 /// `liveload demo`: start the demo target on this machine and load it.

@@ -112,6 +112,9 @@ pub struct RunOptions {
     pub on_node_loss: NodeLoss,
     /// How long teardown may take before it gives up and names what is left.
     pub teardown_timeout: Duration,
+    /// Where this machine keeps liveload's state: when set, the run holds a liveness lock
+    /// there ([`crate::state::RunAlive`]) so `liveload cleanup --all` leaves it alone.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl RunOptions {
@@ -134,6 +137,7 @@ impl RunOptions {
             cost_confirmation: None,
             on_node_loss: NodeLoss::Continue,
             teardown_timeout: Duration::from_secs(300),
+            state_dir: None,
         }
     }
 
@@ -221,6 +225,10 @@ pub async fn run_controlled(
         require_confirmation(backend.as_ref(), options, estimate.as_ref())?;
     }
     let run_id = names::new_run_id(&options.cluster_name);
+    let _alive = match &options.state_dir {
+        Some(dir) => Some(crate::state::RunAlive::hold(dir, &run_id)?),
+        None => None,
+    };
     let created: Created = Arc::default();
     let outcome = tokio::select! {
         outcome = run_cluster(backend.clone(), scenario, options, &run_id, created.clone(), observer.clone(), control.as_mut()) => outcome,
