@@ -3,6 +3,9 @@
 # conformance, end-to-end with real Chromium) under cargo nextest. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# CI builds from scratch once: incremental compilation only costs time and disk there (its
+# caches for the workspace's crates run to gigabytes).
+export CARGO_INCREMENTAL=0
 source scripts/ensure-deps.sh
 ensure_prism
 ensure_sshd
