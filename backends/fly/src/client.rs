@@ -148,6 +148,11 @@ impl FlyClient {
         })
     }
 
+    /// The client-side rate limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     fn machine_limiter(&self, machine: &str, action: &'static str) -> Arc<RateLimiter> {
         self.machine_limiters
             .lock()

@@ -414,3 +414,50 @@ async fn a_warm_pool_starts_machines_for_a_run_and_gets_them_back_stopped() {
     assert_eq!(fly.destroy_pool("p1").await.unwrap(), 3);
     assert!(server.state.lock().unwrap().machines.is_empty());
 }
+
+/// More nodes than the creation timeout allows at Fly's real create rate (1/s, bursts of 3):
+/// the timeout measures each machine from the provider's acceptance, not liveload's queue, so
+/// the run boots them all. (Before, node 7 waited ~4 s behind the limiter and timed out at 3 s.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_longer_to_create_than_the_creation_timeout_still_boots() {
+    let server = common::start().await;
+    let fly = Arc::new(backend(&server, "liveload-test", Limits::default()));
+    let nodes = 8u32;
+    let steps = vec![liveload_core::proto::Step {
+        name: "idle".into(),
+        kind: liveload_core::proto::StepKind::Think {
+            min_ms: 10,
+            max_ms: 20,
+        },
+    }];
+    let mut scenario = liveload_core::scenario::Scenario::new("queue", "http://127.0.0.1", steps);
+    scenario.duration = Duration::from_millis(500);
+    let mut options =
+        liveload_core::run::RunOptions::new("queue", u64::from(nodes), Duration::from_millis(500));
+    options.no_browser = true;
+    options.creation_timeout = Duration::from_secs(3);
+    options.cost_confirmation = Some(liveload_core::run::CostConfirmation::new("test"));
+    // One user per node: a performance-2x guest has 2 cores.
+    options.sizing.profile.browser_contexts_per_core = 0.5;
+    let report = liveload_core::run::run(
+        fly.clone(),
+        &scenario,
+        &options,
+        Arc::new(liveload_core::run::Quiet),
+        std::future::pending(),
+    )
+    .await
+    .expect("every node boots although creating them takes longer than the creation timeout");
+    assert_eq!(report.nodes.len(), nodes as usize);
+    let slowest = report.nodes.iter().map(|n| n.create_s).fold(0.0, f64::max);
+    assert!(
+        slowest > options.creation_timeout.as_secs_f64(),
+        "a create waited longer than the creation timeout ({slowest:.1} s): the test proves nothing otherwise"
+    );
+    assert_eq!(
+        report.plan.boot_floor_s,
+        Some(5.0),
+        "8 creates at 1/s after a burst of 3"
+    );
+    assert!(fly.list(&RunFilter::All).await.unwrap().is_empty());
+}

@@ -185,6 +185,30 @@ pub struct NodeSize {
     pub cores: f64,
 }
 
+/// How fast a provider accepts creates, from its documented limits: what a plan's boot-time
+/// floor is computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CreateRate {
+    /// Create calls per second, sustained.
+    pub per_second: f64,
+    /// Calls allowed at once after a quiet spell.
+    pub burst: u32,
+    /// Machines one call creates (1, or a batch).
+    pub per_call: u32,
+    /// What would make boot faster, when the floor is long (a warm pool, say).
+    #[serde(skip)]
+    pub advice: Option<&'static str>,
+}
+
+impl CreateRate {
+    /// The least time creating `nodes` machines takes at this rate.
+    pub fn floor(&self, nodes: u64) -> Duration {
+        let calls = nodes.div_ceil(u64::from(self.per_call.max(1)));
+        let queued = calls.saturating_sub(u64::from(self.burst));
+        Duration::from_secs_f64(queued as f64 / self.per_second.max(1e-9))
+    }
+}
+
 /// Which runs to list or clean up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunFilter {
@@ -287,6 +311,13 @@ pub trait Backend: Send + Sync + Debug {
     /// What one node costs per hour while it runs, in USD, for the plan's estimate (`None`:
     /// free or unknown).
     fn hourly_price(&self) -> Option<f64> {
+        None
+    }
+
+    /// How fast the provider accepts creates (`None`: no limit worth planning for). The plan
+    /// prints the boot-time floor it implies; the creation timeout is counted from the
+    /// provider's acceptance, so queued creates never time out for waiting.
+    fn create_rate(&self) -> Option<CreateRate> {
         None
     }
 

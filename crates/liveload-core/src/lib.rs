@@ -25,8 +25,8 @@ pub mod threshold;
 pub mod tls;
 
 pub use backend::{
-    AgentEndpoint, Backend, Billing, LinkPath, NodeHandle, NodeSize, NodeSpec, ProxyTls, RunFilter,
-    Secret,
+    AgentEndpoint, Backend, Billing, CreateRate, LinkPath, NodeHandle, NodeSize, NodeSpec,
+    ProxyTls, RunFilter, Secret,
 };
 pub use error::{BackendError, BackendErrorKind, Error, Result};
 pub use liveload_proto as proto;

@@ -74,6 +74,16 @@ pub fn plan(plan: &Plan, format: OutputFormat) {
                     plan.nodes
                 );
             }
+            if let Some(floor) = plan.boot_floor_s.filter(|f| *f >= 1.0) {
+                println!(
+                    "Boot: creating {} node(s) takes at least {} at the provider's documented create rate (each node's own boot comes on top)",
+                    plan.nodes,
+                    liveload_core::run::human_duration(floor)
+                );
+            }
+            if let Some(advice) = &plan.boot_advice {
+                println!("Hint: {advice}");
+            }
         }
     }
 }

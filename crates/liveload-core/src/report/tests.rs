@@ -83,6 +83,8 @@ fn plan() -> Plan {
         max_nodes: 10,
         sizing: SizingConfig::default(),
         node_hourly_price: None,
+        boot_floor_s: None,
+        boot_advice: None,
     }
 }
 
@@ -112,6 +114,7 @@ fn node(index: u32, id: String, chromium: Option<String>) -> NodeReport {
         users: 3,
         first_user_id: u64::from(index) * 3,
         ready_after_s: 1.25,
+        create_s: 0.1,
         iterations_ok: 40,
         iterations_failed: 2,
         snapshots: 6,

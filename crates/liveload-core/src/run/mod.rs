@@ -40,7 +40,7 @@ pub use control::{
 };
 pub use event::{Event, Observer, Quiet};
 pub use observe::LostNode;
-pub use plan::{Estimate, Plan, estimate, max_nodes, plan};
+pub use plan::{Estimate, Plan, estimate, human_duration, max_nodes, plan};
 pub use result::{NodeReport, RESULT_SCHEMA_VERSION, RunReport};
 pub use teardown::teardown;
 pub use terms::{NodeTerms, describe_load, node_terms};

@@ -43,6 +43,28 @@ pub struct Plan {
     /// What one node costs per hour in USD, when the backend knows (cloud backends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_hourly_price: Option<f64>,
+    /// The least time creating the planned nodes takes at the provider's documented create
+    /// rate, in seconds (each node's boot comes on top), when the provider limits creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_floor_s: Option<f64>,
+    /// How to boot faster, when the floor is long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_advice: Option<String>,
+}
+
+impl Plan {
+    /// Fill in the boot-time floor from `backend`'s create rate.
+    pub fn with_boot_floor(mut self, backend: &dyn Backend) -> Plan {
+        if let Some(rate) = backend.create_rate() {
+            let floor = rate.floor(self.nodes).as_secs_f64();
+            self.boot_floor_s = Some(floor);
+            // A minute of queued creates is worth a hint; less is noise.
+            if floor >= 60.0 {
+                self.boot_advice = rate.advice.map(str::to_string);
+            }
+        }
+        self
+    }
 }
 
 impl Plan {
@@ -77,6 +99,8 @@ impl Plan {
             max_nodes,
             sizing: *sizing,
             node_hourly_price: None,
+            boot_floor_s: None,
+            boot_advice: None,
         })
     }
 }
@@ -120,7 +144,26 @@ impl std::fmt::Display for Estimate {
         if let Some(cost) = self.cost_usd {
             write!(f, ", about ${cost:.2} for {:.0} min", self.hours * 60.0)?;
         }
+        if let Some(floor) = self.plan.boot_floor_s.filter(|f| *f >= 1.0) {
+            write!(
+                f,
+                "; creating them takes at least {} at the provider's rate limit",
+                human_duration(floor)
+            )?;
+        }
+        if let Some(advice) = &self.plan.boot_advice {
+            write!(f, " ({advice})")?;
+        }
         Ok(())
+    }
+}
+
+/// `95 s`, `5.6 min`.
+pub fn human_duration(seconds: f64) -> String {
+    if seconds < 120.0 {
+        format!("{seconds:.0} s")
+    } else {
+        format!("{:.1} min", seconds / 60.0)
     }
 }
 
@@ -138,6 +181,7 @@ pub async fn estimate(backend: &dyn Backend, options: &RunOptions) -> Result<Opt
         max_nodes(backend, options),
     )?;
     plan.node_hourly_price = backend.hourly_price();
+    let plan = plan.with_boot_floor(backend);
     let hours = (options.duration + options.creation_timeout).as_secs_f64() / 3600.0;
     let cost_usd = plan
         .node_hourly_price
@@ -204,5 +248,5 @@ pub async fn plan(backend: &dyn Backend, options: &RunOptions) -> Result<Plan> {
         plan.nodes = necessary_nodes(options.users, capacity.users, max_nodes)?;
     }
     plan.node_hourly_price = backend.hourly_price();
-    Ok(plan)
+    Ok(plan.with_boot_floor(backend))
 }

@@ -29,8 +29,12 @@ pub struct NodeReport {
     pub users: u64,
     /// First user id of the node's range.
     pub first_user_id: u64,
-    /// Seconds from create to a completed handshake.
+    /// Seconds from the start of its create to a completed handshake.
     pub ready_after_s: f64,
+    /// Seconds its create call took: waiting for the provider's rate limit (Fly creates about
+    /// one machine a second per app) plus the call itself. The creation timeout starts after.
+    #[serde(default)]
+    pub create_s: f64,
     /// Iterations this node completed (filled at the end of the run).
     #[serde(default)]
     pub iterations_ok: u64,

@@ -23,7 +23,8 @@ pub(super) async fn plan_and_boot(booter: &Booter<'_>, live: &mut Vec<LiveNode>)
     let plan = match booter.backend.expected_size().await? {
         Some(size) => {
             let plan =
-                Plan::from_size(options.users, size, "catalogue", &options.sizing, max_nodes)?;
+                Plan::from_size(options.users, size, "catalogue", &options.sizing, max_nodes)?
+                    .with_boot_floor(booter.backend.as_ref());
             booter.observer.event(&Event::Planned(plan.clone()));
             booter.boot(0..plan.nodes as u32, live).await?;
             plan
@@ -36,7 +37,8 @@ pub(super) async fn plan_and_boot(booter: &Booter<'_>, live: &mut Vec<LiveNode>)
                 memory_bytes: facts.effective_memory_bytes,
                 cores: facts.effective_cores,
             };
-            let plan = Plan::from_size(options.users, size, "probe", &options.sizing, max_nodes)?;
+            let plan = Plan::from_size(options.users, size, "probe", &options.sizing, max_nodes)?
+                .with_boot_floor(booter.backend.as_ref());
             booter.observer.event(&Event::Planned(plan.clone()));
             booter.boot(1..plan.nodes as u32, live).await?;
             plan
