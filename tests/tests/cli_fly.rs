@@ -299,3 +299,31 @@ async fn a_run_from_a_warm_pool_starts_and_stops_instead_of_creating() {
     assert_eq!(out.status.code(), Some(0));
     assert!(server.state.lock().unwrap().machines.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_above_max_cost_is_refused_before_fly_sees_a_create() {
+    let server = fly_server::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let args = fly_args(&server, state.path());
+    let out = tokio::task::spawn_blocking({
+        let state = state.path().to_path_buf();
+        move || {
+            liveload(&state)
+                .env("FLY_API_TOKEN", fly_server::TOKEN)
+                .args(["run", repo().join("examples/demo.yaml").to_str().unwrap()])
+                .args(["--yes", "--max-cost", "0.001", "--output", "json"])
+                .args(&args)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("cost_cap_exceeded"), "{stdout}");
+    assert!(
+        server.state.lock().unwrap().creates.is_empty(),
+        "the provider saw no create"
+    );
+}

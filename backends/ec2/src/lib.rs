@@ -704,8 +704,9 @@ impl Backend for Ec2Backend {
 
     fn hourly_price(&self) -> Option<f64> {
         self.settings.hourly_price.or_else(|| {
+            let region = self.ec2.config().region()?.as_ref().to_string();
             (!self.settings.spot)
-                .then(|| prices::on_demand(&self.settings.instance_type))
+                .then(|| prices::on_demand(&region, &self.settings.instance_type))
                 .flatten()
         })
     }

@@ -1,9 +1,10 @@
-//! On-demand prices for the plan's cost estimate.
+//! On-demand prices for the plan's cost estimate and `--max-cost`.
 //!
-//! Source: AWS's public On-Demand pricing page for Linux in US East (N. Virginia), read for the
-//! instance types below; prices differ by region and change over time, and spot prices move
-//! all day. They are estimates only: `--ec2-hourly-price` overrides them (and is the only source
-//! for spot).
+//! Source: AWS's public On-Demand pricing page for Linux, US East (N. Virginia), read for the
+//! instance types below (2025 list prices); US East (Ohio) and US West (Oregon) list the same
+//! prices for these families. Other regions differ (by 5-60 %) and are not guessed: there the
+//! cost is unknown, `plan` says so and `--max-cost` is refused unless `--ec2-hourly-price` gives
+//! the price. Spot prices move all day: `--ec2-hourly-price` is their only source.
 
 /// (instance type, USD per hour, Linux on-demand, us-east-1).
 pub const ON_DEMAND_US_EAST_1: &[(&str, f64)] = &[
@@ -38,10 +39,29 @@ pub const ON_DEMAND_US_EAST_1: &[(&str, f64)] = &[
     ("r7i.xlarge", 0.2646),
 ];
 
-/// The on-demand price of `instance_type`, when the table has it.
-pub fn on_demand(instance_type: &str) -> Option<f64> {
+/// Regions whose on-demand prices for these families are the table's.
+pub const PRICED_REGIONS: &[&str] = &["us-east-1", "us-east-2", "us-west-2"];
+
+/// The on-demand price of `instance_type` in `region`, when the table has it.
+pub fn on_demand(region: &str, instance_type: &str) -> Option<f64> {
+    if !PRICED_REGIONS.contains(&region) {
+        return None;
+    }
     ON_DEMAND_US_EAST_1
         .iter()
         .find(|(name, _)| *name == instance_type)
         .map(|(_, price)| *price)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_are_known_only_where_the_table_holds() {
+        assert_eq!(on_demand("us-east-1", "c7i.large"), Some(0.0893));
+        assert_eq!(on_demand("us-west-2", "c7i.large"), Some(0.0893));
+        assert_eq!(on_demand("eu-central-1", "c7i.large"), None, "not guessed");
+        assert_eq!(on_demand("us-east-1", "x9.huge"), None);
+    }
 }

@@ -32,6 +32,8 @@ pub mod exit_code {
     pub const RUN_FAILED: i32 = 7;
     /// The run completed but a threshold failed (or aborted it).
     pub const THRESHOLD_FAILED: i32 = 8;
+    /// The run stopped because its cost reached `--max-cost`; every node was destroyed.
+    pub const COST_CAP_REACHED: i32 = 10;
     /// Teardown could not destroy every node in time: some may still run (and bill) until
     /// their dead-man switch or TTL ends them; the error prints the `liveload cleanup` command.
     pub const TEARDOWN_INCOMPLETE: i32 = 9;
@@ -267,6 +269,31 @@ pub enum Error {
         estimate: Option<String>,
     },
 
+    /// The run's estimated cost is above `--max-cost`; nothing was created.
+    #[error(
+        "the run would cost about ${estimate_usd:.2} ({detail}), more than --max-cost ${max_usd:.2}; nothing was created"
+    )]
+    CostCapExceeded {
+        /// The estimate, USD.
+        estimate_usd: f64,
+        /// The cap, USD.
+        max_usd: f64,
+        /// How the estimate was made, in words.
+        detail: String,
+    },
+
+    /// `--max-cost` was given for a billed backend whose price is unknown.
+    #[error(
+        "--max-cost needs the price of the {backend} backend's machines, and it is unknown{}",
+        why.as_ref().map(|w| format!(" ({w})")).unwrap_or_default()
+    )]
+    CostUnknown {
+        /// The backend's name.
+        backend: &'static str,
+        /// Why (an unknown region, spot without a price).
+        why: Option<String>,
+    },
+
     /// An agent link would have crossed the network without encryption; refused.
     #[error(
         "refusing a plaintext link to the agent of node {node} at {address}: links that leave this host must use TLS"
@@ -351,6 +378,8 @@ impl Error {
             Error::Scenario { .. } => "scenario_invalid",
             Error::Backend(_) => "backend_error",
             Error::ConfirmationRequired { .. } => "confirmation_required",
+            Error::CostCapExceeded { .. } => "cost_cap_exceeded",
+            Error::CostUnknown { .. } => "cost_unknown",
             Error::InsecureLink { .. } => "insecure_link",
             Error::AgentRejected { .. } => "agent_rejected",
             Error::AgentConnection { .. } => "agent_connection_failed",
@@ -367,7 +396,9 @@ impl Error {
             Error::ClusterNameInvalid { .. }
             | Error::MaxAllowedNodesInvalid { .. }
             | Error::InvalidOption { .. }
-            | Error::ConfirmationRequired { .. } => exit_code::USAGE,
+            | Error::ConfirmationRequired { .. }
+            | Error::CostCapExceeded { .. }
+            | Error::CostUnknown { .. } => exit_code::USAGE,
             Error::Scenario { .. } => exit_code::SCENARIO,
             Error::ScenarioIsAlreadyRunning { .. } => exit_code::ALREADY_RUNNING,
             Error::NecessaryNodesExceedsMaxAllowedNodes { .. } | Error::NodeTooSmall { .. } => {
@@ -412,6 +443,12 @@ impl Error {
             Error::ConfirmationRequired { .. } => {
                 "nothing was created: confirm with --yes (or answer y at the prompt), or from the library set RunOptions::cost_confirmation".into()
             }
+            Error::CostCapExceeded { .. } => {
+                "raise --max-cost, or lower --users / --duration, or use cheaper nodes".into()
+            }
+            Error::CostUnknown { backend, .. } => format!(
+                "give the price per node-hour (EC2: --ec2-hourly-price), or run without --max-cost ({backend})"
+            ),
             Error::InsecureLink { .. } => {
                 "this is a bug in the backend: it must declare a network link (the default) so core encrypts it"
                     .into()

@@ -150,6 +150,10 @@ pub struct RunFlags {
     /// grace): go on with the others (its users count failed), or stop the run.
     #[arg(long, value_enum, default_value = "continue")]
     pub on_node_loss: NodeLossArg,
+    /// The most the run may cost, in USD (billed backends): refused before any create when the
+    /// estimate is above it; stopped and torn down when the cost so far reaches it.
+    #[arg(long, value_name = "USD")]
+    pub max_cost: Option<f64>,
     /// How long teardown may take before it stops and prints what is left and the
     /// `liveload cleanup` command.
     #[arg(long, value_parser = duration, default_value = "5m")]
@@ -349,6 +353,7 @@ impl RunFlags {
             NodeLossArg::Abort => liveload_core::run::NodeLoss::Abort,
         };
         options.teardown_timeout = self.teardown_timeout;
+        options.max_cost_usd = self.max_cost;
         options.validate()?;
         Ok(options)
     }

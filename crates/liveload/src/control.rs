@@ -166,6 +166,12 @@ async fn metrics(State(handle): State<ControlHandle>) -> Response {
         "# HELP liveload_target_users Users the run should have now.\n# TYPE liveload_target_users gauge\nliveload_target_users {}",
         status.target_users
     );
+    if let Some(cost) = status.cost_usd {
+        let _ = writeln!(
+            out,
+            "# HELP liveload_cost_usd What the run's nodes have cost so far.\n# TYPE liveload_cost_usd gauge\nliveload_cost_usd {cost}"
+        );
+    }
     out.push_str("# HELP liveload_events_total Counters of the run (iterations, users, HTTP, WebSocket, errors).\n# TYPE liveload_events_total counter\n");
     for (name, value) in &status.counters {
         let _ = writeln!(

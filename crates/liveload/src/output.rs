@@ -165,6 +165,16 @@ fn report_text(r: &RunReport) -> String {
             name, s.count, s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms, s.max_ms
         ));
     }
+    if let Some(cost) = r.cost_usd {
+        out.push_str(&format!(
+            "\nCost: about ${cost:.2} (nodes from create to the end of the run){}\n",
+            if r.cost_cap_reached {
+                "; stopped at --max-cost"
+            } else {
+                ""
+            }
+        ));
+    }
     if !r.lost_nodes.is_empty() {
         out.push_str("\nLost nodes:\n");
         for l in &r.lost_nodes {

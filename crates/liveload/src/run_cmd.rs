@@ -107,7 +107,9 @@ pub async fn run_scenario(
                 }
             }
             output::report(&report, format);
-            if !report.thresholds_passed() {
+            if report.cost_cap_reached {
+                exit_code::COST_CAP_REACHED
+            } else if !report.thresholds_passed() {
                 exit_code::THRESHOLD_FAILED
             } else if report.succeeded() {
                 exit_code::OK

@@ -60,6 +60,8 @@ fn sample(text: &str) -> RunReport {
         series: (1..=6).map(second).collect(),
         workload: format!("closed model: 6 users {text}"),
         lost_nodes: Vec::new(),
+        cost_usd: None,
+        cost_cap_reached: false,
     }
 }
 

@@ -26,6 +26,8 @@ pub(super) struct LiveNode {
     pub handle: NodeHandle,
     /// Commands to its agent; dropping the sender closes the link.
     pub commands: mpsc::UnboundedSender<ControllerMessage>,
+    /// When the provider accepted its create: it bills from about then.
+    pub created_at: Instant,
 }
 
 /// Messages from every node's reader task, tagged with the node's index.
@@ -71,7 +73,7 @@ impl Booter<'_> {
         let mut first_error = None;
         for result in results {
             match result {
-                Ok((handle, connection, report)) => {
+                Ok((handle, connection, report, created_at)) => {
                     let commands = spawn_link(
                         report.index as usize,
                         connection,
@@ -83,6 +85,7 @@ impl Booter<'_> {
                         report,
                         handle,
                         commands,
+                        created_at,
                     });
                 }
                 Err(e) => {
@@ -94,7 +97,10 @@ impl Booter<'_> {
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(run_id = %self.run_id, backend = self.backend.name()))]
-    async fn boot_one(&self, index: u32) -> Result<(NodeHandle, AgentConnection, NodeReport)> {
+    async fn boot_one(
+        &self,
+        index: u32,
+    ) -> Result<(NodeHandle, AgentConnection, NodeReport, Instant)> {
         let started = Instant::now();
         let spec = self.spec(index);
         // `NodeSpec`'s Debug prints `***` for the token.
@@ -114,7 +120,7 @@ impl Booter<'_> {
             Ok((connection, welcome)) => {
                 let mut report = self.node_report(&handle, index, welcome, started);
                 report.create_s = (accepted - started).as_secs_f64();
-                Ok((handle, connection, report))
+                Ok((handle, connection, report, accepted))
             }
             Err(e) => {
                 tracing::warn!(node = %handle.id, error = %e, "node failed to become ready; destroying it");

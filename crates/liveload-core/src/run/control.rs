@@ -53,6 +53,9 @@ pub struct LiveStatus {
     pub counters: std::collections::BTreeMap<String, u64>,
     /// Latency summaries so far.
     pub latencies: std::collections::BTreeMap<String, LatencySummary>,
+    /// What the nodes have cost so far, USD, when the backend knows its price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
 }
 
 /// One node in [`LiveStatus`].
@@ -92,6 +95,7 @@ impl LiveStatus {
                 .collect(),
             counters: metrics.counters.clone(),
             latencies: metrics.summaries(),
+            cost_usd: None,
         }
     }
 }

@@ -112,6 +112,9 @@ pub struct RunOptions {
     pub on_node_loss: NodeLoss,
     /// How long teardown may take before it gives up and names what is left.
     pub teardown_timeout: Duration,
+    /// The most the run may cost, in USD: refused before any create when the estimate is above
+    /// it, stopped (and torn down) when the cost so far reaches it.
+    pub max_cost_usd: Option<f64>,
     /// Where this machine keeps liveload's state: when set, the run holds a liveness lock
     /// there ([`crate::state::RunAlive`]) so `liveload cleanup --all` leaves it alone.
     pub state_dir: Option<std::path::PathBuf>,
@@ -138,6 +141,7 @@ impl RunOptions {
             on_node_loss: NodeLoss::Continue,
             teardown_timeout: Duration::from_secs(300),
             state_dir: None,
+            max_cost_usd: None,
         }
     }
 
@@ -164,6 +168,12 @@ impl RunOptions {
         }
         if self.teardown_timeout < Duration::from_secs(1) {
             return invalid("--teardown-timeout", "must be at least 1s");
+        }
+        if self
+            .max_cost_usd
+            .is_some_and(|cap| !cap.is_finite() || cap <= 0.0)
+        {
+            return invalid("--max-cost", "must be a positive amount of USD");
         }
         self.sizing.validate()
     }
@@ -192,6 +202,40 @@ fn require_confirmation(
             estimate: estimate.map(ToString::to_string),
         }),
     }
+}
+
+/// Refuse, before anything is created, a billed run whose estimate is above `--max-cost`, or
+/// whose cost cannot be estimated.
+async fn check_cost_cap(backend: &dyn Backend, options: &RunOptions) -> Result<()> {
+    let Some(cap) = options.max_cost_usd else {
+        return Ok(());
+    };
+    if backend.billing() == Billing::Free {
+        return Ok(());
+    }
+    let unknown = |why: &str| Error::CostUnknown {
+        backend: backend.name(),
+        why: Some(why.to_string()),
+    };
+    let estimate = estimate(backend, options)
+        .await?
+        .ok_or_else(|| unknown("its node size is known only once a node is measured"))?;
+    let cost = estimate
+        .cost_usd
+        .ok_or_else(|| unknown("no price for this size or region"))?;
+    if cost > cap {
+        return Err(Error::CostCapExceeded {
+            estimate_usd: cost,
+            max_usd: cap,
+            detail: format!(
+                "{} node(s) x ${:.4}/h x {}",
+                estimate.plan.nodes,
+                estimate.plan.node_hourly_price.unwrap_or_default(),
+                human_duration(estimate.hours * 3600.0)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Nodes this process created and has not destroyed yet.
@@ -224,6 +268,7 @@ pub async fn run_controlled(
         let estimate = estimate(backend.as_ref(), options).await.ok().flatten();
         require_confirmation(backend.as_ref(), options, estimate.as_ref())?;
     }
+    check_cost_cap(backend.as_ref(), options).await?;
     let run_id = names::new_run_id(&options.cluster_name);
     let _alive = match &options.state_dir {
         Some(dir) => Some(crate::state::RunAlive::hold(dir, &run_id)?),
@@ -289,6 +334,7 @@ async fn run_cluster(
         options,
         run_id,
         observer: observer.as_ref(),
+        hourly_price: backend.hourly_price(),
     };
     let (live, observed) = observation.run(&mut inbox, control).await?;
     for node in &live {

@@ -46,6 +46,10 @@ pub(super) struct Observed {
     pub users_total: u64,
     /// When users started, as Unix milliseconds.
     pub started_at_unix_ms: u64,
+    /// What the nodes cost until the end of observation, when the backend knows its price.
+    pub cost_usd: Option<f64>,
+    /// The run stopped because its cost reached `--max-cost`.
+    pub cost_cap_reached: bool,
 }
 
 /// The run's view while it observes.
@@ -56,6 +60,8 @@ pub(super) struct Observation<'a> {
     pub options: &'a RunOptions,
     pub run_id: &'a str,
     pub observer: &'a dyn Observer,
+    /// What one node costs per hour, USD, when known.
+    pub hourly_price: Option<f64>,
 }
 
 /// What one message did to the run.
@@ -73,6 +79,7 @@ struct Progress {
     last_heard: Vec<Instant>,
     lost: Vec<LostNode>,
     aborted: Option<String>,
+    cost_cap_reached: bool,
 }
 
 impl Observation<'_> {
@@ -92,6 +99,7 @@ impl Observation<'_> {
             last_heard: vec![started; self.live.len()],
             lost: Vec::new(),
             aborted: None,
+            cost_cap_reached: false,
         };
         let mut deadline = started
             + self.options.duration
@@ -121,8 +129,13 @@ impl Observation<'_> {
                     if let Outcome::Aborted = self.find_silent(&mut p, &mut metrics, started) {
                         deadline = Instant::now() + Duration::from_secs(30);
                     }
+                    if let Outcome::Aborted = self.check_cost(&mut p) {
+                        deadline = Instant::now() + Duration::from_secs(30);
+                    }
                     if let Some(status) = status {
-                        status.send_replace(LiveStatus::of(self.run_id, self.scenario, &self.live, users_now, started, &metrics));
+                        let mut now = LiveStatus::of(self.run_id, self.scenario, &self.live, users_now, started, &metrics);
+                        now.cost_usd = self.cost_so_far();
+                        status.send_replace(now);
                     }
                     continue;
                 }
@@ -158,7 +171,10 @@ impl Observation<'_> {
             last.phase = "finished".into();
             status.send_replace(last);
         }
+        let cost_usd = self.cost_so_far();
         let observed = Observed {
+            cost_usd,
+            cost_cap_reached: p.cost_cap_reached,
             lost: p.lost,
             metrics,
             aborted: p.aborted,
@@ -210,6 +226,32 @@ impl Observation<'_> {
                 message: format!("unexpected {} during the run", message_name(&other)),
             }),
         }
+    }
+
+    /// What the nodes have cost so far: each node bills from its create's acceptance.
+    fn cost_so_far(&self) -> Option<f64> {
+        let price = self.hourly_price?;
+        let node_hours: f64 = self
+            .live
+            .iter()
+            .map(|n| n.created_at.elapsed().as_secs_f64() / 3600.0)
+            .sum();
+        Some(price * node_hours)
+    }
+
+    /// Stop the run when its cost so far reaches `--max-cost`.
+    fn check_cost(&self, p: &mut Progress) -> Outcome {
+        let (Some(cap), Some(cost)) = (self.options.max_cost_usd, self.cost_so_far()) else {
+            return Outcome::Merged;
+        };
+        if cost < cap || p.aborted.is_some() {
+            return Outcome::Merged;
+        }
+        tracing::warn!(cost, cap, "the cost cap is reached; stopping the run");
+        p.aborted = Some(format!("cost cap ${cap:.2} reached (${cost:.2} so far)"));
+        p.cost_cap_reached = true;
+        self.stop_all();
+        Outcome::Aborted
     }
 
     fn stop_all(&self) {

@@ -123,8 +123,10 @@ pub struct Estimate {
     pub backend: &'static str,
     /// The catalogue plan.
     pub plan: Plan,
-    /// Hours each node is expected to be billed: the run's duration plus the creation timeout
-    /// (a node may take that long to boot).
+    /// Hours each node is expected to be billed: the run's duration, plus the creation timeout
+    /// (a node may take that long to boot), plus the boot-time floor of the provider's create
+    /// rate. Iterations that run past the duration and teardown come on top; the cap on the
+    /// cost so far (`--max-cost`) holds whatever happens.
     pub hours: f64,
     /// The estimated cost in USD, when the backend knows its price.
     pub cost_usd: Option<f64>,
@@ -182,7 +184,10 @@ pub async fn estimate(backend: &dyn Backend, options: &RunOptions) -> Result<Opt
     )?;
     plan.node_hourly_price = backend.hourly_price();
     let plan = plan.with_boot_floor(backend);
-    let hours = (options.duration + options.creation_timeout).as_secs_f64() / 3600.0;
+    let hours = (options.duration.as_secs_f64()
+        + options.creation_timeout.as_secs_f64()
+        + plan.boot_floor_s.unwrap_or(0.0))
+        / 3600.0;
     let cost_usd = plan
         .node_hourly_price
         .map(|price| price * plan.nodes as f64 * hours);

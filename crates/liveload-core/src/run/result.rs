@@ -95,6 +95,13 @@ pub struct RunReport {
     /// The workload model, in words (and how latency was measured).
     #[serde(default)]
     pub workload: String,
+    /// What the nodes cost from their creates to the end of the run, USD, when the backend
+    /// knows its price (teardown's seconds are not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// The run was stopped because its cost reached `--max-cost`.
+    #[serde(default)]
+    pub cost_cap_reached: bool,
     /// Nodes lost during the run, with why and how many users failed with them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost_nodes: Vec<super::LostNode>,
@@ -183,6 +190,8 @@ pub(super) fn build(
         aborted: observed.aborted,
         series: std::mem::take(&mut metrics.series),
         workload: describe_load(&scenario.load),
+        cost_usd: observed.cost_usd,
+        cost_cap_reached: observed.cost_cap_reached,
         lost_nodes: observed.lost,
     }
 }
