@@ -311,7 +311,7 @@ async fn a_run_above_max_cost_is_refused_before_fly_sees_a_create() {
             liveload(&state)
                 .env("FLY_API_TOKEN", fly_server::TOKEN)
                 .args(["run", repo().join("examples/demo.yaml").to_str().unwrap()])
-                .args(["--yes", "--max-cost", "0.001", "--output", "json"])
+                .args(["--yes", "--max-cost", "0.0001", "--output", "json"])
                 .args(&args)
                 .output()
                 .unwrap()
