@@ -1,22 +1,38 @@
 //! Executing one iteration's steps in a user's page.
 //!
-//! Element actions wait for their element (up to the scenario's `step_timeout`), like
-//! Playwright's auto-waiting: a load test should measure the app, not race it. Conditions are
-//! checked by small JavaScript expressions polled every 50 ms; values are JSON-encoded into them,
-//! never spliced in raw.
+//! Element steps wait until their element can take the action, like a careful person and like
+//! Playwright's actionability checks (`actions`); waits honour the step's `timeout:`, else the
+//! scenario's `step_timeout`, and check their condition in the page (`waits`). What the page
+//! receives is written out in `cdp`: real mouse and keyboard events, scripts in the current
+//! document, exceptions read as their message. Values reach scripts JSON-encoded, never
+//! spliced in raw (`text::js`).
+//!
+//! A failed step's error names the step and the page it was on
+//! (`step 'click #inc' at http://host/clicks: '#inc' is covered by <div class=overlay>`).
+
+pub mod actions;
+pub mod cdp;
+pub mod text;
+pub mod waits;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow, bail};
-use chromiumoxide::{Element, Page};
-use liveload_proto::{AssertCheck, ExtractFrom, Step, StepKind, WaitCondition};
+use anyhow::{Result, anyhow, bail};
+use chromiumoxide::Page;
+use liveload_proto::{AssertCheck, ExtractFrom, Step, StepKind};
 use rand::Rng;
 use tokio::time::Instant;
 
 use crate::recorder::Recorder;
+use crate::secrets::Secrets;
+use crate::trace::Tracer;
+use actions::no_browser;
+use text::{fill_template, js, page_of, resolve_url};
+
+pub use text::one_line;
 
 /// What one user carries from step to step.
 pub struct UserState<'a> {
@@ -26,10 +42,17 @@ pub struct UserState<'a> {
     pub vars: HashMap<String, String>,
     /// Base URL for relative navigations.
     pub base_url: &'a str,
-    /// How long element actions wait for their element.
+    /// How long element steps and waits without their own `timeout:` wait.
     pub step_timeout: Duration,
     /// Where step timings go.
     pub recorder: &'a Recorder,
+    /// Values to redact from everything reported (secret CSV columns and variables, what was
+    /// typed into password inputs).
+    pub secrets: Secrets,
+    /// Sends each step to `liveload try`, when tracing.
+    pub tracer: Option<&'a Tracer>,
+    /// How deep the running step sits inside groups and repeats.
+    pub depth: u32,
 }
 
 /// Whether the iteration goes on after a step.
@@ -48,20 +71,35 @@ pub fn run_steps<'s, 'u: 's, 'a: 's>(
 ) -> Pin<Box<dyn Future<Output = Result<Flow>> + Send + 's>> {
     Box::pin(async move {
         for step in steps {
+            let container = matches!(step.kind, StepKind::Group { .. } | StepKind::Repeat { .. });
+            if container && let Some(tracer) = user.tracer {
+                tracer.begin(user, step);
+            }
             let started = Instant::now();
             let result = run_step(user, step).await;
+            let elapsed = started.elapsed();
             let metric = match step.kind {
                 StepKind::Group { .. } => format!("group:{}", step.name),
                 StepKind::Repeat { .. } => String::new(),
                 _ => format!("step:{}", step.name),
             };
             if !metric.is_empty() {
-                user.recorder.latency(&metric, started.elapsed());
+                user.recorder.latency(&metric, elapsed);
                 if result.is_err() {
                     user.recorder.count(&format!("{metric}:failed"), 1);
                 }
             }
-            match result.with_context(|| format!("step '{}'", step.name))? {
+            let result = match result {
+                Err(e) if !container => Err(e.context(where_(user.page, step).await)),
+                Err(e) if matches!(step.kind, StepKind::Group { .. }) => {
+                    Err(e.context(format!("group '{}'", step.name)))
+                }
+                other => other,
+            };
+            if let Some(tracer) = user.tracer {
+                tracer.end(user, step, elapsed, result.as_ref().err()).await;
+            }
+            match result? {
                 Flow::Continue => {}
                 Flow::Halt => return Ok(Flow::Halt),
             }
@@ -70,148 +108,225 @@ pub fn run_steps<'s, 'u: 's, 'a: 's>(
     })
 }
 
-/// Fill `{{name}}` placeholders from the user's variables (names were checked before the run).
-pub fn fill_template(text: &str, vars: &HashMap<String, String>) -> String {
-    if !text.contains("{{") {
-        return text.to_string();
+/// `step 'NAME' at PAGE`: which step failed, and on which page (its URL without the query,
+/// which may hold tokens and would make every message distinct).
+async fn where_(page: Option<&Page>, step: &Step) -> String {
+    let url = match page {
+        Some(page) => page.url().await.ok().flatten(),
+        None => None,
+    };
+    match url {
+        Some(url) if !url.is_empty() => format!("step '{}' at {}", step.name, page_of(&url)),
+        _ => format!("step '{}'", step.name),
     }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after.find("}}") {
-            Some(end) => {
-                let name = after[..end].trim();
-                out.push_str(vars.get(name).map(String::as_str).unwrap_or(""));
-                rest = &after[end + 2..];
+}
+
+/// The timeout a step gives, else the scenario's `step_timeout`.
+fn timeout_of(timeout_ms: &Option<u64>, user: &UserState<'_>) -> Duration {
+    timeout_ms.map_or(user.step_timeout, Duration::from_millis)
+}
+
+/// Run one step. The dispatch over every step kind: each arm is short, the work is in
+/// `actions` and `waits`.
+async fn run_step(user: &mut UserState<'_>, step: &Step) -> Result<Flow> {
+    let vars = &user.vars;
+    let t = |text: &str| fill_template(text, vars);
+    let timeout = user.step_timeout;
+    let page = user.page;
+    let page = || page.ok_or_else(no_browser);
+    match &step.kind {
+        StepKind::Navigate { url } => {
+            page()?.goto(resolve_url(user.base_url, &t(url))).await?;
+            record_navigation_timing(page()?, user.recorder).await;
+        }
+        StepKind::Reload => {
+            page()?.reload().await?;
+            record_navigation_timing(page()?, user.recorder).await;
+        }
+        StepKind::Click { selector } => actions::click(page()?, &t(selector), timeout).await?,
+        StepKind::Fill { selector, value } => {
+            let value = t(value);
+            if actions::fill(page()?, &t(selector), &value, timeout).await? {
+                user.secrets.add(&value); // Typed into a password input.
             }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
         }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Join a step URL to the base URL (a URL with a scheme, like `https:`, `about:` or `data:`,
-/// stands as it is).
-pub fn resolve_url(base: &str, url: &str) -> String {
-    let has_scheme = url.split_once(':').is_some_and(|(scheme, _)| {
-        !scheme.is_empty()
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-    });
-    if has_scheme {
-        url.to_string()
-    } else if url.starts_with('/') {
-        format!("{}{url}", base.trim_end_matches('/'))
-    } else {
-        format!("{}/{url}", base.trim_end_matches('/'))
-    }
-}
-
-/// Does `text` match `pattern`, where `*` matches any run of characters?
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || text.len() < first.len() + last.len() {
-        return false;
-    }
-    let mut position = first.len();
-    for part in &parts[1..parts.len() - 1] {
-        match text[position..].find(part) {
-            Some(found) => position += found + part.len(),
-            None => return false,
+        StepKind::Clear { selector } => {
+            actions::fill(page()?, &t(selector), "", timeout).await?;
         }
-    }
-    text[position..].ends_with(last)
-}
-
-fn js(value: &str) -> String {
-    serde_json::to_string(value).expect("a string serialises")
-}
-
-/// JavaScript: is the first element matching `selector` visible?
-fn visible_js(selector: &str) -> String {
-    format!(
-        "(() => {{ const e = document.querySelector({}); if (!e) return false; \
-         const s = getComputedStyle(e); \
-         return s.visibility !== 'hidden' && s.display !== 'none' && e.getClientRects().length > 0; }})()",
-        js(selector)
-    )
-}
-
-const LOADING: &str = "[class*=\"phx-\"][class*=\"-loading\"]";
-
-async fn eval_bool(page: &Page, expression: &str) -> Result<bool> {
-    page.evaluate(expression)
-        .await?
-        .into_value::<bool>()
-        .context("reading a check's result")
-}
-
-/// Poll a JavaScript condition every 50 ms until it holds or `timeout` passes.
-///
-/// An evaluation that fails counts as "not yet": right after a click that navigates, the old
-/// document's context is destroyed and the new one is not ready for a moment.
-async fn poll(page: &Page, expression: &str, timeout: Duration, what: &str) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let outcome = eval_bool(page, expression).await;
-        if matches!(outcome, Ok(true)) {
-            return Ok(());
+        StepKind::Press { selector, key } => {
+            let selector = selector.as_deref().map(t);
+            actions::press(page()?, selector.as_deref(), key, timeout).await?;
         }
-        if Instant::now() >= deadline {
-            return match outcome {
-                Err(e) => Err(e.context(format!("{what} not reached within {timeout:?}"))),
-                _ => Err(anyhow!("{what} not reached within {timeout:?}")),
+        StepKind::Check { selector } => {
+            actions::set_checked(page()?, &t(selector), true, timeout).await?
+        }
+        StepKind::Uncheck { selector } => {
+            actions::set_checked(page()?, &t(selector), false, timeout).await?
+        }
+        StepKind::Select { selector, value } => {
+            actions::select(page()?, &t(selector), &t(value), timeout).await?
+        }
+        StepKind::Hover { selector } => actions::hover(page()?, &t(selector), timeout).await?,
+        StepKind::Focus { selector } => {
+            actions::on_element(page()?, &t(selector), "(e) => e.focus()", timeout).await?;
+        }
+        StepKind::Blur { selector } => {
+            actions::on_element(page()?, &t(selector), "(e) => e.blur()", timeout).await?;
+        }
+        StepKind::WaitFor {
+            condition,
+            timeout_ms,
+        } => {
+            let timeout = timeout_of(timeout_ms, user);
+            waits::wait_for(page()?, condition, timeout, vars).await?;
+        }
+        StepKind::LiveviewSubmit {
+            form,
+            wait_for: then,
+            timeout_ms,
+        } => {
+            let timeout = timeout_of(timeout_ms, user);
+            let then = then.as_deref().map(t);
+            liveview_submit(page()?, &t(form), then.as_deref(), timeout).await?;
+        }
+        StepKind::Assert { check } => assert(page()?, check, vars).await?,
+        StepKind::Extract {
+            var,
+            selector,
+            from,
+            secret,
+        } => {
+            let read = match from {
+                ExtractFrom::Text => "(e) => e.innerText".to_string(),
+                ExtractFrom::Attribute { name } => format!("(e) => e.getAttribute({})", js(name)),
+                ExtractFrom::Value => "(e) => e.value".to_string(),
             };
+            let value = actions::on_element(page()?, &t(selector), &read, timeout).await?;
+            let value = value.as_str().unwrap_or_default().to_string();
+            set_var(user, var, value, *secret);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The first element matching `selector`, waiting up to `timeout` for it to exist.
-async fn element(page: &Page, selector: &str, timeout: Duration) -> Result<Element> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match page.find_element(selector).await {
-            Ok(element) => return Ok(element),
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
+        StepKind::Think { min_ms, max_ms } => {
+            let ms = if max_ms > min_ms {
+                rand::rng().random_range(*min_ms..=*max_ms)
+            } else {
+                *min_ms
+            };
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        StepKind::Eval {
+            js: code,
+            var,
+            secret,
+        } => {
+            let value = cdp::evaluate(page()?, t(code)).await?;
+            if let Some(var) = var {
+                let text = match value {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                set_var(user, var, text, *secret);
             }
-            Err(_) => bail!("no element matches '{selector}' (waited {timeout:?})"),
         }
+        StepKind::Group { steps } => return nested(user, steps).await,
+        StepKind::Repeat { times, steps } => {
+            for _ in 0..*times {
+                if nested(user, steps).await? == Flow::Halt {
+                    return Ok(Flow::Halt);
+                }
+            }
+        }
+        StepKind::Halt => return Ok(Flow::Halt),
+        StepKind::Fail { message } => bail!("{}", t(message)),
     }
+    Ok(Flow::Continue)
 }
 
-/// Set an input's value and fire the events a typing user would.
-async fn set_value(element: &Element, value: &str) -> Result<()> {
-    let function = format!(
-        "function() {{ this.focus(); this.value = {}; \
-         this.dispatchEvent(new Event('input', {{ bubbles: true }})); \
-         this.dispatchEvent(new Event('change', {{ bubbles: true }})); }}",
-        js(value)
-    );
-    element.call_js_fn(function, false).await?;
+/// Run a group's or a repeat's steps one level deeper.
+async fn nested(user: &mut UserState<'_>, steps: &[Step]) -> Result<Flow> {
+    user.depth += 1;
+    let flow = run_steps(user, steps).await;
+    user.depth -= 1;
+    flow
+}
+
+/// Set a variable; a secret one's value joins the user's secrets.
+fn set_var(user: &mut UserState<'_>, var: &str, value: String, secret: bool) {
+    if secret {
+        user.secrets.add(&value);
+    }
+    user.vars.insert(var.to_string(), value);
+}
+
+/// Submit a LiveView form, wait until LiveView has answered (`phx-submit-loading` is gone),
+/// then for `then` to be visible.
+async fn liveview_submit(
+    page: &Page,
+    form: &str,
+    then: Option<&str>,
+    timeout: Duration,
+) -> Result<()> {
+    let started = Instant::now();
+    let submit = "(f) => { if (f.requestSubmit) f.requestSubmit(); else f.submit(); }";
+    actions::on_element(page, form, submit, timeout).await?;
+    let idle = waits::Check {
+        function: format!(
+            "() => {{ const f = document.querySelector({}); \
+             return !f || !f.classList.contains('phx-submit-loading'); }}",
+            js(form)
+        ),
+        what: "the form's phx-submit-loading to clear".into(),
+    };
+    let left = |started: Instant| timeout.saturating_sub(started.elapsed());
+    waits::until(page, &idle, left(started)).await?;
+    if let Some(then) = then {
+        waits::until(page, &waits::Check::visible(then), left(started)).await?;
+    }
     Ok(())
 }
 
-async fn checked(element: &Element) -> Result<bool> {
-    Ok(element
-        .property("checked")
-        .await?
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false))
+/// `assert`: check once, now.
+async fn assert(page: &Page, check: &AssertCheck, vars: &HashMap<String, String>) -> Result<()> {
+    let t = |text: &str| fill_template(text, vars);
+    let (expression, failure) = match check {
+        AssertCheck::Text { text } => {
+            let text = t(text);
+            (
+                format!(
+                    "!!document.body && document.body.innerText.includes({})",
+                    js(&text)
+                ),
+                format!("the page does not contain the text '{text}'"),
+            )
+        }
+        AssertCheck::Count { selector, count } => {
+            let selector = t(selector);
+            let expression = format!("document.querySelectorAll({}).length", js(&selector));
+            let found = cdp::evaluate(page, expression).await?;
+            if found != *count {
+                bail!("expected {count} elements matching '{selector}', found {found}");
+            }
+            return Ok(());
+        }
+        AssertCheck::Visible { selector } => {
+            let selector = t(selector);
+            let check = waits::Check::visible(&selector);
+            (
+                format!("({})({{ visible: {VISIBLE_JS} }})", check.function),
+                format!("'{selector}' is not visible"),
+            )
+        }
+    };
+    if cdp::evaluate(page, expression).await? != true {
+        return Err(anyhow!(failure));
+    }
+    Ok(())
 }
+
+/// The waiter's `visible` helper, for a one-time check.
+const VISIBLE_JS: &str = "(e) => { if (!e || e.getClientRects().length === 0) return false; \
+    const b = e.getBoundingClientRect(); \
+    return b.width > 0 && b.height > 0 && getComputedStyle(e).visibility === 'visible'; }";
 
 /// The document's navigation timing: `page.ttfb` (request to first response byte),
 /// `page.dom_content_loaded` and `page.load` (from navigation start).
@@ -219,10 +334,10 @@ async fn record_navigation_timing(page: &Page, recorder: &Recorder) {
     const TIMING: &str = "(() => { const n = performance.getEntriesByType('navigation')[0]; \
         return n ? [n.responseStart - n.requestStart, n.domContentLoadedEventEnd - n.startTime, \
         n.loadEventEnd - n.startTime] : null; })()";
-    let Ok(result) = page.evaluate(TIMING).await else {
+    let Ok(result) = cdp::evaluate(page, TIMING.to_string()).await else {
         return;
     };
-    let Ok(Some([ttfb, dom, load])) = result.into_value::<Option<[f64; 3]>>() else {
+    let Ok(Some([ttfb, dom, load])) = serde_json::from_value::<Option<[f64; 3]>>(result) else {
         return;
     };
     for (name, ms) in [
@@ -236,353 +351,5 @@ async fn record_navigation_timing(page: &Page, recorder: &Recorder) {
     }
 }
 
-async fn run_step(user: &mut UserState<'_>, step: &Step) -> Result<Flow> {
-    let vars = &user.vars;
-    let t = |text: &str| fill_template(text, vars);
-    let timeout = user.step_timeout;
-    let page = || {
-        user.page
-            .ok_or_else(|| anyhow!("this agent runs without a browser"))
-    };
-    match &step.kind {
-        StepKind::Navigate { url } => {
-            page()?.goto(resolve_url(user.base_url, &t(url))).await?;
-            record_navigation_timing(page()?, user.recorder).await;
-        }
-        StepKind::Reload => {
-            page()?.reload().await?;
-            record_navigation_timing(page()?, user.recorder).await;
-        }
-        StepKind::Click { selector } => {
-            element(page()?, &t(selector), timeout)
-                .await?
-                .click()
-                .await?;
-        }
-        StepKind::Fill { selector, value } => {
-            let e = element(page()?, &t(selector), timeout).await?;
-            set_value(&e, &t(value)).await?;
-        }
-        StepKind::Clear { selector } => {
-            let e = element(page()?, &t(selector), timeout).await?;
-            set_value(&e, "").await?;
-        }
-        StepKind::Press { selector, key } => {
-            let selector = selector.as_deref().map(t);
-            let e = match selector {
-                Some(selector) => {
-                    let e = element(page()?, &selector, timeout).await?;
-                    e.focus().await?;
-                    e
-                }
-                None => match page()?.find_element(":focus").await {
-                    Ok(e) => e,
-                    Err(_) => page()?.find_element("body").await?,
-                },
-            };
-            e.press_key(key).await?;
-        }
-        StepKind::Check { selector } | StepKind::Uncheck { selector } => {
-            let want = matches!(step.kind, StepKind::Check { .. });
-            let e = element(page()?, &t(selector), timeout).await?;
-            if checked(&e).await? != want {
-                e.click().await?;
-            }
-            if checked(&e).await? != want {
-                bail!(
-                    "'{selector}' did not become {}",
-                    if want { "checked" } else { "unchecked" }
-                );
-            }
-        }
-        StepKind::Select { selector, value } => {
-            let e = element(page()?, &t(selector), timeout).await?;
-            let value = t(value);
-            let function = format!(
-                "function() {{ const v = {}; \
-                 if (![...this.options].some(o => o.value === v)) return false; \
-                 this.value = v; \
-                 this.dispatchEvent(new Event('input', {{ bubbles: true }})); \
-                 this.dispatchEvent(new Event('change', {{ bubbles: true }})); return true; }}",
-                js(&value)
-            );
-            let done = e.call_js_fn(function, false).await?;
-            if done.result.value != Some(serde_json::Value::Bool(true)) {
-                bail!("'{selector}' has no option with value '{value}'");
-            }
-        }
-        StepKind::Hover { selector } => {
-            element(page()?, &t(selector), timeout)
-                .await?
-                .hover()
-                .await?;
-        }
-        StepKind::Focus { selector } => {
-            element(page()?, &t(selector), timeout)
-                .await?
-                .focus()
-                .await?;
-        }
-        StepKind::Blur { selector } => {
-            let e = element(page()?, &t(selector), timeout).await?;
-            e.call_js_fn("function() { this.blur(); }", false).await?;
-        }
-        StepKind::WaitFor {
-            condition,
-            timeout_ms,
-        } => {
-            let timeout = Duration::from_millis(*timeout_ms);
-            wait_for(page()?, condition, timeout, vars).await?;
-        }
-        StepKind::LiveviewSubmit {
-            form,
-            wait_for: then,
-            timeout_ms,
-        } => {
-            let page = page()?;
-            let timeout = Duration::from_millis(*timeout_ms);
-            let form = t(form);
-            element(page, &form, timeout).await?;
-            let submit = format!(
-                "(() => {{ const f = document.querySelector({}); \
-                 if (f.requestSubmit) f.requestSubmit(); else f.submit(); return true; }})()",
-                js(&form)
-            );
-            eval_bool(page, &submit).await?;
-            let idle = format!(
-                "(() => {{ const f = document.querySelector({}); \
-                 return !f || !f.classList.contains('phx-submit-loading'); }})()",
-                js(&form)
-            );
-            poll(
-                page,
-                &idle,
-                timeout,
-                "the form's phx-submit-loading to clear",
-            )
-            .await?;
-            if let Some(then) = then {
-                let then = t(then);
-                poll(
-                    page,
-                    &visible_js(&then),
-                    timeout,
-                    &format!("'{then}' visible"),
-                )
-                .await?;
-            }
-        }
-        StepKind::Assert { check } => {
-            let page = page()?;
-            match check {
-                AssertCheck::Text { text } => {
-                    let text = t(text);
-                    let expr = format!(
-                        "!!document.body && document.body.innerText.includes({})",
-                        js(&text)
-                    );
-                    if !eval_bool(page, &expr).await? {
-                        bail!("the page does not contain the text '{text}'");
-                    }
-                }
-                AssertCheck::Count { selector, count } => {
-                    let selector = t(selector);
-                    let expr = format!("document.querySelectorAll({}).length", js(&selector));
-                    let found: u64 = page.evaluate(expr).await?.into_value()?;
-                    if found != *count {
-                        bail!("expected {count} elements matching '{selector}', found {found}");
-                    }
-                }
-                AssertCheck::Visible { selector } => {
-                    let selector = t(selector);
-                    if !eval_bool(page, &visible_js(&selector)).await? {
-                        bail!("'{selector}' is not visible");
-                    }
-                }
-            }
-        }
-        StepKind::Extract {
-            var,
-            selector,
-            from,
-        } => {
-            let e = element(page()?, &t(selector), timeout).await?;
-            let value = match from {
-                ExtractFrom::Text => e.inner_text().await?,
-                ExtractFrom::Attribute { name } => e.attribute(name).await?,
-                ExtractFrom::Value => e.string_property("value").await?,
-            }
-            .unwrap_or_default();
-            user.vars.insert(var.clone(), value);
-        }
-        StepKind::Think { min_ms, max_ms } => {
-            let ms = if max_ms > min_ms {
-                rand::rng().random_range(*min_ms..=*max_ms)
-            } else {
-                *min_ms
-            };
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-        StepKind::Eval { js: code, var } => {
-            let value: serde_json::Value = page()?
-                .evaluate(t(code))
-                .await?
-                .into_value()
-                .unwrap_or(serde_json::Value::Null);
-            if let Some(var) = var {
-                let text = match value {
-                    serde_json::Value::String(s) => s,
-                    serde_json::Value::Null => String::new(),
-                    other => other.to_string(),
-                };
-                user.vars.insert(var.clone(), text);
-            }
-        }
-        StepKind::Group { steps } => return run_steps(user, steps).await,
-        StepKind::Repeat { times, steps } => {
-            for _ in 0..*times {
-                if run_steps(user, steps).await? == Flow::Halt {
-                    return Ok(Flow::Halt);
-                }
-            }
-        }
-        StepKind::Halt => return Ok(Flow::Halt),
-        StepKind::Fail { message } => bail!("{}", t(message)),
-    }
-    Ok(Flow::Continue)
-}
-
-async fn wait_for(
-    page: &Page,
-    condition: &WaitCondition,
-    timeout: Duration,
-    vars: &HashMap<String, String>,
-) -> Result<()> {
-    let t = |text: &str| fill_template(text, vars);
-    match condition {
-        WaitCondition::Visible { selector } => {
-            let selector = t(selector);
-            poll(
-                page,
-                &visible_js(&selector),
-                timeout,
-                &format!("'{selector}' visible"),
-            )
-            .await
-        }
-        WaitCondition::Hidden { selector } => {
-            let selector = t(selector);
-            let expr = format!("!{}", visible_js(&selector));
-            poll(page, &expr, timeout, &format!("'{selector}' hidden")).await
-        }
-        WaitCondition::Text { text } => {
-            let text = t(text);
-            let expr = format!(
-                "!!document.body && document.body.innerText.includes({})",
-                js(&text)
-            );
-            poll(page, &expr, timeout, &format!("text '{text}'")).await
-        }
-        WaitCondition::Url { pattern } => {
-            let pattern = t(pattern);
-            let deadline = Instant::now() + timeout;
-            loop {
-                let url = page.url().await?.unwrap_or_default();
-                if glob_match(&pattern, &url) {
-                    return Ok(());
-                }
-                if Instant::now() >= deadline {
-                    bail!("the URL '{url}' did not match '{pattern}' within {timeout:?}");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        WaitCondition::NetworkIdle { idle_ms } => {
-            // Quiet when the document has loaded and no resource finished for `idle_ms`.
-            let idle = Duration::from_millis(*idle_ms);
-            let deadline = Instant::now() + timeout;
-            let mut last_count = u64::MAX;
-            let mut quiet_since = Instant::now();
-            loop {
-                let (count, complete): (u64, bool) = page
-                    .evaluate(
-                        "[performance.getEntriesByType('resource').length, document.readyState === 'complete']",
-                    )
-                    .await?
-                    .into_value()?;
-                if count != last_count || !complete {
-                    last_count = count;
-                    quiet_since = Instant::now();
-                } else if quiet_since.elapsed() >= idle {
-                    return Ok(());
-                }
-                if Instant::now() >= deadline {
-                    bail!("the network did not go quiet for {idle:?} within {timeout:?}");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        WaitCondition::LiveviewConnected => {
-            poll(
-                page,
-                "document.querySelector('.phx-connected') !== null",
-                timeout,
-                "the LiveView connection (.phx-connected)",
-            )
-            .await
-        }
-        WaitCondition::LiveviewIdle { selector } => {
-            let selector = t(selector);
-            let expr = format!(
-                "(() => {{ const r = document.querySelector({}); if (!r) return false; \
-                 return !r.matches({l}) && !r.querySelector({l}); }})()",
-                js(&selector),
-                l = js(LOADING)
-            );
-            poll(
-                page,
-                &expr,
-                timeout,
-                &format!("no phx loading class in '{selector}'"),
-            )
-            .await
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_join_the_base() {
-        assert_eq!(resolve_url("http://h:1/", "/a"), "http://h:1/a");
-        assert_eq!(resolve_url("http://h:1", "a/3"), "http://h:1/a/3");
-        assert_eq!(resolve_url("http://h:1", "https://x/y"), "https://x/y");
-        assert_eq!(resolve_url("http://h:1", "about:blank"), "about:blank");
-        assert_eq!(resolve_url("http://h:1", "/a?t=1:2"), "http://h:1/a?t=1:2");
-    }
-
-    #[test]
-    fn templates_fill_known_variables() {
-        let vars: HashMap<String, String> = [("user_id", "7"), ("email", "a@x")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(
-            fill_template("/u/{{user_id}}?e={{ email }}", &vars),
-            "/u/7?e=a@x"
-        );
-        assert_eq!(fill_template("no braces", &vars), "no braces");
-        assert_eq!(fill_template("open {{ end", &vars), "open {{ end");
-    }
-
-    #[test]
-    fn glob() {
-        assert!(glob_match("*/thanks*", "http://h/thanks?x=1"));
-        assert!(glob_match("http://h/", "http://h/"));
-        assert!(!glob_match("*/thanks", "http://h/thanks/no"));
-        assert!(glob_match("*a*b*", "xxaxxbxx"));
-        assert!(!glob_match("*a*b*", "xxbxxaxx"));
-    }
-}
+mod tests;
