@@ -91,6 +91,9 @@ pub struct RunReport {
     /// The workload model, in words (and how latency was measured).
     #[serde(default)]
     pub workload: String,
+    /// Where each error was first seen, and the failures captured (`on_failure`).
+    #[serde(default)]
+    pub failures: crate::failures::Failures,
 }
 
 impl RunReport {
@@ -176,5 +179,6 @@ pub(super) fn build(
         aborted: observed.aborted,
         series: std::mem::take(&mut metrics.series),
         workload: describe_load(&scenario.load),
+        failures: std::mem::take(&mut metrics.failures),
     }
 }
