@@ -9,6 +9,7 @@ mod cli;
 mod control;
 mod output;
 mod progress;
+mod try_cmd;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -83,6 +84,7 @@ async fn dispatch(cli: Cli) -> i32 {
             Err(e) => output::error(&e, args.output),
         },
         Command::Demo(args) => demo(args).await,
+        Command::Try(args) => try_cmd::run(args).await,
         Command::Users(args) => {
             let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
             let change = match args.change {
