@@ -7,11 +7,16 @@
 //! closes Chromium and kills whatever is left in its process group.
 
 mod browser;
+mod capture;
 mod facts;
 mod observe;
 mod recorder;
+mod secrets;
 mod session;
 mod steps;
+#[cfg(test)]
+mod testkit;
+mod trace;
 mod users;
 
 use std::net::SocketAddr;

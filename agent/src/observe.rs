@@ -12,6 +12,9 @@
 //!   observer script injected into every document that reports through `console.debug`;
 //! - `http.duration` (ms from the request to the last byte);
 //! - `browser.console_errors`, `browser.exceptions`.
+//!
+//! While a user is traced (`liveload try`), the console messages and exceptions are also kept
+//! as text for the trace ([`Recorder::console_line`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +120,11 @@ pub async fn watch(page: &Page, recorder: Arc<Recorder>) -> anyhow::Result<JoinH
                     }
                 }
                 Some(event) = console.next() => {
+                    if recorder.traces_console()
+                        && let Some(line) = console_text(&event)
+                    {
+                        recorder.console_line(line);
+                    }
                     match event.r#type {
                         ConsoleApiCalledType::Error | ConsoleApiCalledType::Assert => {
                             recorder.count("browser.console_errors", 1);
@@ -147,9 +155,35 @@ pub async fn watch(page: &Page, recorder: Arc<Recorder>) -> anyhow::Result<JoinH
                         _ => {}
                     }
                 }
-                Some(_) = exceptions.next() => recorder.count("browser.exceptions", 1),
+                Some(event) = exceptions.next() => {
+                    recorder.count("browser.exceptions", 1);
+                    if recorder.traces_console() {
+                        let text = crate::steps::cdp::exception_text(&event.exception_details);
+                        recorder.console_line(format!("exception: {text}"));
+                    }
+                }
                 else => break,
             }
         }
     }))
+}
+
+/// A console call as one line, `log: text 42` (`None` for the observer's own reports).
+fn console_text(event: &EventConsoleApiCalled) -> Option<String> {
+    let parts: Vec<String> = event
+        .args
+        .iter()
+        .map(|arg| match (&arg.value, &arg.description) {
+            (Some(serde_json::Value::String(text)), _) => text.clone(),
+            (Some(value), _) => value.to_string(),
+            (None, Some(description)) => description.clone(),
+            (None, None) => format!("{:?}", arg.r#type).to_lowercase(),
+        })
+        .collect();
+    let text = parts.join(" ");
+    if text.starts_with(MARK) {
+        return None;
+    }
+    let kind = format!("{:?}", event.r#type).to_lowercase();
+    Some(format!("{kind}: {text}"))
 }

@@ -334,6 +334,10 @@ async fn run_users(
     } else {
         state.browser.lock().await.clone()
     };
+    let tracer = assignment.diagnostics.trace.as_ref().map(|trace| {
+        recorder.trace_console();
+        crate::trace::Tracer::new(out.clone(), trace.screenshots)
+    });
     let env = Arc::new(UserEnv {
         deadline: started + Duration::from_millis(assignment.duration_ms),
         browser,
@@ -341,6 +345,8 @@ async fn run_users(
         stop: state.stop.subscribe(),
         gate: assignment.throttle.as_ref().map(Gate::new),
         assignment,
+        started,
+        tracer,
     });
     if let Workload::Open {
         rate_per_s,

@@ -10,13 +10,15 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use anyhow::anyhow;
-use liveload_proto::Assignment;
+use liveload_proto::{Assignment, ErrorOccurrence, FailureCapture};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::browser::{NodeBrowser, UserContext};
 use crate::recorder::Recorder;
+use crate::secrets::{self, Secrets};
 use crate::steps::{UserState, run_steps};
+use crate::trace::Tracer;
 
 /// How users are told to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +91,63 @@ pub struct UserEnv {
     pub stop: watch::Receiver<StopSignal>,
     /// The node's throttles, if any.
     pub gate: Option<Gate>,
+    /// When the start signal came (error occurrences are timed from it).
+    pub started: Instant,
+    /// Where traced steps go (`liveload try`).
+    pub tracer: Option<Tracer>,
+}
+
+impl UserEnv {
+    /// A new user's state before its first iteration: its variables and secrets from its
+    /// CSV row, the scenario's step timeout, the tracer if tracing.
+    fn user_state<'a>(
+        &'a self,
+        page: Option<&'a chromiumoxide::Page>,
+        user_id: u64,
+    ) -> UserState<'a> {
+        UserState {
+            page,
+            vars: initial_vars(&self.assignment, user_id),
+            base_url: &self.assignment.base_url,
+            step_timeout: Duration::from_millis(self.assignment.step_timeout_ms),
+            recorder: &self.recorder,
+            secrets: initial_secrets(&self.assignment, user_id),
+            tracer: self.tracer.as_ref(),
+            depth: 0,
+        }
+    }
+
+    /// Count a failed iteration's error (secrets redacted) with where it happened, and
+    /// capture the page when the scenario asks and this message still wants captures.
+    async fn record_failure(
+        &self,
+        user: &UserState<'_>,
+        user_id: u64,
+        iteration: u64,
+        error: &anyhow::Error,
+    ) {
+        let message = user.secrets.redact(&format!("{error:#}"));
+        tracing::debug!(user_id, error = %message, "iteration failed");
+        let occurrence = ErrorOccurrence {
+            user_id,
+            iteration,
+            at_ms: self.started.elapsed().as_millis() as u64,
+        };
+        let key = self.recorder.error(&message, Some(occurrence.clone()));
+        let per_error = self.assignment.diagnostics.captures_per_error;
+        if let Some(page) = user.page
+            && per_error > 0
+            && self.recorder.wants_capture(&key, per_error)
+        {
+            let (png, dom) = crate::capture::both(page, &user.secrets).await;
+            self.recorder.capture(FailureCapture {
+                error: key,
+                occurrence,
+                png,
+                dom,
+            });
+        }
+    }
 }
 
 /// Create the contexts of `users` users before the start signal, `concurrency` at a time, and
@@ -124,7 +183,7 @@ async fn create_context(browser: &NodeBrowser, recorder: &Arc<Recorder>) -> Opti
             let message = format!("{e:#}");
             tracing::warn!(error = %message, "a user's context could not be created");
             recorder.count("user_setup_failed", 1);
-            recorder.error(&message);
+            recorder.error(&message, None);
             None
         }
     }
@@ -174,14 +233,14 @@ pub async fn run_user(
     let mut own_stop = own_stop;
     let mut failed_iterations = 0u64;
     let mut iterations = 0u64;
-    let mut user = UserState {
-        page: context.as_ref().map(|c| &c.page),
-        vars: initial_vars(&env.assignment, user_id),
-        base_url: &env.assignment.base_url,
-        step_timeout: Duration::from_millis(env.assignment.step_timeout_ms),
-        recorder,
-    };
+    let max_iterations = env
+        .assignment
+        .diagnostics
+        .max_iterations
+        .unwrap_or(u64::MAX);
+    let mut user = env.user_state(context.as_ref().map(|c| &c.page), user_id);
     while Instant::now() < env.deadline
+        && iterations < max_iterations
         && *stop.borrow() == StopSignal::Run
         && *own_stop.borrow() == StopSignal::Run
     {
@@ -209,18 +268,16 @@ pub async fn run_user(
             _ = wait_for_force(&mut stop) => break,
             _ = wait_for_force(&mut own_stop) => break,
         };
-        iterations += 1;
         recorder.latency("iteration", started.elapsed());
         match outcome {
             Ok(()) => recorder.count("iterations_ok", 1),
             Err(e) => {
                 failed_iterations += 1;
                 recorder.count("iterations_failed", 1);
-                let message = format!("{e:#}");
-                tracing::debug!(user_id, error = %message, "iteration failed");
-                recorder.error(&message);
+                env.record_failure(&user, user_id, iterations, &e).await;
             }
         }
+        iterations += 1;
     }
     if let (Some(browser), Some(context)) = (&env.browser, context) {
         browser.end_user(context).await;
@@ -261,13 +318,7 @@ pub async fn run_arrival(env: Arc<UserEnv>, user_id: u64, scheduled: Instant) {
         },
         None => None,
     };
-    let mut user = UserState {
-        page: context.as_ref().map(|c| &c.page),
-        vars: initial_vars(&env.assignment, user_id),
-        base_url: &env.assignment.base_url,
-        step_timeout: Duration::from_millis(env.assignment.step_timeout_ms),
-        recorder,
-    };
+    let mut user = env.user_state(context.as_ref().map(|c| &c.page), user_id);
     user.vars.insert("iteration".into(), "0".into());
     let timeout = Duration::from_millis(env.assignment.iteration_timeout_ms);
     let began = Instant::now();
@@ -288,7 +339,7 @@ pub async fn run_arrival(env: Arc<UserEnv>, user_id: u64, scheduled: Instant) {
         Err(e) => {
             recorder.count("iterations_failed", 1);
             recorder.count("users_failed", 1);
-            recorder.error(&format!("{e:#}"));
+            env.record_failure(&user, user_id, 0, &e).await;
         }
     }
     drop(user);
@@ -330,6 +381,18 @@ fn initial_vars(assignment: &Assignment, user_id: u64) -> HashMap<String, String
         }
     }
     vars
+}
+
+/// A user's secrets before its first step: the values of its CSV row's secret columns.
+fn initial_secrets(assignment: &Assignment, user_id: u64) -> Secrets {
+    match &assignment.data {
+        Some(table) if !table.rows.is_empty() && !table.secret_columns.is_empty() => {
+            let row = &table.rows[(user_id % table.rows.len() as u64) as usize];
+            let secret = table.secret_columns.iter().map(String::as_str).collect();
+            secrets::of_row(&table.columns, &secret, row)
+        }
+        _ => Secrets::default(),
+    }
 }
 
 async fn wait_for_force(stop: &mut watch::Receiver<StopSignal>) {

@@ -104,7 +104,10 @@ async fn mismatched_protocol_version_is_refused_with_both_versions() {
             let text = e.to_string();
             assert!(text.contains("protocol mismatch"), "{text}");
             assert!(
-                text.contains("version 1") && text.contains("version 999"),
+                text.contains(&format!(
+                    "version {}",
+                    liveload_core::proto::PROTOCOL_VERSION
+                )) && text.contains("version 999"),
                 "{text}"
             );
             assert_eq!(e.code(), "agent_rejected");

@@ -443,6 +443,7 @@ fn every_step_kind_runs_green_against_the_demo_target() {
         "step:wait_for text",
         "step:wait_for url",
         "step:wait_for network_idle",
+        "step:wait_for js",
         "step:wait_for #flash hidden",
         "step:liveview_connected",
         "step:liveview_idle",

@@ -74,23 +74,24 @@ async fn a_run_rides_out_a_storm_of_errors_throttling_and_lost_answers() {
     .await
     .expect("the run completes through the storm");
     assert_eq!(report.nodes.len(), nodes as usize);
-    let faults = proxy.faults.lock().unwrap();
+    let (errored, throttled, lost) = {
+        let faults = proxy.faults.lock().unwrap();
+        (faults.errored, faults.throttled, faults.lost)
+    };
     assert!(
-        faults.errored > 0 && faults.throttled > 0 && faults.lost > 0,
-        "the storm happened: {} errors, {} throttled, {} lost",
-        faults.errored,
-        faults.throttled,
-        faults.lost
+        errored > 0 && throttled > 0 && lost > 0,
+        "the storm happened: {errored} errors, {throttled} throttled, {lost} lost"
     );
-    drop(faults);
     // Machine names are unique per node (a retried create adopts the first): the server made
     // exactly one machine per node, and holds none now.
-    let state = server.state.lock().unwrap();
-    assert!(
-        state.machines.is_empty(),
-        "left: {:?}",
-        state.machines.keys()
-    );
-    drop(state);
+    let left: Vec<String> = server
+        .state
+        .lock()
+        .unwrap()
+        .machines
+        .keys()
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "left: {left:?}");
     assert!(fly.list(&RunFilter::All).await.unwrap().is_empty());
 }

@@ -192,6 +192,7 @@ pub fn message_name(message: &AgentMessage) -> &'static str {
         AgentMessage::Snapshot(_) => "snapshot",
         AgentMessage::Finished(_) => "finished",
         AgentMessage::Failed { .. } => "failed",
+        AgentMessage::Trace(_) => "trace",
     }
 }
 

@@ -306,7 +306,7 @@ pub async fn end_to_end_run_leaves_nothing(h: &Harness) {
                         condition: crate::proto::WaitCondition::Visible {
                             selector: "body".into(),
                         },
-                        timeout_ms: 10_000,
+                        timeout_ms: Some(10_000),
                     },
                 },
             ],

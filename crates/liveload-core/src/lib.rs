@@ -9,6 +9,7 @@ pub mod agent_client;
 pub mod backend;
 pub mod conformance;
 pub mod error;
+pub mod failures;
 pub mod limits;
 pub mod lock;
 pub mod metrics;

@@ -151,6 +151,8 @@ pub struct MetricsAggregate {
     pub nodes: BTreeMap<String, NodeAggregate>,
     /// Finished seconds of the run, in order.
     pub series: Vec<SecondPoint>,
+    /// Where each error was first seen, and the failures captured.
+    pub failures: crate::failures::Failures,
     /// Seconds still receiving snapshots (agents' seconds arrive within a second or two of
     /// each other).
     pending: BTreeMap<u64, PendingSecond>,
@@ -234,6 +236,7 @@ impl MetricsAggregate {
                 _ => {}
             }
         }
+        self.failures.merge(node, snapshot);
         // Close the seconds no agent will report any more.
         let open_from = second.saturating_sub(SECOND_LAG);
         let closed: Vec<u64> = self.pending.range(..open_from).map(|(s, _)| *s).collect();

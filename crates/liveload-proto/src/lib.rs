@@ -14,6 +14,7 @@
 //!     |<------------------- Prepared {browser} ----|
 //!     |-- Start ---------------------------------->|   every agent starts on the same signal
 //!     |<----------------- Snapshot (every second) -|
+//!     |<----------------- Trace (each step, `try`) -|   only when the assignment asks
 //!     |-- Heartbeat (every few seconds) ---------->|   silence past `grace` = dead-man switch
 //!     |<--------------------- Finished {final} ----|
 //!     |-- Shutdown ------------------------------->|   agent closes Chromium and exits
@@ -27,15 +28,21 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod diagnostics;
 pub mod launch;
 mod step;
 
+pub use diagnostics::{
+    Diagnostics, ErrorOccurrence, FailureCapture, StepTrace, TraceOptions, TracePhase,
+};
 pub use step::{AssertCheck, ExtractFrom, Step, StepKind, WaitCondition};
 
 /// Version of this protocol. A controller and an agent talk only when both say the same number.
 ///
-/// Bump it on any change that an older peer would misread.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bump it on any change that an older peer would misread. Version 2: `wait_for: {js}`, step
+/// timeouts that fall back to the assignment's `step_timeout_ms`, secret variables and CSV
+/// columns, [`Diagnostics`], first error occurrences and captures in snapshots, traces.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame either side accepts, in bytes. A snapshot of hundreds of histograms fits
 /// comfortably; anything larger is a bug or an attack.
@@ -117,6 +124,8 @@ pub enum AgentMessage {
     Snapshot(MetricsSnapshot),
     /// Every user has ended; the last metrics delta.
     Finished(MetricsSnapshot),
+    /// One step of a traced user (only when the assignment's [`Diagnostics::trace`] asks).
+    Trace(Box<StepTrace>),
     /// The agent could not do what was asked; it stays connected so the controller can shut it
     /// down.
     Failed {
@@ -244,6 +253,9 @@ pub struct Assignment {
     /// Run without a browser: users execute only `think` steps (benchmarks, protocol tests).
     #[serde(default)]
     pub no_browser: bool,
+    /// Failure captures, tracing and an iteration limit, for debugging a scenario.
+    #[serde(default)]
+    pub diagnostics: Diagnostics,
 }
 
 /// How users arrive on one node.
@@ -288,6 +300,9 @@ pub struct DataTable {
     pub columns: Vec<String>,
     /// Rows, each as long as `columns`.
     pub rows: Vec<Vec<String>>,
+    /// Columns whose values are secret: agents redact them from everything they report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_columns: Vec<String>,
 }
 
 /// One histogram, in HdrHistogram's V2 serialization (base64 in JSON).
@@ -308,6 +323,14 @@ pub struct MetricsSnapshot {
     pub counters: BTreeMap<String, u64>,
     /// Latency histograms (microseconds) recorded during the interval, by metric name.
     pub histograms: BTreeMap<String, HistogramBlob>,
+    /// Where each error message counted in `counters` (`error:<message>`, keyed here by the
+    /// message) was first seen by this agent; sent once per message, in the interval it first
+    /// happened.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, ErrorOccurrence>,
+    /// Screenshots and DOMs of failed iterations ([`Diagnostics::captures_per_error`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captures: Vec<FailureCapture>,
 }
 
 /// Why a frame could not be turned into a message.
@@ -345,7 +368,8 @@ pub fn encode<T: Serialize>(message: &T) -> String {
     serde_json::to_string(message).expect("protocol messages always serialise")
 }
 
-mod base64_bytes {
+/// Bytes as base64 text in JSON.
+pub(crate) mod base64_bytes {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};

@@ -29,19 +29,21 @@ pub enum StepKind {
     },
     /// Reload the page and wait for its `load`.
     Reload,
-    /// Click the centre of the first element matching a selector (waits for it).
+    /// Click the centre of the first element matching a selector, once it is actionable
+    /// (attached, visible, stable, enabled, and not covered at that point).
     Click {
         /// CSS selector (templated).
         selector: String,
     },
-    /// Set an input's value as a user typing it would (`input` and `change` events).
+    /// Enter text into an input as a user would: focus it, select what it holds, insert the
+    /// text (`beforeinput` and `input` events).
     Fill {
         /// CSS selector (templated).
         selector: String,
         /// The value (templated).
         value: String,
     },
-    /// Empty an input (`input` and `change` events).
+    /// Empty an input as a user would: select its content and press Delete.
     Clear {
         /// CSS selector (templated).
         selector: String,
@@ -89,8 +91,10 @@ pub enum StepKind {
     WaitFor {
         /// The condition.
         condition: WaitCondition,
-        /// Give up after this many milliseconds.
-        timeout_ms: u64,
+        /// Give up after this many milliseconds; `None` waits the assignment's
+        /// `step_timeout_ms`.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
     },
     /// Submit a LiveView form and wait until LiveView has answered (its `phx-submit-loading`
     /// class is gone), then optionally for an element.
@@ -99,8 +103,10 @@ pub enum StepKind {
         form: String,
         /// An element to wait for afterwards (templated).
         wait_for: Option<String>,
-        /// Give up after this many milliseconds.
-        timeout_ms: u64,
+        /// Give up after this many milliseconds; `None` waits the assignment's
+        /// `step_timeout_ms`.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
     },
     /// Fail the iteration unless a check holds now.
     Assert {
@@ -115,6 +121,9 @@ pub enum StepKind {
         selector: String,
         /// What to read.
         from: ExtractFrom,
+        /// The value is secret: redact it from everything the agent reports.
+        #[serde(default)]
+        secret: bool,
     },
     /// Pause, like a person reading: fixed, or uniformly drawn from `min_ms..=max_ms`.
     Think {
@@ -130,6 +139,9 @@ pub enum StepKind {
         js: String,
         /// Variable for the result.
         var: Option<String>,
+        /// The result is secret: redact it from everything the agent reports.
+        #[serde(default)]
+        secret: bool,
     },
     /// Named steps timed together (`group:<name>`).
     Group {
@@ -175,6 +187,12 @@ pub enum WaitCondition {
     Url {
         /// The pattern.
         pattern: String,
+    },
+    /// A JavaScript expression is truthy in the page (templated); checked in the page on every
+    /// animation frame and DOM change, not by polling over the wire.
+    Js {
+        /// The expression.
+        expression: String,
     },
     /// No new network resource has finished loading for `idle_ms`.
     NetworkIdle {

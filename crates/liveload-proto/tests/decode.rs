@@ -17,9 +17,19 @@ fn arb_snapshot() -> impl Strategy<Value = MetricsSnapshot> {
             proptest::collection::vec(any::<u8>(), 0..64),
             0..4,
         ),
+        proptest::collection::btree_map(".{1,40}", arb_occurrence(), 0..3),
+        proptest::collection::vec(
+            (
+                ".{0,40}",
+                arb_occurrence(),
+                proptest::collection::vec(any::<u8>(), 0..64),
+                ".*",
+            ),
+            0..2,
+        ),
     )
         .prop_map(
-            |(seq, elapsed_ms, active_users, counters, hists)| MetricsSnapshot {
+            |(seq, elapsed_ms, active_users, counters, hists, errors, captures)| MetricsSnapshot {
                 seq,
                 elapsed_ms,
                 active_users,
@@ -28,14 +38,60 @@ fn arb_snapshot() -> impl Strategy<Value = MetricsSnapshot> {
                     .into_iter()
                     .map(|(k, v)| (k, HistogramBlob(v)))
                     .collect::<BTreeMap<_, _>>(),
+                errors,
+                captures: captures
+                    .into_iter()
+                    .map(|(error, occurrence, png, dom)| FailureCapture {
+                        error,
+                        occurrence,
+                        png,
+                        dom,
+                    })
+                    .collect(),
             },
         )
+}
+
+fn arb_occurrence() -> impl Strategy<Value = ErrorOccurrence> {
+    (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(user_id, iteration, at_ms)| {
+        ErrorOccurrence {
+            user_id,
+            iteration,
+            at_ms,
+        }
+    })
+}
+
+fn arb_trace() -> impl Strategy<Value = AgentMessage> {
+    (
+        ".*",
+        proptest::option::of(".*"),
+        proptest::collection::vec((".{0,10}", ".*"), 0..3),
+        proptest::collection::vec(any::<u8>(), 0..32),
+        0u32..4,
+    )
+        .prop_map(|(name, error, vars, screenshot, depth)| {
+            AgentMessage::Trace(Box::new(StepTrace {
+                user_id: 1,
+                iteration: 0,
+                depth,
+                name,
+                phase: TracePhase::End,
+                duration_ms: 1.5,
+                error,
+                vars,
+                url: Some("http://h/".into()),
+                console: vec!["log: hi".into()],
+                screenshot,
+            }))
+        })
 }
 
 fn arb_agent_message() -> impl Strategy<Value = AgentMessage> {
     prop_oneof![
         arb_snapshot().prop_map(AgentMessage::Snapshot),
         arb_snapshot().prop_map(AgentMessage::Finished),
+        arb_trace(),
         ".*".prop_map(|message| AgentMessage::Failed { message }),
         (any::<u32>(), any::<u32>()).prop_map(|(agent, controller)| AgentMessage::Rejected {
             reason: Rejection::ProtocolMismatch { agent, controller }
@@ -100,6 +156,7 @@ fn arb_controller_message() -> impl Strategy<Value = ControllerMessage> {
                         max_concurrent: None,
                     }),
                     no_browser: false,
+                    diagnostics: Default::default(),
                 }))
             }
         ),

@@ -214,6 +214,7 @@ fn merge(nodes: u32, metrics: u32, seconds: u32) {
                 active_users: 30,
                 counters,
                 histograms,
+                ..Default::default()
             };
             frames.push((
                 format!("node-{node}"),
@@ -418,7 +419,7 @@ async fn users_once(
                         condition: WaitCondition::Visible {
                             selector: ready_selector.into(),
                         },
-                        timeout_ms: 10_000,
+                        timeout_ms: Some(10_000),
                     },
                 },
                 // Stay on the live page, like a person watching it.
@@ -435,6 +436,7 @@ async fn users_once(
             workload: Default::default(),
             throttle: None,
             no_browser: false,
+            diagnostics: Default::default(),
         };
         connection
             .send(&ControllerMessage::Prepare(Box::new(assignment)))

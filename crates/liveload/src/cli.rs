@@ -42,6 +42,8 @@ pub enum Command {
     Schema,
     /// Check a scenario file without running it (exit 0 valid, 3 invalid).
     Validate(ValidateArgs),
+    /// Run one user for one iteration on this machine, printing every step as it runs.
+    Try(crate::try_cmd::TryArgs),
     /// Run the bundled demo: start the demo target on this machine and load it.
     Demo(DemoArgs),
     /// Destroy the nodes of a crashed or interrupted run.

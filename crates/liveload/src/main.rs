@@ -16,6 +16,7 @@ mod progress;
 mod registry;
 mod run_cmd;
 mod signals;
+mod try_cmd;
 
 use std::ffi::OsString;
 use std::sync::Arc;
@@ -197,6 +198,7 @@ async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
             Err(e) => output::error(&e, args.output),
         },
         Command::Demo(args) => run_cmd::demo(args, ctx).await,
+        Command::Try(args) => try_cmd::run(args).await,
         Command::Users(args) => users(args).await,
         Command::Report(args) => match output::rerender(&args) {
             Ok(()) => exit_code::OK,

@@ -232,6 +232,15 @@ pub fn write_report_files(report: &RunReport, dir: &std::path::Path) -> Result<(
         liveload_core::report::markdown(report),
     )
     .map_err(|e| io("report.md", e))?;
+    // Captured failures (`on_failure: screenshot`), under the names the report links to. The
+    // names are the controller's own (`failures/NNN-slug.png`), never an agent's text.
+    for (path, bytes) in &report.failures.files {
+        let file = dir.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(path, e))?;
+        }
+        std::fs::write(&file, bytes).map_err(|e| io(path, e))?;
+    }
     Ok(())
 }
 

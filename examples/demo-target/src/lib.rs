@@ -10,6 +10,12 @@
 //!   - `POST /submit` — the plain form's target; answers with a page showing the submitted name.
 //! - `about` — `GET /about`: a second, static page, for scenarios that navigate.
 //! - `health` — `GET /health`: `ok`, to wait for the server without loading a page.
+//! - `clicks` — `GET /clicks`: a counter button built like a component library's (ripple,
+//!   server-rendered label swapped on every update, an in-flight overlay, a socket that connects
+//!   after load); the server counts the clicks it receives (`GET /clicks/total`). The lost-click
+//!   test clicks it under CPU load.
+//! - `actionability` — `GET /actionability`: one element per way an element can be unready
+//!   (hidden, moving, disabled, covered, read-only, late), for the element steps' checks.
 //!
 //! To add a page: write `src/pages/NAME.rs` with its HTML as a `const`, its handlers, and a
 //! `pub(crate) fn routes() -> Router` holding only its own paths; declare it in
@@ -29,6 +35,8 @@ pub fn app() -> Router {
         .merge(pages::home::routes())
         .merge(pages::about::routes())
         .merge(pages::health::routes())
+        .merge(pages::clicks::routes())
+        .merge(pages::actionability::routes())
 }
 
 /// Serve the app on `addr` (port 0 picks a free port). Returns the bound address; the server
@@ -52,7 +60,7 @@ mod tests {
     // Already in the tree through axum: calls the router directly, without a socket.
     use tower::ServiceExt as _;
 
-    use super::pages::{about, home};
+    use super::pages::{about, actionability, clicks, home};
 
     /// The app's answer to `request`: status, `Content-Type`, body.
     async fn answer(request: Request<Body>) -> (StatusCode, String, String) {
@@ -91,6 +99,22 @@ mod tests {
         assert_eq!(
             answer(get("/health")).await,
             (StatusCode::OK, text.clone(), "ok".into())
+        );
+        assert_eq!(
+            answer(get("/clicks")).await,
+            (StatusCode::OK, html.clone(), clicks::CLICKS.into())
+        );
+        assert_eq!(
+            answer(get("/clicks/total")).await,
+            (StatusCode::OK, text.clone(), "0".into())
+        );
+        assert_eq!(
+            answer(get("/actionability")).await,
+            (
+                StatusCode::OK,
+                html.clone(),
+                actionability::ACTIONABILITY.into()
+            )
         );
         // The form's target keeps the name, minus anything that could be markup.
         let form = Request::post("/submit")
@@ -140,5 +164,60 @@ mod tests {
             received[head_end..],
             [&[0x81, tick.len() as u8][..], tick].concat()
         );
+    }
+
+    /// A click sent on `/clicks/live` is counted by the server and answered with the new count
+    /// and label.
+    #[tokio::test]
+    async fn clicks_are_counted_and_answered() {
+        let addr = super::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET /clicks/live HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // A client frame must be masked: FIN + text, mask bit + length, the key, the payload
+        // XORed with the key.
+        let key = [1u8, 2, 3, 4];
+        let payload: Vec<u8> = b"click"
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[i % 4])
+            .collect();
+        let frame = [&[0x81, 0x80 | 5][..], &key, &payload].concat();
+        stream.write_all(&frame).await.unwrap();
+        let answer = br#"{"count":1,"label":"Clicked 1"}"#;
+        let mut received = Vec::new();
+        let read = async {
+            while !received.ends_with(answer) {
+                let mut buf = [0; 1024];
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(
+                    n > 0,
+                    "closed early: {}",
+                    String::from_utf8_lossy(&received)
+                );
+                received.extend_from_slice(&buf[..n]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("an answer within 5 s");
+        let total = tokio::task::spawn_blocking(move || {
+            use std::io::{Read as _, Write as _};
+            let mut http = std::net::TcpStream::connect(addr).unwrap();
+            write!(
+                http,
+                "GET /clicks/total HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut response = String::new();
+            http.read_to_string(&mut response).unwrap();
+            response
+        })
+        .await
+        .unwrap();
+        assert!(total.ends_with("\r\n\r\n1"), "{total}");
     }
 }

@@ -88,10 +88,7 @@ pub fn html(r: &RunReport) -> String {
         thresholds: thresholds(r),
         charts: run_charts(&r.series),
         steps: steps(r),
-        errors: top_errors(r, 10)
-            .into_iter()
-            .map(|(message, count)| ErrorRow { message, count })
-            .collect(),
+        errors: errors(r),
         nodes: nodes(r),
         lost: r
             .lost_nodes
@@ -236,11 +233,62 @@ fn steps(r: &RunReport) -> Vec<StepRow<'_>> {
         .collect()
 }
 
-/// A message of the Errors table and how often it happened.
+/// A message of the Errors table: how often it happened, where first, and the captured
+/// failures' files.
 #[derive(Serialize)]
 struct ErrorRow<'a> {
     message: &'a str,
     count: u64,
+    first: Option<FirstSeen<'a>>,
+    captures: Vec<CaptureLink<'a>>,
+}
+
+/// Where an error was first seen.
+#[derive(Serialize)]
+struct FirstSeen<'a> {
+    user: u64,
+    node: &'a str,
+    iteration: u64,
+    /// Seconds into the run: `+12.3 s`.
+    after: String,
+    /// The wall-clock time.
+    time: String,
+}
+
+/// One captured failure: its files, relative to the report.
+#[derive(Serialize)]
+struct CaptureLink<'a> {
+    screenshot: Option<&'a str>,
+    dom: &'a str,
+    user: u64,
+    iteration: u64,
+}
+
+fn errors(r: &RunReport) -> Vec<ErrorRow<'_>> {
+    top_errors(r, 10)
+        .into_iter()
+        .map(|(message, count)| ErrorRow {
+            message,
+            count,
+            first: r.failures.first.get(message).map(|f| FirstSeen {
+                user: f.user_id,
+                node: &f.node,
+                iteration: f.iteration,
+                after: format!("+{:.1} s", f.at_ms as f64 / 1000.0),
+                time: utc(r.started_at_unix_ms + f.at_ms),
+            }),
+            captures: r
+                .failures
+                .captures_of(message)
+                .map(|c| CaptureLink {
+                    screenshot: c.screenshot.as_deref(),
+                    dom: &c.dom,
+                    user: c.at.user_id,
+                    iteration: c.at.iteration,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// A node's row in the Nodes table.

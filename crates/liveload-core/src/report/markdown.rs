@@ -168,10 +168,24 @@ fn steps_errors_nodes(out: &mut String, r: &RunReport) {
     let errors = top_errors(r, 10);
     if !errors.is_empty() {
         out.push_str("\n## Errors\n\n");
-        let rows = errors
-            .into_iter()
-            .map(|(message, count)| vec![md(message, Md::Text), count.to_string()]);
-        table(out, &[("message", L), ("count", R)], rows);
+        let rows = errors.into_iter().map(|(message, count)| {
+            let first = r.failures.first.get(message).map_or(String::new(), |f| {
+                let text = format!(
+                    "user {} on {}, iteration {}, +{:.1} s",
+                    f.user_id,
+                    f.node,
+                    f.iteration,
+                    f.at_ms as f64 / 1000.0
+                );
+                md(&text, Md::Text)
+            });
+            vec![md(message, Md::Text), count.to_string(), first]
+        });
+        table(
+            out,
+            &[("message", L), ("count", R), ("first seen", L)],
+            rows,
+        );
     }
     if !r.lost_nodes.is_empty() {
         out.push_str("\n## Lost nodes\n\n");

@@ -62,6 +62,30 @@ fn sample(text: &str) -> RunReport {
         lost_nodes: Vec::new(),
         cost_usd: None,
         cost_cap_reached: false,
+        failures: failures(text),
+    }
+}
+
+/// The first occurrence of the `{text}` error, on the node named with `text`, and one
+/// captured failure of it.
+fn failures(text: &str) -> crate::failures::Failures {
+    use crate::failures::{CaptureFiles, FirstError};
+    let at = FirstError {
+        node: format!("node-0 {text}"),
+        user_id: 4,
+        iteration: 2,
+        at_ms: 2_500,
+    };
+    let error = format!("timeout waiting for {text}");
+    crate::failures::Failures {
+        first: [(error.clone(), at.clone())].into(),
+        captures: vec![CaptureFiles {
+            error,
+            at,
+            screenshot: Some("failures/001-timeout.png".into()),
+            dom: "failures/001-timeout.dom.txt".into(),
+        }],
+        files: Vec::new(),
     }
 }
 
@@ -206,8 +230,9 @@ const HOSTILE: [&str; 4] = [
 ];
 
 /// Places a report shows run text: title, heading, workload, aborting threshold, thresholds
-/// table, steps table, errors table, nodes table (id and Chromium version).
-const HTML_PLACES: usize = 9;
+/// table, steps table, errors table (the message and the node it was first seen on), nodes
+/// table (id and Chromium version).
+const HTML_PLACES: usize = 10;
 
 #[test]
 fn run_text_is_escaped_everywhere_in_the_html() {
@@ -267,6 +292,16 @@ fn ordinary_html_keeps_what_the_end_to_end_test_reads() {
     };
     assert_eq!((rows("steps"), rows("nodes"), rows("errors")), (4, 3, 3));
     assert!(page.contains("class=\"verdict ABORTED\" id=\"verdict\">ABORTED</span>"));
+    // The error's first occurrence, and its captured failure linked by relative paths.
+    assert!(
+        page.contains("user 4 on node-0 cart, iteration 2, +2.5 s (2026-11-18 11:06:42 UTC)"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<a href=\"failures&#x2f;001-timeout.png\">screenshot</a>")
+            && page.contains("<a href=\"failures&#x2f;001-timeout.dom.txt\">DOM</a>"),
+        "{page}"
+    );
     assert!(!page.contains("<script") && !page.contains("http://"));
 }
 

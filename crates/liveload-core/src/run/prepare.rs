@@ -55,6 +55,7 @@ pub(super) async fn prepare_and_start(
             workload: terms.workload,
             throttle: terms.throttle,
             no_browser: options.no_browser,
+            diagnostics: scenario.diagnostics(),
         };
         send(node, ControllerMessage::Prepare(Box::new(assignment)))?;
     }

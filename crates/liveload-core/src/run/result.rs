@@ -105,6 +105,9 @@ pub struct RunReport {
     /// Nodes lost during the run, with why and how many users failed with them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost_nodes: Vec<super::LostNode>,
+    /// Where each error was first seen, and the failures captured (`on_failure`).
+    #[serde(default)]
+    pub failures: crate::failures::Failures,
 }
 
 impl RunReport {
@@ -193,5 +196,6 @@ pub(super) fn build(
         cost_usd: observed.cost_usd,
         cost_cap_reached: observed.cost_cap_reached,
         lost_nodes: observed.lost,
+        failures: std::mem::take(&mut metrics.failures),
     }
 }

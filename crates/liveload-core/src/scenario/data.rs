@@ -1,8 +1,9 @@
-//! Per-user data: `data: { file: users.csv }`.
+//! Per-user data: `data: { file: users.csv, secret: [password] }`.
 //!
 //! The CSV is read once, here, on the machine that starts the run, and travels inside the
 //! scenario to every agent; user `u` gets row `u % rows`. Its columns become `{{variables}}`,
 //! which is why it is read before the steps are lowered: the template checks need the names.
+//! Columns listed under `secret` are redacted by the agents from everything they report.
 
 use std::path::Path;
 
@@ -27,9 +28,21 @@ pub(super) fn read_data(
         .parent()
         .unwrap_or(Path::new("."))
         .join(&data.file);
-    read_csv(&file)
-        .map(Some)
-        .map_err(|m| Located::new(m, data.file.as_str()))
+    let mut table = read_csv(&file).map_err(|m| Located::new(m, data.file.as_str()))?;
+    for column in &data.secret {
+        if !table.columns.contains(column) {
+            return Err(Located::new(
+                format!(
+                    "secret column '{column}' is not in {}: its columns are {}",
+                    data.file,
+                    table.columns.join(", ")
+                ),
+                column.as_str(),
+            ));
+        }
+    }
+    table.secret_columns = data.secret.clone();
+    Ok(Some(table))
 }
 
 /// Read a CSV file with a header row: the (trimmed) headers name the columns, and there must
@@ -60,7 +73,11 @@ fn read_csv(path: &Path) -> Result<DataTable, String> {
     if rows.is_empty() {
         return Err(format!("data file {} has no rows", path.display()));
     }
-    Ok(DataTable { columns, rows })
+    Ok(DataTable {
+        columns,
+        rows,
+        secret_columns: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -84,6 +101,22 @@ mod tests {
         let data = s.data.unwrap();
         assert_eq!(data.columns, ["email", "plan"]);
         assert_eq!(data.rows.len(), 2);
+        let secret = Scenario::from_yaml(
+            &path,
+            "name: d\nbase_url: http://x\ndata: { file: users.csv, secret: [plan] }\nsteps:\n  - reload\n",
+        )
+        .unwrap();
+        assert_eq!(secret.data.unwrap().secret_columns, ["plan"]);
+        let unknown = Scenario::from_yaml(
+            &path,
+            "name: d\nbase_url: http://x\ndata: { file: users.csv, secret: [pasword] }\nsteps:\n  - reload\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            unknown.contains("pasword") && unknown.contains("email, plan"),
+            "{unknown}"
+        );
         let err = Scenario::from_yaml(
             &path,
             "name: d\nbase_url: http://x\ndata: { file: nope.csv }\nsteps:\n  - navigate: /\n",

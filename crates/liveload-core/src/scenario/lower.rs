@@ -18,14 +18,11 @@ use std::time::Duration;
 use liveload_proto::{AssertCheck, DataTable, ExtractFrom, Step, StepKind, WaitCondition};
 
 use super::raw::{
-    AssertArg, EvalArg, ExtractArg, FieldValue, GroupArg, PressArg, RawKind, RawStep, RepeatArg,
-    SubmitArg, WaitArg, WaitState,
+    AssertArg, EvalArg, ExtractArg, FieldValue, GroupArg, IdleArg, PressArg, RawKind, RawStep,
+    RepeatArg, SubmitArg, TimeoutArg, WaitArg, WaitState,
 };
 use super::{BUILTIN_VARIABLES, parse_duration, template_variables};
 use crate::Error;
-
-/// What a step waits at most when the file gives no `timeout:` (milliseconds).
-const DEFAULT_STEP_WAIT_MS: u64 = 10_000;
 
 /// What a bare `- think` waits when the file sets no `think_time:`.
 pub(super) const DEFAULT_THINK_TIME: &str = "1s";
@@ -163,12 +160,13 @@ impl Lowering<'_> {
         duration(text).map(|d| d.as_millis() as u64)
     }
 
-    /// A step's `timeout:`, or the default wait.
-    fn timeout_ms(&self, timeout: &Option<String>) -> Result<u64, Located> {
-        match timeout {
-            Some(text) => self.duration_ms(text),
-            None => Ok(DEFAULT_STEP_WAIT_MS),
-        }
+    /// A step's `timeout:`; `None` lets the agent wait the scenario's `step_timeout`, so the
+    /// one setting governs every wait that does not name its own.
+    fn timeout_ms(&self, timeout: &Option<String>) -> Result<Option<u64>, Located> {
+        timeout
+            .as_deref()
+            .map(|text| self.duration_ms(text))
+            .transpose()
     }
 
     /// Lower a list of steps, in order.
@@ -217,7 +215,7 @@ impl Lowering<'_> {
                 self.on_element("blur", s, |selector| StepKind::Blur { selector })?
             }
             RawKind::WaitFor(w) => self.wait_for(w)?,
-            RawKind::LiveviewConnected => liveview_connected(),
+            RawKind::LiveviewConnected(arg) => self.liveview_connected(arg)?,
             RawKind::LiveviewIdle(selector) => self.liveview_idle(selector)?,
             RawKind::LiveviewSubmit(s) => self.liveview_submit(s)?,
             RawKind::Assert(a) => self.assert(a)?,
@@ -283,13 +281,14 @@ impl Lowering<'_> {
             wait.text.is_some(),
             wait.url.is_some(),
             wait.network_idle.is_some(),
+            wait.js.is_some(),
         ]
         .iter()
         .filter(|b| **b)
         .count();
         if given != 1 {
             return Err(Located::new(
-                "wait_for needs exactly one of: selector, text, url, network_idle",
+                "wait_for needs exactly one of: selector, text, url, network_idle, js",
                 "wait_for",
             ));
         }
@@ -330,6 +329,13 @@ impl Lowering<'_> {
                     pattern: self.template(&pattern)?,
                 },
             ))
+        } else if let Some(expression) = wait.js {
+            Ok((
+                format!("wait_for js {}", expression.trim()),
+                WaitCondition::Js {
+                    expression: self.template(&expression)?,
+                },
+            ))
         } else {
             let idle = wait.network_idle.unwrap_or_default();
             Ok((
@@ -341,16 +347,29 @@ impl Lowering<'_> {
         }
     }
 
+    /// `liveview_connected`: wait until the page's LiveView socket has joined.
+    fn liveview_connected(&self, arg: Option<TimeoutArg>) -> Result<Lowered, Located> {
+        let arg = arg.unwrap_or_default();
+        Ok((
+            "liveview_connected".into(),
+            StepKind::WaitFor {
+                condition: WaitCondition::LiveviewConnected,
+                timeout_ms: self.timeout_ms(&arg.timeout)?,
+            },
+        ))
+    }
+
     /// `liveview_idle`: no LiveView update pending inside `selector` (the whole page without).
-    fn liveview_idle(&self, selector: Option<String>) -> Result<Lowered, Located> {
-        let selector = selector.unwrap_or_else(|| "body".into());
+    fn liveview_idle(&self, arg: Option<IdleArg>) -> Result<Lowered, Located> {
+        let arg = arg.unwrap_or_default();
+        let selector = arg.selector.unwrap_or_else(|| "body".into());
         Ok((
             format!("liveview_idle {selector}"),
             StepKind::WaitFor {
                 condition: WaitCondition::LiveviewIdle {
                     selector: self.template(&selector)?,
                 },
-                timeout_ms: DEFAULT_STEP_WAIT_MS,
+                timeout_ms: self.timeout_ms(&arg.timeout)?,
             },
         ))
     }
@@ -420,6 +439,7 @@ impl Lowering<'_> {
                 var: extract.var,
                 selector,
                 from,
+                secret: extract.secret,
             },
         ))
     }
@@ -432,7 +452,11 @@ impl Lowering<'_> {
         }
         Ok((
             format!("eval {}", eval.var.as_deref().unwrap_or("js")),
-            StepKind::Eval { js, var: eval.var },
+            StepKind::Eval {
+                js,
+                var: eval.var,
+                secret: eval.secret,
+            },
         ))
     }
 
@@ -491,17 +515,6 @@ impl Lowering<'_> {
             },
         ))
     }
-}
-
-/// `liveview_connected`: wait until the page's LiveView socket has joined.
-fn liveview_connected() -> Lowered {
-    (
-        "liveview_connected".into(),
-        StepKind::WaitFor {
-            condition: WaitCondition::LiveviewConnected,
-            timeout_ms: DEFAULT_STEP_WAIT_MS,
-        },
-    )
 }
 
 #[cfg(test)]

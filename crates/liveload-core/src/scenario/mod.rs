@@ -6,7 +6,8 @@
 //! users: 20
 //! duration: 30s
 //! iteration_timeout: 20s
-//! data: { file: users.csv }          # columns become {{variables}}; user u gets row u % rows
+//! data: { file: users.csv, secret: [password] }   # columns become {{variables}}
+//! on_failure: screenshot             # keep a screenshot and the DOM of the first failures
 //! steps:
 //!   - navigate: /login
 //!   - fill: { selector: "#email", value: "{{email}}" }
@@ -50,7 +51,7 @@ mod workload;
 use std::path::Path;
 use std::time::Duration;
 
-use liveload_proto::{DataTable, Step};
+use liveload_proto::{DataTable, Diagnostics, Step};
 
 pub use schema::json_schema;
 pub use text::{parse_duration, template_variables};
@@ -58,7 +59,7 @@ pub use text::{parse_duration, template_variables};
 use crate::threshold::Threshold;
 use crate::{Error, Result};
 use lower::{Located, Source};
-use raw::{RawScenario, RawThreshold, StringOrMap};
+use raw::{RawFailureAction, RawOnFailure, RawScenario, RawThreshold, StringOrMap};
 
 /// A parsed, validated scenario.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,8 +74,10 @@ pub struct Scenario {
     pub duration: Duration,
     /// The longest one iteration may take.
     pub iteration_timeout: Duration,
-    /// The longest an element action waits for its element.
+    /// How long element steps and waits without their own `timeout:` wait.
     pub step_timeout: Duration,
+    /// What to keep of failed iterations.
+    pub on_failure: OnFailure,
     /// The steps of one iteration.
     pub steps: Vec<Step>,
     /// Per-user data from a CSV file.
@@ -111,6 +114,23 @@ pub enum Load {
     },
 }
 
+/// What to keep of a failed iteration, for the report (`on_failure:`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Nothing beyond the error's message and first occurrence (the default).
+    #[default]
+    Nothing,
+    /// A screenshot and the DOM of the first `per_error` failed iterations of each distinct
+    /// error, per agent.
+    Screenshot {
+        /// How many per error message.
+        per_error: u32,
+    },
+}
+
+/// How many failures of each error `on_failure: screenshot` keeps when it does not say.
+pub const DEFAULT_CAPTURES_PER_ERROR: u32 = 3;
+
 /// Cluster-wide limits on iterations; each node enforces its share (by its share of users),
 /// so the cluster never goes above the limit.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -133,6 +153,7 @@ impl Scenario {
             duration: DEFAULT_DURATION,
             iteration_timeout: DEFAULT_ITERATION_TIMEOUT,
             step_timeout: DEFAULT_STEP_TIMEOUT,
+            on_failure: OnFailure::Nothing,
             steps,
             data: None,
             thresholds: Vec::new(),
@@ -189,6 +210,18 @@ pub const STEP_KINDS: &[&str] = &[
 ];
 
 impl Scenario {
+    /// What agents record for debugging in a run of this scenario: its failure captures
+    /// (tracing and iteration limits are for `liveload try`, which sets them itself).
+    pub fn diagnostics(&self) -> Diagnostics {
+        Diagnostics {
+            captures_per_error: match self.on_failure {
+                OnFailure::Nothing => 0,
+                OnFailure::Screenshot { per_error } => per_error,
+            },
+            ..Diagnostics::default()
+        }
+    }
+
     /// Read and validate a scenario file (and its CSV data file, if any).
     pub fn from_file(path: &Path) -> Result<Scenario> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Scenario {
@@ -225,6 +258,7 @@ impl Scenario {
         let thresholds = lower_thresholds(raw.thresholds)?;
         let (load, users) = workload::lower_load(raw.load, raw.users)?;
         let throttle = workload::lower_throttle(raw.throttle)?;
+        let on_failure = lower_on_failure(raw.on_failure)?;
         Ok(Scenario {
             name: raw.name,
             base_url: raw.base_url.trim_end_matches('/').to_string(),
@@ -232,6 +266,7 @@ impl Scenario {
             duration: timings.duration,
             iteration_timeout: timings.iteration_timeout,
             step_timeout: timings.step_timeout,
+            on_failure,
             steps,
             data,
             thresholds,
@@ -287,6 +322,25 @@ impl Timings {
             return Err(Located::new("duration must be more than 0", "duration"));
         }
         Ok(timings)
+    }
+}
+
+/// `on_failure:`: `screenshot` (with an optional `per_error`) or `none`.
+fn lower_on_failure(
+    raw: Option<StringOrMap<RawOnFailure>>,
+) -> std::result::Result<OnFailure, Located> {
+    let Some(StringOrMap(raw)) = raw else {
+        return Ok(OnFailure::Nothing);
+    };
+    match (raw.action, raw.per_error) {
+        (RawFailureAction::None, _) => Ok(OnFailure::Nothing),
+        (RawFailureAction::Screenshot, Some(0)) => Err(Located::new(
+            "on_failure.per_error must be at least 1 (or use `on_failure: none`)",
+            "per_error",
+        )),
+        (RawFailureAction::Screenshot, per_error) => Ok(OnFailure::Screenshot {
+            per_error: per_error.unwrap_or(DEFAULT_CAPTURES_PER_ERROR),
+        }),
     }
 }
 
@@ -369,8 +423,11 @@ mod tests {
   - wait_for: { text: Live }
   - wait_for: { url: "*/" }
   - wait_for: { network_idle: 300ms }
+  - wait_for: { js: "window.socket && window.socket.connected", timeout: 3s }
   - liveview_connected
+  - liveview_connected: { timeout: 20s }
   - liveview_idle: "#live-form"
+  - liveview_idle: { selector: "#live-form", timeout: 4s }
   - liveview_submit: { form: "#live-form", wait_for: "#live-result" }
   - assert: { text: Live }
   - assert: { selector: "li.item", count: 3 }
@@ -381,6 +438,7 @@ mod tests {
   - think: 10ms
   - eval: "document.title"
   - eval: { js: "1 + 1", var: two }
+  - eval: { js: "'s3cret'", var: token, secret: true }
   - name: named
     navigate: "/?p={{plan}}&t={{two}}"
   - group: { name: checkout, steps: [ { click: "#send" } ] }
@@ -390,10 +448,72 @@ mod tests {
 "##
         );
         let s = parse(&text).unwrap();
-        assert_eq!(s.steps.len(), 34);
-        assert_eq!(s.steps[29].name, "named");
-        assert!(matches!(s.steps[30].kind, StepKind::Group { ref steps } if steps.len() == 1));
-        assert_eq!(s.steps[30].name, "checkout");
+        assert_eq!(s.steps.len(), 38);
+        assert_eq!(s.steps[33].name, "named");
+        assert!(matches!(s.steps[34].kind, StepKind::Group { ref steps } if steps.len() == 1));
+        assert_eq!(s.steps[34].name, "checkout");
+        assert!(matches!(
+            s.steps[32].kind,
+            StepKind::Eval { secret: true, .. }
+        ));
+    }
+
+    #[test]
+    fn waits_take_their_timeout_or_leave_it_to_step_timeout() {
+        let s = parse(&format!(
+            "{HEAD}{}",
+            r##"  - wait_for: "#a"
+  - wait_for: { js: "window.ready === true", timeout: 2s }
+  - liveview_connected
+  - liveview_connected: { timeout: 20s }
+  - liveview_idle: { timeout: 3s }
+  - liveview_submit: { form: "#f" }
+"##
+        ))
+        .unwrap();
+        let timeouts: Vec<Option<u64>> = s
+            .steps
+            .iter()
+            .map(|step| match &step.kind {
+                StepKind::WaitFor { timeout_ms, .. } => *timeout_ms,
+                StepKind::LiveviewSubmit { timeout_ms, .. } => *timeout_ms,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            timeouts,
+            [None, Some(2000), None, Some(20_000), Some(3000), None]
+        );
+        assert_eq!(s.steps[1].name, "wait_for js window.ready === true");
+        assert!(matches!(
+            &s.steps[1].kind,
+            StepKind::WaitFor { condition: liveload_proto::WaitCondition::Js { expression }, .. }
+                if expression == "window.ready === true"
+        ));
+    }
+
+    #[test]
+    fn on_failure_keeps_screenshots_of_the_first_failures() {
+        let with = |on_failure: &str| {
+            parse(&format!(
+                "name: d\nbase_url: http://x\non_failure: {on_failure}\nsteps:\n  - reload\n"
+            ))
+        };
+        assert_eq!(
+            with("screenshot").unwrap().diagnostics().captures_per_error,
+            3
+        );
+        assert_eq!(
+            with("{ action: screenshot, per_error: 5 }")
+                .unwrap()
+                .on_failure,
+            OnFailure::Screenshot { per_error: 5 }
+        );
+        assert_eq!(with("none").unwrap().diagnostics().captures_per_error, 0);
+        let (line, _, message) = location(with("photograph").unwrap_err());
+        assert_eq!(line, 3);
+        assert!(message.contains("photograph"), "{message}");
+        assert!(with("{ action: screenshot, per_error: 0 }").is_err());
     }
 
     #[test]

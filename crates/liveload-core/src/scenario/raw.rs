@@ -37,9 +37,12 @@ pub(super) struct RawScenario {
     /// `iteration_timeout:` — the longest one iteration may take.
     #[serde(default)]
     pub(super) iteration_timeout: Option<String>,
-    /// `step_timeout:` — the longest an element action waits for its element.
+    /// `step_timeout:` — how long element steps and waits without their own `timeout:` wait.
     #[serde(default)]
     pub(super) step_timeout: Option<String>,
+    /// `on_failure:` — what to keep of a failed iteration (`screenshot`).
+    #[serde(default)]
+    pub(super) on_failure: Option<StringOrMap<RawOnFailure>>,
     /// `think_time:` — what a bare `- think` waits (a duration or a range).
     #[serde(default)]
     pub(super) think_time: Option<String>,
@@ -123,20 +126,58 @@ pub(super) struct RawThreshold {
 }
 
 impl Shorthand for RawThreshold {
-    fn from_string(expr: String) -> Self {
-        RawThreshold {
+    fn from_string<E: de::Error>(expr: String) -> Result<Self, E> {
+        Ok(RawThreshold {
             expr,
             abort_on_fail: false,
-        }
+        })
     }
 }
 
-/// `data: { file }`.
+/// `data: { file, secret }`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawData {
     /// The CSV file, relative to the scenario file.
     pub(super) file: String,
+    /// Columns whose values are secret (passwords, tokens): redacted from every report.
+    #[serde(default)]
+    pub(super) secret: Vec<String>,
+}
+
+/// `on_failure: screenshot` or `on_failure: { action: screenshot, per_error: 5 }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOnFailure {
+    /// What to keep.
+    pub(super) action: RawFailureAction,
+    /// How many failed iterations of each distinct error to keep, per agent.
+    #[serde(default)]
+    pub(super) per_error: Option<u32>,
+}
+
+/// `on_failure.action:`.
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawFailureAction {
+    /// Keep nothing (the default).
+    None,
+    /// A screenshot and the DOM of the page.
+    Screenshot,
+}
+
+impl Shorthand for RawOnFailure {
+    fn from_string<E: de::Error>(action: String) -> Result<Self, E> {
+        let action = match action.as_str() {
+            "none" => RawFailureAction::None,
+            "screenshot" => RawFailureAction::Screenshot,
+            other => return Err(E::unknown_variant(other, &["screenshot", "none"])),
+        };
+        Ok(RawOnFailure {
+            action,
+            per_error: None,
+        })
+    }
 }
 
 /// One step as written: an optional `name:` and exactly one kind key.
@@ -179,10 +220,10 @@ pub(super) enum RawKind {
     Blur(String),
     /// `wait_for: SELECTOR` or `wait_for: { ... }`.
     WaitFor(WaitArg),
-    /// `liveview_connected`.
-    LiveviewConnected,
-    /// `liveview_idle` or `liveview_idle: SELECTOR`.
-    LiveviewIdle(Option<String>),
+    /// `liveview_connected` or `liveview_connected: { timeout }`.
+    LiveviewConnected(Option<TimeoutArg>),
+    /// `liveview_idle`, `liveview_idle: SELECTOR` or `liveview_idle: { selector?, timeout? }`.
+    LiveviewIdle(Option<IdleArg>),
     /// `liveview_submit: { form, wait_for?, timeout? }`.
     LiveviewSubmit(SubmitArg),
     /// `assert: { text } | { selector, count } | { visible }`.
@@ -243,6 +284,9 @@ pub(super) struct WaitArg {
     /// Wait for the network to be quiet this long.
     #[serde(default)]
     pub(super) network_idle: Option<String>,
+    /// Wait for this JavaScript expression to be truthy in the page.
+    #[serde(default)]
+    pub(super) js: Option<String>,
     /// Give up after this long.
     #[serde(default)]
     pub(super) timeout: Option<String>,
@@ -256,6 +300,36 @@ pub(super) enum WaitState {
     Visible,
     /// The element is gone or hidden.
     Hidden,
+}
+
+/// The argument of `liveview_connected`: how long to wait.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TimeoutArg {
+    /// Give up after this long (the scenario's `step_timeout` when absent).
+    #[serde(default)]
+    pub(super) timeout: Option<String>,
+}
+
+/// The argument of `liveview_idle`: a region, and how long to wait.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IdleArg {
+    /// The region (the whole page when absent).
+    #[serde(default)]
+    pub(super) selector: Option<String>,
+    /// Give up after this long (the scenario's `step_timeout` when absent).
+    #[serde(default)]
+    pub(super) timeout: Option<String>,
+}
+
+impl Shorthand for IdleArg {
+    fn from_string<E: de::Error>(selector: String) -> Result<Self, E> {
+        Ok(IdleArg {
+            selector: Some(selector),
+            timeout: None,
+        })
+    }
 }
 
 /// The argument of `liveview_submit`.
@@ -304,6 +378,9 @@ pub(super) struct ExtractArg {
     /// Read the form value instead of the text.
     #[serde(default)]
     pub(super) value: bool,
+    /// The value is secret: redacted from every report.
+    #[serde(default)]
+    pub(super) secret: bool,
 }
 
 /// `eval: "js"` or `eval: {js, var}`.
@@ -315,6 +392,9 @@ pub(super) struct EvalArg {
     /// The variable that receives its result.
     #[serde(default)]
     pub(super) var: Option<String>,
+    /// The result is secret: redacted from every report.
+    #[serde(default)]
+    pub(super) secret: bool,
 }
 
 /// The argument of `group`: steps measured together under one name.
@@ -339,22 +419,26 @@ pub(super) struct RepeatArg {
 
 /// A value written either as a plain string (the common case) or as a map (the full form).
 pub(super) trait Shorthand: for<'de> Deserialize<'de> {
-    /// The value a plain string stands for.
-    fn from_string(text: String) -> Self;
+    /// The value a plain string stands for (an error when the string cannot stand for one).
+    fn from_string<E: de::Error>(text: String) -> Result<Self, E>;
 }
 
 impl Shorthand for WaitArg {
-    fn from_string(selector: String) -> Self {
-        WaitArg {
+    fn from_string<E: de::Error>(selector: String) -> Result<Self, E> {
+        Ok(WaitArg {
             selector: Some(selector),
             ..Default::default()
-        }
+        })
     }
 }
 
 impl Shorthand for EvalArg {
-    fn from_string(js: String) -> Self {
-        EvalArg { js, var: None }
+    fn from_string<E: de::Error>(js: String) -> Result<Self, E> {
+        Ok(EvalArg {
+            js,
+            var: None,
+            secret: false,
+        })
     }
 }
 
@@ -382,7 +466,7 @@ impl<'de, T: Shorthand> Visitor<'de> for StringOrMapVisitor<T> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
-        Ok(StringOrMap(T::from_string(v.to_string())))
+        T::from_string(v.to_string()).map(StringOrMap)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Self::Value, A::Error> {
@@ -410,7 +494,7 @@ impl<'de> Visitor<'de> for StepVisitor {
     fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<RawStep, E> {
         let kind = match v {
             "reload" => RawKind::Reload,
-            "liveview_connected" => RawKind::LiveviewConnected,
+            "liveview_connected" => RawKind::LiveviewConnected(None),
             "liveview_idle" => RawKind::LiveviewIdle(None),
             "think" => RawKind::Think(None),
             "halt" => RawKind::Halt,
@@ -471,11 +555,11 @@ fn read_kind<'de, A: MapAccess<'de>>(key: &str, map: &mut A) -> Result<RawKind, 
         "focus" => RawKind::Focus(map.next_value()?),
         "blur" => RawKind::Blur(map.next_value()?),
         "wait_for" => RawKind::WaitFor(map.next_value::<StringOrMap<WaitArg>>()?.0),
-        "liveview_connected" => {
-            map.next_value::<de::IgnoredAny>()?;
-            RawKind::LiveviewConnected
-        }
-        "liveview_idle" => RawKind::LiveviewIdle(map.next_value()?),
+        "liveview_connected" => RawKind::LiveviewConnected(map.next_value()?),
+        "liveview_idle" => RawKind::LiveviewIdle(
+            map.next_value::<Option<StringOrMap<IdleArg>>>()?
+                .map(|arg| arg.0),
+        ),
         "liveview_submit" => RawKind::LiveviewSubmit(map.next_value()?),
         "assert" => RawKind::Assert(map.next_value()?),
         "extract" => RawKind::Extract(map.next_value()?),

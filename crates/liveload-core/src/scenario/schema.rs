@@ -42,9 +42,15 @@ pub fn json_schema() -> Value {
             "users": {"type": "integer", "minimum": 1},
             "duration": duration,
             "iteration_timeout": duration,
-            "step_timeout": duration,
+            "step_timeout": with_description(duration.clone(), "how long element steps and waits without their own timeout wait"),
+            "on_failure": {"oneOf": [
+                {"type": "string", "description": "screenshot (keep a screenshot and the DOM of the first failures of each error) or none"},
+                object(json!({"action": {"enum": ["screenshot", "none"]},
+                    "per_error": {"type": "integer", "minimum": 1, "description": "failures kept per distinct error, per agent (default 3)"}}), &["action"])
+            ]},
             "think_time": {"type": "string", "description": "default for a bare `think`"},
-            "data": object(json!({"file": {"type": "string", "description": "CSV with a header row"}}), &["file"]),
+            "data": object(json!({"file": {"type": "string", "description": "CSV with a header row"},
+                "secret": {"type": "array", "items": string(), "description": "columns whose values are redacted from reports"}}), &["file"]),
             "load": object(json!({
                 "model": {"enum": ["closed", "open"]}, "ramp_up": duration,
                 "ramp_steps": {"type": "integer", "minimum": 1},
@@ -96,8 +102,14 @@ fn step_argument(kind: &str) -> Option<Value> {
         "wait_for" => json!({"oneOf": [selector(), object(json!({
             "selector": selector(), "state": {"enum": ["visible", "hidden"]}, "text": string(),
             "url": {"type": "string", "description": "pattern, * matches anything"},
-            "network_idle": duration(), "timeout": duration()}), &[])]}),
-        "liveview_idle" => selector(),
+            "network_idle": duration(),
+            "js": {"type": "string", "description": "a JavaScript expression, waited for until truthy"},
+            "timeout": duration()}), &[])]}),
+        "liveview_connected" => {
+            json!({"oneOf": [{"type": "null"}, object(json!({"timeout": duration()}), &[])]})
+        }
+        "liveview_idle" => json!({"oneOf": [selector(), object(
+            json!({"selector": selector(), "timeout": duration()}), &[])]}),
         "liveview_submit" => object(
             json!({"form": selector(), "wait_for": selector(), "timeout": duration()}),
             &["form"],
@@ -109,14 +121,14 @@ fn step_argument(kind: &str) -> Option<Value> {
         ),
         "extract" => object(
             json!({"var": string(), "selector": selector(), "attribute": string(),
-            "value": {"type": "boolean"}}),
+            "value": {"type": "boolean"}, "secret": secret()}),
             &["var", "selector"],
         ),
         "think" => {
             json!({"type": "string", "description": "a duration (2s) or a range (1s..3s)"})
         }
         "eval" => {
-            json!({"oneOf": [string(), object(json!({"js": string(), "var": string()}), &["js"])]})
+            json!({"oneOf": [string(), object(json!({"js": string(), "var": string(), "secret": secret()}), &["js"])]})
         }
         "group" => object(
             json!({"name": string(), "steps": steps()}),
@@ -134,6 +146,17 @@ fn step_argument(kind: &str) -> Option<Value> {
 /// A map with exactly these `properties` (the parser denies unknown keys, so does the schema).
 fn object(properties: Value, required: &[&str]) -> Value {
     json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+}
+
+/// `secret: true` on a variable.
+fn secret() -> Value {
+    json!({"type": "boolean", "description": "the value is redacted from reports"})
+}
+
+/// `schema` with a description.
+fn with_description(mut schema: Value, description: &str) -> Value {
+    schema["description"] = json!(description);
+    schema
 }
 
 /// Any string.

@@ -465,6 +465,7 @@ fn the_probe_reaches_every_level() {
             "text",
             "url",
             "network_idle",
+            "js",
             "timeout"
         ])))
     );

@@ -3,5 +3,7 @@
 //! them. Paths must not overlap: axum panics at start-up on a route registered twice.
 
 pub(crate) mod about;
+pub(crate) mod actionability;
+pub(crate) mod clicks;
 pub(crate) mod health;
 pub(crate) mod home;

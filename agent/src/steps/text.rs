@@ -1,0 +1,116 @@
+//! The small text jobs of steps: filling `{{templates}}`, joining URLs, and quoting values
+//! for JavaScript.
+
+use std::collections::HashMap;
+
+/// Fill `{{name}}` placeholders from the user's variables (names were checked before the run).
+pub fn fill_template(text: &str, vars: &HashMap<String, String>) -> String {
+    if !text.contains("{{") {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                let name = after[..end].trim();
+                out.push_str(vars.get(name).map(String::as_str).unwrap_or(""));
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Join a step URL to the base URL (a URL with a scheme, like `https:`, `about:` or `data:`,
+/// stands as it is).
+pub fn resolve_url(base: &str, url: &str) -> String {
+    let has_scheme = url.split_once(':').is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+    });
+    if has_scheme {
+        url.to_string()
+    } else if url.starts_with('/') {
+        format!("{}{url}", base.trim_end_matches('/'))
+    } else {
+        format!("{}/{url}", base.trim_end_matches('/'))
+    }
+}
+
+/// `value` as a JavaScript string literal. Values reach scripts only this way, never spliced
+/// in raw, so a selector or a text with quotes in it cannot break (or inject into) a script.
+pub fn js(value: &str) -> String {
+    serde_json::to_string(value).expect("a string serialises")
+}
+
+/// A URL without its query and fragment, for error messages: the path says where the user
+/// was, while a query may carry tokens and makes every message distinct.
+pub fn page_of(url: &str) -> &str {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    &url[..end]
+}
+
+/// `text` on one line and at most `max` characters (with `…` when cut): error messages become
+/// metric names and table cells.
+pub fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_join_the_base() {
+        assert_eq!(resolve_url("http://h:1/", "/a"), "http://h:1/a");
+        assert_eq!(resolve_url("http://h:1", "a/3"), "http://h:1/a/3");
+        assert_eq!(resolve_url("http://h:1", "https://x/y"), "https://x/y");
+        assert_eq!(resolve_url("http://h:1", "about:blank"), "about:blank");
+        assert_eq!(resolve_url("http://h:1", "/a?t=1:2"), "http://h:1/a?t=1:2");
+    }
+
+    #[test]
+    fn templates_fill_known_variables() {
+        let vars: HashMap<String, String> = [("user_id", "7"), ("email", "a@x")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            fill_template("/u/{{user_id}}?e={{ email }}", &vars),
+            "/u/7?e=a@x"
+        );
+        assert_eq!(fill_template("no braces", &vars), "no braces");
+        assert_eq!(fill_template("open {{ end", &vars), "open {{ end");
+    }
+
+    #[test]
+    fn pages_drop_query_and_fragment() {
+        assert_eq!(page_of("http://h/a?token=s#x"), "http://h/a");
+        assert_eq!(page_of("http://h/a#x"), "http://h/a");
+        assert_eq!(page_of("about:blank"), "about:blank");
+    }
+
+    #[test]
+    fn one_line_flattens_and_bounds() {
+        assert_eq!(one_line("a\n  b\tc", 10), "a b c");
+        assert_eq!(one_line("abcdef", 4), "abc…");
+        assert_eq!(one_line("é".repeat(5).as_str(), 5), "ééééé");
+    }
+}

@@ -1,0 +1,106 @@
+//! What the agent's browser tests share: a real Chromium with one user's page, and the demo
+//! target serving the pages the tests act on. Steps are written as scenario YAML and lowered by
+//! the real parser, so a test reads like the scenario a user would write.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use liveload_proto::Step;
+
+use crate::browser::{NodeBrowser, UserContext};
+use crate::recorder::Recorder;
+use crate::secrets::Secrets;
+use crate::steps::{UserState, run_steps};
+
+/// A browser, one user's page in it, and the demo target.
+pub struct Browser {
+    browser: NodeBrowser,
+    /// The user's context (and page).
+    pub user: Option<UserContext>,
+    /// Where its metrics and errors go.
+    pub recorder: Arc<Recorder>,
+    /// The demo target's base URL.
+    pub base_url: String,
+}
+
+impl Browser {
+    /// Launch Chromium (as the agent would on this machine) and start the demo target.
+    pub async fn launch() -> Browser {
+        let path = crate::facts::find_chromium(None)
+            .expect("no Chromium on PATH: run scripts/test.sh, which installs it");
+        let as_root = rustix::process::geteuid().is_root();
+        let browser = NodeBrowser::launch(&path, as_root)
+            .await
+            .expect("Chromium starts");
+        let recorder = Arc::new(Recorder::default());
+        let user = browser
+            .new_user(recorder.clone())
+            .await
+            .expect("a user context");
+        let address = demo_target::spawn(([127, 0, 0, 1], 0).into())
+            .await
+            .expect("the demo target starts");
+        Browser {
+            browser,
+            user: Some(user),
+            recorder,
+            base_url: format!("http://{address}"),
+        }
+    }
+
+    /// The user's page.
+    pub fn page(&self) -> &chromiumoxide::Page {
+        &self.user.as_ref().expect("a user").page
+    }
+
+    /// A user state on this page, with `step_timeout` and `secrets`.
+    pub fn user(&self, step_timeout: Duration, secrets: Secrets) -> UserState<'_> {
+        UserState {
+            page: Some(self.page()),
+            vars: HashMap::from([
+                ("user_id".into(), "0".into()),
+                ("iteration".into(), "0".into()),
+            ]),
+            base_url: &self.base_url,
+            step_timeout,
+            recorder: &self.recorder,
+            secrets,
+            tracer: None,
+            depth: 0,
+        }
+    }
+
+    /// Run `yaml` (a scenario's steps) with `step_timeout`; the error as the report would
+    /// count it (`{e:#}`).
+    pub async fn run(&self, step_timeout: Duration, yaml: &str) -> Result<(), String> {
+        let mut user = self.user(step_timeout, Secrets::default());
+        run_steps(&mut user, &steps(yaml))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// Evaluate `expression` in the page.
+    pub async fn eval(&self, expression: &str) -> serde_json::Value {
+        crate::steps::cdp::evaluate(self.page(), expression.to_string())
+            .await
+            .expect("the test's script runs")
+    }
+
+    /// Close the page and the browser.
+    pub async fn close(mut self) {
+        if let Some(user) = self.user.take() {
+            self.browser.end_user(user).await;
+        }
+        self.browser.close().await;
+    }
+}
+
+/// The steps of a scenario whose `steps:` are `yaml` (indented by two spaces per item).
+pub fn steps(yaml: &str) -> Vec<Step> {
+    let text = format!("name: t\nbase_url: http://127.0.0.1:1\nsteps:\n{yaml}");
+    liveload_core::scenario::Scenario::from_yaml(std::path::Path::new("t.yaml"), &text)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        .steps
+}
