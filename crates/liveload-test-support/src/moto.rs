@@ -84,7 +84,9 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server starts");
-        let end = std::time::Instant::now() + Duration::from_secs(30);
+        // moto imports a large Python package before it listens: seconds on an idle machine,
+        // much longer while other tests keep both cores busy.
+        let end = std::time::Instant::now() + Duration::from_secs(180);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(std::time::Instant::now() < end, "moto did not listen");
             std::thread::sleep(Duration::from_millis(50));
