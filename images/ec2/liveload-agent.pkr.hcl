@@ -84,7 +84,7 @@ build {
   provisioner "shell" {
     inline = [
       "sudo apt-get update -qq",
-      "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium-headless-shell fonts-liberation fonts-noto-color-emoji nftables",
+      "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium-headless-shell fonts-liberation fonts-noto-color-emoji nftables curl",
       "sudo useradd --system --create-home --uid 10001 liveload",
       "sudo install -m 0755 /tmp/liveload-agent /usr/local/bin/liveload-agent",
       "sudo install -m 0755 /tmp/liveload-agent-start /usr/local/bin/liveload-agent-start",

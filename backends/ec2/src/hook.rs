@@ -24,7 +24,13 @@ use crate::user_data::{LAUNCH_DIR, UserData};
 pub trait AgentHook: Send + Sync + std::fmt::Debug {
     /// Instance `id` is running with `user_data` (decoded): return the `host:port` to dial, by
     /// `deadline`.
-    async fn agent_address(&self, id: &str, user_data: &str, deadline: Instant) -> Result<String>;
+    async fn agent_address(
+        &self,
+        id: &str,
+        launch_index: u32,
+        user_data: &str,
+        deadline: Instant,
+    ) -> Result<String>;
     /// Instance `id` was terminated.
     async fn terminated(&self, id: &str);
 }
@@ -86,9 +92,26 @@ fn failed(id: &str, message: String) -> Error {
 
 #[async_trait]
 impl AgentHook for LocalAgents {
-    async fn agent_address(&self, id: &str, user_data: &str, deadline: Instant) -> Result<String> {
-        let data = UserData::parse(user_data)
+    async fn agent_address(
+        &self,
+        id: &str,
+        launch_index: u32,
+        user_data: &str,
+        deadline: Instant,
+    ) -> Result<String> {
+        let mut data = UserData::parse(user_data)
             .ok_or_else(|| failed(id, "its user data is not liveload's".into()))?;
+        // A batch's user data carries every node's token: keep this instance's, as the script
+        // does on a real instance with its launch index.
+        let own = crate::user_data::indexed_token_name(launch_index);
+        if data.launch.files.iter().any(|f| f.name == own) {
+            data.launch
+                .files
+                .retain(|f| !f.name.starts_with("token.") || f.name == own);
+            if let Some(token) = data.launch.files.iter_mut().find(|f| f.name == own) {
+                token.name = liveload_core::launch::file::TOKEN.to_string();
+            }
+        }
         let dir = self.dir.join(id);
         let _ = std::fs::remove_dir_all(&dir);
         liveload_core::backend::write_launch_files(&dir, &data.launch.files)

@@ -21,19 +21,17 @@
 pub mod cli;
 pub mod client;
 pub mod hook;
+pub mod launch;
 pub mod prices;
 pub mod user_data;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, InstanceAttributeName,
-    InstanceInterruptionBehavior, InstanceMarketOptionsRequest, InstanceMetadataEndpointState,
-    InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, LaunchTemplateSpecification,
-    MarketType, ResourceType, ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag,
-    TagSpecification, VolumeType,
+    BlockDeviceMapping, EbsBlockDevice, Filter, InstanceAttributeName, InstanceStateName,
+    InstanceType, VolumeType,
 };
 use liveload_core::{
     AgentEndpoint, Backend, BackendError, BackendErrorKind, Error, NodeHandle, NodeSize, NodeSpec,
@@ -81,6 +79,9 @@ pub enum Image {
 pub struct Ec2Backend {
     ec2: aws_sdk_ec2::Client,
     settings: Settings,
+    /// Instances this process launched, with their launch index in their call (what a batch's
+    /// user data keys tokens by), as RunInstances answered.
+    launched: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl std::fmt::Debug for Ec2Backend {
@@ -199,6 +200,7 @@ impl Ec2BackendBuilder {
             });
         }
         Ok(Ec2Backend {
+            launched: std::sync::Mutex::default(),
             ec2: client::build(&self.client).await?,
             settings: self.settings,
         })
@@ -213,6 +215,10 @@ struct Listed {
     node: u32,
     state: String,
     expires: Option<u64>,
+    /// The first node index of its batch, when launched in one.
+    base: Option<u32>,
+    /// Its launch index within its RunInstances call.
+    launch: u32,
 }
 
 fn tag<'a>(instance: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
@@ -267,7 +273,7 @@ impl Ec2Backend {
     }
 
     /// Instances of the runs `runs` selects that are not terminated (nor on their way).
-    async fn instances(&self, runs: &RunFilter, node: Option<u32>) -> Result<Vec<Listed>> {
+    async fn instances(&self, runs: &RunFilter) -> Result<Vec<Listed>> {
         let mut filters = vec![
             Filter::builder()
                 .name("instance-state-name")
@@ -284,14 +290,6 @@ impl Ec2Backend {
                 .build(),
             RunFilter::All => Filter::builder().name("tag-key").values(TAG_RUN).build(),
         });
-        if let Some(node) = node {
-            filters.push(
-                Filter::builder()
-                    .name(format!("tag:{TAG_NODE}"))
-                    .values(node.to_string())
-                    .build(),
-            );
-        }
         let mut listed = Vec::new();
         let mut next: Option<String> = None;
         loop {
@@ -315,9 +313,14 @@ impl Ec2Backend {
                 listed.push(Listed {
                     id: id.to_string(),
                     run: run.to_string(),
-                    node: tag(instance, TAG_NODE)
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(0),
+                    node: launch::node_index(
+                        tag(instance, TAG_NODE).and_then(|n| n.parse().ok()),
+                        tag(instance, launch::TAG_NODE_BASE).and_then(|n| n.parse().ok()),
+                        tag(instance, launch::TAG_NODE_STEP).and_then(|n| n.parse().ok()),
+                        instance.ami_launch_index().unwrap_or(0).max(0) as u32,
+                    ),
+                    base: tag(instance, launch::TAG_NODE_BASE).and_then(|n| n.parse().ok()),
+                    launch: instance.ami_launch_index().unwrap_or(0).max(0) as u32,
                     state: instance
                         .state()
                         .and_then(|s| s.name())
@@ -361,130 +364,14 @@ impl Ec2Backend {
             .build())
     }
 
-    async fn run_instance(&self, spec: &NodeSpec) -> Result<String> {
-        let image = self.settings.image.as_ref().ok_or_else(|| Error::from(BackendError::new("ec2", BackendErrorKind::BadImage, "no AMI or launch template given").hint("pass --ec2-ami ami-... (built with images/ec2) or --ec2-launch-template NAME (terraform/aws makes one)"
-                    )))?;
-        let expires = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            + spec.ttl.as_secs();
-        let mut tags = vec![
-            (TAG_RUN.to_string(), spec.run_id.clone()),
-            (TAG_NODE.to_string(), spec.index.to_string()),
-            (TAG_EXPIRES.to_string(), expires.to_string()),
-            ("Name".to_string(), spec.machine_name()),
-        ];
-        tags.extend(self.settings.tags.iter().cloned());
-        let tag_spec = |resource: ResourceType| {
-            let mut builder = TagSpecification::builder().resource_type(resource);
-            for (key, value) in &tags {
-                builder = builder.tags(Tag::builder().key(key).value(value).build());
-            }
-            builder.build()
-        };
-        let user_data = aws_smithy_types::base64::encode(self.user_data(spec).render());
-        let mut request = self
-            .ec2
-            .run_instances()
-            .min_count(1)
-            .max_count(1)
-            .client_token(client_token(&spec.run_id, spec.index))
-            .instance_type(InstanceType::from(self.settings.instance_type.as_str()))
-            .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
-            .user_data(user_data)
-            .tag_specifications(tag_spec(ResourceType::Instance))
-            .tag_specifications(tag_spec(ResourceType::Volume))
-            // IMDSv2 only, one hop: a page in Chromium (or anything the agent's user runs)
-            // cannot read the instance's metadata — its user data holds the node's token —
-            // with a plain GET or through a forwarding hop. The AMI also blocks the metadata
-            // address for the agent's user (images/ec2).
-            .metadata_options(
-                InstanceMetadataOptionsRequest::builder()
-                    .http_tokens(HttpTokensState::Required)
-                    .http_put_response_hop_limit(1)
-                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                    .build(),
-            )
-            .set_security_group_ids(
-                (!self.settings.security_groups.is_empty())
-                    .then(|| self.settings.security_groups.clone()),
-            )
-            .set_key_name(self.settings.key_name.clone());
-        if !self.settings.subnets.is_empty() {
-            request = request.subnet_id(
-                &self.settings.subnets[spec.index as usize % self.settings.subnets.len()],
-            );
+    fn handle(&self, spec: &NodeSpec, id: String) -> NodeHandle {
+        NodeHandle {
+            id,
+            run_id: spec.run_id.clone(),
+            index: spec.index,
+            detail: self.settings.instance_type.clone(),
+            expires_at_unix_s: None,
         }
-        match image {
-            Image::Ami(ami) => {
-                request = request.image_id(ami);
-                if let Some(gb) = self.settings.root_volume_gb {
-                    request = request.block_device_mappings(self.root_volume(ami, gb).await?);
-                }
-            }
-            Image::LaunchTemplate { template, version } => {
-                let spec = if template.starts_with("lt-") {
-                    LaunchTemplateSpecification::builder().launch_template_id(template)
-                } else {
-                    LaunchTemplateSpecification::builder().launch_template_name(template)
-                };
-                request = request.launch_template(spec.set_version(version.clone()).build());
-            }
-        }
-        if self.settings.spot {
-            request = request.instance_market_options(
-                InstanceMarketOptionsRequest::builder()
-                    .market_type(MarketType::Spot)
-                    .spot_options(
-                        SpotMarketOptions::builder()
-                            .spot_instance_type(SpotInstanceType::OneTime)
-                            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
-                            .build(),
-                    )
-                    .build(),
-            );
-        }
-        // A lost answer (the call may or may not have started the instance) is retried with
-        // the same ClientToken, so EC2 itself never starts a second one; and before each retry
-        // the instance is looked up by its tags and adopted when it is there.
-        // One attempt: after the first, look for the node's instance by its tags first (a
-        // previous attempt may have started it and lost only the answer).
-        let attempts = std::sync::atomic::AtomicU32::new(0);
-        let attempt = || async {
-            if attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
-                let existing = self
-                    .instances(&RunFilter::Run(spec.run_id.clone()), Some(spec.index))
-                    .await?;
-                if let Some(found) = existing.first() {
-                    tracing::info!(instance = %found.id, "a lost RunInstances had started the instance: adopted");
-                    return Ok(found.id.clone());
-                }
-            }
-            match request.clone().send().await {
-                Ok(out) => out
-                    .instances()
-                    .first()
-                    .and_then(|i| i.instance_id())
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        Error::from(BackendError::new(
-                            "ec2",
-                            BackendErrorKind::Other,
-                            "RunInstances answered without an instance",
-                        ))
-                    }),
-                // No EC2 error code: the answer never came (the call may have worked), so
-                // trying again with the same ClientToken is safe and needed.
-                Err(err) if err.code().is_none() => {
-                    Err(match client::error("starting an instance", err) {
-                        Error::Backend(b) => Error::Backend(Box::new(b.retryable(true))),
-                        other => other,
-                    })
-                }
-                Err(err) => Err(client::error("starting an instance", err)),
-            }
-        };
-        client::retry(attempt).await
     }
 
     async fn describe(&self, id: &str) -> Result<Option<aws_sdk_ec2::types::Instance>> {
@@ -549,14 +436,49 @@ impl Backend for Ec2Backend {
     }
 
     async fn create(&self, spec: &NodeSpec) -> Result<NodeHandle> {
-        let id = self.run_instance(spec).await?;
-        Ok(NodeHandle {
-            id: id.clone(),
-            run_id: spec.run_id.clone(),
-            index: spec.index,
-            detail: self.settings.instance_type.clone(),
-            expires_at_unix_s: None,
-        })
+        let mut ids = self.run_batch(&[spec.clone()]).await?;
+        Ok(self.handle(spec, ids.remove(0)))
+    }
+
+    /// One RunInstances call per batch (EC2 throttles calls, not instances, at this size).
+    fn batch_limit(&self) -> u32 {
+        launch::BATCH_LIMIT
+    }
+
+    /// Nodes of a batch go to their subnets (round-robin by index): one call per subnet, for
+    /// nodes `i, i+n, i+2n, ...` of `n` subnets.
+    async fn create_batch(&self, specs: &[NodeSpec]) -> Vec<Result<NodeHandle>> {
+        let lanes = self.settings.subnets.len().max(1);
+        let mut results: Vec<Option<Result<NodeHandle>>> = (0..specs.len()).map(|_| None).collect();
+        let groups: Vec<Vec<usize>> = (0..lanes)
+            .map(|lane| (lane..specs.len()).step_by(lanes).collect())
+            .filter(|g: &Vec<usize>| !g.is_empty())
+            .collect();
+        let launched = futures_util::future::join_all(groups.iter().map(|group| {
+            let batch: Vec<NodeSpec> = group.iter().map(|&i| specs[i].clone()).collect();
+            async move { self.run_batch(&batch).await }
+        }))
+        .await;
+        for (group, outcome) in groups.iter().zip(launched) {
+            match outcome {
+                Ok(ids) => {
+                    for (&i, id) in group.iter().zip(ids) {
+                        results[i] = Some(Ok(self.handle(&specs[i], id)));
+                    }
+                }
+                Err(e) => {
+                    // Every node of the group failed with the call; errors are not Clone, so
+                    // each gets an equal copy of the backend error.
+                    for &i in group {
+                        results[i] = Some(Err(copy_error(&e)));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every spec has a result"))
+            .collect()
     }
 
     async fn wait_ready(&self, node: &NodeHandle, deadline: Instant) -> Result<AgentEndpoint> {
@@ -611,7 +533,18 @@ impl Backend for Ec2Backend {
                     .ok()
                     .and_then(|bytes| String::from_utf8(bytes).ok())
                     .unwrap_or_default();
-                hook.agent_address(&node.id, &decoded, deadline).await?
+                // The launch index RunInstances answered with (emulators leave it out of
+                // DescribeInstances); EC2's own otherwise.
+                let recorded = self
+                    .launched
+                    .lock()
+                    .expect("not poisoned")
+                    .get(&node.id)
+                    .copied();
+                let launch = recorded
+                    .unwrap_or_else(|| instance.ami_launch_index().unwrap_or(0).max(0) as u32);
+                hook.agent_address(&node.id, launch, &decoded, deadline)
+                    .await?
             }
             None => {
                 let ip = match self.settings.address {
@@ -643,7 +576,7 @@ impl Backend for Ec2Backend {
 
     async fn list(&self, runs: &RunFilter) -> Result<Vec<NodeHandle>> {
         Ok(self
-            .instances(runs, None)
+            .instances(runs)
             .await?
             .into_iter()
             .map(|i| NodeHandle {
@@ -709,6 +642,19 @@ impl Backend for Ec2Backend {
                 .then(|| prices::on_demand(&region, &self.settings.instance_type))
                 .flatten()
         })
+    }
+}
+
+/// An equal copy of an error for another node of the same failed call.
+fn copy_error(e: &Error) -> Error {
+    match e.as_backend() {
+        Some(b) => BackendError::new("ec2", b.kind, b.message.clone())
+            .maybe_hint(b.hint.clone())
+            .retryable(b.retryable)
+            .into(),
+        None => Error::RunFailed {
+            message: e.to_string(),
+        },
     }
 }
 

@@ -32,9 +32,29 @@ impl std::fmt::Debug for UserData {
 const ENV_END: &str = "LIVELOAD_ENV";
 const FILE_END: &str = "LIVELOAD_FILE";
 
-/// The file names the script may carry, as the contract names them (parsing accepts only these:
-/// a name from the script never becomes an arbitrary path).
+/// The file names the script may carry, as the contract names them (parsing accepts only these,
+/// and `token.<n>`: a name from the script never becomes an arbitrary path).
 const KNOWN_FILES: [&str; 3] = [file::TOKEN, file::TLS_CERT, file::TLS_KEY];
+
+/// The name of the token of the instance with launch index `launch` in a batch's user data.
+pub fn indexed_token_name(launch: u32) -> String {
+    format!("{}.{launch}", file::TOKEN)
+}
+
+/// Is `name` one the script may carry?
+fn known_file(name: &str) -> bool {
+    KNOWN_FILES.contains(&name)
+        || name
+            .strip_prefix("token.")
+            .is_some_and(|n| !n.is_empty() && n.len() < 5 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// In a batch's user data: keep this instance's token (by its launch index, read from the
+/// metadata service as root, IMDSv2) and remove the others'.
+const KEEP_OWN_TOKEN: &str = "t=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 60')\n\
+idx=$(curl -sf -H \"X-aws-ec2-metadata-token: $t\" http://169.254.169.254/latest/meta-data/ami-launch-index)\n\
+mv \"/etc/liveload/files/token.$idx\" /etc/liveload/files/token\n\
+rm -f /etc/liveload/files/token.*\n";
 
 impl UserData {
     /// The user data script.
@@ -70,6 +90,14 @@ impl UserData {
                 launch_file.contents.trim_end()
             ));
         }
+        if self
+            .launch
+            .files
+            .iter()
+            .any(|f| f.name.starts_with("token."))
+        {
+            script.push_str(KEEP_OWN_TOKEN);
+        }
         script.push_str("systemctl start --no-block liveload-agent.service\n");
         script
     }
@@ -93,7 +121,10 @@ impl UserData {
         while let Some(at) = rest.find(marker) {
             let after = &rest[at + marker.len()..];
             let (name, after) = after.split_once(&format!(" <<'{FILE_END}'\n"))?;
-            let name = KNOWN_FILES.iter().find(|n| **n == name)?;
+            if !known_file(name) {
+                return None;
+            }
+            let name = name.to_string();
             let end = after.find(&format!("\n{FILE_END}\n"))?;
             let contents = after[..end].to_string();
             // PEM files end with a newline; the token does not.
@@ -169,6 +200,36 @@ mod tests {
             ),
         };
         assert_eq!(UserData::parse(&plain.render()), Some(plain));
+    }
+
+    #[test]
+    fn a_batch_carries_every_token_and_keeps_its_own_at_boot() {
+        let settings = AgentSettings {
+            listen: "0.0.0.0:7070".into(),
+            run_id: "r-1".into(),
+            ttl_s: 600,
+            grace_s: 30,
+            ..Default::default()
+        };
+        let mut data = UserData {
+            launch: settings.launch(&AgentSecrets::default(), LAUNCH_DIR),
+        };
+        data.launch.files.retain(|f| f.name != "token");
+        for launch in 0..3 {
+            data.launch.files.push(LaunchFile {
+                name: indexed_token_name(launch),
+                contents: format!("token-of-{launch}-xxxxxxxxxxxx"),
+            });
+        }
+        let script = data.render();
+        assert!(script.contains("meta-data/ami-launch-index"), "{script}");
+        assert!(script.contains("rm -f /etc/liveload/files/token.*"));
+        assert_eq!(UserData::parse(&script), Some(data));
+        let out = std::process::Command::new("sh")
+            .args(["-n", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
     }
 
     #[test]

@@ -312,7 +312,7 @@ impl SshBackend {
             script.push_str(&format!(
                 "printf '%s' {} > {}\n",
                 remote::quote(&file.contents),
-                remote::quote(file.name)
+                remote::quote(&file.name)
             ));
         }
         for (key, value) in &launch.env {

@@ -100,7 +100,7 @@ pub fn write_launch_files(
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(dir.join(file.name))?;
+            .open(dir.join(&file.name))?;
         out.write_all(file.contents.as_bytes())?;
     }
     Ok(())
@@ -280,6 +280,21 @@ pub trait Backend: Send + Sync + Debug {
     /// Ask the provider for one machine running the agent, tagged with the run id, started with
     /// the token and TTL. Returns once the provider accepted the request, not when it is ready.
     async fn create(&self, spec: &NodeSpec) -> Result<NodeHandle>;
+
+    /// The most nodes one [`create_batch`](Self::create_batch) call may be given: 1 (the
+    /// default) means core calls [`create`](Self::create) per node, all at once. Providers
+    /// whose API creates many machines per call (EC2's RunInstances with a count) raise it:
+    /// their rate limits count calls, so a batch takes one round trip where nodes one by one
+    /// would queue behind the limit.
+    fn batch_limit(&self) -> u32 {
+        1
+    }
+
+    /// Create several nodes (at most [`batch_limit`](Self::batch_limit)); one result per
+    /// spec, in order. The default creates each with [`create`](Self::create), concurrently.
+    async fn create_batch(&self, specs: &[NodeSpec]) -> Vec<Result<NodeHandle>> {
+        futures_util::future::join_all(specs.iter().map(|s| self.create(s))).await
+    }
 
     /// Wait until the node's agent accepts connections, and say how to reach it.
     ///

@@ -113,7 +113,7 @@ impl fmt::Debug for AgentSecrets {
 #[derive(Clone, PartialEq, Eq)]
 pub struct LaunchFile {
     /// The file's name inside the launch directory (see [`file`]).
-    pub name: &'static str,
+    pub name: String,
     /// What it holds.
     pub contents: String,
 }
@@ -161,17 +161,17 @@ impl AgentSettings {
                 .filter_map(|(name, value)| value.map(|v| (name, v))),
         );
         let mut files = vec![LaunchFile {
-            name: file::TOKEN,
+            name: file::TOKEN.to_string(),
             contents: secrets.token.clone(),
         }];
         env.push((var::TOKEN_FILE, format!("{dir}/{}", file::TOKEN)));
         if let Some((cert, key)) = &secrets.tls {
             files.push(LaunchFile {
-                name: file::TLS_CERT,
+                name: file::TLS_CERT.to_string(),
                 contents: cert.clone(),
             });
             files.push(LaunchFile {
-                name: file::TLS_KEY,
+                name: file::TLS_KEY.to_string(),
                 contents: key.clone(),
             });
             env.push((var::TLS_CERT, format!("{dir}/{}", file::TLS_CERT)));
@@ -248,7 +248,7 @@ mod tests {
         );
         assert_eq!(launch.get(var::MAX_USERS), Some("7"));
         assert_eq!(launch.get(var::NO_BROWSER), None);
-        let names: Vec<_> = launch.files.iter().map(|f| f.name).collect();
+        let names: Vec<_> = launch.files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, [file::TOKEN, file::TLS_CERT, file::TLS_KEY]);
         assert!(!format!("{launch:?}{secrets:?}").contains("s3cret"));
         assert!(var::ALL.iter().all(|v| v.starts_with("LIVELOAD_AGENT_")));

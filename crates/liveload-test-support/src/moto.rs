@@ -163,6 +163,7 @@ impl AgentHook for NeverReady {
     async fn agent_address(
         &self,
         id: &str,
+        _launch_index: u32,
         _user_data: &str,
         deadline: tokio::time::Instant,
     ) -> liveload_core::Result<String> {

@@ -33,6 +33,9 @@ pub(super) struct LiveNode {
 /// Messages from every node's reader task, tagged with the node's index.
 pub(super) type Inbox = mpsc::UnboundedReceiver<(usize, Result<AgentMessage>)>;
 
+/// A node that answered: its handle, its link, what it measured, when its create was accepted.
+type Booted = (NodeHandle, AgentConnection, NodeReport, Instant);
+
 /// Boots nodes of one run: everything a create needs, and where ready nodes report.
 pub(super) struct Booter<'a> {
     pub backend: Arc<dyn Backend>,
@@ -69,7 +72,7 @@ impl Booter<'_> {
         self.observer.event(&Event::Booting {
             nodes: indices.len() as u32,
         });
-        let results = join_all(indices.map(|i| self.boot_one(i))).await;
+        let results = self.create_and_wait(indices).await;
         let mut first_error = None;
         for result in results {
             match result {
@@ -96,34 +99,74 @@ impl Booter<'_> {
         first_error.map_or(Ok(()), Err)
     }
 
-    #[tracing::instrument(level = "debug", skip(self), fields(run_id = %self.run_id, backend = self.backend.name()))]
-    async fn boot_one(
-        &self,
-        index: u32,
-    ) -> Result<(NodeHandle, AgentConnection, NodeReport, Instant)> {
+    /// Create nodes `indices`: one create call each, all at once, or in batches where the
+    /// provider creates many machines per call (EC2's RunInstances with a count).
+    async fn create_and_wait(&self, indices: std::ops::Range<u32>) -> Vec<Result<Booted>> {
+        let limit = self.backend.batch_limit().max(1) as usize;
+        if limit == 1 {
+            return join_all(indices.map(|i| self.boot_one(i))).await;
+        }
+        let specs: Vec<NodeSpec> = indices.map(|i| self.spec(i)).collect();
+        join_all(specs.chunks(limit).map(|chunk| self.boot_batch(chunk)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// One node, one create call.
+    async fn boot_one(&self, index: u32) -> Result<Booted> {
         let started = Instant::now();
         let spec = self.spec(index);
         // `NodeSpec`'s Debug prints `***` for the token.
         tracing::debug!(?spec, "creating node");
         let handle = self.backend.create(&spec).await?;
-        // The creation deadline measures the machine, not liveload's queue: a create that
-        // waited behind the provider's rate limit (Fly: about one a second per app) starts
-        // its clock when the provider accepted it.
+        self.finish(&spec, handle, started, Instant::now()).await
+    }
+
+    /// Several nodes in one provider call; each then waits on its own.
+    async fn boot_batch(&self, specs: &[NodeSpec]) -> Vec<Result<Booted>> {
+        let started = Instant::now();
+        tracing::debug!(
+            nodes = specs.len(),
+            first = specs[0].index,
+            "creating a batch"
+        );
+        let handles = self.backend.create_batch(specs).await;
         let accepted = Instant::now();
+        join_all(specs.iter().zip(handles).map(|(spec, handle)| async move {
+            self.finish(spec, handle?, started, accepted).await
+        }))
+        .await
+    }
+
+    /// A created node: record it, wait for its agent, authenticate; destroy it on failure.
+    ///
+    /// The creation deadline measures the machine, not liveload's queue: a create that waited
+    /// behind the provider's rate limit (Fly: about one a second per app) starts its clock when
+    /// the provider accepted it.
+    #[tracing::instrument(level = "debug", skip_all, fields(run_id = %self.run_id, node = %handle.id))]
+    async fn finish(
+        &self,
+        spec: &NodeSpec,
+        handle: NodeHandle,
+        started: Instant,
+        accepted: Instant,
+    ) -> Result<Booted> {
         let deadline = accepted + self.options.creation_timeout;
-        tracing::debug!(node = %handle.id, detail = %handle.detail, create_s = (accepted - started).as_secs_f64(), "node created");
+        tracing::debug!(detail = %handle.detail, create_s = (accepted - started).as_secs_f64(), "node created");
         self.created
             .lock()
             .expect("not poisoned")
             .push(handle.clone());
         match self.await_agent(&handle, &spec.token, deadline).await {
             Ok((connection, welcome)) => {
-                let mut report = self.node_report(&handle, index, welcome, started);
+                let mut report = self.node_report(&handle, spec.index, welcome, started);
                 report.create_s = (accepted - started).as_secs_f64();
                 Ok((handle, connection, report, accepted))
             }
             Err(e) => {
-                tracing::warn!(node = %handle.id, error = %e, "node failed to become ready; destroying it");
+                tracing::warn!(error = %e, "node failed to become ready; destroying it");
                 // A node that missed its deadline or refused us is destroyed now, not at the
                 // end of the run: it costs money and may never answer.
                 if self.backend.destroy(&handle).await.is_ok() {
