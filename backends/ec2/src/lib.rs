@@ -436,7 +436,7 @@ impl Backend for Ec2Backend {
     }
 
     async fn create(&self, spec: &NodeSpec) -> Result<NodeHandle> {
-        let mut ids = self.run_batch(&[spec.clone()]).await?;
+        let mut ids = self.run_batch(std::slice::from_ref(spec)).await?;
         Ok(self.handle(spec, ids.remove(0)))
     }
 
