@@ -364,7 +364,7 @@ impl Ec2Backend {
         let expires = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
-            + spec.ttl.as_secs();
+            .saturating_add(spec.ttl.as_secs());
         let mut tags = vec![
             (TAG_RUN.to_string(), spec.run_id.clone()),
             (TAG_NODE.to_string(), spec.index.to_string()),

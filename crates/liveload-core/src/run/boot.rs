@@ -95,7 +95,7 @@ impl Booter<'_> {
     #[tracing::instrument(level = "debug", skip(self), fields(run_id = %self.run_id, backend = self.backend.name()))]
     async fn boot_one(&self, index: u32) -> Result<(NodeHandle, AgentConnection, NodeReport)> {
         let started = Instant::now();
-        let deadline = started + self.options.creation_timeout;
+        let deadline = super::deadline_after(started, self.options.creation_timeout);
         let spec = self.spec(index);
         // `NodeSpec`'s Debug prints `***` for the token.
         tracing::debug!(?spec, "creating node");
@@ -219,7 +219,7 @@ pub async fn wait_ready_or_destroy(
     handle: &NodeHandle,
     timeout: Duration,
 ) -> Result<AgentEndpoint> {
-    let deadline = Instant::now() + timeout;
+    let deadline = super::deadline_after(Instant::now(), timeout);
     match wait_ready(backend, handle, deadline, timeout).await {
         Ok(endpoint) => Ok(endpoint),
         Err(e) => {

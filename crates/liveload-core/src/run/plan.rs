@@ -138,7 +138,10 @@ pub async fn estimate(backend: &dyn Backend, options: &RunOptions) -> Result<Opt
         max_nodes(backend, options),
     )?;
     plan.node_hourly_price = backend.hourly_price();
-    let hours = (options.duration + options.creation_timeout).as_secs_f64() / 3600.0;
+    let hours = (options.duration)
+        .saturating_add(options.creation_timeout)
+        .as_secs_f64()
+        / 3600.0;
     let cost_usd = plan
         .node_hourly_price
         .map(|price| price * plan.nodes as f64 * hours);
@@ -168,7 +171,9 @@ pub async fn plan(backend: &dyn Backend, options: &RunOptions) -> Result<Plan> {
         run_id: names::new_run_id(&format!("{}-plan", options.cluster_name)),
         index: 0,
         token: names::new_token(),
-        ttl: options.creation_timeout + Duration::from_secs(60),
+        ttl: options
+            .creation_timeout
+            .saturating_add(Duration::from_secs(60)),
         grace: Duration::from_secs(30),
         tls: tls.as_ref().map(|(agent, _)| agent.clone()),
         no_browser: options.no_browser,
@@ -179,7 +184,7 @@ pub async fn plan(backend: &dyn Backend, options: &RunOptions) -> Result<Plan> {
         if let (Some((_, pin)), None, None) = (&tls, &endpoint.tls, &endpoint.proxy) {
             endpoint.tls = Some(pin.clone());
         }
-        let deadline = Instant::now() + options.creation_timeout;
+        let deadline = super::deadline_after(Instant::now(), options.creation_timeout);
         let (connection, welcome) =
             AgentConnection::connect(&node.id, &endpoint, &spec.token, deadline).await?;
         connection.close().await;

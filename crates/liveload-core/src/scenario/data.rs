@@ -4,7 +4,7 @@
 //! scenario to every agent; user `u` gets row `u % rows`. Its columns become `{{variables}}`,
 //! which is why it is read before the steps are lowered: the template checks need the names.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use liveload_proto::DataTable;
 
@@ -23,13 +23,17 @@ pub(super) fn read_data(
     let Some(data) = data else {
         return Ok(None);
     };
-    let file = scenario_path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(&data.file);
-    read_csv(&file)
+    read_csv(&data_path(scenario_path, data))
         .map(Some)
         .map_err(|m| Located::new(m, data.file.as_str()))
+}
+
+/// The data file's path: relative to the scenario's folder.
+pub(super) fn data_path(scenario_path: &Path, data: &RawData) -> PathBuf {
+    scenario_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(&data.file)
 }
 
 /// Read a CSV file with a header row: the (trimmed) headers name the columns, and there must
