@@ -67,10 +67,10 @@ pub async fn watch(page: &Page, recorder: Arc<Recorder>) -> anyhow::Result<JoinH
         loop {
             tokio::select! {
                 Some(event) = finished.next() => {
-                    if let Some(sent) = in_flight.remove(event.request_id.inner()) {
-                        if let Some(elapsed) = page_seconds(event.timestamp.inner() - sent) {
-                            recorder.latency("http.duration", elapsed);
-                        }
+                    if let Some(sent) = in_flight.remove(event.request_id.inner())
+                        && let Some(elapsed) = page_seconds(event.timestamp.inner() - sent)
+                    {
+                        recorder.latency("http.duration", elapsed);
                     }
                 }
                 Some(event) = responses.next() => {
