@@ -263,7 +263,8 @@ async fn agent(args: Args, secrets: Secrets) -> Result<()> {
     let watchdog = {
         let state = state.clone();
         let grace = Duration::from_secs(args.grace);
-        let ttl_deadline = started + Duration::from_secs(args.ttl);
+        let ttl_deadline = (started.checked_add(Duration::from_secs(args.ttl)))
+            .with_context(|| format!("--ttl {} s is past what this clock can count", args.ttl))?;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             loop {

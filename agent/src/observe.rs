@@ -70,11 +70,10 @@ pub async fn watch(page: &Page, recorder: Arc<Recorder>) -> anyhow::Result<JoinH
         loop {
             tokio::select! {
                 Some(event) = finished.next() => {
-                    if let Some(sent) = in_flight.remove(event.request_id.inner()) {
-                        let seconds = event.timestamp.inner() - sent;
-                        if seconds.is_finite() && seconds >= 0.0 {
-                            recorder.latency("http.duration", Duration::from_secs_f64(seconds));
-                        }
+                    if let Some(sent) = in_flight.remove(event.request_id.inner())
+                        && let Some(elapsed) = page_seconds(event.timestamp.inner() - sent)
+                    {
+                        recorder.latency("http.duration", elapsed);
                     }
                 }
                 Some(event) = responses.next() => {
@@ -95,8 +94,10 @@ pub async fn watch(page: &Page, recorder: Arc<Recorder>) -> anyhow::Result<JoinH
                     recorder.count(class, 1);
                     if let Some(timing) = &response.timing {
                         let ttfb_ms = timing.receive_headers_end - timing.send_start;
-                        if ttfb_ms.is_finite() && ttfb_ms >= 0.0 && timing.send_start >= 0.0 {
-                            recorder.latency("http.ttfb", Duration::from_secs_f64(ttfb_ms / 1000.0));
+                        if let Some(ttfb) = page_seconds(ttfb_ms / 1000.0)
+                            && timing.send_start >= 0.0
+                        {
+                            recorder.latency("http.ttfb", ttfb);
                         }
                     }
                 }
@@ -141,12 +142,12 @@ pub async fn watch(page: &Page, recorder: Arc<Recorder>) -> anyhow::Result<JoinH
                                 Some("lv-disconnect") => recorder.count("liveview.disconnects", 1),
                                 Some("lv-reconnect") => recorder.count("liveview.reconnects", 1),
                                 Some(other) => {
-                                    if let Some(ms) = other
+                                    if let Some(elapsed) = other
                                         .strip_prefix("lv-loading ")
                                         .and_then(|ms| ms.parse::<f64>().ok())
-                                        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                                        .and_then(|ms| page_seconds(ms / 1000.0))
                                     {
-                                        recorder.latency("liveview.page_loading", Duration::from_secs_f64(ms / 1000.0));
+                                        recorder.latency("liveview.page_loading", elapsed);
                                     }
                                 }
                                 None => {}
@@ -186,4 +187,27 @@ fn console_text(event: &EventConsoleApiCalled) -> Option<String> {
     }
     let kind = format!("{:?}", event.r#type).to_lowercase();
     Some(format!("{kind}: {text}"))
+}
+
+/// A latency from a number of seconds the browser or the page reported, or `None` when it is
+/// not one: negative, NaN, or past what a `Duration` holds. The page under test controls
+/// some of these numbers (its console messages), and `Duration::from_secs_f64` panics on
+/// them.
+fn page_seconds(seconds: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 12): a page logging `lv-loading 1e300` made the observer call
+    /// `Duration::from_secs_f64(1e297)`, which panics; finite and non-negative was not enough.
+    #[test]
+    fn numbers_a_page_reports_never_panic() {
+        assert_eq!(page_seconds(0.25), Some(Duration::from_millis(250)));
+        for bad in [1e300 / 1000.0, f64::INFINITY, f64::NAN, -1.0, 2e19] {
+            assert_eq!(page_seconds(bad), None, "{bad}");
+        }
+    }
 }

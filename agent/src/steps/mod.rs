@@ -345,8 +345,11 @@ async fn record_navigation_timing(page: &Page, recorder: &Recorder) {
         ("page.dom_content_loaded", dom),
         ("page.load", load),
     ] {
-        if ms.is_finite() && ms > 0.0 {
-            recorder.latency(name, Duration::from_secs_f64(ms / 1000.0));
+        // The page reports these numbers; `try_` because a page can report 1e300.
+        if ms > 0.0
+            && let Ok(latency) = Duration::try_from_secs_f64(ms / 1000.0)
+        {
+            recorder.latency(name, latency);
         }
     }
 }

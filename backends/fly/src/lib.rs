@@ -394,7 +394,7 @@ impl FlyBackend {
         let expires = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
-            + spec.ttl.as_secs();
+            .saturating_add(spec.ttl.as_secs());
         let mut settings = spec.agent_settings(format!("[::]:{}", self.agent_port));
         settings.no_sandbox = true;
         // In public mode Fly's edge terminates TLS and speaks plain HTTP to the machine, so

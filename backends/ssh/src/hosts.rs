@@ -185,6 +185,9 @@ fn expand_home(path: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -253,6 +253,23 @@ pub enum Error {
         message: String,
     },
 
+    /// A node's assignment (the scenario, its steps and its data) does not fit in one
+    /// protocol frame ([`liveload_proto::MAX_FRAME_BYTES`]); found before it was sent.
+    #[error(
+        "the assignment sent to each node is {encoded_bytes} bytes encoded, above the protocol's {limit}-byte frame limit{}",
+        data_file.as_ref().map(|f| format!("; the data file {} accounts for {data_bytes} bytes of it", f.display())).unwrap_or_default()
+    )]
+    AssignmentTooLarge {
+        /// The scenario's data file, when it has one (usually the culprit).
+        data_file: Option<PathBuf>,
+        /// The data table's share of the frame, encoded, in bytes (0 without data).
+        data_bytes: usize,
+        /// The whole `Prepare` frame, in bytes.
+        encoded_bytes: usize,
+        /// The frame limit, in bytes.
+        limit: usize,
+    },
+
     /// The provider refused or failed an operation.
     #[error(transparent)]
     Backend(Box<BackendError>),
@@ -376,6 +393,7 @@ impl Error {
             Error::MaxAllowedNodesInvalid { .. } => "max_allowed_nodes_invalid",
             Error::InvalidOption { .. } => "invalid_option",
             Error::Scenario { .. } => "scenario_invalid",
+            Error::AssignmentTooLarge { .. } => "assignment_too_large",
             Error::Backend(_) => "backend_error",
             Error::ConfirmationRequired { .. } => "confirmation_required",
             Error::CostCapExceeded { .. } => "cost_cap_exceeded",
@@ -399,7 +417,7 @@ impl Error {
             | Error::ConfirmationRequired { .. }
             | Error::CostCapExceeded { .. }
             | Error::CostUnknown { .. } => exit_code::USAGE,
-            Error::Scenario { .. } => exit_code::SCENARIO,
+            Error::Scenario { .. } | Error::AssignmentTooLarge { .. } => exit_code::SCENARIO,
             Error::ScenarioIsAlreadyRunning { .. } => exit_code::ALREADY_RUNNING,
             Error::NecessaryNodesExceedsMaxAllowedNodes { .. } | Error::NodeTooSmall { .. } => {
                 exit_code::SIZING
@@ -468,6 +486,10 @@ impl Error {
             ),
             Error::Interrupted => return None,
             Error::Scenario { .. } => "fix the file and check it again".into(),
+            Error::AssignmentTooLarge { .. } => {
+                "use a smaller data file (fewer or shorter rows, fewer characters JSON must escape) or fewer steps; every node receives the whole scenario and its data"
+                    .into()
+            }
             _ => return None,
         })
     }
@@ -515,6 +537,13 @@ impl Error {
             Error::Scenario {
                 file, line, column, ..
             } => serde_json::json!({"file": file, "line": line, "column": column}),
+            Error::AssignmentTooLarge {
+                data_file,
+                data_bytes,
+                encoded_bytes,
+                limit,
+            } => serde_json::json!({"data_file": data_file, "data_bytes": data_bytes,
+                "encoded_bytes": encoded_bytes, "limit": limit}),
             Error::Backend(e) => {
                 serde_json::json!({"backend": e.backend, "kind": e.kind, "retryable": e.retryable})
             }

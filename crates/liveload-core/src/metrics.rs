@@ -117,7 +117,7 @@ pub fn decode_buckets(bytes: &[u8]) -> std::result::Result<Vec<(u64, u64)>, Stri
                 let value = value_for(index).ok_or("histogram value out of range")?;
                 buckets.push((value, number as u64));
             }
-            index += 1;
+            index = index.checked_add(1).ok_or("histogram index overflow")?;
         }
     }
     Ok(buckets)
@@ -205,13 +205,15 @@ pub struct NodeAggregate {
 impl MetricsAggregate {
     /// Add one snapshot from `node`.
     pub fn merge(&mut self, node: &str, snapshot: &MetricsSnapshot) -> Result<()> {
-        // Snapshots are cut at whole seconds after start (give or take scheduling).
-        let second = (snapshot.elapsed_ms + 500) / 1000;
+        // Snapshots are cut at whole seconds after start (give or take scheduling). Every sum
+        // below saturates: an agent's numbers are untrusted, and a wrong total is its bug to
+        // show in the report, not a reason for the controller to panic.
+        let second = snapshot.elapsed_ms.saturating_add(500) / 1000;
         let node_metrics = self.nodes.entry(node.to_string()).or_default();
         node_metrics.active_users = snapshot.active_users;
         node_metrics.snapshots += 1;
         let pending = self.pending.entry(second).or_default();
-        pending.active_users += snapshot.active_users;
+        pending.active_users = pending.active_users.saturating_add(snapshot.active_users);
         for (name, blob) in &snapshot.histograms {
             let buckets = decode_buckets(&blob.0).map_err(|message| Error::AgentConnection {
                 node: node.to_string(),
@@ -228,13 +230,18 @@ impl MetricsAggregate {
             }
         }
         for (name, value) in &snapshot.counters {
-            *node_metrics.counters.entry(name.clone()).or_default() += value;
-            *self.counters.entry(name.clone()).or_default() += value;
-            match name.as_str() {
-                counter::ITERATIONS_OK => pending.iterations_ok += value,
-                counter::ITERATIONS_FAILED => pending.iterations_failed += value,
-                _ => {}
+            for total in [
+                node_metrics.counters.entry(name.clone()).or_default(),
+                self.counters.entry(name.clone()).or_default(),
+            ] {
+                *total = total.saturating_add(*value);
             }
+            let in_second = match name.as_str() {
+                counter::ITERATIONS_OK => &mut pending.iterations_ok,
+                counter::ITERATIONS_FAILED => &mut pending.iterations_failed,
+                _ => continue,
+            };
+            *in_second = in_second.saturating_add(*value);
         }
         self.failures.merge(node, snapshot);
         // Close the seconds no agent will report any more.
@@ -315,7 +322,9 @@ impl MetricsAggregate {
 
     /// Users running right now, summed over nodes.
     pub fn active_users(&self) -> u64 {
-        self.nodes.values().map(|n| n.active_users).sum()
+        self.nodes
+            .values()
+            .fold(0, |sum: u64, n| sum.saturating_add(n.active_users))
     }
 
     /// Percentile summaries of every histogram, by name.
@@ -458,6 +467,51 @@ mod tests {
             assert_eq!(point.active_users, 5);
             assert_eq!(point.iterations_ok, 3);
         }
+    }
+
+    /// Regression (issue 12, found by `tests/fuzz`): an agent's `elapsed_ms` near `u64::MAX`
+    /// overflowed `elapsed_ms + 500`; counters and users near it overflowed their sums.
+    #[test]
+    fn numbers_near_u64_max_saturate() {
+        let mut agg = MetricsAggregate::default();
+        let snap = MetricsSnapshot {
+            elapsed_ms: u64::MAX,
+            active_users: u64::MAX,
+            counters: [(counter::ITERATIONS_OK.to_string(), u64::MAX)]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        agg.merge("a", &snap).unwrap();
+        agg.merge("b", &snap).unwrap();
+        assert_eq!(agg.counter(counter::ITERATIONS_OK), u64::MAX);
+        assert_eq!(agg.active_users(), u64::MAX);
+        agg.finish();
+        assert_eq!(agg.series[0].iterations_ok, u64::MAX);
+    }
+
+    /// Regression (issue 12): a zig-zag run of -2^63 and 2^63 - 1 moved the bucket index to
+    /// `u64::MAX`, and the next zero count overflowed it.
+    #[test]
+    fn a_bucket_index_past_u64_max_is_an_error() {
+        let mut h = new_histogram();
+        h.record(1).unwrap();
+        let mut bytes = blob(&h).0;
+        let header = 40;
+        // Zig-zag LEB128: -(2^63 - 1) then -(2^63 - 1) then -1, then a zero count.
+        let skip_max: [u8; 9] = [0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&skip_max);
+        payload.extend_from_slice(&skip_max);
+        payload.push(0x01);
+        payload.push(0x00);
+        bytes.truncate(header);
+        bytes[4..8].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&payload);
+        assert_eq!(
+            decode_buckets(&bytes).unwrap_err(),
+            "histogram index overflow"
+        );
     }
 
     #[test]

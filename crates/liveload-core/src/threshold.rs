@@ -157,6 +157,13 @@ impl Threshold {
             };
             (measure, limit)
         };
+        // `inf` and `NaN` parse as numbers; NaN fails every comparison and inf passes or
+        // fails them all, so neither is a limit anyone means.
+        if !limit.is_finite() {
+            return Err(format!(
+                "threshold '{text}': the limit must be a finite number"
+            ));
+        }
         Ok(Threshold {
             expr: text.to_string(),
             measure,
@@ -183,8 +190,10 @@ impl Threshold {
             Measure::ErrorRate => {
                 let ok = metrics.counter(counter::ITERATIONS_OK);
                 let failed = metrics.counter(counter::ITERATIONS_FAILED);
-                let total = ok + failed;
-                (total > 0).then(|| failed as f64 / total as f64)
+                // In floating point: an agent's counters can be anything, and `ok + failed`
+                // in u64 could overflow.
+                let total = ok as f64 + failed as f64;
+                (total > 0.0).then(|| failed as f64 / total)
             }
         }
     }
@@ -230,7 +239,9 @@ fn parse_ms(text: &str) -> Result<f64, String> {
     if let Ok(number) = text.parse::<f64>() {
         return Ok(number);
     }
-    crate::scenario::parse_duration(text).map(|d| d.as_secs_f64() * 1000.0)
+    // From whole nanoseconds: `800ms` is exactly 800.0 (seconds times 1000 can be off by an
+    // ulp).
+    crate::scenario::parse_duration(text).map(|d| d.as_nanos() as f64 / 1_000_000.0)
 }
 
 /// `1%` -> 0.01; `0.01` -> 0.01.
@@ -291,6 +302,9 @@ mod tests {
             "p120(x) < 1s",
             "error_rate < lots",
             "p95() < 1s",
+            "p95(x) < NaN",
+            "count(x) >= inf",
+            "error_rate < -inf%",
         ] {
             assert!(Threshold::parse(bad, false).is_err(), "{bad}");
         }
@@ -309,6 +323,14 @@ mod tests {
         assert!(judge("count(step:navigate /) >= 100").passed);
         assert!(judge("error_rate < 2%").passed);
         assert!(!judge("error_rate < 1%").passed);
+        // Regression (issue 12, found by `tests/fuzz`): `ok + failed` overflowed.
+        let mut huge = metrics();
+        huge.counters
+            .insert(counter::ITERATIONS_FAILED.into(), u64::MAX);
+        let verdict = Threshold::parse("error_rate < 1%", false)
+            .unwrap()
+            .evaluate(&huge);
+        assert_eq!(verdict.observed, Some(1.0));
         let missing = judge("p95(step:nowhere) < 1s");
         assert!(
             !missing.passed && missing.observed.is_none(),

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use liveload_proto::*;
 use proptest::prelude::*;
 
+mod fuzz;
+
 fn arb_snapshot() -> impl Strategy<Value = MetricsSnapshot> {
     (
         any::<u64>(),
@@ -164,16 +166,30 @@ fn arb_controller_message() -> impl Strategy<Value = ControllerMessage> {
 }
 
 proptest! {
+    // These are the frame decoders' fuzz targets: seeded, with fixed case counts
+    // (`LIVELOAD_FUZZ_CASES` for longer runs; see `fuzz::config`).
+    #![proptest_config(fuzz::config(1500))]
+
+    /// Arbitrary bytes: an error, or a message that survives a second trip over the wire.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        let _ = decode_agent(&bytes);
-        let _ = decode_controller(&bytes);
+        fuzz::decodes_consistently(&bytes)?;
     }
 
     #[test]
     fn json_shaped_garbage_never_panics(text in r#"\{"type":"[a-z_]{0,12}"(,"[a-z_]{1,10}":("[^"]{0,8}"|[0-9]{1,25}|null|\[\]|\{\}))*\}"#) {
-        let _ = decode_agent(text.as_bytes());
-        let _ = decode_controller(text.as_bytes());
+        fuzz::decodes_consistently(text.as_bytes())?;
+    }
+
+    /// Valid frames of every message and step kind, mutated in their structure: wrong types,
+    /// huge numbers, deep nesting, missing and unknown keys, swapped tags.
+    #[test]
+    fn mutated_valid_frames_decode_consistently(
+        seed in fuzz::seed_frame(),
+        mutations in proptest::collection::vec(fuzz::mutation(), 1..4),
+    ) {
+        let frame = fuzz::mutate(seed, &mutations);
+        fuzz::decodes_consistently(frame.as_bytes())?;
     }
 
     #[test]
@@ -186,6 +202,18 @@ proptest! {
     fn controller_messages_round_trip(message in arb_controller_message()) {
         let frame = encode(&message);
         prop_assert_eq!(decode_controller(frame.as_bytes()).unwrap(), message);
+    }
+}
+
+proptest! {
+    // Each case parses 8 MiB in a debug build (about a second): a fixed handful, whatever
+    // `LIVELOAD_FUZZ_CASES` says.
+    #![proptest_config(proptest::test_runner::Config { cases: 16, ..fuzz::config(16) })]
+
+    /// Frames a few bytes either side of the limit: refused above it, decoded at or below.
+    #[test]
+    fn frames_at_the_size_limit(seed in fuzz::seed_frame(), offset in -64i64..64) {
+        fuzz::at_the_limit(&seed, offset)?;
     }
 }
 

@@ -513,7 +513,13 @@ async fn settle(
     metrics: &mut MetricsAggregate,
     period: Duration,
 ) -> Result<(), Error> {
-    let end = Instant::now() + period;
+    // `--window` is any u64 of seconds: past the clock's range is a usage error, not a panic.
+    let end = Instant::now()
+        .checked_add(period)
+        .ok_or_else(|| Error::InvalidOption {
+            option: "--window".into(),
+            message: format!("{} s is past what this clock can count", period.as_secs()),
+        })?;
     while Instant::now() < end {
         connection.send(&ControllerMessage::Heartbeat).await?;
         let wait = (end - Instant::now()).min(Duration::from_secs(1));

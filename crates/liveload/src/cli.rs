@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use liveload_core::Error;
 use liveload_core::run::RunOptions;
-use liveload_core::scenario::{Scenario, parse_duration};
+use liveload_core::scenario::{MAX_DURATION_TEXT, Scenario, parse_duration};
 use liveload_core::sizing::{BrowserProfile, SizingConfig};
 
 /// Load-test web applications with real headless browsers on an ephemeral cluster.
@@ -324,17 +324,21 @@ impl RunFlags {
         let users = self.users.unwrap_or(scenario.users);
         let duration = self.duration.unwrap_or(scenario.duration);
         let defaults = BrowserProfile::default();
-        const MIB: u64 = 1024 * 1024;
         let sizing = SizingConfig {
             memory_safety_factor: self.memory_safety_factor,
-            reserved_headroom_bytes: self.reserved_headroom_mib * MIB,
+            reserved_headroom_bytes: mib_to_bytes(
+                "--reserved-headroom-mib",
+                self.reserved_headroom_mib,
+            )?,
             profile: BrowserProfile {
-                browser_memory_usage_bytes: self
-                    .browser_memory_mib
-                    .map_or(defaults.browser_memory_usage_bytes, |m| m * MIB),
-                context_memory_usage_bytes: self
-                    .context_memory_mib
-                    .map_or(defaults.context_memory_usage_bytes, |m| m * MIB),
+                browser_memory_usage_bytes: match self.browser_memory_mib {
+                    Some(mib) => mib_to_bytes("--browser-memory-mib", mib)?,
+                    None => defaults.browser_memory_usage_bytes,
+                },
+                context_memory_usage_bytes: match self.context_memory_mib {
+                    Some(mib) => mib_to_bytes("--context-memory-mib", mib)?,
+                    None => defaults.context_memory_usage_bytes,
+                },
                 browser_contexts_per_core: self
                     .contexts_per_core
                     .unwrap_or(defaults.browser_contexts_per_core),
@@ -344,9 +348,19 @@ impl RunFlags {
         options.max_allowed_nodes = self.max_allowed_nodes as u64;
         options.creation_timeout = self.creation_timeout;
         options.grace = self.grace;
-        options.ttl = self
-            .ttl
-            .unwrap_or(duration + Duration::from_secs(15 * 60) + self.creation_timeout);
+        options.ttl = match self.ttl {
+            Some(ttl) => ttl,
+            None => RunOptions::default_ttl(duration, self.creation_timeout).ok_or_else(|| {
+                Error::InvalidOption {
+                    option: "--ttl".into(),
+                    message: format!(
+                        "the default TTL (duration + creation timeout + 15m) is longer than \
+                         the limit of {MAX_DURATION_TEXT}; give --ttl, or a shorter --duration \
+                         or --creation-timeout"
+                    ),
+                }
+            })?,
+        };
         options.tls = self.tls;
         options.start_interval = self.start_interval;
         options.sizing = sizing;
@@ -358,5 +372,67 @@ impl RunFlags {
         options.max_cost_usd = self.max_cost;
         options.validate()?;
         Ok(options)
+    }
+}
+
+/// `mib` MiB in bytes, or an error naming `option` when that overflows a u64 (16 EiB: no
+/// machine has it, so it is a typo, never a real setting).
+fn mib_to_bytes(option: &str, mib: u64) -> Result<u64, Error> {
+    const MIB: u64 = 1024 * 1024;
+    mib.checked_mul(MIB).ok_or_else(|| Error::InvalidOption {
+        option: option.into(),
+        message: format!("{mib} MiB does not fit in 64 bits of bytes"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    /// The run options from `liveload run s.yaml FLAGS` for a 30 s scenario.
+    fn options(flags: &[&str]) -> Result<RunOptions, Error> {
+        let args = ["liveload", "run", "s.yaml"].iter().chain(flags);
+        let Command::Run(run) = Cli::try_parse_from(args).unwrap().command else {
+            unreachable!("parsed as `run`")
+        };
+        run.run
+            .options(&Scenario::new("demo", "http://x", Vec::new()))
+    }
+
+    /// Regression (issue 12): `reserved_headroom_mib * MIB` overflowed (a panic in debug
+    /// builds, a silently wrong headroom in release).
+    #[test]
+    fn mib_that_overflow_bytes_are_refused_by_option() {
+        let huge = u64::MAX.to_string();
+        for option in [
+            "--reserved-headroom-mib",
+            "--browser-memory-mib",
+            "--context-memory-mib",
+        ] {
+            let err = options(&[option, &huge]).unwrap_err();
+            assert_eq!(err.code(), "invalid_option");
+            assert!(err.to_string().contains(option), "{err}");
+        }
+        let ok = options(&["--reserved-headroom-mib", "1024"]).unwrap();
+        assert_eq!(ok.sizing.reserved_headroom_bytes, 1024 * 1024 * 1024);
+    }
+
+    /// Regression (issue 12): the default TTL `duration + 15m + creation timeout` was an
+    /// unchecked sum; at the bound it now names the options to shorten.
+    #[test]
+    fn a_default_ttl_past_the_bound_is_an_error() {
+        let err = options(&["--duration", "87600h"]).unwrap_err().to_string();
+        assert!(err.contains("--ttl") && err.contains("10 years"), "{err}");
+        let ok = options(&["--duration", "87600h", "--ttl", "87600h"]).unwrap();
+        assert_eq!(ok.ttl, liveload_core::scenario::MAX_DURATION);
+        let err =
+            Cli::try_parse_from(["liveload", "run", "s", "--duration", "6000000000000000000m"])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("10 years"), "{err}");
+        let ok = options(&[]).unwrap();
+        assert_eq!(ok.ttl, Duration::from_secs(30 + 120 + 15 * 60));
     }
 }

@@ -162,7 +162,7 @@ pub(super) fn run_charts(s: &[SecondPoint]) -> Vec<Chart<'static>> {
             "per second",
             &[
                 series(s, "iterations/s", "#1a7f37", |p| {
-                    (p.iterations_ok + p.iterations_failed) as f64
+                    p.iterations_ok.saturating_add(p.iterations_failed) as f64
                 }),
                 series(s, "steps/s", "#8250df", |p| p.steps as f64),
             ],

@@ -164,7 +164,7 @@ fn cards(r: &RunReport) -> Cards {
         users: r.users,
         users_succeeded: r.users_succeeded,
         users_failed: r.users_failed,
-        iterations: r.iterations_ok + r.iterations_failed,
+        iterations: r.iterations_ok.saturating_add(r.iterations_failed),
         iterations_failed: r.iterations_failed,
         error_rate: format!("{:.2}", error_rate(r) * 100.0),
         iteration_p95: ms(|s| s.p95_ms),

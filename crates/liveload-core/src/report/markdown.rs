@@ -115,7 +115,7 @@ pub fn markdown(r: &RunReport) -> String {
         r.users,
         r.users_succeeded,
         r.users_failed,
-        r.iterations_ok + r.iterations_failed,
+        r.iterations_ok.saturating_add(r.iterations_failed),
         r.iterations_failed,
     ];
     let mut cells: Vec<String> = summary.iter().map(u64::to_string).collect();
@@ -234,7 +234,7 @@ fn steps_errors_nodes(out: &mut String, r: &RunReport) {
 /// Two runs side by side: every metric's p50/p95/p99 and the error rates, with B's change
 /// relative to A.
 pub fn compare_markdown(a: &RunReport, b: &RunReport) -> String {
-    let iterations = |r: &RunReport| r.iterations_ok + r.iterations_failed;
+    let iterations = |r: &RunReport| r.iterations_ok.saturating_add(r.iterations_failed);
     let mut out = format!(
         "# liveload: {} vs {}\n\nA = {} ({}), B = {} ({})\n\n",
         md(&a.scenario, Md::Text),

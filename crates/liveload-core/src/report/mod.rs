@@ -69,11 +69,12 @@ pub fn verdict(r: &RunReport) -> &'static str {
 
 /// Failed iterations / all iterations.
 pub fn error_rate(r: &RunReport) -> f64 {
-    let total = r.iterations_ok + r.iterations_failed;
-    if total == 0 {
+    // In floating point: the counts come from agents or a result.json, and may be anything.
+    let total = r.iterations_ok as f64 + r.iterations_failed as f64;
+    if total == 0.0 {
         0.0
     } else {
-        r.iterations_failed as f64 / total as f64
+        r.iterations_failed as f64 / total
     }
 }
 

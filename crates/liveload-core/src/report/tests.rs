@@ -382,3 +382,21 @@ fn ordinary_markdown_reads_as_before() {
     );
     assert!(compare.contains("| step:navigate / | 120.0 | 120.0 | 204.0 | 204.0 | +0.0 % |"));
 }
+
+/// Regression (issue 12): `iterations_ok + iterations_failed` overflowed in the error rate, the
+/// HTML and Markdown reports, the comparison and the chart, for counts an agent or a hand-edited
+/// result.json can hold.
+#[test]
+fn counts_near_u64_max_render() {
+    let mut r = sample("x");
+    r.iterations_ok = u64::MAX;
+    r.iterations_failed = 1;
+    for point in &mut r.series {
+        point.iterations_ok = u64::MAX;
+        point.iterations_failed = u64::MAX;
+    }
+    assert!(error_rate(&r) > 0.0 && error_rate(&r) < 1e-12);
+    assert!(html(&r).contains("18446744073709551615"));
+    assert!(markdown(&r).contains("18446744073709551615"));
+    assert!(!compare_markdown(&r, &r).is_empty());
+}

@@ -276,7 +276,7 @@ pub async fn wait_ready_or_destroy(
     handle: &NodeHandle,
     timeout: Duration,
 ) -> Result<AgentEndpoint> {
-    let deadline = Instant::now() + timeout;
+    let deadline = super::deadline_after(Instant::now(), timeout);
     match wait_ready(backend, handle, deadline, timeout).await {
         Ok(endpoint) => Ok(endpoint),
         Err(e) => {

@@ -46,6 +46,7 @@ pub use teardown::teardown;
 pub use terms::{NodeTerms, describe_load, node_terms};
 
 use crate::backend::{Backend, Billing, LinkPath, NodeHandle};
+use crate::scenario::{MAX_DURATION, MAX_DURATION_TEXT};
 use crate::sizing::SizingConfig;
 use crate::{Error, Result, names};
 use boot::{Booter, Inbox, LiveNode};
@@ -132,7 +133,9 @@ impl RunOptions {
             max_allowed_nodes: 100,
             creation_timeout: Duration::from_secs(120),
             sizing: SizingConfig::default(),
-            ttl: duration + Duration::from_secs(15 * 60),
+            // Saturating: an absurd duration is `validate`'s to refuse, with a message, not
+            // a constructor's to panic on.
+            ttl: duration.saturating_add(TTL_MARGIN),
             grace: Duration::from_secs(30),
             tls: false,
             start_interval: Duration::ZERO,
@@ -175,8 +178,66 @@ impl RunOptions {
         {
             return invalid("--max-cost", "must be a positive amount of USD");
         }
+        for (option, value) in [
+            ("--duration", self.duration),
+            ("--creation-timeout", self.creation_timeout),
+            ("--ttl", self.ttl),
+            ("--grace", self.grace),
+            ("--start-interval", self.start_interval),
+            ("--teardown-timeout", self.teardown_timeout),
+        ] {
+            if value > MAX_DURATION {
+                let message = format!("{value:?} is longer than the limit of {MAX_DURATION_TEXT}");
+                return invalid(option, &message);
+            }
+        }
+        // Every deadline and TTL a run computes is a sum of some of these; each is bounded
+        // above, so even their total fits a `Duration`. Checked anyway, so a change to the
+        // bound can never turn into a panic later in the run.
+        let all = [
+            self.duration,
+            self.creation_timeout,
+            self.ttl,
+            self.grace,
+            self.start_interval,
+        ];
+        if all
+            .iter()
+            .try_fold(Duration::ZERO, |sum, d| sum.checked_add(*d))
+            .is_none()
+        {
+            return invalid(
+                "--ttl",
+                "duration, creation timeout, TTL and grace overflow when added",
+            );
+        }
         self.sizing.validate()
     }
+
+    /// The agents' TTL when none is given: `duration + creation_timeout + 15m` (time to boot,
+    /// run, and tear down with room to spare); `None` when that is longer than
+    /// [`MAX_DURATION`] (or overflows), so a caller can say which options to shorten.
+    pub fn default_ttl(duration: Duration, creation_timeout: Duration) -> Option<Duration> {
+        duration
+            .checked_add(creation_timeout)?
+            .checked_add(TTL_MARGIN)
+            .filter(|ttl| *ttl <= MAX_DURATION)
+    }
+}
+
+/// What the TTL adds to a run's own length: teardown, retries, a slow report.
+const TTL_MARGIN: Duration = Duration::from_secs(15 * 60);
+
+/// The instant `after` past `from`, for a deadline built from a user's duration.
+///
+/// Durations from files and flags are bounded by [`MAX_DURATION`] and `RunOptions::validate`,
+/// but a library caller can put any `Duration` in a `Scenario` or `RunOptions`, and
+/// `Instant + Duration` panics on overflow. A deadline this far away is "never" for a load
+/// test, so capping it at the bound changes nothing a user can observe.
+pub(crate) fn deadline_after(from: Instant, after: Duration) -> Instant {
+    // `from + 10 years` fits every clock liveload runs on; should one not, the deadline is
+    // now and the phase times out with its own message rather than panicking.
+    from.checked_add(after.min(MAX_DURATION)).unwrap_or(from)
 }
 
 /// Does this run's agent link need TLS? Always across a network; elsewhere when asked.
@@ -264,12 +325,14 @@ pub async fn run_controlled(
     mut control: Option<ControlEnd>,
 ) -> Result<RunReport> {
     options.validate()?;
+    let run_id = names::new_run_id(&options.cluster_name);
+    // Before any machine exists: a scenario too large for the wire would fail every node.
+    prepare::check_scenario_fits(scenario, options, &run_id)?;
     if backend.billing() == Billing::Billed && options.cost_confirmation.is_none() {
         let estimate = estimate(backend.as_ref(), options).await.ok().flatten();
         require_confirmation(backend.as_ref(), options, estimate.as_ref())?;
     }
     check_cost_cap(backend.as_ref(), options).await?;
-    let run_id = names::new_run_id(&options.cluster_name);
     let _alive = match &options.state_dir {
         Some(dir) => Some(crate::state::RunAlive::hold(dir, &run_id)?),
         None => None,
@@ -404,5 +467,54 @@ mod tests {
         let mut bad_factor = ok;
         bad_factor.sizing.memory_safety_factor = 1.5;
         assert_eq!(bad_factor.validate().unwrap_err().code(), "invalid_option");
+    }
+
+    /// Regression (issue 12): `RunOptions::new` added 15 minutes to the duration unchecked,
+    /// and nothing refused durations whose sums overflow later (TTL, deadlines).
+    #[test]
+    fn durations_past_the_bound_are_refused_by_name() {
+        let huge = RunOptions::new("demo", 1, Duration::MAX);
+        assert_eq!(huge.ttl, Duration::MAX, "saturated, not panicked");
+        let err = huge.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--duration") && err.contains("10 years"),
+            "{err}"
+        );
+        let ok = RunOptions::new("demo", 1, Duration::from_secs(1));
+        for option in ["--creation-timeout", "--ttl", "--grace", "--start-interval"] {
+            let mut bad = ok.clone();
+            let field = match option {
+                "--creation-timeout" => &mut bad.creation_timeout,
+                "--ttl" => &mut bad.ttl,
+                "--grace" => &mut bad.grace,
+                _ => &mut bad.start_interval,
+            };
+            *field = MAX_DURATION + Duration::from_nanos(1);
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains(option), "{option}: {err}");
+        }
+        let mut at_bound = ok;
+        at_bound.duration = MAX_DURATION;
+        at_bound.creation_timeout = MAX_DURATION;
+        at_bound.validate().unwrap();
+        assert_eq!(
+            RunOptions::default_ttl(Duration::MAX, Duration::from_secs(1)),
+            None
+        );
+        assert_eq!(RunOptions::default_ttl(MAX_DURATION, Duration::ZERO), None);
+        assert_eq!(
+            RunOptions::default_ttl(Duration::from_secs(60), Duration::from_secs(120)),
+            Some(Duration::from_secs(60 + 120 + 15 * 60))
+        );
+    }
+
+    #[test]
+    fn a_deadline_past_the_clock_is_capped_not_a_panic() {
+        let now = Instant::now();
+        assert_eq!(deadline_after(now, Duration::MAX), now + MAX_DURATION);
+        assert_eq!(
+            deadline_after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
     }
 }

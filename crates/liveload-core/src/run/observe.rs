@@ -101,10 +101,13 @@ impl Observation<'_> {
             aborted: None,
             cost_cap_reached: false,
         };
-        let mut deadline = started
-            + self.options.duration
-            + self.scenario.iteration_timeout
-            + Duration::from_secs(30);
+        // Saturating, then capped: a scenario built in code may hold any duration.
+        let mut deadline = super::deadline_after(
+            started,
+            (self.options.duration)
+                .saturating_add(self.scenario.iteration_timeout)
+                .saturating_add(Duration::from_secs(30)),
+        );
         let mut users_now = self.options.users;
         let mut users_total = self.options.users;
         let mut status_tick = tokio::time::interval(Duration::from_secs(1));
@@ -323,7 +326,8 @@ impl Observation<'_> {
             active_users: metrics.active_users(),
             iterations_ok: metrics.counter(counter::ITERATIONS_OK),
             iterations_failed: metrics.counter(counter::ITERATIONS_FAILED),
-            iterations_per_s: last.map_or(0, |p| p.iterations_ok + p.iterations_failed),
+            iterations_per_s: last
+                .map_or(0, |p| p.iterations_ok.saturating_add(p.iterations_failed)),
             step_p95_ms: last.map_or(0.0, |p| p.step_p95_ms),
             nodes: self.live.len() - finished.iter().filter(|f| **f).count(),
         });

@@ -184,8 +184,9 @@ pub async fn estimate(backend: &dyn Backend, options: &RunOptions) -> Result<Opt
     )?;
     plan.node_hourly_price = backend.hourly_price();
     let plan = plan.with_boot_floor(backend);
-    let hours = (options.duration.as_secs_f64()
-        + options.creation_timeout.as_secs_f64()
+    let hours = ((options.duration)
+        .saturating_add(options.creation_timeout)
+        .as_secs_f64()
         + plan.boot_floor_s.unwrap_or(0.0))
         / 3600.0;
     let cost_usd = plan
@@ -217,7 +218,9 @@ pub async fn plan(backend: &dyn Backend, options: &RunOptions) -> Result<Plan> {
         run_id: names::new_run_id(&format!("{}-plan", options.cluster_name)),
         index: 0,
         token: names::new_token(),
-        ttl: options.creation_timeout + Duration::from_secs(60),
+        ttl: options
+            .creation_timeout
+            .saturating_add(Duration::from_secs(60)),
         grace: Duration::from_secs(30),
         tls: tls.as_ref().map(|(agent, _)| agent.clone()),
         no_browser: options.no_browser,
@@ -228,7 +231,7 @@ pub async fn plan(backend: &dyn Backend, options: &RunOptions) -> Result<Plan> {
         if let (Some((_, pin)), None, None) = (&tls, &endpoint.tls, &endpoint.proxy) {
             endpoint.tls = Some(pin.clone());
         }
-        let deadline = Instant::now() + options.creation_timeout;
+        let deadline = super::deadline_after(Instant::now(), options.creation_timeout);
         let (connection, welcome) =
             AgentConnection::connect(&node.id, &endpoint, &spec.token, deadline).await?;
         connection.close().await;

@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 
-use liveload_proto::{AgentMessage, Assignment, ControllerMessage};
+use liveload_proto::{AgentMessage, Assignment, ControllerMessage, MAX_FRAME_BYTES};
 use tokio::time::Instant;
 
 use super::boot::{Inbox, LiveNode};
-use super::terms::node_terms;
+use super::terms::{NodeTerms, node_terms};
 use super::{RunOptions, next_message, send};
 use crate::agent_client::message_name;
 use crate::scenario::Scenario;
@@ -38,29 +38,22 @@ pub(super) async fn prepare_and_start(
 ) -> Result<()> {
     let users_per_node: Vec<u64> = live.iter().map(|n| n.report.users).collect();
     let terms = node_terms(scenario, options, &users_per_node);
-    for (node, terms) in live.iter().zip(terms) {
-        let assignment = Assignment {
-            run_id: run_id.to_string(),
-            scenario: scenario.name.clone(),
-            base_url: scenario.base_url.clone(),
-            first_user_id: node.report.first_user_id,
-            users: node.report.users,
-            duration_ms: options.duration.as_millis() as u64,
-            iteration_timeout_ms: scenario.iteration_timeout.as_millis() as u64,
-            start_interval_ms: terms.start_interval.as_millis() as u64,
-            start_batch: terms.start_batch,
-            steps: scenario.steps.clone(),
-            step_timeout_ms: scenario.step_timeout.as_millis() as u64,
-            data: scenario.data.clone(),
-            workload: terms.workload,
-            throttle: terms.throttle,
-            no_browser: options.no_browser,
-            diagnostics: scenario.diagnostics(),
-        };
-        send(node, ControllerMessage::Prepare(Box::new(assignment)))?;
+    // Every frame is built and measured before any is sent: a node never prepares for a run
+    // that another node's frame is about to fail.
+    let frames = live
+        .iter()
+        .zip(terms)
+        .map(|(node, terms)| {
+            let (first_user_id, users) = (node.report.first_user_id, node.report.users);
+            let frame = prepare_frame(scenario, options, run_id, first_user_id, users, terms);
+            check_frame_size(&frame, scenario).map(|()| frame)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (node, frame) in live.iter().zip(frames) {
+        send(node, frame)?;
     }
     let mut prepared = 0;
-    let deadline = Instant::now() + options.creation_timeout;
+    let deadline = super::deadline_after(Instant::now(), options.creation_timeout);
     while prepared < live.len() {
         let (position, message) = next_message(inbox, deadline, "prepare").await?;
         let Some(&i) = positions.get(&position) else {
@@ -85,4 +78,134 @@ pub(super) async fn prepare_and_start(
         send(node, ControllerMessage::Start)?;
     }
     Ok(())
+}
+
+/// The `Prepare` frame of one node: users `first_user_id ..` (`users` of them) on `terms`.
+fn prepare_frame(
+    scenario: &Scenario,
+    options: &RunOptions,
+    run_id: &str,
+    first_user_id: u64,
+    users: u64,
+    terms: NodeTerms,
+) -> ControllerMessage {
+    // Durations are bounded (`MAX_DURATION`, about 3e11 ms), so `as u64` never truncates.
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    ControllerMessage::Prepare(Box::new(Assignment {
+        run_id: run_id.to_string(),
+        scenario: scenario.name.clone(),
+        base_url: scenario.base_url.clone(),
+        first_user_id,
+        users,
+        duration_ms: ms(options.duration),
+        iteration_timeout_ms: ms(scenario.iteration_timeout),
+        start_interval_ms: ms(terms.start_interval),
+        start_batch: terms.start_batch,
+        steps: scenario.steps.clone(),
+        step_timeout_ms: ms(scenario.step_timeout),
+        data: scenario.data.clone(),
+        workload: terms.workload,
+        throttle: terms.throttle,
+        no_browser: options.no_browser,
+        diagnostics: scenario.diagnostics(),
+    }))
+}
+
+/// Refuse a frame the agent would refuse: larger than [`MAX_FRAME_BYTES`] once encoded.
+///
+/// Without this check the agent drops the link on reading the frame, and all the controller
+/// sees is a closed connection. The culprit is nearly always the data file (it travels whole
+/// to every node, and JSON can make it several times larger: quotes around every cell,
+/// six bytes for a control character), so the error names it and its share.
+fn check_frame_size(frame: &ControllerMessage, scenario: &Scenario) -> Result<()> {
+    let encoded_bytes = liveload_proto::encode(frame).len();
+    if encoded_bytes <= MAX_FRAME_BYTES {
+        return Ok(());
+    }
+    Err(Error::AssignmentTooLarge {
+        data_file: scenario.data_file.clone(),
+        data_bytes: scenario
+            .data
+            .as_ref()
+            .map_or(0, |data| liveload_proto::encode(data).len()),
+        encoded_bytes,
+        limit: MAX_FRAME_BYTES,
+    })
+}
+
+/// Check, before any machine is created, that the scenario fits in a `Prepare` frame.
+///
+/// The frame is the one-node frame for every user: nodes' frames differ from it only in a few
+/// numbers (user range, rates), tens of bytes at most, and `prepare_and_start` checks each
+/// node's exact frame again before sending.
+pub(super) fn check_scenario_fits(
+    scenario: &Scenario,
+    options: &RunOptions,
+    run_id: &str,
+) -> Result<()> {
+    let terms = node_terms(scenario, options, &[options.users]);
+    let terms = terms.into_iter().next().expect("one node, one share");
+    let frame = prepare_frame(scenario, options, run_id, 0, options.users, terms);
+    check_frame_size(&frame, scenario)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use liveload_proto::{DataTable, Step, StepKind};
+
+    use super::*;
+
+    fn scenario_with(cell: &str, rows: usize) -> Scenario {
+        let mut scenario = Scenario::new(
+            "big",
+            "http://x",
+            vec![Step {
+                name: "n".into(),
+                kind: StepKind::Navigate { url: "/".into() },
+            }],
+        );
+        scenario.data = Some(DataTable {
+            columns: vec!["c".into()],
+            rows: vec![vec![cell.to_string()]; rows],
+            secret_columns: Vec::new(),
+        });
+        scenario.data_file = Some("data/users.csv".into());
+        scenario
+    }
+
+    /// Regression (issue 12): a data file under its 4 MiB limit encoded past the 8 MiB frame
+    /// limit, and the agent dropped the link. Control characters take six bytes in JSON.
+    #[test]
+    fn an_assignment_past_the_frame_limit_names_the_data_file_and_sizes() {
+        let options = RunOptions::new("big", 10, Duration::from_secs(1));
+        // 3 MiB of control characters in 1 KiB cells: under the CSV limit, ~18 MiB in JSON.
+        let scenario = scenario_with(&"\u{1}".repeat(1024), 3 * 1024);
+        let err = check_scenario_fits(&scenario, &options, "big-r1").unwrap_err();
+        let Error::AssignmentTooLarge {
+            data_file,
+            data_bytes,
+            encoded_bytes,
+            limit,
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            data_file.as_deref(),
+            Some(std::path::Path::new("data/users.csv"))
+        );
+        assert_eq!(*limit, MAX_FRAME_BYTES);
+        assert!(*data_bytes > 6 * 3 * 1024 * 1024, "{data_bytes}");
+        assert!(encoded_bytes > data_bytes, "{encoded_bytes} {data_bytes}");
+        let message = err.to_string();
+        for needle in ["data/users.csv", &encoded_bytes.to_string(), "8388608"] {
+            assert!(message.contains(needle), "{needle}: {message}");
+        }
+        assert_eq!(err.code(), "assignment_too_large");
+        // The same data as plain letters fits (3 MiB plus quotes).
+        let fits = scenario_with(&"a".repeat(1024), 3 * 1024);
+        check_scenario_fits(&fits, &options, "big-r1").unwrap();
+    }
 }

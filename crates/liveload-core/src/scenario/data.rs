@@ -5,7 +5,7 @@
 //! which is why it is read before the steps are lowered: the template checks need the names.
 //! Columns listed under `secret` are redacted by the agents from everything they report.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use liveload_proto::DataTable;
 
@@ -24,10 +24,7 @@ pub(super) fn read_data(
     let Some(data) = data else {
         return Ok(None);
     };
-    let file = scenario_path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(&data.file);
+    let file = data_path(scenario_path, data);
     let mut table = read_csv(&file).map_err(|m| Located::new(m, data.file.as_str()))?;
     for column in &data.secret {
         if !table.columns.contains(column) {
@@ -43,6 +40,14 @@ pub(super) fn read_data(
     }
     table.secret_columns = data.secret.clone();
     Ok(Some(table))
+}
+
+/// The data file's path: relative to the scenario's folder.
+pub(super) fn data_path(scenario_path: &Path, data: &RawData) -> PathBuf {
+    scenario_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(&data.file)
 }
 
 /// Read a CSV file with a header row: the (trimmed) headers name the columns, and there must

@@ -41,6 +41,7 @@
 
 mod data;
 mod lower;
+mod nesting;
 mod raw;
 mod schema;
 #[cfg(test)]
@@ -48,13 +49,13 @@ mod schema_drift;
 mod text;
 mod workload;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use liveload_proto::{DataTable, Diagnostics, Step};
 
 pub use schema::json_schema;
-pub use text::{parse_duration, template_variables};
+pub use text::{MAX_DURATION, MAX_DURATION_TEXT, parse_duration, template_variables};
 
 use crate::threshold::Threshold;
 use crate::{Error, Result};
@@ -82,6 +83,8 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     /// Per-user data from a CSV file.
     pub data: Option<DataTable>,
+    /// Where `data` was read from (resolved against the scenario's folder), for messages.
+    pub data_file: Option<PathBuf>,
     /// Pass/fail criteria.
     pub thresholds: Vec<Threshold>,
     /// How users arrive.
@@ -156,6 +159,7 @@ impl Scenario {
             on_failure: OnFailure::Nothing,
             steps,
             data: None,
+            data_file: None,
             thresholds: Vec::new(),
             load: ALL_USERS_AT_ONCE,
             throttle: Throttle::default(),
@@ -237,6 +241,12 @@ impl Scenario {
     /// file's relative path.
     pub fn from_yaml(path: &Path, text: &str) -> Result<Scenario> {
         let source = Source::new(path, text);
+        nesting::check(text).map_err(|(line, column, message)| Error::Scenario {
+            file: path.to_path_buf(),
+            line,
+            column,
+            message,
+        })?;
         let raw: RawScenario = serde_yaml_ng::from_str(text).map_err(|e| source.parse_error(e))?;
         Self::lower(raw, path).map_err(|e| source.locate(e))
     }
@@ -269,6 +279,7 @@ impl Scenario {
             on_failure,
             steps,
             data,
+            data_file: raw.data.as_ref().map(|d| data::data_path(path, d)),
             thresholds,
             load,
             throttle,
