@@ -625,12 +625,17 @@ impl Backend for Ec2Backend {
 
     /// EC2's documented throttling of RunInstances ("Request throttling for the Amazon EC2
     /// API"): a request bucket of 5 calls refilled 2 a second, and a resource bucket of 1,000
-    /// instances refilled 2 a second. One instance per call, so the request bucket decides.
+    /// instances refilled 2 a second. Up to [`launch::BATCH_LIMIT`] instances go in one call,
+    /// so past 1,000 nodes the resource bucket decides.
     fn create_rate(&self) -> Option<liveload_core::CreateRate> {
         Some(liveload_core::CreateRate {
             per_second: 2.0,
             burst: 5,
-            per_call: 1,
+            per_call: launch::BATCH_LIMIT,
+            machines: Some(liveload_core::MachineBucket {
+                per_second: 2.0,
+                burst: 1000,
+            }),
             advice: None,
         })
     }

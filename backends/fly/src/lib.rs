@@ -620,8 +620,8 @@ impl Backend for FlyBackend {
             .collect())
     }
 
-    /// Fly creates about one machine a second per app, bursts of three (client.rs has the
-    /// limits); starting a warm pool's stopped machines is limited per machine, not per app.
+    /// Fly creates about one machine a second per app (client.rs has the limits, with the
+    /// client's burst); starting a warm pool's stopped machines is limited per machine, not per app.
     fn create_rate(&self) -> Option<liveload_core::CreateRate> {
         if self.pool.is_some() {
             return None;
@@ -630,6 +630,7 @@ impl Backend for FlyBackend {
             per_second: self.client.limits().create_per_s,
             burst: self.client.limits().create_burst,
             per_call: 1,
+            machines: None,
             advice: Some(
                 "a warm pool starts machines in seconds: `liveload fly pool create --fly-pool NAME --nodes N` once, then run with --fly-pool NAME",
             ),

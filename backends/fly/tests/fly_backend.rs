@@ -204,11 +204,14 @@ async fn creates_never_exceed_the_rate_limit() {
     let elapsed = started.elapsed();
     let creates = server.state.lock().unwrap().creates.clone();
     assert_eq!(creates.len(), 10);
-    // In every window, at most burst + rate x window requests arrived.
+    // In every window, at most burst + rate x window requests arrived. The server stamps
+    // arrivals, which wander a few milliseconds from the client's sends (the first requests
+    // open connections, later ones reuse them), so the window is widened by 50 ms; without
+    // the limiter, 10 creates arrive within a few milliseconds and this still fails.
     for i in 0..creates.len() {
         for j in i..creates.len() {
             let window = (creates[j] - creates[i]).as_secs_f64();
-            let allowed = 2.0 + 5.0 * window + 0.05;
+            let allowed = 2.0 + 5.0 * (window + 0.05);
             assert!(
                 ((j - i + 1) as f64) <= allowed,
                 "{} creates in {window:.3} s",
@@ -415,7 +418,8 @@ async fn a_warm_pool_starts_machines_for_a_run_and_gets_them_back_stopped() {
     assert!(server.state.lock().unwrap().machines.is_empty());
 }
 
-/// More nodes than the creation timeout allows at Fly's real create rate (1/s, bursts of 3):
+/// More nodes than the creation timeout allows at Fly's real create rate (1/s, the client's
+/// bursts of 2):
 /// the timeout measures each machine from the provider's acceptance, not liveload's queue, so
 /// the run boots them all. (Before, node 7 waited ~4 s behind the limiter and timed out at 3 s.)
 #[tokio::test(flavor = "multi_thread")]

@@ -195,17 +195,37 @@ pub struct CreateRate {
     pub burst: u32,
     /// Machines one call creates (1, or a batch).
     pub per_call: u32,
+    /// A second bucket counting machines rather than calls, when the provider has one (EC2's
+    /// resource bucket): the slower of the two buckets sets the floor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machines: Option<MachineBucket>,
     /// What would make boot faster, when the floor is long (a warm pool, say).
     #[serde(skip)]
     pub advice: Option<&'static str>,
 }
 
+/// A provider's bucket of machines created: `burst` at once after a quiet spell, then
+/// `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MachineBucket {
+    /// Machines created per second, sustained.
+    pub per_second: f64,
+    /// Machines that may be created at once after a quiet spell.
+    pub burst: u32,
+}
+
 impl CreateRate {
-    /// The least time creating `nodes` machines takes at this rate.
+    /// The least time creating `nodes` machines takes at this rate: the later of the call
+    /// bucket's and (when there is one) the machine bucket's.
     pub fn floor(&self, nodes: u64) -> Duration {
         let calls = nodes.div_ceil(u64::from(self.per_call.max(1)));
-        let queued = calls.saturating_sub(u64::from(self.burst));
-        Duration::from_secs_f64(queued as f64 / self.per_second.max(1e-9))
+        let queued_calls = calls.saturating_sub(u64::from(self.burst));
+        let mut floor = queued_calls as f64 / self.per_second.max(1e-9);
+        if let Some(machines) = self.machines {
+            let queued = nodes.saturating_sub(u64::from(machines.burst));
+            floor = floor.max(queued as f64 / machines.per_second.max(1e-9));
+        }
+        Duration::from_secs_f64(floor)
     }
 }
 
@@ -340,5 +360,41 @@ pub trait Backend: Send + Sync + Debug {
     /// (the local backend splits one host into a fixed number of shares).
     fn node_limit(&self) -> Option<u64> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// EC2's buckets: 5 calls + 2/s and 1,000 instances + 2/s, 100 instances a call.
+    fn ec2() -> CreateRate {
+        CreateRate {
+            per_second: 2.0,
+            burst: 5,
+            per_call: 100,
+            machines: Some(MachineBucket {
+                per_second: 2.0,
+                burst: 1000,
+            }),
+            advice: None,
+        }
+    }
+
+    #[test]
+    fn the_slower_bucket_sets_the_floor() {
+        // 256 instances: 3 calls, within both bursts.
+        assert_eq!(ec2().floor(256), Duration::ZERO);
+        // 1,100 instances: 11 calls (6 queued, 3 s), 100 instances queued (50 s).
+        assert_eq!(ec2().floor(1100), Duration::from_secs(50));
+        // One machine per call, no machine bucket (Fly): 10 creates, burst 2, 1/s.
+        let fly = CreateRate {
+            per_second: 1.0,
+            burst: 2,
+            per_call: 1,
+            machines: None,
+            advice: None,
+        };
+        assert_eq!(fly.floor(10), Duration::from_secs(8));
     }
 }

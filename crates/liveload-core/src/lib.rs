@@ -26,8 +26,8 @@ pub mod threshold;
 pub mod tls;
 
 pub use backend::{
-    AgentEndpoint, Backend, Billing, CreateRate, LinkPath, NodeHandle, NodeSize, NodeSpec,
-    ProxyTls, RunFilter, Secret,
+    AgentEndpoint, Backend, Billing, CreateRate, LinkPath, MachineBucket, NodeHandle, NodeSize,
+    NodeSpec, ProxyTls, RunFilter, Secret,
 };
 pub use error::{BackendError, BackendErrorKind, Error, Result};
 pub use liveload_proto as proto;

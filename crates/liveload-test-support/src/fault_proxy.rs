@@ -69,6 +69,11 @@ pub struct Faults {
     pub request_buckets: HashMap<String, Bucket>,
     /// `RunInstances`' resource bucket (instances).
     pub instance_bucket: Option<Bucket>,
+    /// Buckets every machine gets of its own, by action (`DELETE /machines/:id`; `*` for any
+    /// action not listed): Fly limits most actions per machine, not per app.
+    pub machine_bucket_rules: HashMap<String, Bucket>,
+    /// The per-machine buckets in use, by action and machine id.
+    pub machine_buckets: HashMap<(String, String), Bucket>,
     /// Throttle every affected request until then.
     pub throttle_until: Option<Instant>,
     /// `Retry-After` seconds in throttled answers (Fly).
@@ -99,6 +104,18 @@ pub fn ec2_buckets(faults: &mut Faults, speed: f64) {
         .request_buckets
         .insert("RunInstances".into(), Bucket::new(5.0, 2.0 * speed));
     faults.instance_bucket = Some(Bucket::new(1000.0, 2.0 * speed));
+}
+
+/// Fly's documented Machines API limits ("Rate limits" in Fly's Machines API docs), refills
+/// sped up by `speed`: 1 request a second per action with bursts of 3 (creates and lists per
+/// app, everything else per machine), except getting a machine: 5 a second, bursts of 10.
+pub fn fly_buckets(faults: &mut Faults, speed: f64) {
+    for app_action in ["POST /machines", "GET /machines"] {
+        (faults.request_buckets).insert(app_action.into(), Bucket::new(3.0, speed));
+    }
+    let rules = &mut faults.machine_bucket_rules;
+    rules.insert("GET /machines/:id".into(), Bucket::new(10.0, 5.0 * speed));
+    rules.insert("*".into(), Bucket::new(3.0, speed));
 }
 
 /// A running proxy.
@@ -148,7 +165,15 @@ fn serve(
     let mut server = TcpStream::connect(("127.0.0.1", upstream))?;
     while let Some(request) = read_message(&mut client)? {
         let (action, instances) = action_of(&request, flavor);
-        let verdict = judge(&mut faults.lock().unwrap(), &action, instances);
+        let machine = (flavor == Flavor::Fly)
+            .then(|| machine_of(&request))
+            .flatten();
+        let verdict = judge(
+            &mut faults.lock().unwrap(),
+            &action,
+            machine.as_deref(),
+            instances,
+        );
         match verdict {
             Verdict::Throttle => client.write_all(&throttled(flavor, faults))?,
             Verdict::Error => client.write_all(&server_error(flavor))?,
@@ -172,8 +197,8 @@ fn is_create(action: &str) -> bool {
     action == "RunInstances" || action == "POST /machines"
 }
 
-/// Apply the rules to one request and count it.
-fn judge(f: &mut Faults, action: &str, instances: u32) -> Verdict {
+/// Apply the rules to one request (on `machine`, for Fly's per-machine actions) and count it.
+fn judge(f: &mut Faults, action: &str, machine: Option<&str>, instances: u32) -> Verdict {
     *f.seen.entry(action.to_string()).or_default() += 1;
     let now = Instant::now();
     let affected = !f.creates_only || is_create(action);
@@ -190,7 +215,8 @@ fn judge(f: &mut Faults, action: &str, instances: u32) -> Verdict {
         && f.instance_bucket
             .as_mut()
             .is_some_and(|b| !b.take(f64::from(instances)));
-    if during(f.throttle_until) || over_request || over_resource {
+    let over_machine = machine.is_some_and(|id| over_machine_bucket(f, action, id));
+    if during(f.throttle_until) || over_request || over_resource || over_machine {
         f.throttled += 1;
         return Verdict::Throttle;
     }
@@ -200,6 +226,27 @@ fn judge(f: &mut Faults, action: &str, instances: u32) -> Verdict {
         return Verdict::ForwardAndLose;
     }
     Verdict::Forward
+}
+
+/// Take a token from `machine`'s own bucket for `action`, made from its rule on first use;
+/// `true` when the bucket is empty (no rule: never).
+fn over_machine_bucket(f: &mut Faults, action: &str, machine: &str) -> bool {
+    let Some(rule) = (f.machine_bucket_rules.get(action))
+        .or_else(|| f.machine_bucket_rules.get("*"))
+        .cloned()
+    else {
+        return false;
+    };
+    let key = (action.to_string(), machine.to_string());
+    !f.machine_buckets.entry(key).or_insert(rule).take(1.0)
+}
+
+/// The machine id in a Fly request's path (`/v1/apps/APP/machines/ID/...`), if any.
+fn machine_of(request: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(request);
+    let path = text.split_whitespace().nth(1)?.split('?').next()?;
+    let id = path.split("/machines/").nth(1)?.split('/').next()?;
+    (!id.is_empty()).then(|| id.to_string())
 }
 
 /// The request's action (`RunInstances`; `POST /machines`, paths with ids collapsed) and, for
@@ -227,7 +274,10 @@ fn action_of(request: &[u8], flavor: Flavor) -> (String, u32) {
                 .next()
                 .unwrap_or("");
             // /v1/apps/APP/machines[/ID[/verb]] → "METHOD /machines[/:id[/verb]]"
-            let after = path.split("/machines").nth(1).unwrap_or("");
+            let Some(after) = path.split("/machines").nth(1) else {
+                // The app itself (`POST /v1/apps`, `GET /v1/apps/APP`).
+                return (format!("{method} /apps"), 1);
+            };
             let shape: Vec<&str> = after.split('/').filter(|s| !s.is_empty()).collect();
             let shape = match shape.as_slice() {
                 [] => "/machines".to_string(),
@@ -316,6 +366,10 @@ mod tests {
         assert_eq!(action_of(create, Flavor::Fly).0, "POST /machines");
         let wait = b"GET /v1/apps/app/machines/e123/wait?state=started HTTP/1.1\r\n\r\n";
         assert_eq!(action_of(wait, Flavor::Fly).0, "GET /machines/:id/wait");
+        assert_eq!(machine_of(wait).as_deref(), Some("e123"));
+        assert_eq!(machine_of(create), None);
+        let app = b"POST /v1/apps HTTP/1.1\r\n\r\n";
+        assert_eq!(action_of(app, Flavor::Fly).0, "POST /apps");
     }
 
     #[test]
@@ -324,23 +378,68 @@ mod tests {
         ec2_buckets(&mut faults, 1000.0);
         for _ in 0..5 {
             assert!(matches!(
-                judge(&mut faults, "RunInstances", 1),
+                judge(&mut faults, "RunInstances", None, 1),
                 Verdict::Forward
             ));
         }
         assert!(matches!(
-            judge(&mut faults, "RunInstances", 1),
+            judge(&mut faults, "RunInstances", None, 1),
             Verdict::Throttle
         ));
         std::thread::sleep(Duration::from_millis(5)); // 2000/s x 5 ms = 10 tokens back
         assert!(matches!(
-            judge(&mut faults, "RunInstances", 1),
+            judge(&mut faults, "RunInstances", None, 1),
             Verdict::Forward
         ));
         assert!(matches!(
-            judge(&mut faults, "DescribeInstances", 1),
+            judge(&mut faults, "DescribeInstances", None, 1),
             Verdict::Forward
         ));
         assert_eq!(faults.throttled, 1);
+    }
+
+    /// Fly limits per machine: one machine's empty bucket does not throttle another's, and
+    /// creates share the app's.
+    #[test]
+    fn fly_buckets_are_per_machine_except_creates() {
+        let mut faults = Faults::default();
+        fly_buckets(&mut faults, 0.001);
+        let delete = "DELETE /machines/:id";
+        for _ in 0..3 {
+            assert!(matches!(
+                judge(&mut faults, delete, Some("a"), 1),
+                Verdict::Forward
+            ));
+        }
+        assert!(matches!(
+            judge(&mut faults, delete, Some("a"), 1),
+            Verdict::Throttle
+        ));
+        assert!(matches!(
+            judge(&mut faults, delete, Some("b"), 1),
+            Verdict::Forward
+        ));
+        let get = "GET /machines/:id";
+        for _ in 0..10 {
+            assert!(matches!(
+                judge(&mut faults, get, Some("a"), 1),
+                Verdict::Forward
+            ));
+        }
+        assert!(matches!(
+            judge(&mut faults, get, Some("a"), 1),
+            Verdict::Throttle
+        ));
+        for _ in 0..3 {
+            assert!(matches!(
+                judge(&mut faults, "POST /machines", None, 1),
+                Verdict::Forward
+            ));
+        }
+        assert!(matches!(
+            judge(&mut faults, "POST /machines", None, 1),
+            Verdict::Throttle
+        ));
+        assert_eq!(faults.throttled, 3);
     }
 }

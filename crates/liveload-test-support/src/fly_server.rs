@@ -1,5 +1,5 @@
 //! A stateful Fly Machines test server: the endpoints and shapes liveload uses, with real
-//! machines behind them — each created machine gets its own loopback address (127.0.0.N) and a
+//! machines behind them — each created machine gets its own loopback address (127.0.X.Y) and a
 //! real `liveload-agent` started from the machine's `config.env`, listening there.
 //!
 //! It holds what a spec-validating mock cannot: machines that exist, start and go away. It also
@@ -325,7 +325,8 @@ async fn create(
     s.next += 1;
     let n = s.next;
     let id = format!("e{:013x}", 0x1000_0000_u64 + u64::from(n));
-    let ip = format!("127.0.0.{}", n % 250 + 2);
+    // 127.0.0.0/8 is all loopback: 250 machines per third octet, never two on one address.
+    let ip = format!("127.0.{}.{}", n / 250 % 256, n % 250 + 2);
     let config = body["config"].clone();
     let slow = app.starts_with("slow");
     let stopped = body["skip_launch"].as_bool() == Some(true);
