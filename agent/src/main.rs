@@ -8,9 +8,11 @@
 
 mod browser;
 mod capture;
+mod chromium;
 mod facts;
 mod observe;
 mod recorder;
+mod relay;
 mod secrets;
 mod session;
 mod steps;
