@@ -1,92 +1,15 @@
 //! The agent binary on its own: handshake refusals, the dead-man switch, the TTL, and secrets
 //! kept out of its logs.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use liveload_core::agent_client::AgentConnection;
 use liveload_core::proto::ControllerMessage;
-use liveload_core::{AgentEndpoint, Error, Secret};
-
-const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-
-struct Agent {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-    log: PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_agent(extra: &[&str]) -> Agent {
-    let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("ready");
-    let log = dir.path().join("log");
-    // The token arrives the way every backend sends it: a file the agent reads and deletes.
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_liveload-agent"))
-        .args(["--listen", "127.0.0.1:0", "--ready-file"])
-        .arg(&ready)
-        .args(extra)
-        .env("LIVELOAD_AGENT_TOKEN_FILE", &token_file)
-        .env("LIVELOAD_AGENT_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(20);
-    let address = loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-            break v["address"].as_str().unwrap().to_string();
-        }
-        assert!(Instant::now() < end, "agent did not become ready");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert!(
-        !token_file.exists(),
-        "the agent deletes its token file once read"
-    );
-    Agent {
-        child,
-        address,
-        _dir: dir,
-        log,
-    }
-}
-
-fn endpoint(agent: &Agent) -> AgentEndpoint {
-    AgentEndpoint {
-        address: agent.address.clone(),
-        tls: None,
-        headers: vec![],
-        proxy: None,
-    }
-}
-
-fn deadline() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(10)
-}
-
-/// Wait for the agent process to exit; returns how long it took.
-fn wait_exit(agent: &mut Agent, limit: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if agent.child.try_wait().unwrap().is_some() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
+use liveload_core::{Error, Secret};
+use support::{TOKEN, deadline, endpoint, start_agent, wait_exit};
 
 #[tokio::test]
 async fn mismatched_protocol_version_is_refused_with_both_versions() {
