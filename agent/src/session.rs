@@ -99,6 +99,8 @@ struct RunControl {
     prepared: Arc<tokio::sync::Mutex<Option<PreparedRun>>>,
     /// Commands to the running users' task, once started.
     users: Option<mpsc::UnboundedSender<UserCommand>>,
+    /// Users assigned so far (prepared plus added, less removed), held to the agent's bound.
+    assigned: u64,
 }
 
 impl RunControl {
@@ -116,6 +118,11 @@ impl RunControl {
             }
             ControllerMessage::Heartbeat => {}
             ControllerMessage::Prepare(assignment) => {
+                if let Err(message) = within_bound(state, 0, assignment.users) {
+                    let _ = out.send(AgentMessage::Failed { message });
+                    return;
+                }
+                self.assigned = assignment.users;
                 let prepared = self.prepared.clone();
                 let state = state.clone();
                 let out = out.clone();
@@ -166,15 +173,23 @@ impl RunControl {
             ControllerMessage::AddUsers {
                 first_user_id,
                 count,
-            } => self.command(
-                UserCommand::Add {
+            } => {
+                if let Err(message) = within_bound(state, self.assigned, count) {
+                    let _ = out.send(AgentMessage::Failed { message });
+                    return;
+                }
+                let add = UserCommand::Add {
                     first_user_id,
                     count,
-                },
-                out,
-            ),
+                };
+                if self.command(add, out) {
+                    self.assigned += count;
+                }
+            }
             ControllerMessage::RemoveUsers { count, force } => {
-                self.command(UserCommand::Remove { count, force }, out)
+                if self.command(UserCommand::Remove { count, force }, out) {
+                    self.assigned = self.assigned.saturating_sub(count);
+                }
             }
             ControllerMessage::Shutdown => state.shut_down("the controller asked"),
         }
@@ -182,7 +197,8 @@ impl RunControl {
 }
 
 impl RunControl {
-    fn command(&self, command: UserCommand, out: &mpsc::UnboundedSender<AgentMessage>) {
+    /// Pass `command` to the running users; `false` (and a `Failed` sent) when none run.
+    fn command(&self, command: UserCommand, out: &mpsc::UnboundedSender<AgentMessage>) -> bool {
         let sent = self
             .users
             .as_ref()
@@ -192,7 +208,30 @@ impl RunControl {
                 message: "users can be added or removed only while the run goes on".into(),
             });
         }
+        sent
     }
+}
+
+/// Refuse `more` users on top of `assigned` beyond the agent's own bound (see
+/// `facts::user_bound`), whatever the controller planned: a token holder talking to the agent
+/// directly must not make it open more browser contexts than the node could ever hold.
+fn within_bound(state: &AgentState, assigned: u64, more: u64) -> Result<(), String> {
+    let bound = crate::facts::user_bound(&state.facts);
+    let total = assigned.saturating_add(more);
+    if total <= bound {
+        return Ok(());
+    }
+    let rule = match state.facts.max_users {
+        Some(max) => format!("its max_users ({max})"),
+        None => format!(
+            "{} MiB of memory / {} MiB per user",
+            state.facts.effective_memory_bytes >> 20,
+            crate::facts::BOUND_BYTES_PER_USER >> 20
+        ),
+    };
+    Err(format!(
+        "refused: {total} users exceed this node's bound of {bound} users ({rule})"
+    ))
 }
 
 /// Launch the browser (once per agent) and create every user's context, so users can start

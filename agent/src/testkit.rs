@@ -22,6 +22,8 @@ pub struct Browser {
     pub recorder: Arc<Recorder>,
     /// The demo target's base URL.
     pub base_url: String,
+    /// Schemes the test allows beyond the web's.
+    pub allow_schemes: Vec<String>,
 }
 
 impl Browser {
@@ -46,6 +48,7 @@ impl Browser {
             user: Some(user),
             recorder,
             base_url: format!("http://{address}"),
+            allow_schemes: Vec::new(),
         }
     }
 
@@ -63,6 +66,7 @@ impl Browser {
                 ("iteration".into(), "0".into()),
             ]),
             base_url: &self.base_url,
+            allow_schemes: &self.allow_schemes,
             step_timeout,
             recorder: &self.recorder,
             secrets,
@@ -123,7 +127,12 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
     let mut i = 0;
     while i < tree.len() {
         let parent = tree[i];
-        tree.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
         i += 1;
     }
     tree
@@ -155,7 +164,9 @@ pub fn listening_ports(pids: &[u32]) -> Vec<u16> {
                 continue;
             };
             let link = link.to_string_lossy();
-            if let Some(inode) = link.strip_prefix("socket:[").and_then(|l| l.strip_suffix(']'))
+            if let Some(inode) = link
+                .strip_prefix("socket:[")
+                .and_then(|l| l.strip_suffix(']'))
                 && let Some(port) = listening.get(inode)
             {
                 ports.push(*port);

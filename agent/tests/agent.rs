@@ -7,9 +7,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use liveload_core::agent_client::AgentConnection;
+use liveload_core::proto::AgentMessage;
 use liveload_core::proto::ControllerMessage;
 use liveload_core::{Error, Secret};
-use support::{TOKEN, deadline, endpoint, start_agent, wait_exit};
+use support::{TOKEN, assignment, deadline, endpoint, start_agent, wait_exit};
 
 #[tokio::test]
 async fn mismatched_protocol_version_is_refused_with_both_versions() {
@@ -151,4 +152,83 @@ fn a_missing_token_stops_the_agent_at_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("LIVELOAD_AGENT_TOKEN_FILE"));
+}
+
+/// The next `Failed` message's text, skipping snapshots; panics on anything else or silence.
+async fn next_failure(link: &mut AgentConnection) -> String {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), link.recv())
+            .await
+            .expect("an answer")
+            .unwrap();
+        match message {
+            AgentMessage::Failed { message } => return message,
+            AgentMessage::Snapshot(_) => {}
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+}
+
+/// The agent holds users to its own bound, whatever a token holder asks: `Prepare` and
+/// `AddUsers` past `--max-users` are refused saying why, and so is a count past memory / 4 MiB
+/// when no cap is set; counts within the bound are taken.
+#[tokio::test]
+async fn user_counts_past_the_nodes_own_bound_are_refused() {
+    let think = "  - think: 100ms\n";
+    let long = Duration::from_secs(30);
+    let agent = start_agent(&["--max-users", "2", "--no-browser"]);
+    let (mut link, _) =
+        AgentConnection::connect("n", &endpoint(&agent), &Secret::new(TOKEN), deadline())
+            .await
+            .unwrap();
+    let prepare =
+        |users| ControllerMessage::Prepare(Box::new(assignment("http://x", think, users, long)));
+    link.send(&prepare(3)).await.unwrap();
+    let refusal = next_failure(&mut link).await;
+    assert!(
+        refusal.contains("3 users exceed this node's bound of 2"),
+        "{refusal}"
+    );
+    assert!(refusal.contains("max_users (2)"), "{refusal}");
+    link.send(&prepare(2)).await.unwrap();
+    let prepared = link.recv().await.unwrap();
+    assert!(
+        matches!(prepared, AgentMessage::Prepared { users: 2, .. }),
+        "{prepared:?}"
+    );
+    link.send(&ControllerMessage::Start).await.unwrap();
+    let add = ControllerMessage::AddUsers {
+        first_user_id: 2,
+        count: 1,
+    };
+    link.send(&add).await.unwrap();
+    let refusal = next_failure(&mut link).await;
+    assert!(refusal.contains("3 users exceed"), "{refusal}");
+    // After removing one, there is room for one again.
+    let remove = ControllerMessage::RemoveUsers {
+        count: 1,
+        force: true,
+    };
+    link.send(&remove).await.unwrap();
+    link.send(&add).await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_secs(2), next_failure(&mut link)).await;
+    assert!(
+        quiet.is_err(),
+        "a user within the bound was refused: {quiet:?}"
+    );
+    drop(link);
+
+    let agent = start_agent(&["--no-browser"]);
+    let (mut link, welcome) =
+        AgentConnection::connect("n", &endpoint(&agent), &Secret::new(TOKEN), deadline())
+            .await
+            .unwrap();
+    let bound = welcome.facts.effective_memory_bytes / (4 << 20);
+    link.send(&prepare(bound + 1)).await.unwrap();
+    let refusal = next_failure(&mut link).await;
+    assert!(
+        refusal.contains(&format!("bound of {bound} users")),
+        "{refusal}"
+    );
+    assert!(refusal.contains("MiB per user"), "{refusal}");
 }

@@ -8,11 +8,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use liveload_core::agent_client::AgentConnection;
-use liveload_core::proto::{AgentMessage, Assignment, ControllerMessage};
 use liveload_core::Secret;
+use liveload_core::agent_client::AgentConnection;
+use liveload_core::proto::{AgentMessage, ControllerMessage};
 use liveload_core::tls::Pin;
-use support::{TOKEN, cpu_time, deadline, endpoint, start, start_agent};
+use support::{TOKEN, assignment, cpu_time, deadline, endpoint, start, start_agent};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -76,41 +76,14 @@ async fn slowloris(address: String, pin: Pin, until: Instant) -> Vec<Duration> {
     lives
 }
 
-/// One user, one short iteration loop on the demo target, for `duration`.
-fn one_user(base_url: &str, duration: Duration) -> Assignment {
-    let yaml = format!(
-        "name: flood\nbase_url: {base_url}\nsteps:\n  - navigate: /\n  - think: 500ms\n"
-    );
-    let scenario =
-        liveload_core::scenario::Scenario::from_yaml(std::path::Path::new("t.yaml"), &yaml)
-            .unwrap();
-    Assignment {
-        run_id: "flood".into(),
-        scenario: scenario.name.clone(),
-        base_url: scenario.base_url.clone(),
-        first_user_id: 0,
-        users: 1,
-        duration_ms: duration.as_millis() as u64,
-        iteration_timeout_ms: 10_000,
-        start_interval_ms: 0,
-        start_batch: 1,
-        steps: scenario.steps.clone(),
-        step_timeout_ms: 5_000,
-        data: None,
-        workload: Default::default(),
-        throttle: None,
-        no_browser: false,
-        diagnostics: Default::default(),
-    }
-}
-
 /// Log in, prepare and start one user, and wait for `Finished`.
 async fn run_one_user(agent: &support::Agent, base_url: &str) {
     let (mut link, _) =
         AgentConnection::connect("n", &endpoint(agent), &Secret::new(TOKEN), deadline())
             .await
             .expect("the controller logs in through the flood");
-    let assignment = one_user(base_url, Duration::from_secs(3));
+    let steps = "  - navigate: /\n  - think: 500ms\n";
+    let assignment = assignment(base_url, steps, 1, Duration::from_secs(3));
     link.send(&ControllerMessage::Prepare(Box::new(assignment)))
         .await
         .unwrap();
@@ -149,7 +122,9 @@ async fn run_one_user(agent: &support::Agent, base_url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_before_login_costs_little_and_does_not_lock_the_controller_out() {
     raise_fd_limit();
-    let target = demo_target::spawn(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let target = demo_target::spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
     let tls = liveload_core::tls::generate_run_certificate().unwrap();
     let pin = tls.1.clone();
     let agent = start(&[], &[], Some(tls));
@@ -241,7 +216,11 @@ async fn frames_are_small_until_login_then_full_size() {
 /// the agent pauses between tries instead of spinning on the error.
 #[tokio::test]
 async fn out_of_descriptors_the_agent_backs_off_instead_of_spinning() {
-    let agent = start(&["prlimit", "--nofile=40:40", "--"], &["--no-browser"], None);
+    let agent = start(
+        &["prlimit", "--nofile=40:40", "--"],
+        &["--no-browser"],
+        None,
+    );
     let pid = agent.child.id();
     let mut held = Vec::new();
     for _ in 0..80 {

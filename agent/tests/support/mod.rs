@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use liveload_core::AgentEndpoint;
+use liveload_core::proto::Assignment;
 use liveload_core::tls::{AgentTls, Pin};
 
 /// The run token every test agent is started with.
@@ -68,7 +69,11 @@ pub fn start(prefix: &[&str], extra: &[&str], tls: Option<(AgentTls, Pin)>) -> A
         let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
         std::fs::write(&cert, &material.cert_pem).unwrap();
         std::fs::write(&key, &material.key_pem).unwrap();
-        command.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        command
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key);
         pin
     });
     let child = command.spawn().unwrap();
@@ -135,4 +140,33 @@ pub fn cpu_time(pid: u32) -> Duration {
         .collect();
     let ticks = rustix::param::clock_ticks_per_second();
     Duration::from_secs_f64((fields[0] + fields[1]) as f64 / ticks as f64)
+}
+
+/// An assignment of `users` users running `steps` (a scenario's `steps:` YAML, two spaces per
+/// item) against `base_url` for `duration`; without a browser when the steps are only thinks.
+pub fn assignment(base_url: &str, steps: &str, users: u64, duration: Duration) -> Assignment {
+    let yaml = format!("name: t\nbase_url: {base_url}\nsteps:\n{steps}");
+    let scenario =
+        liveload_core::scenario::Scenario::from_yaml(std::path::Path::new("t.yaml"), &yaml)
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let no_browser = steps.lines().all(|l| l.trim().starts_with("- think"));
+    Assignment {
+        run_id: "t".into(),
+        scenario: scenario.name.clone(),
+        base_url: scenario.base_url.clone(),
+        first_user_id: 0,
+        users,
+        duration_ms: duration.as_millis() as u64,
+        iteration_timeout_ms: 10_000,
+        start_interval_ms: 0,
+        start_batch: 1,
+        steps: scenario.steps.clone(),
+        step_timeout_ms: 5_000,
+        data: None,
+        workload: Default::default(),
+        throttle: None,
+        no_browser,
+        diagnostics: Default::default(),
+        allow_schemes: Vec::new(),
+    }
 }

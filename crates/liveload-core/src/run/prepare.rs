@@ -56,6 +56,7 @@ pub(super) async fn prepare_and_start(
             throttle: terms.throttle,
             no_browser: options.no_browser,
             diagnostics: scenario.diagnostics(),
+            allow_schemes: scenario.allow_schemes.clone(),
         };
         send(node, ControllerMessage::Prepare(Box::new(assignment)))?;
     }
