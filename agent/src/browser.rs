@@ -10,11 +10,11 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use chromiumoxide::Page;
 use chromiumoxide::browser::Browser;
-use chromiumoxide::handler::HandlerConfig;
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, CreateTargetParams,
 };
+use chromiumoxide::handler::HandlerConfig;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
@@ -64,7 +64,10 @@ impl NodeBrowser {
             // The handler drives the CDP connection; it must be polled for the browser to work.
             let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
             // The first answer proves Chromium is up and reading its pipe.
-            browser.version().await.context("asking Chromium its version")?;
+            browser
+                .version()
+                .await
+                .context("asking Chromium its version")?;
             anyhow::Ok((browser, handler))
         };
         let launched = tokio::select! {

@@ -169,3 +169,30 @@ pub fn spawn(executable: &Path, args: &[String]) -> Result<Spawned> {
         stderr_tail,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Chromium exits by itself once the agent's ends of its pipe close — as they do when the
+    /// agent dies, even by SIGKILL — so no browser outlives its agent.
+    #[tokio::test]
+    async fn chromium_exits_when_its_pipe_closes() {
+        let path = crate::facts::find_chromium(None).expect("Chromium on PATH");
+        let profile = tempfile::tempdir().unwrap();
+        let as_root = rustix::process::geteuid().is_root();
+        let mut spawned = spawn(&path, &args(profile.path(), as_root)).unwrap();
+        // Chromium is up and reading: one command, one answer.
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let command = b"{\"id\":1,\"method\":\"Browser.getVersion\"}\0";
+        spawned.to_chromium.write_all(command).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = spawned.from_chromium.read(&mut answer).await.unwrap();
+        assert!(answer[..n].starts_with(b"{\"id\":1,\"result\""));
+        drop(spawned.to_chromium);
+        drop(spawned.from_chromium);
+        let exited = tokio::time::timeout(Duration::from_secs(10), spawned.child.wait()).await;
+        assert!(exited.is_ok(), "Chromium still runs with its pipe closed");
+    }
+}

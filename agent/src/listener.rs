@@ -291,7 +291,10 @@ mod tests {
         tokio::time::sleep(EVICT_AFTER).await;
         // Now the oldest is an idler: it is evicted (told so) and the newcomer admitted.
         let newcomer = pending.admit().expect("room made");
-        assert!(told(&mut first[0]).await, "the oldest is told it was evicted");
+        assert!(
+            told(&mut first[0]).await,
+            "the oldest is told it was evicted"
+        );
         assert!(!told(&mut first[1]).await, "the others keep their place");
         assert_eq!(pending.0.lock().unwrap().entries.len(), MAX_PENDING);
         // A slot dropped (login done, or closed) frees its place at once.

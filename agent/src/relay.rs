@@ -245,7 +245,10 @@ mod tests {
             .unwrap();
         let mut command = vec![0u8; 64];
         let n = chromium_reads.read(&mut command).await.unwrap();
-        assert_eq!(&command[..n], b"{\"id\":1,\"method\":\"Browser.getVersion\"}\0");
+        assert_eq!(
+            &command[..n],
+            b"{\"id\":1,\"method\":\"Browser.getVersion\"}\0"
+        );
         chromium_writes
             .write_all(b"{\"id\":1,\"result\":{}}\0{\"method\":\"Target.x\"}\0")
             .await
@@ -255,11 +258,17 @@ mod tests {
             assert_eq!(message, Message::text(expected));
         }
         let refused = TcpStream::connect(("127.0.0.1", port)).await;
-        assert!(refused.is_err(), "the relay stops listening once its client is in");
+        assert!(
+            refused.is_err(),
+            "the relay stops listening once its client is in"
+        );
         // Chromium gone (its pipe closed): the relay closes the WebSocket.
         drop(chromium_writes);
         let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
-        assert!(matches!(end, Ok(None | Some(Ok(Message::Close(_))))), "{end:?}");
+        assert!(
+            matches!(end, Ok(None | Some(Ok(Message::Close(_))))),
+            "{end:?}"
+        );
     }
 
     #[test]
