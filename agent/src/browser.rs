@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use chromiumoxide::Page;
-use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::browser::Browser;
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, CreateTargetParams,
 };
+use chromiumoxide::handler::HandlerConfig;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
@@ -21,8 +22,15 @@ use tokio::task::JoinHandle;
 pub struct NodeBrowser {
     browser: Browser,
     handler: JoinHandle<()>,
+    /// Chromium itself: started by the agent, not by chromiumoxide (which would open a
+    /// DevTools port), and killed if the agent drops it.
+    child: tokio::process::Child,
+    _relay: crate::relay::Relay,
     _profile_dir: tempfile::TempDir,
 }
+
+/// How long Chromium has to start and answer its first command.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One user's isolated context and its page.
 pub struct UserContext {
@@ -33,40 +41,55 @@ pub struct UserContext {
 }
 
 impl NodeBrowser {
-    /// Launch Chromium headless with a fresh profile directory.
+    /// Launch Chromium headless with a fresh profile directory, its DevTools on a pipe (see
+    /// `chromium.rs` and `relay.rs`): no process on the node can reach it but this agent.
     pub async fn launch(executable: &PathBuf, no_sandbox: bool) -> Result<Self> {
         let profile_dir = tempfile::Builder::new()
             .prefix("liveload-chromium-")
             .tempdir()
             .context("creating the Chromium profile directory")?;
-        let mut config = BrowserConfig::builder()
-            .chrome_executable(executable)
-            .user_data_dir(profile_dir.path())
-            .launch_timeout(Duration::from_secs(30))
-            .request_timeout(Duration::from_secs(30))
+        let args = crate::chromium::args(profile_dir.path(), no_sandbox);
+        let mut spawned = crate::chromium::spawn(executable, &args)?;
+        let relay = crate::relay::start(spawned.to_chromium, spawned.from_chromium).await?;
+        let config = HandlerConfig {
+            request_timeout: Duration::from_secs(30),
             // No device emulation: one CDP round trip less per page; the window size stands.
-            .viewport(None)
-            // The machine's network is closed except for the target; background traffic only
-            // costs CPU and fails.
-            .args([
-                "--disable-gpu",
-                "--disable-quic",
-                "--disable-component-update",
-                "--mute-audio",
-                "--no-default-browser-check",
-            ]);
-        if no_sandbox {
-            config = config.no_sandbox();
-        }
-        let config = config.build().map_err(anyhow::Error::msg)?;
-        let (browser, mut handler) = Browser::launch(config)
-            .await
-            .with_context(|| format!("launching {}", executable.display()))?;
-        // The handler drives the CDP connection; it must be polled for the browser to work.
-        let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
+            viewport: None,
+            ..HandlerConfig::default()
+        };
+        let connected = async {
+            let (browser, mut handler) = Browser::connect_with_config(relay.url.clone(), config)
+                .await
+                .context("connecting to Chromium's DevTools relay")?;
+            // The handler drives the CDP connection; it must be polled for the browser to work.
+            let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
+            // The first answer proves Chromium is up and reading its pipe.
+            browser
+                .version()
+                .await
+                .context("asking Chromium its version")?;
+            anyhow::Ok((browser, handler))
+        };
+        let launched = tokio::select! {
+            connected = tokio::time::timeout(LAUNCH_TIMEOUT, connected) => match connected {
+                Ok(result) => result,
+                Err(_) => Err(anyhow::anyhow!("Chromium did not answer within {LAUNCH_TIMEOUT:?}")),
+            },
+            status = spawned.child.wait() => Err(anyhow::anyhow!("Chromium exited while starting ({})",
+                status.map_or_else(|e| e.to_string(), |s| s.to_string()))),
+        };
+        let (browser, handler) = launched.with_context(|| {
+            format!(
+                "launching {}; its last words: {}",
+                executable.display(),
+                spawned.stderr_tail.text()
+            )
+        })?;
         Ok(NodeBrowser {
             browser,
             handler,
+            child: spawned.child,
+            _relay: relay,
             _profile_dir: profile_dir,
         })
     }
@@ -129,21 +152,59 @@ impl NodeBrowser {
 
     /// The browser process id (for the benchmark's memory figures).
     pub fn pid(&mut self) -> Option<u32> {
-        self.browser
-            .get_mut_child()
-            .and_then(|c| c.as_mut_inner().id())
+        self.child.id()
     }
 
     /// Close the browser and wait for its process, killing it if it does not exit in time.
     pub async fn close(mut self) {
         let closed = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = self.browser.close().await;
-            let _ = self.browser.wait().await;
+            let _ = self.child.wait().await;
         })
         .await;
         if closed.is_err() {
-            let _ = self.browser.kill().await;
+            let _ = self.child.kill().await;
         }
         self.handler.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{listening_ports, process_tree};
+
+    /// Chromium runs with its DevTools on a pipe: neither it nor any of its helpers listens on
+    /// a TCP port, the relay's port is closed once the agent is connected, and the browser
+    /// works (a user's context and page). Before the pipe, Chromium listened on the port
+    /// chromiumoxide gave it, and any local process could drive it from there.
+    #[tokio::test]
+    async fn chromium_listens_on_no_port_and_the_relay_closes_its_own() {
+        let path = crate::facts::find_chromium(None).expect("Chromium on PATH");
+        let as_root = rustix::process::geteuid().is_root();
+        let mut browser = NodeBrowser::launch(&path, as_root).await.expect("launched");
+        let recorder = std::sync::Arc::new(crate::recorder::Recorder::default());
+        let user = browser.new_user(recorder).await.expect("a user's page");
+        let pid = browser.pid().expect("running");
+        let tree = process_tree(pid);
+        assert!(tree.len() > 1, "Chromium's helpers were found: {tree:?}");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        assert!(cmdline.contains("--remote-debugging-pipe"), "{cmdline}");
+        assert_eq!(listening_ports(&tree), Vec::<u16>::new(), "{tree:?}");
+        let relay = browser._relay.url.clone();
+        let port = relay.trim_start_matches("ws://").split('/').next().unwrap();
+        assert!(
+            tokio::net::TcpStream::connect(port).await.is_err(),
+            "the relay still listens on {port}"
+        );
+        browser.end_user(user).await;
+        browser.close().await;
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z")),
+            "Chromium exited on close"
+        );
     }
 }

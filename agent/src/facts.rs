@@ -201,6 +201,21 @@ pub fn derive_facts(
     }
 }
 
+/// Memory per user in the agent's own bound: a sixth of what sizing plans per browser context
+/// (24 MiB), so the bound never refuses what sizing assigned, yet refuses absurd counts.
+pub const BOUND_BYTES_PER_USER: u64 = 4 << 20;
+
+/// The most users this agent accepts at once, from its own facts: the operator's `max_users`
+/// when set, else its memory (`effective_memory_bytes`) / 4 MiB, and never less than 1. The
+/// controller sizes nodes well below it; a token holder talking to the agent directly cannot
+/// make it create more contexts than the node could ever hold.
+pub fn user_bound(facts: &NodeFacts) -> u64 {
+    match facts.max_users {
+        Some(max) => u64::from(max),
+        None => (facts.effective_memory_bytes / BOUND_BYTES_PER_USER).max(1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +252,18 @@ mod tests {
         );
         assert_eq!(facts.effective_memory_bytes, (2 << 30) - (512 << 20));
         assert_eq!(facts.effective_cores, 2.0);
+        // 1.5 GiB / 4 MiB; an operator's cap replaces the memory rule.
+        assert_eq!(user_bound(&facts), 384);
+        let capped = NodeFacts {
+            max_users: Some(10),
+            ..facts.clone()
+        };
+        assert_eq!(user_bound(&capped), 10);
+        let tiny = NodeFacts {
+            effective_memory_bytes: 1 << 20,
+            ..facts
+        };
+        assert_eq!(user_bound(&tiny), 1);
     }
 
     #[test]

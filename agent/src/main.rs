@@ -8,9 +8,12 @@
 
 mod browser;
 mod capture;
+mod chromium;
 mod facts;
+mod listener;
 mod observe;
 mod recorder;
+mod relay;
 mod secrets;
 mod session;
 mod steps;
@@ -279,35 +282,7 @@ async fn agent(args: Args, secrets: Secrets) -> Result<()> {
         })
     };
 
-    let accept = {
-        let state = state.clone();
-        async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                stream.set_nodelay(true).ok();
-                let state = state.clone();
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let result = match tls {
-                        Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(stream) => session::serve(stream, state).await,
-                            Err(e) => Err(e.into()),
-                        },
-                        None => session::serve(stream, state).await,
-                    };
-                    if let Err(e) = result {
-                        tracing::warn!(%peer, error = %format!("{e:#}"), "connection ended");
-                    }
-                });
-            }
-        }
-    };
+    let accept = listener::serve(listener, tls, state.clone());
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

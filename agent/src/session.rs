@@ -10,67 +10,34 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use liveload_proto::{
-    AgentMessage, Assignment, ControllerMessage, HELLO_TIMEOUT_MS, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION, Rejection, decode_controller, encode,
+    AgentMessage, Assignment, ControllerMessage, PROTOCOL_VERSION, decode_controller, encode,
 };
-use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::AgentState;
 use crate::browser::{NodeBrowser, UserContext};
+use crate::listener::BusyGuard;
 use crate::recorder::Recorder;
 use crate::users::{Gate, Setup, StopSignal, UserEnv, prepare_contexts, run_arrival, run_user};
 use liveload_proto::Workload;
 
-/// Serve one connection until it closes.
-pub async fn serve<S>(stream: S, state: Arc<AgentState>) -> anyhow::Result<()>
+/// Serve the authenticated controller until it disconnects; `busy` keeps other controllers
+/// out meanwhile. The handshake happened in `listener.rs`.
+pub async fn serve<S>(
+    ws: WebSocketStream<S>,
+    busy: BusyGuard,
+    state: Arc<AgentState>,
+) -> anyhow::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES));
-    let ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
     let (mut sink, mut frames) = ws.split();
-
-    // The handshake: one Hello within HELLO_TIMEOUT_MS.
-    let first =
-        match tokio::time::timeout(Duration::from_millis(HELLO_TIMEOUT_MS), frames.next()).await {
-            Err(_elapsed) => None,
-            Ok(None | Some(Ok(Message::Close(_)))) => {
-                // A readiness probe (or a port scan) hung up without a word: nothing to refuse.
-                tracing::debug!("a connection closed before its Hello");
-                return Ok(());
-            }
-            Ok(Some(frame)) => Some(frame),
-        };
-    let hello = match first {
-        Some(Ok(Message::Text(text))) => decode_controller(text.as_bytes()).ok(),
-        Some(Ok(Message::Binary(bytes))) => decode_controller(&bytes).ok(),
-        _ => None,
-    };
-    let verdict = match hello {
-        Some(ControllerMessage::Hello {
-            protocol_version,
-            token,
-            ..
-        }) => check_hello(&state, protocol_version, &token),
-        _ => Err(Rejection::ExpectedHello),
-    };
-    if let Err(reason) = verdict {
-        tracing::warn!(%reason, "refused a controller");
-        let _ = sink
-            .send(Message::text(encode(&AgentMessage::Rejected { reason })))
-            .await;
-        let _ = sink.close().await;
-        return Ok(());
-    }
     // From here on this controller owns the agent until it disconnects.
-    let _busy = BusyGuard(state.clone());
+    let _busy = busy;
     state.touch();
     tracing::info!("controller connected");
     sink.send(Message::text(encode(&AgentMessage::Welcome {
@@ -112,32 +79,6 @@ where
     Ok(())
 }
 
-fn check_hello(state: &AgentState, protocol_version: u32, token: &str) -> Result<(), Rejection> {
-    if protocol_version != PROTOCOL_VERSION {
-        return Err(Rejection::ProtocolMismatch {
-            agent: PROTOCOL_VERSION,
-            controller: protocol_version,
-        });
-    }
-    // Constant-time: the comparison's duration must not reveal how much of a guess was right.
-    let expected = state.token.as_bytes();
-    if !bool::from(expected.ct_eq(token.as_bytes())) {
-        return Err(Rejection::Unauthorized);
-    }
-    if state.busy.swap(true, Ordering::SeqCst) {
-        return Err(Rejection::Busy);
-    }
-    Ok(())
-}
-
-struct BusyGuard(Arc<AgentState>);
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        self.0.busy.store(false, Ordering::SeqCst);
-    }
-}
-
 /// An assignment ready to start: browser up, every user's context created.
 struct PreparedRun {
     assignment: Assignment,
@@ -158,6 +99,8 @@ struct RunControl {
     prepared: Arc<tokio::sync::Mutex<Option<PreparedRun>>>,
     /// Commands to the running users' task, once started.
     users: Option<mpsc::UnboundedSender<UserCommand>>,
+    /// Users assigned so far (prepared plus added, less removed), held to the agent's bound.
+    assigned: u64,
 }
 
 impl RunControl {
@@ -175,6 +118,11 @@ impl RunControl {
             }
             ControllerMessage::Heartbeat => {}
             ControllerMessage::Prepare(assignment) => {
+                if let Err(message) = within_bound(state, 0, assignment.users) {
+                    let _ = out.send(AgentMessage::Failed { message });
+                    return;
+                }
+                self.assigned = assignment.users;
                 let prepared = self.prepared.clone();
                 let state = state.clone();
                 let out = out.clone();
@@ -225,15 +173,23 @@ impl RunControl {
             ControllerMessage::AddUsers {
                 first_user_id,
                 count,
-            } => self.command(
-                UserCommand::Add {
+            } => {
+                if let Err(message) = within_bound(state, self.assigned, count) {
+                    let _ = out.send(AgentMessage::Failed { message });
+                    return;
+                }
+                let add = UserCommand::Add {
                     first_user_id,
                     count,
-                },
-                out,
-            ),
+                };
+                if self.command(add, out) {
+                    self.assigned += count;
+                }
+            }
             ControllerMessage::RemoveUsers { count, force } => {
-                self.command(UserCommand::Remove { count, force }, out)
+                if self.command(UserCommand::Remove { count, force }, out) {
+                    self.assigned = self.assigned.saturating_sub(count);
+                }
             }
             ControllerMessage::Shutdown => state.shut_down("the controller asked"),
         }
@@ -241,7 +197,8 @@ impl RunControl {
 }
 
 impl RunControl {
-    fn command(&self, command: UserCommand, out: &mpsc::UnboundedSender<AgentMessage>) {
+    /// Pass `command` to the running users; `false` (and a `Failed` sent) when none run.
+    fn command(&self, command: UserCommand, out: &mpsc::UnboundedSender<AgentMessage>) -> bool {
         let sent = self
             .users
             .as_ref()
@@ -251,7 +208,30 @@ impl RunControl {
                 message: "users can be added or removed only while the run goes on".into(),
             });
         }
+        sent
     }
+}
+
+/// Refuse `more` users on top of `assigned` beyond the agent's own bound (see
+/// `facts::user_bound`), whatever the controller planned: a token holder talking to the agent
+/// directly must not make it open more browser contexts than the node could ever hold.
+fn within_bound(state: &AgentState, assigned: u64, more: u64) -> Result<(), String> {
+    let bound = crate::facts::user_bound(&state.facts);
+    let total = assigned.saturating_add(more);
+    if total <= bound {
+        return Ok(());
+    }
+    let rule = match state.facts.max_users {
+        Some(max) => format!("its max_users ({max})"),
+        None => format!(
+            "{} MiB of memory / {} MiB per user",
+            state.facts.effective_memory_bytes >> 20,
+            crate::facts::BOUND_BYTES_PER_USER >> 20
+        ),
+    };
+    Err(format!(
+        "refused: {total} users exceed this node's bound of {bound} users ({rule})"
+    ))
 }
 
 /// Launch the browser (once per agent) and create every user's context, so users can start

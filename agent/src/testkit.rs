@@ -22,6 +22,8 @@ pub struct Browser {
     pub recorder: Arc<Recorder>,
     /// The demo target's base URL.
     pub base_url: String,
+    /// Schemes the test allows beyond the web's.
+    pub allow_schemes: Vec<String>,
 }
 
 impl Browser {
@@ -46,6 +48,7 @@ impl Browser {
             user: Some(user),
             recorder,
             base_url: format!("http://{address}"),
+            allow_schemes: Vec::new(),
         }
     }
 
@@ -63,6 +66,7 @@ impl Browser {
                 ("iteration".into(), "0".into()),
             ]),
             base_url: &self.base_url,
+            allow_schemes: &self.allow_schemes,
             step_timeout,
             recorder: &self.recorder,
             secrets,
@@ -103,4 +107,73 @@ pub fn steps(yaml: &str) -> Vec<Step> {
     liveload_core::scenario::Scenario::from_yaml(std::path::Path::new("t.yaml"), &text)
         .unwrap_or_else(|e| panic!("{e}\n{text}"))
         .steps
+}
+
+/// `pid` and every process descended from it.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // Fields after the ")" that closes the command name: state ppid ...
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            Some((p, ppid.parse().ok()?))
+        })
+        .collect();
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// The TCP ports (IPv4 and IPv6) that any of `pids` listens on: the listening sockets of
+/// `/proc/net/tcp*` matched by inode against the processes' descriptors.
+pub fn listening_ports(pids: &[u32]) -> Vec<u16> {
+    let mut listening = HashMap::new(); // inode -> port
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ... inode (field 9); st 0A is LISTEN.
+            if f.len() > 9 && f[3] == "0A" {
+                let port = f[1].rsplit(':').next().unwrap_or("0");
+                let port = u16::from_str_radix(port, 16).unwrap_or(0);
+                listening.insert(f[9].to_string(), port);
+            }
+        }
+    }
+    let mut ports = Vec::new();
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let link = link.to_string_lossy();
+            if let Some(inode) = link
+                .strip_prefix("socket:[")
+                .and_then(|l| l.strip_suffix(']'))
+                && let Some(port) = listening.get(inode)
+            {
+                ports.push(*port);
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }

@@ -109,6 +109,7 @@ impl UserEnv {
             page,
             vars: initial_vars(&self.assignment, user_id),
             base_url: &self.assignment.base_url,
+            allow_schemes: &self.assignment.allow_schemes,
             step_timeout: Duration::from_millis(self.assignment.step_timeout_ms),
             recorder: &self.recorder,
             secrets: initial_secrets(&self.assignment, user_id),

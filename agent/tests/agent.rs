@@ -1,92 +1,16 @@
 //! The agent binary on its own: handshake refusals, the dead-man switch, the TTL, and secrets
 //! kept out of its logs.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use liveload_core::agent_client::AgentConnection;
+use liveload_core::proto::AgentMessage;
 use liveload_core::proto::ControllerMessage;
-use liveload_core::{AgentEndpoint, Error, Secret};
-
-const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-
-struct Agent {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-    log: PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_agent(extra: &[&str]) -> Agent {
-    let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("ready");
-    let log = dir.path().join("log");
-    // The token arrives the way every backend sends it: a file the agent reads and deletes.
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_liveload-agent"))
-        .args(["--listen", "127.0.0.1:0", "--ready-file"])
-        .arg(&ready)
-        .args(extra)
-        .env("LIVELOAD_AGENT_TOKEN_FILE", &token_file)
-        .env("LIVELOAD_AGENT_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(20);
-    let address = loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-            break v["address"].as_str().unwrap().to_string();
-        }
-        assert!(Instant::now() < end, "agent did not become ready");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert!(
-        !token_file.exists(),
-        "the agent deletes its token file once read"
-    );
-    Agent {
-        child,
-        address,
-        _dir: dir,
-        log,
-    }
-}
-
-fn endpoint(agent: &Agent) -> AgentEndpoint {
-    AgentEndpoint {
-        address: agent.address.clone(),
-        tls: None,
-        headers: vec![],
-        proxy: None,
-    }
-}
-
-fn deadline() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(10)
-}
-
-/// Wait for the agent process to exit; returns how long it took.
-fn wait_exit(agent: &mut Agent, limit: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if agent.child.try_wait().unwrap().is_some() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
+use liveload_core::{Error, Secret};
+use support::{TOKEN, assignment, deadline, endpoint, start_agent, wait_exit};
 
 #[tokio::test]
 async fn mismatched_protocol_version_is_refused_with_both_versions() {
@@ -228,4 +152,83 @@ fn a_missing_token_stops_the_agent_at_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("LIVELOAD_AGENT_TOKEN_FILE"));
+}
+
+/// The next `Failed` message's text, skipping snapshots; panics on anything else or silence.
+async fn next_failure(link: &mut AgentConnection) -> String {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), link.recv())
+            .await
+            .expect("an answer")
+            .unwrap();
+        match message {
+            AgentMessage::Failed { message } => return message,
+            AgentMessage::Snapshot(_) => {}
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+}
+
+/// The agent holds users to its own bound, whatever a token holder asks: `Prepare` and
+/// `AddUsers` past `--max-users` are refused saying why, and so is a count past memory / 4 MiB
+/// when no cap is set; counts within the bound are taken.
+#[tokio::test]
+async fn user_counts_past_the_nodes_own_bound_are_refused() {
+    let think = "  - think: 100ms\n";
+    let long = Duration::from_secs(30);
+    let agent = start_agent(&["--max-users", "2", "--no-browser"]);
+    let (mut link, _) =
+        AgentConnection::connect("n", &endpoint(&agent), &Secret::new(TOKEN), deadline())
+            .await
+            .unwrap();
+    let prepare =
+        |users| ControllerMessage::Prepare(Box::new(assignment("http://x", think, users, long)));
+    link.send(&prepare(3)).await.unwrap();
+    let refusal = next_failure(&mut link).await;
+    assert!(
+        refusal.contains("3 users exceed this node's bound of 2"),
+        "{refusal}"
+    );
+    assert!(refusal.contains("max_users (2)"), "{refusal}");
+    link.send(&prepare(2)).await.unwrap();
+    let prepared = link.recv().await.unwrap();
+    assert!(
+        matches!(prepared, AgentMessage::Prepared { users: 2, .. }),
+        "{prepared:?}"
+    );
+    link.send(&ControllerMessage::Start).await.unwrap();
+    let add = ControllerMessage::AddUsers {
+        first_user_id: 2,
+        count: 1,
+    };
+    link.send(&add).await.unwrap();
+    let refusal = next_failure(&mut link).await;
+    assert!(refusal.contains("3 users exceed"), "{refusal}");
+    // After removing one, there is room for one again.
+    let remove = ControllerMessage::RemoveUsers {
+        count: 1,
+        force: true,
+    };
+    link.send(&remove).await.unwrap();
+    link.send(&add).await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_secs(2), next_failure(&mut link)).await;
+    assert!(
+        quiet.is_err(),
+        "a user within the bound was refused: {quiet:?}"
+    );
+    drop(link);
+
+    let agent = start_agent(&["--no-browser"]);
+    let (mut link, welcome) =
+        AgentConnection::connect("n", &endpoint(&agent), &Secret::new(TOKEN), deadline())
+            .await
+            .unwrap();
+    let bound = welcome.facts.effective_memory_bytes / (4 << 20);
+    link.send(&prepare(bound + 1)).await.unwrap();
+    let refusal = next_failure(&mut link).await;
+    assert!(
+        refusal.contains(&format!("bound of {bound} users")),
+        "{refusal}"
+    );
+    assert!(refusal.contains("MiB per user"), "{refusal}");
 }

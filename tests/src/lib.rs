@@ -286,3 +286,62 @@ pub fn token_capturing_agent(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     (wrapper, captured)
 }
+
+/// The TCP ports (IPv4 and IPv6) that `pid` listens on: the listening sockets of
+/// `/proc/net/tcp*` matched by inode against the process's descriptors.
+pub fn listening_ports(pid: i32) -> Vec<u16> {
+    let mut listening = std::collections::HashMap::new(); // inode -> port
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ... inode (field 9); st 0A is LISTEN.
+            if f.len() > 9 && f[3] == "0A" {
+                let port = f[1].rsplit(':').next().unwrap_or("0");
+                let port = u16::from_str_radix(port, 16).unwrap_or(0);
+                listening.insert(f[9].to_string(), port);
+            }
+        }
+    }
+    let mut ports: Vec<u16> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            let inode = link
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .to_string();
+            listening.get(&inode).copied()
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// What another local user (`nobody`, no groups) reads back for `GET path` on
+/// `127.0.0.1:port`, through bash's `/dev/tcp` under `setpriv`. The first line is that
+/// process's uid, so a caller can check who asked.
+pub fn get_as_nobody(port: u16, path: &str) -> String {
+    let script = format!(
+        "id -u; exec 3<>/dev/tcp/127.0.0.1/{port} || exit 0; \
+         printf 'GET {path} HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nConnection: close\\r\\n\\r\\n' >&3; \
+         timeout 3 cat <&3"
+    );
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "--",
+        ])
+        .args(["bash", "-c", &script])
+        .output()
+        .expect("setpriv runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

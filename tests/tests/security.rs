@@ -99,3 +99,75 @@ fn a_state_directory_another_user_could_have_planted_is_refused() {
         );
     }
 }
+
+/// During a run, another local user finds no DevTools endpoint: Chromium (on a pipe) listens
+/// on no TCP port, the agent only on its link port, and `GET /json/version` there, asked as
+/// `nobody`, answers nothing a DevTools client could use. The same probe against a Chromium
+/// with a DevTools port (as the agent ran it before) does find one, so the probe can fail.
+#[test]
+fn another_user_finds_no_devtools_endpoint_during_a_run() {
+    let _heavy = heavy();
+    let control = tempfile::tempdir().unwrap();
+    let mut exposed = std::process::Command::new(chromium())
+        .args(["--headless", "--no-sandbox", "--remote-debugging-port=0"])
+        .arg(format!("--user-data-dir={}", control.path().display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let exposed_pid = exposed.id() as i32;
+    let mut port = Vec::new();
+    assert!(eventually(Duration::from_secs(20), || {
+        port = listening_ports(exposed_pid);
+        !port.is_empty()
+    }));
+    let answer = get_as_nobody(port[0], "/json/version");
+    let _ = exposed.kill();
+    let _ = exposed.wait();
+    assert!(answer.starts_with("65534\n"), "{answer}");
+    assert!(
+        answer.contains("webSocketDebuggerUrl"),
+        "the probe works: {answer}"
+    );
+
+    let state = tempfile::tempdir().unwrap();
+    let mut child = liveload(state.path())
+        .args(["demo", "--users", "1", "--duration", "6s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_, agents) = wait_for_agents(state.path(), &mut child, 1);
+    let running = || processes_in_groups(&agents);
+    assert!(
+        eventually(Duration::from_secs(60), || running().len() > 2),
+        "Chromium started"
+    );
+    std::thread::sleep(Duration::from_secs(1)); // Users are running.
+    let mut agent_ports = Vec::new();
+    for (pid, cmdline) in running() {
+        let ports = listening_ports(pid);
+        if agents.contains(&pid) {
+            agent_ports.extend(ports);
+        } else {
+            assert!(
+                ports.is_empty(),
+                "{cmdline} (pid {pid}) listens on {ports:?}"
+            );
+        }
+    }
+    assert_eq!(
+        agent_ports.len(),
+        1,
+        "the agent listens on its link port only"
+    );
+    for path in ["/json/version", "/json", "/json/list", "/devtools/browser"] {
+        let answer = get_as_nobody(agent_ports[0], path);
+        assert!(answer.starts_with("65534\n"), "{answer}");
+        assert!(
+            !answer.contains("webSocketDebuggerUrl") && !answer.contains("devtools"),
+            "{path} on the agent's port answered {answer}"
+        );
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -30,7 +30,7 @@ use crate::recorder::Recorder;
 use crate::secrets::Secrets;
 use crate::trace::Tracer;
 use actions::no_browser;
-use text::{fill_template, js, page_of, resolve_url};
+use text::{allowed_url, fill_template, js, page_of, resolve_url};
 
 pub use text::one_line;
 
@@ -42,6 +42,8 @@ pub struct UserState<'a> {
     pub vars: HashMap<String, String>,
     /// Base URL for relative navigations.
     pub base_url: &'a str,
+    /// Schemes the scenario allows beyond the web's (`allow_schemes:`).
+    pub allow_schemes: &'a [String],
     /// How long element steps and waits without their own `timeout:` wait.
     pub step_timeout: Duration,
     /// Where step timings go.
@@ -136,7 +138,8 @@ async fn run_step(user: &mut UserState<'_>, step: &Step) -> Result<Flow> {
     let page = || page.ok_or_else(no_browser);
     match &step.kind {
         StepKind::Navigate { url } => {
-            page()?.goto(resolve_url(user.base_url, &t(url))).await?;
+            let url = allowed_url(&resolve_url(user.base_url, &t(url)), user.allow_schemes)?;
+            page()?.goto(url).await?;
             record_navigation_timing(page()?, user.recorder).await;
         }
         StepKind::Reload => {

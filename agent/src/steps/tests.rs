@@ -292,3 +292,31 @@ async fn a_javascript_exception_reads_as_its_message() {
     assert!(error.contains("TypeError: no session"), "{error}");
     b.close().await;
 }
+
+/// Users open http, https, data and about:blank; a `file:` URL only when the scenario allows
+/// it. A page's own script cannot take the user there either: Chromium refuses web pages
+/// navigating to local files, so the navigate step is the one door, and the agent guards it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn navigation_is_limited_to_web_schemes_unless_the_scenario_allows_more() {
+    let mut b = Browser::launch().await;
+    let refused = b
+        .run(MS_600, "  - navigate: file:///etc/hostname\n")
+        .await
+        .unwrap_err();
+    assert!(refused.contains("file: URL is not allowed"), "{refused}");
+    b.run(MS_600, "  - navigate: /actionability\n")
+        .await
+        .unwrap();
+    b.eval("location.href = 'file:///etc/hostname'; 1").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let here = b.eval("location.href").await;
+    assert!(here.as_str().unwrap().starts_with("http://"), "{here}");
+
+    b.allow_schemes = vec!["file".into()];
+    b.run(MS_600, "  - navigate: file:///etc/hostname\n")
+        .await
+        .unwrap();
+    let here = b.eval("location.href").await;
+    assert_eq!(here.as_str(), Some("file:///etc/hostname"));
+    b.close().await;
+}

@@ -48,6 +48,32 @@ pub fn resolve_url(base: &str, url: &str) -> String {
     }
 }
 
+/// The schemes users may always open. `about:` only as `about:blank` and `about:srcdoc`: other
+/// `about:` URLs are Chromium's own pages (full Chromium reads `about:x` as `chrome://x`).
+const WEB_SCHEMES: &[&str] = &["http", "https", "data"];
+
+/// `url` as Chromium will read it, if users may open it: `http`, `https`, `data:`,
+/// `about:blank`, or a scheme in the scenario's `allow_schemes`. Anything else (`file:`,
+/// `chrome:`, `view-source:`, ...) is refused here, in the agent, where a token holder who
+/// talks to the agent directly cannot skip the check.
+///
+/// The URL is parsed the way browsers parse it (WHATWG, the `url` crate) and the parsed form is
+/// what gets opened, so a spelling the check reads one way cannot reach Chromium as another
+/// (` FILE:/etc/passwd`, tabs inside the scheme, ...).
+pub fn allowed_url(url: &str, allowed: &[String]) -> anyhow::Result<String> {
+    let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("not a URL ({e})"))?;
+    let scheme = parsed.scheme();
+    let web = WEB_SCHEMES.contains(&scheme)
+        || (scheme == "about" && matches!(parsed.path(), "blank" | "srcdoc"));
+    if web || allowed.iter().any(|a| a == scheme) {
+        return Ok(parsed.into());
+    }
+    anyhow::bail!(
+        "opening a {scheme}: URL is not allowed (users open http, https, data and about:blank; \
+         list '{scheme}' in the scenario's allow_schemes to open it)"
+    )
+}
+
 /// `value` as a JavaScript string literal. Values reach scripts only this way, never spliced
 /// in raw, so a selector or a text with quotes in it cannot break (or inject into) a script.
 pub fn js(value: &str) -> String {
@@ -84,6 +110,42 @@ mod tests {
         assert_eq!(resolve_url("http://h:1", "https://x/y"), "https://x/y");
         assert_eq!(resolve_url("http://h:1", "about:blank"), "about:blank");
         assert_eq!(resolve_url("http://h:1", "/a?t=1:2"), "http://h:1/a?t=1:2");
+    }
+
+    #[test]
+    fn only_web_urls_open_unless_the_scenario_allows_more() {
+        let none: &[String] = &[];
+        for ok in [
+            "http://h:1/a",
+            "https://x/",
+            "data:text/html,hi",
+            "about:blank",
+        ] {
+            assert!(allowed_url(ok, none).is_ok(), "{ok}");
+        }
+        for refused in [
+            "file:///etc/passwd",
+            "FILE:///etc/passwd",
+            " file:///etc/passwd",
+            "fi\tle:///etc/passwd",
+            "chrome://version",
+            "about:version",
+            "view-source:http://h/",
+            "javascript:alert(1)",
+            "not a url",
+        ] {
+            assert!(allowed_url(refused, none).is_err(), "{refused:?}");
+        }
+        let message = allowed_url("file:///etc/passwd", none)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("allow_schemes"), "{message}");
+        let file = ["file".to_string()];
+        // The parsed form is what Chromium gets: the one the check read.
+        assert_eq!(
+            allowed_url(" FILE:///etc/hostname", &file).unwrap(),
+            "file:///etc/hostname"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! controller                                  agent
-//!     |-- Hello {version, token} ----------------->|   first frame, within HELLO_TIMEOUT
+//!     |-- Hello {version, token} ----------------->|   HELLO_TIMEOUT from accept, TLS included
 //!     |<------------- Welcome {facts} | Rejected --|   token checked in constant time
 //!     |-- Prepare {assignment} ------------------->|   browser launched, users not started
 //!     |<------------------- Prepared {browser} ----|
@@ -48,7 +48,8 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// comfortably; anything larger is a bug or an attack.
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 
-/// How long an agent waits for the first frame (`Hello`) before closing the connection.
+/// How long an agent gives a new connection, from `accept`, to finish TLS, the WebSocket
+/// upgrade and its `Hello` before closing it.
 pub const HELLO_TIMEOUT_MS: u64 = 10_000;
 
 /// What the controller says to an agent.
@@ -256,6 +257,11 @@ pub struct Assignment {
     /// Failure captures, tracing and an iteration limit, for debugging a scenario.
     #[serde(default)]
     pub diagnostics: Diagnostics,
+    /// URL schemes users may open beyond `http`, `https`, `data` and `about:blank` (the
+    /// scenario's `allow_schemes:`, e.g. `["file"]`). The agent enforces the list, so a token
+    /// holder talking to it directly gets no more than the scenario would.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_schemes: Vec<String>,
 }
 
 /// How users arrive on one node.

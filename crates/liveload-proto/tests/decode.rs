@@ -159,6 +159,7 @@ fn arb_controller_message() -> impl Strategy<Value = ControllerMessage> {
                     }),
                     no_browser: false,
                     diagnostics: Default::default(),
+                    allow_schemes: vec!["file".into()],
                 }))
             }
         ),

@@ -437,6 +437,7 @@ async fn users_once(
             throttle: None,
             no_browser: false,
             diagnostics: Default::default(),
+            allow_schemes: Vec::new(),
         };
         connection
             .send(&ControllerMessage::Prepare(Box::new(assignment)))

@@ -157,6 +157,7 @@ fn assignment(scenario: &Scenario, run_id: &str, args: &TryArgs) -> Assignment {
             }),
             max_iterations: Some(1),
         },
+        allow_schemes: scenario.allow_schemes.clone(),
     }
 }
 

@@ -108,6 +108,7 @@ fn prepare_frame(
         throttle: terms.throttle,
         no_browser: options.no_browser,
         diagnostics: scenario.diagnostics(),
+        allow_schemes: scenario.allow_schemes.clone(),
     }))
 }
 

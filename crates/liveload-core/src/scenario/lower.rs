@@ -517,6 +517,28 @@ impl Lowering<'_> {
     }
 }
 
+/// `allow_schemes:`: scheme names as URLs spell them (`file`, `chrome-extension`), lowercased.
+pub(super) fn lower_schemes(schemes: Vec<String>) -> std::result::Result<Vec<String>, Located> {
+    schemes
+        .into_iter()
+        .map(|scheme| {
+            let lower = scheme.trim_end_matches(':').to_ascii_lowercase();
+            let valid = lower.starts_with(|c: char| c.is_ascii_alphabetic())
+                && lower
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+            if valid {
+                Ok(lower)
+            } else {
+                Err(Located::new(
+                    format!("allow_schemes: '{scheme}' is not a URL scheme (like file)"),
+                    "allow_schemes",
+                ))
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{HEAD, location, parse};
@@ -545,6 +567,22 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("later"));
+    }
+
+    #[test]
+    fn allowed_schemes_are_url_schemes_lowercased() {
+        let head = "name: t\nbase_url: http://x\nsteps:\n  - navigate: /\n";
+        let scenario = parse(&format!(
+            "{head}allow_schemes: [FILE, 'chrome-extension:']\n"
+        ))
+        .unwrap();
+        assert_eq!(scenario.allow_schemes, ["file", "chrome-extension"]);
+        let err = parse(&format!("{head}allow_schemes: ['fi le']\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("'fi le' is not a URL scheme"),
+            "{err}"
+        );
+        assert!(parse(head).unwrap().allow_schemes.is_empty());
     }
 
     #[test]

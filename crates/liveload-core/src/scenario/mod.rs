@@ -91,6 +91,8 @@ pub struct Scenario {
     pub load: Load,
     /// Cluster-wide limits on iterations.
     pub throttle: Throttle,
+    /// URL schemes users may open beyond `http`, `https`, `data` and `about:blank`.
+    pub allow_schemes: Vec<String>,
 }
 
 /// How users arrive (the workload model).
@@ -163,6 +165,7 @@ impl Scenario {
             thresholds: Vec::new(),
             load: ALL_USERS_AT_ONCE,
             throttle: Throttle::default(),
+            allow_schemes: Vec::new(),
         }
     }
 }
@@ -269,6 +272,7 @@ impl Scenario {
         let (load, users) = workload::lower_load(raw.load, raw.users)?;
         let throttle = workload::lower_throttle(raw.throttle)?;
         let on_failure = lower_on_failure(raw.on_failure)?;
+        let allow_schemes = lower::lower_schemes(raw.allow_schemes)?;
         Ok(Scenario {
             name: raw.name,
             base_url: raw.base_url.trim_end_matches('/').to_string(),
@@ -283,6 +287,7 @@ impl Scenario {
             thresholds,
             load,
             throttle,
+            allow_schemes,
         })
     }
 }

@@ -58,6 +58,9 @@ pub(super) struct RawScenario {
     /// `throttle:` — cluster-wide limits on iterations.
     #[serde(default)]
     pub(super) throttle: Option<RawThrottle>,
+    /// `allow_schemes:` — URL schemes users may open beyond the web's (`[file]`).
+    #[serde(default)]
+    pub(super) allow_schemes: Vec<String>,
     /// `steps:` — what one iteration does.
     pub(super) steps: Vec<RawStep>,
 }

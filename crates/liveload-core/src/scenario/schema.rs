@@ -49,6 +49,8 @@ pub fn json_schema() -> Value {
                     "per_error": {"type": "integer", "minimum": 1, "description": "failures kept per distinct error, per agent (default 3)"}}), &["action"])
             ]},
             "think_time": {"type": "string", "description": "default for a bare `think`"},
+            "allow_schemes": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9+.-]*:?$"},
+                "description": "URL schemes users may open beyond http, https, data and about:blank (e.g. file)"},
             "data": object(json!({"file": {"type": "string", "description": "CSV with a header row"},
                 "secret": {"type": "array", "items": string(), "description": "columns whose values are redacted from reports"}}), &["file"]),
             "load": object(json!({
