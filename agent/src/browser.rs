@@ -4,7 +4,7 @@
 //! of a user is one context with one page, not one browser. The browser is launched once, at
 //! `Prepare`, and closed and waited on at exit so no Chromium process outlives the agent.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -43,7 +43,7 @@ pub struct UserContext {
 impl NodeBrowser {
     /// Launch Chromium headless with a fresh profile directory, its DevTools on a pipe (see
     /// `chromium.rs` and `relay.rs`): no process on the node can reach it but this agent.
-    pub async fn launch(executable: &PathBuf, no_sandbox: bool) -> Result<Self> {
+    pub async fn launch(executable: &Path, no_sandbox: bool) -> Result<Self> {
         let profile_dir = tempfile::Builder::new()
             .prefix("liveload-chromium-")
             .tempdir()

@@ -265,9 +265,10 @@ async fn prepare(
     let browser = {
         let mut slot = state.browser.lock().await;
         if slot.is_none() {
-            let mut browser = NodeBrowser::launch(&info.path.clone().into(), state.no_sandbox)
-                .await
-                .map_err(|e| format!("{e:#}"))?;
+            let mut browser =
+                NodeBrowser::launch(std::path::Path::new(&info.path), state.no_sandbox)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
             if let Some(pid) = browser.pid() {
                 state.browser_pid.store(pid, Ordering::SeqCst);
             }

@@ -89,6 +89,7 @@ fn check_scenario(s: &Scenario) -> Result<(), TestCaseError> {
         throttle: terms.throttle,
         no_browser: false,
         diagnostics: s.diagnostics(),
+        allow_schemes: s.allow_schemes.clone(),
     }));
     let decoded = decode_controller(encode(&frame).as_bytes())
         .map_err(|e| TestCaseError::fail(format!("the agent would refuse it: {e}")))?;

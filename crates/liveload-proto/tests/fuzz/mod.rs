@@ -270,6 +270,7 @@ fn controller_seeds() -> Vec<Value> {
             trace: Some(TraceOptions { screenshots: true }),
             max_iterations: Some(1),
         },
+        allow_schemes: vec!["file".into()],
     };
     let controller = [
         ControllerMessage::Hello {
