@@ -7,6 +7,7 @@
 //! closes Chromium and kills whatever is left in its process group.
 
 mod browser;
+mod cgroup;
 mod facts;
 mod observe;
 mod recorder;
