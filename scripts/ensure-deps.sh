@@ -91,6 +91,27 @@ ensure_sshd() {
   if [ "$guard" -eq 1 ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
 }
 
+# podman and what the image tests need, all from Debian's own packages (bookworm: podman 4.3):
+# runc (Debian's crun refuses a hybrid cgroup v1/v2 host), netavark and aardvark-dns (podman's
+# networks), slirp4netns (the tests' containers reach a target on this host's loopback through
+# it), iptables (published ports), uidmap, and mmdebstrap (the base image is made from Debian's
+# packages: no image registry is needed). The tests run podman with their own configuration and
+# storage (crates/liveload-test-support/src/container.rs); no podman service is started here.
+ensure_podman() {
+  local wanted=(podman runc netavark aardvark-dns slirp4netns iptables uidmap mmdebstrap)
+  local missing=()
+  for package in "${wanted[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$package")
+    fi
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    return
+  fi
+  echo "installing Debian's ${missing[*]} ..." >&2
+  apt_install "${missing[@]}"
+}
+
 # cargo-machete (unused dependencies), from crates.io, pinned; about two and a half minutes
 # to build on two cores, once per machine.
 MACHETE_VERSION=0.9.2

@@ -10,6 +10,7 @@ source scripts/ensure-deps.sh
 ensure_prism
 ensure_sshd
 ensure_moto
+ensure_podman
 ensure_machete
 ensure_nextest
 cargo fmt --all -- --check

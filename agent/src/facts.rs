@@ -2,69 +2,14 @@
 //!
 //! The controller sizes the cluster from these figures, so they must be the ones that bind: a
 //! container's cgroup limit, not the host's RAM; a local agent's share of the host, not the
-//! whole host.
+//! whole host. The cgroup limits (v1 and v2) come from [`crate::cgroup`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use liveload_proto::{BrowserInfo, NodeFacts};
 
-/// cgroup v2 limits that apply to this process (the smallest along its cgroup path).
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct CgroupLimits {
-    /// `memory.max`, bytes.
-    pub memory_max: Option<u64>,
-    /// `memory.current` of the leaf cgroup, bytes.
-    pub memory_current: Option<u64>,
-    /// `cpu.max` as cores.
-    pub cpu_max: Option<f64>,
-}
-
-/// Read cgroup v2 limits for this process from `root` (normally `/sys/fs/cgroup`), using the
-/// path in `proc_self_cgroup` (the text of `/proc/self/cgroup`).
-pub fn cgroup_limits(root: &Path, proc_self_cgroup: &str) -> CgroupLimits {
-    // cgroup v2 has one line: "0::/some/path".
-    let Some(path) = proc_self_cgroup
-        .lines()
-        .find_map(|line| line.strip_prefix("0::"))
-    else {
-        return CgroupLimits::default();
-    };
-    let leaf = root.join(path.trim().trim_start_matches('/'));
-    let mut limits = CgroupLimits {
-        memory_current: read_number(&leaf.join("memory.current")),
-        ..Default::default()
-    };
-    // Walk from the leaf to the root: a parent's limit binds its children too.
-    let mut dir = Some(leaf.as_path());
-    while let Some(d) = dir {
-        if !d.starts_with(root) {
-            break;
-        }
-        if let Some(max) = read_number(&d.join("memory.max")) {
-            limits.memory_max = Some(limits.memory_max.map_or(max, |m| m.min(max)));
-        }
-        if let Some(cores) = read_cpu_max(&d.join("cpu.max")) {
-            limits.cpu_max = Some(limits.cpu_max.map_or(cores, |c| c.min(cores)));
-        }
-        dir = d.parent();
-    }
-    limits
-}
-
-/// A number file; `max` (no limit) and missing files give `None`.
-fn read_number(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// `cpu.max` is `"<quota> <period>"` or `"max <period>"`.
-fn read_cpu_max(path: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut parts = text.split_whitespace();
-    let quota: f64 = parts.next()?.parse().ok()?;
-    let period: f64 = parts.next()?.parse().ok()?;
-    (period > 0.0).then_some(quota / period)
-}
+use crate::cgroup::CgroupLimits;
 
 /// Find the Chromium to launch: an explicit path, else Debian's `chromium-headless-shell`, else
 /// `chromium` (and the usual other names) on `PATH`.
@@ -133,8 +78,13 @@ pub fn measure(host_share: Option<u32>, chromium: Option<BrowserInfo>) -> NodeFa
             .map(|n| n.get() as u32)
             .unwrap_or(1)
     });
-    let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let cgroup = cgroup_limits(Path::new("/sys/fs/cgroup"), &proc_cgroup);
+    let cgroup = crate::cgroup::read();
+    tracing::info!(
+        version = ?cgroup.version,
+        memory_max = ?cgroup.memory_max,
+        cpu_max = ?cgroup.cpu_max,
+        "cgroup limits"
+    );
     let share = host_share.unwrap_or(1).max(1);
     derive_facts(
         RawFacts {
@@ -220,25 +170,14 @@ pub fn user_bound(facts: &NodeFacts) -> u64 {
 mod tests {
     use super::*;
 
-    fn write(path: &Path, text: &str) {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-
     #[test]
     fn container_limits_win_over_the_host() {
-        let root = tempfile::tempdir().unwrap();
-        let r = root.path();
-        write(&r.join("kubepods/memory.max"), "max\n");
-        write(&r.join("kubepods/cpu.max"), "200000 100000\n");
-        write(&r.join("kubepods/pod1/memory.max"), "2147483648\n");
-        write(&r.join("kubepods/pod1/memory.current"), "536870912\n");
-        write(&r.join("kubepods/pod1/cpu.max"), "max 100000\n");
-        let limits = cgroup_limits(r, "0::/kubepods/pod1\n");
-        assert_eq!(limits.memory_max, Some(2 << 30));
-        assert_eq!(limits.memory_current, Some(512 << 20));
-        assert_eq!(limits.cpu_max, Some(2.0));
-
+        let limits = CgroupLimits {
+            memory_max: Some(2 << 30),
+            memory_current: Some(512 << 20),
+            cpu_max: Some(2.0),
+            version: Some(crate::cgroup::Version::V1),
+        };
         let facts = derive_facts(
             RawFacts {
                 total: 64 << 30,
@@ -250,6 +189,8 @@ mod tests {
             1,
             None,
         );
+        assert_eq!(facts.cgroup_memory_limit_bytes, Some(2 << 30));
+        assert_eq!(facts.cgroup_cpu_limit, Some(2.0));
         assert_eq!(facts.effective_memory_bytes, (2 << 30) - (512 << 20));
         assert_eq!(facts.effective_cores, 2.0);
         // 1.5 GiB / 4 MiB; an operator's cap replaces the memory rule.
@@ -264,13 +205,6 @@ mod tests {
             ..facts
         };
         assert_eq!(user_bound(&tiny), 1);
-    }
-
-    #[test]
-    fn no_cgroup_v2_means_no_limits() {
-        let root = tempfile::tempdir().unwrap();
-        let limits = cgroup_limits(root.path(), "12:memory:/foo\n");
-        assert_eq!(limits, CgroupLimits::default());
     }
 
     #[test]

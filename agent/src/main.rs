@@ -8,6 +8,7 @@
 
 mod browser;
 mod capture;
+mod cgroup;
 mod chromium;
 mod facts;
 mod listener;

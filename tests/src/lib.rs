@@ -185,6 +185,14 @@ pub fn signal(pid: u32, signal: i32) {
     }
 }
 
+/// Send a signal to every process of a process group.
+pub fn signal_group(group: i32, signal: i32) {
+    // SAFETY: sending a signal has no memory-safety preconditions.
+    unsafe {
+        libc::kill(-group, signal);
+    }
+}
+
 /// Serialises the tests that run many real Chromium contexts, so they do not starve each
 /// other of the machine's cores. A lock on a file, not a mutex: `cargo nextest` runs every test
 /// in its own process, `cargo test` runs them as threads of one; a file lock holds in both.

@@ -173,8 +173,10 @@ fn the_fly_setup_script_is_valid_sh() {
     assert!(out.status.success(), "{out:?}");
 }
 
-/// The agent container image, checked offline (no Docker engine here): multi-stage, the agent
-/// built from this workspace, Chromium and fonts from Debian, tini as init, a non-root user,
+/// The agent container image, read as text (the container tests build and run it with podman:
+/// `backends/container/tests/image.rs`): the agent built from this workspace by default, or
+/// taken prebuilt by the `prebuilt` target, which comes before the Rust stage so that target
+/// never needs a Rust image; Chromium and fonts from Debian, tini as init, a non-root user,
 /// and the agent as the entrypoint.
 #[test]
 fn the_agent_dockerfile_has_what_the_fly_backend_expects() {
@@ -197,7 +199,17 @@ fn the_agent_dockerfile_has_what_the_fly_backend_expects() {
             .map(|(_, rest)| rest.as_str())
             .collect()
     };
-    assert_eq!(of("FROM").len(), 2, "a build stage and a runtime stage");
+    let from = of("FROM");
+    assert_eq!(
+        from.len(),
+        4,
+        "runtime, prebuilt, Rust build, default: {from:?}"
+    );
+    assert!(from[0].ends_with("AS runtime") && from[1] == "runtime AS prebuilt");
+    assert!(
+        from[2].starts_with("rust:") && from[3] == "runtime",
+        "{from:?}"
+    );
     assert!(text.contains("-p liveload-agent"), "builds the agent");
     assert!(text.contains("chromium-headless-shell") && text.contains("fonts-"));
     assert!(of("COPY").iter().any(|c| c.starts_with("--from=")));

@@ -2,6 +2,7 @@
 //! environment and no run token in any child's environment (agent and every Chromium process),
 //! and no state written into a directory another user could have planted.
 
+use std::os::unix::process::CommandExt as _;
 use std::time::Duration;
 
 use liveload_e2e::*;
@@ -108,22 +109,29 @@ fn a_state_directory_another_user_could_have_planted_is_refused() {
 fn another_user_finds_no_devtools_endpoint_during_a_run() {
     let _heavy = heavy();
     let control = tempfile::tempdir().unwrap();
+    // In its own process group: Chromium may be a wrapper script that forks the browser, and
+    // the port belongs to whichever process of the group opened it.
     let mut exposed = std::process::Command::new(chromium())
         .args(["--headless", "--no-sandbox", "--remote-debugging-port=0"])
         .arg(format!("--user-data-dir={}", control.path().display()))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        .process_group(0)
         .spawn()
         .unwrap();
-    let exposed_pid = exposed.id() as i32;
+    let exposed_group = exposed.id() as i32;
     let mut port = Vec::new();
-    assert!(eventually(Duration::from_secs(20), || {
-        port = listening_ports(exposed_pid);
+    let found = eventually(Duration::from_secs(20), || {
+        port = processes_in_groups(&[exposed_group])
+            .into_iter()
+            .flat_map(|(pid, _)| listening_ports(pid))
+            .collect();
         !port.is_empty()
-    }));
-    let answer = get_as_nobody(port[0], "/json/version");
-    let _ = exposed.kill();
+    });
+    let answer = found.then(|| get_as_nobody(port[0], "/json/version"));
+    signal_group(exposed_group, libc::SIGKILL);
     let _ = exposed.wait();
+    let answer = answer.expect("the exposed Chromium opened a DevTools port");
     assert!(answer.starts_with("65534\n"), "{answer}");
     assert!(
         answer.contains("webSocketDebuggerUrl"),

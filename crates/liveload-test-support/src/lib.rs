@@ -1,11 +1,14 @@
 //! The test services liveload's tests share, each behind a feature: [`fly_server`] (a stateful
 //! Fly Machines API with real agents behind it and an edge like Fly's proxy), [`sshd`] (a
-//! private OpenSSH server) and [`moto`] (moto's EC2 emulator and a proxy that loses answers);
-//! and, in front of any of them, [`fault_proxy`] (provider token buckets and storms).
+//! private OpenSSH server), [`moto`] (moto's EC2 emulator and a proxy that loses answers) and
+//! [`container`] (podman's API service and the agent image built with podman); and, in front
+//! of any of them, [`fault_proxy`] (provider token buckets and storms).
 //!
 //! One crate instead of the same source files included by path into several test binaries:
 //! each service is compiled once and used by its backend's tests and the end-to-end tests.
 
+#[cfg(feature = "container")]
+pub mod container;
 pub mod fault_proxy;
 #[cfg(feature = "fly")]
 pub mod fly_server;

@@ -14,6 +14,8 @@ pub fn backends() -> Vec<Box<dyn Registered>> {
     backends.push(entry::<liveload_ssh::cli::Ssh>());
     #[cfg(feature = "ec2")]
     backends.push(entry::<liveload_ec2::cli::Ec2>());
+    #[cfg(feature = "container")]
+    backends.push(entry::<liveload_container::cli::Container>());
     #[cfg(feature = "example")]
     backends.push(entry::<liveload_example_backend::cli::Example>());
     backends
