@@ -136,6 +136,17 @@ impl NodeBrowser {
         let _ = self.browser.dispose_browser_context(user.id).await;
     }
 
+    /// How many browser contexts Chromium holds, as it lists them itself.
+    #[cfg(test)]
+    pub async fn context_count(&self) -> Result<usize> {
+        use chromiumoxide::cdp::browser_protocol::target::GetBrowserContextsParams;
+        let listed = self
+            .browser
+            .execute(GetBrowserContextsParams::default())
+            .await?;
+        Ok(listed.result.browser_context_ids.len())
+    }
+
     /// Count page (renderer) crashes into `recorder` as `browser.page_crashes`.
     pub async fn watch_crashes(
         &self,

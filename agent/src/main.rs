@@ -145,6 +145,8 @@ pub struct AgentState {
     shutdown: watch::Sender<Option<String>>,
     browser: tokio::sync::Mutex<Option<Arc<NodeBrowser>>>,
     browser_pid: AtomicU32,
+    /// Set by the first `Prepare`: an agent serves one run.
+    run_claimed: AtomicBool,
 }
 
 /// Why the agent exits when its controller goes silent (the dead-man switch).
@@ -236,6 +238,7 @@ async fn agent(args: Args, secrets: Secrets) -> Result<()> {
         stop,
         shutdown,
         browser: tokio::sync::Mutex::new(None),
+        run_claimed: AtomicBool::new(false),
         browser_pid: AtomicU32::new(0),
     });
 

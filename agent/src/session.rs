@@ -101,6 +101,42 @@ struct RunControl {
     users: Option<mpsc::UnboundedSender<UserCommand>>,
     /// Users assigned so far (prepared plus added, less removed), held to the agent's bound.
     assigned: u64,
+    /// The agent, once this session took its run (see `Drop`).
+    owner: Option<Arc<AgentState>>,
+}
+
+/// The session ended (the controller left or the link broke): nothing of its run may go on
+/// behind its back, or a controller that connects next would find users it never started.
+/// Running users are stopped (each disposes of its own context as it ends), and a prepared
+/// run that never started has its contexts disposed. The agent takes no second run (see
+/// `claim_run`), so stopping is final.
+impl Drop for RunControl {
+    fn drop(&mut self) {
+        let Some(state) = self.owner.take() else {
+            return;
+        };
+        force_stop(&state.stop);
+        let prepared = self.prepared.clone();
+        tokio::spawn(async move {
+            // Waits for a Prepare still under way, then disposes of what it made.
+            let run = prepared.lock().await.take();
+            let browser = state.browser.lock().await.clone();
+            if let (Some(run), Some(browser)) = (run, browser) {
+                for context in run.contexts.into_iter().flatten() {
+                    browser.end_user(context).await;
+                }
+            }
+        });
+    }
+}
+
+/// Take this agent's one run. An agent serves one run: a second `Prepare`, from this session
+/// or a later one, would start a second set of users beside the first.
+fn claim_run(state: &AgentState) -> Result<(), String> {
+    if state.run_claimed.swap(true, Ordering::SeqCst) {
+        return Err("refused: this agent has taken a run already (one run per agent)".into());
+    }
+    Ok(())
 }
 
 impl RunControl {
@@ -118,10 +154,13 @@ impl RunControl {
             }
             ControllerMessage::Heartbeat => {}
             ControllerMessage::Prepare(assignment) => {
-                if let Err(message) = within_bound(state, 0, assignment.users) {
+                let claimed =
+                    within_bound(state, 0, assignment.users).and_then(|()| claim_run(state));
+                if let Err(message) = claimed {
                     let _ = out.send(AgentMessage::Failed { message });
                     return;
                 }
+                self.owner = Some(state.clone());
                 self.assigned = assignment.users;
                 let prepared = self.prepared.clone();
                 let state = state.clone();
@@ -281,7 +320,13 @@ async fn prepare(
     }
     // One setup per core: more only queues them inside Chromium and slows each one.
     let concurrency = (state.facts.effective_cores.ceil() as usize).max(1);
-    let contexts = prepare_contexts(&browser, assignment.users, concurrency, &recorder).await;
+    // The open model's arrivals each take a fresh context when they arrive: none are made
+    // ahead (they would sit unused, holding memory sizing never counted).
+    let closed_users = match assignment.workload {
+        Workload::Open { .. } => 0,
+        _ => assignment.users,
+    };
+    let contexts = prepare_contexts(&browser, closed_users, concurrency, &recorder).await;
     let reply = AgentMessage::Prepared {
         users: assignment.users,
         browser: Some(info),
@@ -334,7 +379,10 @@ async fn run_users(
         ramp_to_per_s,
     } = env.assignment.workload
     {
-        drop(contexts); // Every arrival is a new visitor with a fresh context.
+        debug_assert!(
+            contexts.is_empty(),
+            "no contexts are made ahead for arrivals"
+        );
         run_arrivals(env, rate_per_s, ramp_to_per_s, started, &out).await;
         if !state.gave_up_on_controller() {
             let _ = out.send(AgentMessage::Finished(recorder.take(started.elapsed())));
@@ -370,11 +418,21 @@ async fn run_users(
     let mut ticker =
         tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
     let mut commands_open = true;
+    let mut stop = env.stop.clone();
     loop {
         if waiting.is_empty() && users.is_empty() {
             break;
         }
         tokio::select! {
+            // Stopped: users not started yet never will be; their contexts go now, not when
+            // their start time comes.
+            Ok(()) = stop.changed(), if !waiting.is_empty() => {
+                if *stop.borrow() != StopSignal::Run {
+                    for (_, setup) in waiting.drain(..) {
+                        dispose_unused(&env, setup);
+                    }
+                }
+            }
             _ = tokio::time::sleep_until(next_start), if !waiting.is_empty() => {
                 let (user_id, setup) = waiting.pop_front().expect("not empty");
                 let (stop, own_stop) = watch::channel(StopSignal::Run);
@@ -395,7 +453,9 @@ async fn run_users(
                 Some(UserCommand::Remove { count, force }) => {
                     // Users still waiting to start go first, then the most recent ones.
                     let mut left = count;
-                    while left > 0 && waiting.pop_back().is_some() {
+                    while left > 0 {
+                        let Some((_, setup)) = waiting.pop_back() else { break };
+                        dispose_unused(&env, setup);
                         left -= 1;
                     }
                     let signal = if force { StopSignal::Force } else { StopSignal::Graceful };
@@ -419,6 +479,13 @@ async fn run_users(
     }
     if !state.gave_up_on_controller() {
         let _ = out.send(AgentMessage::Finished(recorder.take(started.elapsed())));
+    }
+}
+
+/// Dispose of the context of a user who will never start (removed while waiting).
+fn dispose_unused(env: &UserEnv, setup: Setup) {
+    if let (Setup::Ready(context), Some(browser)) = (setup, env.browser.clone()) {
+        tokio::spawn(async move { browser.end_user(context).await });
     }
 }
 
@@ -484,3 +551,6 @@ impl AgentState {
 pub fn force_stop(stop: &watch::Sender<StopSignal>) {
     let _ = stop.send(StopSignal::Force);
 }
+
+#[cfg(test)]
+mod tests;

@@ -33,8 +33,14 @@ pub(super) struct LiveNode {
 /// Messages from every node's reader task, tagged with the node's index.
 pub(super) type Inbox = mpsc::UnboundedReceiver<(usize, Result<AgentMessage>)>;
 
-/// A node that answered: its handle, its link, what it measured, when its create was accepted.
-type Booted = (NodeHandle, AgentConnection, NodeReport, Instant);
+/// A node that answered: its handle, the commands to its link (already heartbeating), what it
+/// measured, when its create was accepted.
+type Booted = (
+    NodeHandle,
+    mpsc::UnboundedSender<ControllerMessage>,
+    NodeReport,
+    Instant,
+);
 
 /// Boots nodes of one run: everything a create needs, and where ready nodes report.
 pub(super) struct Booter<'a> {
@@ -76,14 +82,7 @@ impl Booter<'_> {
         let mut first_error = None;
         for result in results {
             match result {
-                Ok((handle, connection, report, created_at)) => {
-                    let commands = spawn_link(
-                        report.index as usize,
-                        connection,
-                        self.inbox_tx.clone(),
-                        heartbeat_interval(self.options.grace),
-                    );
-                    self.observer.event(&Event::NodeReady(report.clone()));
+                Ok((handle, commands, report, created_at)) => {
                     live.push(LiveNode {
                         report,
                         handle,
@@ -163,7 +162,17 @@ impl Booter<'_> {
             Ok((connection, welcome)) => {
                 let mut report = self.node_report(&handle, spec.index, welcome, started);
                 report.create_s = (accepted - started).as_secs_f64();
-                Ok((handle, connection, report, accepted))
+                // Heartbeats start now, not when the last node is up: at a provider's create
+                // rate the cluster can take minutes to boot, and an agent left silent past its
+                // grace would end itself (at Fly's 1/s, the first of 256 nodes waits ~4 min).
+                let commands = spawn_link(
+                    report.index as usize,
+                    connection,
+                    self.inbox_tx.clone(),
+                    heartbeat_interval(self.options.grace),
+                );
+                self.observer.event(&Event::NodeReady(report.clone()));
+                Ok((handle, commands, report, accepted))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "node failed to become ready; destroying it");

@@ -1,0 +1,148 @@
+//! The browser contexts Chromium holds match the agent's live users, counted by Chromium itself
+//! (`Target.getBrowserContexts`): none made ahead for the open model's arrivals, a waiting
+//! user's disposed when it is removed or the run stops, every one gone when the session ends.
+
+use std::sync::atomic::{AtomicBool, AtomicU32};
+
+use liveload_proto::{Step, StepKind};
+
+use super::*;
+
+/// An agent's state on this machine, with its Chromium.
+fn agent_state() -> Arc<AgentState> {
+    let path = crate::facts::find_chromium(None)
+        .expect("no Chromium on PATH: run scripts/test.sh, which installs it");
+    let version = crate::facts::chromium_version(&path).expect("Chromium reports its version");
+    let chromium = liveload_proto::BrowserInfo {
+        path: path.display().to_string(),
+        version,
+    };
+    let (stop, _) = watch::channel(StopSignal::Run);
+    let (shutdown, _) = watch::channel(None);
+    Arc::new(AgentState {
+        token: "t".repeat(16),
+        facts: crate::facts::measure(None, Some(chromium)),
+        no_sandbox: rustix::process::geteuid().is_root(),
+        busy: AtomicBool::new(false),
+        last_heard: std::sync::Mutex::new(Instant::now()),
+        stop,
+        shutdown,
+        browser: tokio::sync::Mutex::new(None),
+        browser_pid: AtomicU32::new(0),
+        run_claimed: AtomicBool::new(false),
+    })
+}
+
+/// `users` users thinking 100 ms per iteration for `duration`, with a browser.
+fn assignment(users: u64, duration: Duration) -> Assignment {
+    Assignment {
+        run_id: "t".into(),
+        scenario: "t".into(),
+        base_url: "http://127.0.0.1".into(),
+        first_user_id: 0,
+        users,
+        duration_ms: duration.as_millis() as u64,
+        iteration_timeout_ms: 10_000,
+        start_interval_ms: 0,
+        start_batch: 1,
+        steps: vec![Step {
+            name: "think".into(),
+            kind: StepKind::Think {
+                min_ms: 100,
+                max_ms: 100,
+            },
+        }],
+        step_timeout_ms: 5_000,
+        data: None,
+        workload: Workload::default(),
+        throttle: None,
+        no_browser: false,
+        diagnostics: Default::default(),
+        allow_schemes: Vec::new(),
+    }
+}
+
+/// Wait until Chromium holds `expected` contexts (at most 10 s); the last count otherwise.
+async fn contexts_become(browser: &NodeBrowser, expected: usize) -> usize {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = browser
+            .context_count()
+            .await
+            .expect("Chromium lists contexts");
+        if count == expected || Instant::now() >= end {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn browser_of(state: &AgentState) -> Arc<NodeBrowser> {
+    state
+        .browser
+        .lock()
+        .await
+        .clone()
+        .expect("prepare launched it")
+}
+
+/// Before: `Prepare` made a context per user even for the open model, which never used them
+/// (every arrival takes a fresh one), and held them to the end: 4 here, all run long.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_open_model_holds_contexts_only_for_visitors_in_progress() {
+    let state = agent_state();
+    let mut open = assignment(4, Duration::from_millis(1500));
+    open.workload = Workload::Open {
+        rate_per_s: 4.0,
+        ramp_to_per_s: 4.0,
+    };
+    let (_, run) = prepare(&state, open).await.expect("prepared");
+    let browser = browser_of(&state).await;
+    assert_eq!(browser.context_count().await.unwrap(), 0, "none made ahead");
+    let (out, mut replies) = mpsc::unbounded_channel();
+    let (_commands, commands_rx) = mpsc::unbounded_channel();
+    run_users(state.clone(), run, out, commands_rx).await;
+    let mut arrivals = 0;
+    while let Ok(reply) = replies.try_recv() {
+        if let AgentMessage::Snapshot(s) | AgentMessage::Finished(s) = reply {
+            arrivals += s.counters.get("users_started").copied().unwrap_or(0);
+        }
+    }
+    assert!(arrivals >= 4, "visitors arrived: {arrivals}");
+    assert_eq!(contexts_become(&browser, 0).await, 0);
+}
+
+/// Before: removing users who had not started yet dropped their contexts undisposed, and a
+/// session that ended left its waiting users to start later, each holding a context.
+#[tokio::test(flavor = "multi_thread")]
+async fn removed_and_abandoned_users_leave_no_context_behind() {
+    let state = agent_state();
+    claim_run(&state).expect("the session's first Prepare takes the run");
+    let mut closed = assignment(4, Duration::from_secs(120));
+    closed.start_interval_ms = 60_000; // The first user starts; three wait a minute each.
+    let (_, run) = prepare(&state, closed).await.expect("prepared");
+    let browser = browser_of(&state).await;
+    assert_eq!(browser.context_count().await.unwrap(), 4);
+    let (out, _replies) = mpsc::unbounded_channel();
+    let (commands, commands_rx) = mpsc::unbounded_channel();
+    let users = tokio::spawn(run_users(state.clone(), run, out, commands_rx));
+    let remove = UserCommand::Remove {
+        count: 2,
+        force: true,
+    };
+    assert!(commands.send(remove).is_ok());
+    assert_eq!(contexts_become(&browser, 2).await, 2, "two removed");
+    // The session ends with one user running and one waiting.
+    let mut session = RunControl::default();
+    session.owner = Some(state.clone());
+    session.users = Some(commands);
+    drop(session);
+    tokio::time::timeout(Duration::from_secs(20), users)
+        .await
+        .expect("the users end when their session does")
+        .unwrap();
+    assert_eq!(contexts_become(&browser, 0).await, 0);
+    // And the agent takes no second run.
+    let refusal = claim_run(&state).expect_err("one run per agent");
+    assert!(refusal.contains("one run per agent"), "{refusal}");
+}
