@@ -18,7 +18,7 @@ pub fn launch_archive(files: &[LaunchFile]) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     for file in files {
         let mut header = tar::Header::new_ustar();
-        header.set_path(file.name)?;
+        header.set_path(&file.name)?;
         header.set_size(file.contents.len() as u64);
         header.set_mode(0o600);
         header.set_uid(AGENT_UID);
@@ -38,11 +38,11 @@ mod tests {
     fn files_are_the_agents_and_private() {
         let files = [
             LaunchFile {
-                name: "token",
+                name: "token".into(),
                 contents: "t".repeat(64),
             },
             LaunchFile {
-                name: "tls.key",
+                name: "tls.key".into(),
                 contents: "KEY".into(),
             },
         ];

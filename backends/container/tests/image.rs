@@ -133,7 +133,7 @@ fn browser_scenario(base_url: &str) -> Scenario {
                 condition: WaitCondition::Visible {
                     selector: "body.phx-connected".into(),
                 },
-                timeout_ms: 10_000,
+                timeout_ms: Some(10_000),
             },
         },
         Step {

@@ -11,16 +11,17 @@
 //! - **local**: agent processes on this machine;
 //! - **fly**: the stateful Fly test server (a real agent per machine) behind Fly's Machines API
 //!   buckets (creates 1/s with bursts of 3 per app, other actions the same per machine);
+//! - **fly-pool**: the same, starting a warm pool's stopped machines instead of creating them;
 //! - **ec2**: moto behind EC2's token buckets (RunInstances 5 calls + 2/s, 1,000 instances +
 //!   2/s), agents started locally by the test hook.
 //!
 //! It prints the time until every node is ready against the limits' floor, the controller's
 //! CPU and resident memory while booting, over the run and during teardown, how long teardown
 //! took, and how many requests the provider's buckets refused. The controller runs on its own
-//! runtime whose threads are named `lv-controller`, so its CPU is counted apart from the test
+//! runtime whose threads are named `lv-ctl-N`, so its CPU is counted apart from the test
 //! servers' (which share this process); memory is the whole process's. Never fails on time.
 //!
-//! `LIVELOAD_BENCH_NODES` (256), `LIVELOAD_BENCH_BACKENDS` (`local,fly,ec2`),
+//! `LIVELOAD_BENCH_NODES` (256), `LIVELOAD_BENCH_BACKENDS` (`local,fly,ec2`; `fly-pool` too),
 //! `LIVELOAD_BENCH_RUN_S` (60) and `LIVELOAD_BENCH_SPEED` (1: the providers' own rates; 10
 //! refills every bucket ten times faster, and the client's limits with them) change it.
 
@@ -86,9 +87,9 @@ fn options(settings: &Settings, cores_per_node: f64) -> RunOptions {
 
 /// The controller's runtime: named threads (so the sampler can tell them apart), idle
 /// blocking threads kept (a thread that exits takes its CPU time out of `/proc`).
-fn controller_runtime() -> tokio::runtime::Runtime {
+fn controller_runtime(threads: &str) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .thread_name("lv-controller")
+        .thread_name(threads)
         .thread_keep_alive(Duration::from_secs(24 * 3600))
         .enable_all()
         .build()
@@ -103,9 +104,12 @@ async fn measure(
     cores_per_node: f64,
     faults: Option<&std::sync::Mutex<Faults>>,
 ) {
-    let phases = Arc::new(Phases::default());
+    static GENERATION: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let threads = sampler::controller_threads(generation);
+    let phases = Arc::new(Phases::new(threads.clone()));
     let sampler = Sampler::start(phases.clone());
-    let runtime = controller_runtime();
+    let runtime = controller_runtime(&threads);
     let (scenario, options) = (scenario(settings), options(settings, cores_per_node));
     let observer = phases.clone();
     let task = runtime.spawn({
@@ -185,9 +189,10 @@ async fn main() {
     for backend in backends.split(',').map(str::trim) {
         match backend {
             "local" => local(&settings, cores).await,
-            "fly" => fly(&settings, cores).await,
+            "fly" => fly(&settings, cores, false).await,
+            "fly-pool" => fly(&settings, cores, true).await,
             "ec2" => ec2(&settings, cores).await,
-            other => eprintln!("unknown backend {other}: local, fly or ec2"),
+            other => eprintln!("unknown backend {other}: local, fly, fly-pool or ec2"),
         }
     }
 }
@@ -204,8 +209,33 @@ async fn local(settings: &Settings, cores: f64) {
     measure("local", Arc::new(backend), settings, per_node, None).await;
 }
 
-async fn fly(settings: &Settings, cores: f64) {
+/// Fly, creating every machine, or (`pooled`) starting a warm pool's stopped machines. The
+/// pool is made first straight at the test server, unmeasured and unthrottled: at Fly's real
+/// rate that is the once-only `liveload fly pool create`.
+async fn fly(settings: &Settings, cores: f64, pooled: bool) {
     let server = fly_server::start().await;
+    let pool = "bench";
+    if pooled {
+        let maker = liveload_fly::FlyBackend::builder()
+            .base_url(&server.url)
+            .app("liveload-bench")
+            .token(Secret::new(fly_server::TOKEN))
+            .image("registry.fly.io/liveload-agent:bench")
+            .limits(liveload_fly::Limits {
+                create_per_s: 1000.0,
+                create_burst: 1000,
+                action_per_s: 1000.0,
+                action_burst: 1000,
+            })
+            .reach(liveload_fly::Reach::Private)
+            .pool(pool)
+            .build()
+            .unwrap();
+        maker
+            .create_pool(pool, settings.nodes as u32)
+            .await
+            .unwrap();
+    }
     let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
     let proxy = FaultProxy::start(port, Flavor::Fly);
     fly_buckets(&mut proxy.faults.lock().unwrap(), settings.speed);
@@ -222,11 +252,11 @@ async fn fly(settings: &Settings, cores: f64) {
             action_per_s: defaults.action_per_s * settings.speed,
             ..defaults
         })
-        .reach(liveload_fly::Reach::Private)
-        .build()
-        .unwrap();
+        .reach(liveload_fly::Reach::Private);
+    let fly = if pooled { fly.pool(pool) } else { fly }.build().unwrap();
+    let name = if pooled { "fly-pool" } else { "fly" };
     // Each machine's agent reports this host's cores; a node is the whole of them.
-    measure("fly", Arc::new(fly), settings, cores, Some(&proxy.faults)).await;
+    measure(name, Arc::new(fly), settings, cores, Some(&proxy.faults)).await;
 }
 
 async fn ec2(settings: &Settings, cores: f64) {

@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 use liveload_core::run::{Event, Observer};
 
-/// The controller runtime's thread name (see `controller_runtime`).
-const CONTROLLER_THREADS: &str = "lv-controller";
+/// The controller runtimes' thread names: `lv-ctl-N`, a new N for each backend measured, since
+/// the runtime of the one before may still be winding down (see `controller_runtime`).
+pub fn controller_threads(generation: usize) -> String {
+    format!("lv-ctl-{generation}")
+}
 
 /// One phase's figures.
 pub struct Phase {
@@ -33,17 +36,26 @@ struct Mark {
 }
 
 /// The phases so far; an [`Observer`] of the run.
-#[derive(Default)]
 pub struct Phases {
+    /// The name of the controller's threads.
+    threads: String,
     marks: Mutex<Vec<Mark>>,
 }
 
 impl Phases {
+    /// Phases of the controller whose threads are named `threads`.
+    pub fn new(threads: String) -> Phases {
+        Phases {
+            threads,
+            marks: Mutex::new(Vec::new()),
+        }
+    }
+
     fn begin(&self, name: &'static str) {
         let mark = Mark {
             name,
             at: Instant::now(),
-            cpu_s: controller_cpu_s(),
+            cpu_s: controller_cpu_s(&self.threads),
             peak_rss_kib: rss_kib(),
         };
         self.marks.lock().unwrap().push(mark);
@@ -118,8 +130,8 @@ impl Sampler {
     }
 }
 
-/// CPU seconds (user + system) of this process's controller threads.
-fn controller_cpu_s() -> f64 {
+/// CPU seconds (user + system) of this process's threads named `threads`.
+fn controller_cpu_s(threads: &str) -> f64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
@@ -127,7 +139,7 @@ fn controller_cpu_s() -> f64 {
         .flatten()
         .filter(|task| {
             std::fs::read_to_string(task.path().join("comm"))
-                .is_ok_and(|comm| comm.starts_with(CONTROLLER_THREADS))
+                .is_ok_and(|comm| comm.trim_end() == threads)
         })
         .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
         .map(|stat| {
