@@ -273,17 +273,18 @@ const IS_CHECKED: &str = "(e) => (e instanceof HTMLInputElement ? e.checked : \
 pub async fn set_checked(page: &Page, selector: &str, want: bool, timeout: Duration) -> Result<()> {
     let started = Instant::now();
     let deadline = started + timeout;
-    let now = actionable(
-        page,
-        selector,
-        Want::ATTACHED,
-        Some(IS_CHECKED),
-        deadline,
-        timeout,
-    )
-    .await?
-    .value;
-    if now == want {
+    let is_checked = || async {
+        let checked = actionable(
+            page,
+            selector,
+            Want::ATTACHED,
+            Some(IS_CHECKED),
+            deadline,
+            timeout,
+        );
+        Ok::<_, anyhow::Error>(checked.await?.value)
+    };
+    if is_checked().await? == want {
         return Ok(());
     }
     click(
@@ -292,16 +293,7 @@ pub async fn set_checked(page: &Page, selector: &str, want: bool, timeout: Durat
         deadline.saturating_duration_since(Instant::now()),
     )
     .await?;
-    let after = actionable(
-        page,
-        selector,
-        Want::ATTACHED,
-        Some(IS_CHECKED),
-        deadline,
-        timeout,
-    )
-    .await?
-    .value;
+    let after = is_checked().await?;
     if after != want {
         bail!(
             "'{selector}' did not become {} after a click",

@@ -332,7 +332,7 @@ fn http(status: u16, headers: &str, content_type: &str, body: &str) -> Vec<u8> {
 }
 
 /// One HTTP/1.1 message: head and a Content-Length body.
-fn read_message(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+pub(crate) fn read_message(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut data = Vec::new();
     let mut byte = [0u8; 1];

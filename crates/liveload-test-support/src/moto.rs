@@ -212,28 +212,6 @@ impl LosingProxy {
     }
 }
 
-/// One HTTP/1.1 message: head and a Content-Length body.
-fn read_message(stream: &mut std::net::TcpStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut data = Vec::new();
-    let mut byte = [0u8; 1];
-    while !data.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte)? == 0 {
-            return Ok(None);
-        }
-        data.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&data).to_lowercase();
-    let length = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body)?;
-    data.extend_from_slice(&body);
-    Ok(Some(data))
-}
-
 fn serve(
     mut client: std::net::TcpStream,
     upstream: u16,
@@ -241,10 +219,10 @@ fn serve(
     calls: &AtomicU32,
 ) -> std::io::Result<()> {
     let mut server = std::net::TcpStream::connect(("127.0.0.1", upstream))?;
-    while let Some(request) = read_message(&mut client)? {
+    while let Some(request) = crate::fault_proxy::read_message(&mut client)? {
         let is_run = String::from_utf8_lossy(&request).contains("Action=RunInstances");
         server.write_all(&request)?;
-        let Some(response) = read_message(&mut server)? else {
+        let Some(response) = crate::fault_proxy::read_message(&mut server)? else {
             return Ok(());
         };
         if is_run {

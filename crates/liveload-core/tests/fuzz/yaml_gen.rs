@@ -8,33 +8,8 @@
 use proptest::prelude::*;
 use serde_yaml_ng::{Mapping, Number, Value};
 
-/// Every step kind, as written in files.
-const KINDS: &[&str] = &[
-    "navigate",
-    "reload",
-    "click",
-    "fill",
-    "clear",
-    "press",
-    "check",
-    "uncheck",
-    "select",
-    "hover",
-    "focus",
-    "blur",
-    "wait_for",
-    "liveview_connected",
-    "liveview_idle",
-    "liveview_submit",
-    "assert",
-    "extract",
-    "think",
-    "eval",
-    "group",
-    "repeat",
-    "halt",
-    "fail",
-];
+/// Every step kind, as written in files (the parser's own list).
+const KINDS: &[&str] = liveload_core::scenario::STEP_KINDS;
 
 /// Keys that appear inside step arguments and sections.
 const INNER_KEYS: &[&str] = &[
