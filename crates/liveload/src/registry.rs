@@ -7,6 +7,8 @@ use liveload_core::registry::{Registered, entry};
 
 /// Every backend compiled into this binary, the default (`local`) first.
 pub fn backends() -> Vec<Box<dyn Registered>> {
+    // Not `mut` in a build with no optional backend, hence the allowance.
+    #[allow(unused_mut)]
     let mut backends = vec![entry::<liveload_local::cli::Local>()];
     #[cfg(feature = "fly")]
     backends.push(entry::<liveload_fly::cli::Fly>());
