@@ -182,14 +182,18 @@ async fn ec2_rides_out_a_storm_without_making_an_instance_twice() {
     let mut options = options(std::thread::available_parallelism().unwrap().get() as f64);
     options.users = 4;
     {
-        // Creates meet, back to back: a second of 500s, a second of RequestLimitExceeded,
-        // then two seconds in which moto starts the instance and the answer is lost.
+        // Creates meet, back to back: a second of 500s, two of RequestLimitExceeded, then
+        // three and a half in which moto starts the instances and the answer is lost. The
+        // windows follow the retry policy's delays (200 ms doubling, with up to as much again
+        // in jitter): attempts 1-3 fall in the first second, the 4th between 1.4 and 2.8 s,
+        // the 5th between 3.0 and 6.0 s, so each window sees at least one. (With a 1 s
+        // throttle window, a jittered 4th attempt could skip it.)
         let mut faults = proxy.faults.lock().unwrap();
         let now = Instant::now();
         faults.creates_only = true;
         faults.errors_until = Some(now + Duration::from_secs(1));
-        faults.throttle_until = Some(now + Duration::from_secs(2));
-        faults.lose_until = Some(now + Duration::from_secs(4));
+        faults.throttle_until = Some(now + Duration::from_secs(3));
+        faults.lose_until = Some(now + Duration::from_millis(6500));
     }
     let report = run::run(
         ec2.clone(),

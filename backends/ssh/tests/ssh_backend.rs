@@ -218,6 +218,44 @@ async fn an_unreachable_host_is_named() {
     assert!(message.contains("host h0"), "{message}");
 }
 
+/// A host that accepts TCP and never speaks SSH (a stalled sshd, a middlebox that holds the
+/// connection): creating a node there fails at the connect timeout naming the host, and
+/// listing still returns the nodes of the hosts that answer, so teardown reaches them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_that_stalls_in_the_handshake_is_named_and_hides_no_other_node() {
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = stall.local_addr().unwrap().port();
+    // Accept and hold every connection, never answering (the thread ends with the test).
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in stall.incoming().flatten() {
+            held.push(connection);
+        }
+    });
+    let sshd = common::Sshd::start();
+    let mut hosts = sshd.hosts(2);
+    hosts[1].port = port;
+    let backend = sshd
+        .builder(hosts)
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let run = names::new_run_id("stall");
+    let answered = backend.create(&spec(&run, 0)).await.unwrap();
+    let asked = Instant::now();
+    let err = backend.create(&spec(&run, 1)).await.unwrap_err();
+    // The timeout is honoured (the stalled host would hold the call forever otherwise).
+    assert!(asked.elapsed() < Duration::from_secs(15), "{:?}", asked.elapsed());
+    let (kind, message, _) = backend_error(&err);
+    assert_eq!(kind, BackendErrorKind::Unreachable);
+    assert!(message.contains("host h1"), "{message}");
+    let listed = backend.list(&RunFilter::Run(run.clone())).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, [answered.id.as_str()]);
+    backend.destroy(&answered).await.unwrap();
+    assert!(backend.list(&RunFilter::Run(run)).await.unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_without_chromium_is_refused_by_name_and_left_clean() {
     // This host's PATH has the shell tools liveload uses, and no Chromium.
