@@ -245,7 +245,11 @@ async fn a_host_that_stalls_in_the_handshake_is_named_and_hides_no_other_node() 
     let asked = Instant::now();
     let err = backend.create(&spec(&run, 1)).await.unwrap_err();
     // The timeout is honoured (the stalled host would hold the call forever otherwise).
-    assert!(asked.elapsed() < Duration::from_secs(15), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        asked.elapsed()
+    );
     let (kind, message, _) = backend_error(&err);
     assert_eq!(kind, BackendErrorKind::Unreachable);
     assert!(message.contains("host h1"), "{message}");
