@@ -61,6 +61,9 @@ pub async fn start(to_chromium: pipe::Sender, from_chromium: pipe::Receiver) -> 
         let Some(client) = one_client(listener, &path).await else {
             return;
         };
+        // CDP is many small messages each way: Nagle's algorithm would hold one back for the
+        // peer's delayed ACK (tens of milliseconds on loopback) whenever another is in flight.
+        let _ = client.set_nodelay(true);
         let ws = match tokio_tungstenite::accept_async(client).await {
             Ok(ws) => ws,
             Err(e) => {
@@ -161,12 +164,16 @@ async fn relay<S>(
                 Ok(0) | Err(_) => break, // Chromium exited.
                 Ok(n) => n,
             };
+            // Everything one read brought goes out in one write: `feed` queues, `flush` sends.
             for message in messages.push(&chunk[..n]) {
                 let text = String::from_utf8(message)
                     .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                if sink.send(Message::text(text)).await.is_err() {
+                if sink.feed(Message::text(text)).await.is_err() {
                     return;
                 }
+            }
+            if sink.flush().await.is_err() {
+                return;
             }
         }
         let _ = sink.close().await;
