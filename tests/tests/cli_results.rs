@@ -1,0 +1,333 @@
+//! What a finished or running test tells you, end to end through the CLI: thresholds and their
+//! exit code, `abort_on_fail`, the HTML report, `liveload users` on a running test, the open
+//! model, and a page crash counted as a failure.
+
+use std::time::Duration;
+
+use liveload_e2e::*;
+
+#[test]
+fn a_failing_threshold_exits_with_its_own_code() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let scenario = scenario_file(
+        state.path(),
+        "slow.yaml",
+        "name: thresholds\nbase_url: http://127.0.0.1:1\nusers: 1\nduration: 2s\nthresholds:\n  - 'p95(step:navigate /) < 0.001ms'\n  - 'error_rate < 1%'\nsteps:\n  - navigate: /\n",
+    );
+    let (code, report, _) = json_output(liveload(state.path()).args([
+        "demo",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
+    assert_eq!(code, 8, "{report}");
+    assert_eq!(
+        report["users_failed"], 0,
+        "the users were fine; the threshold was not"
+    );
+    let verdicts = report["thresholds"].as_array().unwrap();
+    assert_eq!(verdicts[0]["passed"], false);
+    assert!(verdicts[0]["observed"].as_f64().unwrap() > 0.001);
+    assert_eq!(verdicts[1]["passed"], true);
+    assert!(report["aborted"].is_null());
+}
+
+#[test]
+fn abort_on_fail_stops_the_run_early_and_leaves_nothing_running() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let scenario = scenario_file(
+        state.path(),
+        "abort.yaml",
+        "name: abort\nbase_url: http://127.0.0.1:1\nusers: 2\nduration: 60s\niteration_timeout: 5s\nthresholds:\n  - { expr: 'error_rate < 1%', abort_on_fail: true }\nsteps:\n  - navigate: /\n  - assert: { text: 'not on this page' }\n",
+    );
+    let mut child = liveload(state.path())
+        .args([
+            "demo",
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_, agents) = wait_for_agents(state.path(), &mut child, 1);
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(8), "{report}");
+    assert_eq!(report["aborted"], "error_rate < 1%");
+    assert_eq!(report["thresholds"][0]["aborted_run"], true);
+    assert!(report["run_s"].as_f64().unwrap() < 30.0, "{report}");
+    assert!(started.elapsed() < Duration::from_secs(40));
+    assert!(
+        processes_in_groups(&agents).is_empty(),
+        "no agent or Chromium left"
+    );
+    assert!(local_runs(state.path()).is_empty());
+}
+
+#[test]
+fn the_html_report_renders_in_chromium_with_charts_and_tables() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let reports = state.path().join("out");
+    let (code, report, _) = json_output(liveload(state.path()).args([
+        "demo",
+        "--users",
+        "3",
+        "--duration",
+        "6s",
+        "--report-dir",
+        reports.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
+    assert_eq!(code, 0, "{report}");
+    // result.json is the same document as the JSON output, versioned.
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("result.json")).unwrap())
+            .unwrap();
+    assert_eq!(result["schema_version"], 1);
+    assert_eq!(result["run_id"], report["run_id"]);
+    assert!(
+        result["series"].as_array().unwrap().len() >= 4,
+        "a point per second"
+    );
+    let markdown = std::fs::read_to_string(reports.join("report.md")).unwrap();
+    assert!(markdown.contains("## Steps (ms)") && markdown.contains("step:navigate /"));
+
+    // Render the page in headless Chromium and read back the DOM it built.
+    let html = reports.join("report.html");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        !page.contains("<script") && !page.contains("http://") && !page.contains("https://"),
+        "self-contained: no script, no external resource"
+    );
+    let out = std::process::Command::new(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("id=\"verdict\"") && dom.contains("PASSED"),
+        "{dom}"
+    );
+    let charts = dom.matches("<figure class=\"chart\"").count();
+    assert_eq!(charts, 4, "active users, throughput, latency, errors");
+    // Every chart line has several points.
+    for points in dom.split("points=\"").skip(1) {
+        let points = &points[..points.find('"').unwrap()];
+        assert!(
+            points.split(' ').count() >= 4,
+            "a line with few points: {points}"
+        );
+    }
+    for table in ["id=\"steps\"", "id=\"nodes\""] {
+        let start = dom.find(table).unwrap_or_else(|| panic!("no {table}"));
+        let rows = dom[start..]
+            .split("</table>")
+            .next()
+            .unwrap()
+            .matches("<tr>")
+            .count();
+        assert!(rows >= 2, "{table} has rows");
+    }
+
+    // Re-render from result.json, and compare it with itself.
+    let again = state.path().join("again");
+    let out = liveload(state.path())
+        .args([
+            "report",
+            reports.join("result.json").to_str().unwrap(),
+            "--out",
+            again.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(again.join("report.html")).unwrap(),
+        page
+    );
+    let out = liveload(state.path())
+        .args([
+            "report",
+            reports.join("result.json").to_str().unwrap(),
+            reports.join("result.json").to_str().unwrap(),
+            "--out",
+            again.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let compare = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        compare.contains("| step:navigate / |") && compare.contains("+0.0 %"),
+        "{compare}"
+    );
+}
+
+#[test]
+fn users_add_and_remove_change_a_running_test() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let mut run = liveload(state.path())
+        .args([
+            "demo",
+            "--users",
+            "2",
+            "--duration",
+            "60s",
+            "--start-interval",
+            "0s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let address = control_address(state.path());
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        control_token(state.path(), "demo")
+    );
+    let active = |address: &str| -> u64 {
+        let (_, body) = http_request(address, "/status", &[&bearer]);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        status["active_users"].as_u64().unwrap_or(0)
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || active(&address) == 2),
+        "2 users run"
+    );
+    // Without the token, or addressed by another name (a DNS-rebound web page): refused.
+    let (code, _) = http_request(&address, "/status", &[]);
+    assert_eq!(code, 401, "no token");
+    let (code, _) = http_request(&address, "/status", &["Authorization: Bearer wrong-token"]);
+    assert_eq!(code, 401, "wrong token");
+    let port = address.rsplit(':').next().unwrap();
+    let (code, _) = http_request(
+        &address,
+        "/status",
+        &[&bearer, &format!("Host: attacker.example:{port}")],
+    );
+    assert_eq!(code, 421, "foreign Host");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(state.path().join("control/demo.token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the token file is private");
+
+    let out = liveload(state.path())
+        .args(["users", "add", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("targets 5 users"));
+    assert!(
+        eventually(Duration::from_secs(30), || active(&address) == 5),
+        "5 users run"
+    );
+
+    let out = liveload(state.path())
+        .args(["users", "remove", "4", "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        eventually(Duration::from_secs(30), || active(&address) == 1),
+        "1 user runs"
+    );
+
+    // Beyond the cluster's capacity (30 users on this node at the default profile): refused.
+    let out = liveload(state.path())
+        .args(["users", "add", "1000"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("room for"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Prometheus metrics while it runs.
+    let (_, metrics) = http_request(&address, "/metrics", &[&bearer]);
+    assert!(metrics.contains("liveload_active_users 1"), "{metrics}");
+    assert!(metrics.contains("liveload_latency_ms{metric=\"step:navigate /\",quantile=\"0.95\"}"));
+
+    signal(run.id(), libc::SIGTERM);
+    assert_eq!(run.wait().unwrap().code(), Some(130));
+    assert!(local_runs(state.path()).is_empty());
+    assert!(
+        !state.path().join("control/demo.json").exists(),
+        "control record removed"
+    );
+}
+
+#[test]
+fn the_open_model_example_runs_green() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let scenario = repo().join("examples/open-model.yaml");
+    let (code, report, out) = json_output(liveload(state.path()).args([
+        "demo",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--duration",
+        "8s",
+        "--output",
+        "json",
+    ]));
+    assert_eq!(
+        code,
+        0,
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 1 -> 5 per second over 8 s: about 24 arrivals.
+    let arrivals = report["users"].as_u64().unwrap();
+    assert!((18..=26).contains(&arrivals), "{arrivals}");
+    assert_eq!(report["users_succeeded"], arrivals);
+    assert!(
+        report["thresholds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["passed"] == true)
+    );
+    assert!(report["latencies"]["iteration"]["count"].as_u64().unwrap() >= 18);
+    assert!(report["counters"].get("arrivals_dropped").is_none());
+}
+
+#[test]
+fn a_page_crash_is_counted_and_fails_the_iteration() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let scenario = scenario_file(
+        state.path(),
+        "crash.yaml",
+        // `chrome:` is opened only because the scenario lists it (see the scheme tests).
+        "name: crash\nbase_url: http://127.0.0.1:1\nusers: 1\nduration: 1s\niteration_timeout: 3s\nallow_schemes: [chrome]\nsteps:\n  - navigate: /\n  - navigate: 'chrome://crash'\n",
+    );
+    let (code, report, _) = json_output(liveload(state.path()).args([
+        "demo",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
+    assert_eq!(code, 7, "{report}");
+    assert_eq!(report["counters"]["browser.page_crashes"], 1, "{report}");
+    assert_eq!(report["users_failed"], 1);
+}
