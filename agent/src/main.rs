@@ -9,6 +9,7 @@
 mod browser;
 mod capture;
 mod cgroup;
+mod check;
 mod chromium;
 mod facts;
 mod listener;
@@ -94,6 +95,10 @@ struct Args {
     /// Test hook: wait this many milliseconds before listening (simulates a slow boot).
     #[arg(long, hide = true, default_value_t = 0)]
     debug_delay_listen_ms: u64,
+    /// Check whether this host can run an agent (Chromium found, and starting), print one
+    /// JSON line and exit; for `liveload doctor`.
+    #[arg(long)]
+    check: bool,
 }
 
 /// The secrets the agent starts with, read from their files (which are then deleted).
@@ -175,6 +180,11 @@ impl AgentState {
 
 fn main() {
     let args = Args::parse();
+    if args.check {
+        let report = check::run(args.chromium.as_deref(), args.no_sandbox);
+        println!("{}", serde_json::to_string(&report).expect("serialises"));
+        return;
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -205,6 +205,7 @@ impl Backend for Overpromising {
         Ok(self.0.expected_size().await?.map(|s| NodeSize {
             memory_bytes: s.memory_bytes * 2,
             cores: s.cores * 2.0,
+            ..s
         }))
     }
     fn node_limit(&self) -> Option<u64> {

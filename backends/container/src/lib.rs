@@ -572,6 +572,7 @@ impl Backend for ContainerBackend {
         Ok(Some(NodeSize {
             memory_bytes: self.limits.memory_bytes,
             cores: self.limits.cpus,
+            catalogue: None,
         }))
     }
 

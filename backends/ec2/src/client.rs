@@ -2,11 +2,46 @@
 //! liveload uses, credentials from the standard AWS chain, and EC2's errors turned into
 //! liveload's with a hint.
 
-use aws_config::BehaviorVersion;
-use aws_sdk_ec2::config::{Credentials, Region};
+use std::time::Duration;
+
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_config::environment::EnvironmentVariableRegionProvider;
+use aws_config::imds::{self, region::ImdsRegionProvider};
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::ProfileFileRegionProvider;
+use aws_config::provider_config::ProviderConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_ec2::config::{Credentials, ProvideCredentials, Region};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use liveload_core::{BackendError, BackendErrorKind, Error, Result};
+
+/// Where the standard AWS chain looks for credentials, in its order: what a "no credentials"
+/// error lists, so the user sees every place that was tried.
+pub const CREDENTIAL_SOURCES: &str = "the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), \
+the profile (AWS_PROFILE, ~/.aws/credentials and ~/.aws/config, SSO included), a web identity \
+token (AWS_WEB_IDENTITY_TOKEN_FILE), the container's endpoint (ECS), and the instance metadata \
+service (on EC2 only)";
+
+/// How to give liveload credentials, for the errors that say none were found.
+pub const CREDENTIALS_FIX: &str = "export AWS_PROFILE=NAME (after `aws configure` or `aws sso login --profile NAME`), \
+or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; the IAM policy liveload needs is in backends/ec2/README.md";
+
+/// The instance-metadata service answers on EC2 within milliseconds; off EC2 nothing answers.
+/// One attempt with a short connect timeout keeps a laptop's `plan` from waiting on it (the
+/// SDK's default tries up to 4 times, and probes once more for each region lookup).
+const IMDS_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// An EC2 client and the configuration it came from (credentials, for STS and for checking
+/// that there are any before the first call).
+#[derive(Clone, Debug)]
+pub struct Api {
+    /// The EC2 client.
+    pub ec2: aws_sdk_ec2::Client,
+    /// The shared configuration: region, credentials provider, endpoint.
+    pub shared: SdkConfig,
+}
 
 /// Where and as whom to call EC2.
 #[derive(Debug, Clone, Default)]
@@ -19,40 +54,170 @@ pub struct ClientOptions {
     pub static_credentials: Option<(String, String)>,
 }
 
-/// Build an EC2 client.
-pub async fn build(options: &ClientOptions) -> Result<aws_sdk_ec2::Client> {
+/// Build an EC2 client. Makes no API call; credentials are looked for on the first call (or by
+/// [`find_credentials`]).
+pub async fn build(options: &ClientOptions) -> Result<Api> {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
-    if let Some(region) = &options.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some(url) = &options.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    if let Some((key, secret)) = &options.static_credentials {
-        loader = loader.credentials_provider(Credentials::new(
-            key.clone(),
-            secret.clone(),
-            None,
-            None,
-            "liveload-static",
-        ));
-    }
-    let shared = loader.load().await;
-    if shared.region().is_none() {
+    // The standard chains, with one change: a quick instance-metadata client (see
+    // IMDS_CONNECT_TIMEOUT). The region comes first, so no chain probes for it again.
+    let providers = ProviderConfig::without_region()
+        .with_http_client(http.clone())
+        .with_behavior_version(Some(BehaviorVersion::latest()));
+    let imds_client = imds::Client::builder()
+        .configure(&providers)
+        .connect_timeout(IMDS_CONNECT_TIMEOUT)
+        .max_attempts(1)
+        .build();
+    let region = match &options.region {
+        Some(region) => Some(Region::new(region.clone())),
+        None => {
+            RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+                .or_else(
+                    ProfileFileRegionProvider::builder()
+                        .configure(&providers)
+                        .build(),
+                )
+                .or_else(
+                    ImdsRegionProvider::builder()
+                        .configure(&providers)
+                        .imds_client(imds_client.clone())
+                        .build(),
+                )
+                .region()
+                .await
+        }
+    };
+    let Some(region) = region else {
         return Err(Error::InvalidOption {
             option: "--ec2-region".into(),
             message: "no AWS region: pass --ec2-region, or set AWS_REGION / a profile region"
                 .into(),
         });
+    };
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .region(region.clone());
+    if let Some(url) = &options.endpoint_url {
+        loader = loader.endpoint_url(url);
     }
+    loader = match &options.static_credentials {
+        Some((key, secret)) => loader.credentials_provider(Credentials::new(
+            key.clone(),
+            secret.clone(),
+            None,
+            None,
+            "liveload-static",
+        )),
+        None => loader.credentials_provider(
+            DefaultCredentialsChain::builder()
+                .configure(providers)
+                .region(region)
+                .imds_client(imds_client)
+                .build()
+                .await,
+        ),
+    };
+    let shared = loader.load().await;
     // liveload retries itself (see `retry`), with its own view of what is worth retrying.
     let config = aws_sdk_ec2::config::Builder::from(&shared)
         .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled())
         .build();
-    Ok(aws_sdk_ec2::Client::from_conf(config))
+    Ok(Api {
+        ec2: aws_sdk_ec2::Client::from_conf(config),
+        shared,
+    })
+}
+
+/// Look for credentials the way the first API call would, and say precisely what went wrong
+/// when there are none: every source tried, or the one that failed and why.
+pub async fn find_credentials(shared: &SdkConfig) -> Result<Credentials> {
+    let Some(provider) = shared.credentials_provider() else {
+        return Err(no_credentials(
+            "credentials are disabled in this configuration",
+        ));
+    };
+    provider
+        .provide_credentials()
+        .await
+        .map_err(|e| credentials_error(&e))
+}
+
+/// A credentials failure as liveload's error: which sources were tried, or which one failed.
+pub fn credentials_error(error: &CredentialsError) -> Error {
+    match error {
+        CredentialsError::CredentialsNotLoaded(_) => no_credentials("none of them had any"),
+        other => Error::from(
+            BackendError::new(
+                "ec2",
+                BackendErrorKind::Auth,
+                format!(
+                    "AWS credentials could not be loaded: {}",
+                    error_chain(other)
+                ),
+            )
+            .hint(
+                "fix the source named above (an expired SSO session: `aws sso login`; a broken profile: ~/.aws/config)",
+            ),
+        ),
+    }
+}
+
+fn no_credentials(why: &str) -> Error {
+    Error::from(
+        BackendError::new(
+            "ec2",
+            BackendErrorKind::Auth,
+            format!("no AWS credentials found: tried {CREDENTIAL_SOURCES}; {why}"),
+        )
+        .hint(CREDENTIALS_FIX),
+    )
+}
+
+/// An SDK error for people: the provider's code and message when it answered, else the error
+/// and its causes, one line.
+pub fn error_text<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    if let Some(credentials) = find_credentials_error(err) {
+        return credentials_error(credentials).to_string();
+    }
+    match (err.code(), err.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        _ => error_chain(err),
+    }
+}
+
+/// An error and its sources, one line: `top: cause: cause`.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let line = inner.to_string();
+        if !text.ends_with(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+/// The credentials failure somewhere in an SDK error's sources (a call that could not sign).
+fn find_credentials_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a CredentialsError> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<CredentialsError>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// An EC2 error as liveload's: the provider's code and message, a kind, and how to fix it.
@@ -61,18 +226,16 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
+    // A call that could not be signed never reached EC2: say so, not "could not reach EC2".
+    if let Some(credentials) = find_credentials_error(&err) {
+        return with_action(action, credentials_error(credentials));
+    }
     let code = err.code().unwrap_or_default().to_string();
-    let message = err.message().map(str::to_string).unwrap_or_else(|| {
-        // Not an EC2 answer: a connection, timeout or credentials problem.
-        let mut text = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(inner) = source {
-            text.push_str(": ");
-            text.push_str(&inner.to_string());
-            source = inner.source();
-        }
-        text
-    });
+    // Not an EC2 answer: a connection or timeout problem.
+    let message = err
+        .message()
+        .map(str::to_string)
+        .unwrap_or_else(|| error_chain(&err));
     let (kind, hint) = classify(&code, &message);
     let message = if code.is_empty() {
         format!("{action}: {message}")
@@ -84,6 +247,17 @@ where
             .maybe_hint(hint)
             .source(err),
     )
+}
+
+/// `error` with `action` in front of its message: what liveload was doing when it failed.
+fn with_action(action: &str, error: Error) -> Error {
+    match error {
+        Error::Backend(mut e) => {
+            e.message = format!("{action}: {}", e.message);
+            Error::Backend(e)
+        }
+        other => other,
+    }
 }
 
 /// What kind of failure an EC2 error code is, and the hint a user needs.

@@ -17,9 +17,11 @@
 //! Tests run against moto's EC2 emulator through the real SDK; its instances run nothing, so a
 //! [`hook::AgentHook`] maps each to a locally started agent.
 
+pub mod catalogue;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;
+pub mod doctor;
 pub mod hook;
 pub mod launch;
 pub mod prices;
@@ -78,6 +80,9 @@ pub enum Image {
 /// The EC2 backend. Build with [`Ec2Backend::builder`].
 pub struct Ec2Backend {
     ec2: aws_sdk_ec2::Client,
+    /// The configuration the client came from: its credentials provider (checked before a
+    /// plan asks the account anything) and what `doctor` builds its STS client from.
+    shared: aws_config::SdkConfig,
     settings: Settings,
     /// Instances this process launched, with their launch index in their call (what a batch's
     /// user data keys tokens by), as RunInstances answered.
@@ -199,9 +204,11 @@ impl Ec2BackendBuilder {
                 message: "must be at least 1".into(),
             });
         }
+        let api = client::build(&self.client).await?;
         Ok(Ec2Backend {
             launched: std::sync::Mutex::default(),
-            ec2: client::build(&self.client).await?,
+            ec2: api.ec2,
+            shared: api.shared,
             settings: self.settings,
         })
     }
@@ -589,7 +596,27 @@ impl Backend for Ec2Backend {
             .collect())
     }
 
+    async fn doctor(
+        &self,
+        needs: &liveload_core::doctor::Needs,
+    ) -> Vec<liveload_core::doctor::Check> {
+        self.checks(needs).await
+    }
+
     async fn expected_size(&self) -> Result<Option<NodeSize>> {
+        // Without credentials the account cannot be asked; a plan still shows what a run
+        // would take from the catalogue of common types, and says so.
+        if let Err(no_credentials) = client::find_credentials(&self.shared).await {
+            let Some((cores, memory_mib)) = catalogue::size_of(&self.settings.instance_type) else {
+                return Err(no_credentials);
+            };
+            tracing::debug!(%no_credentials, "planning from the catalogue");
+            return Ok(Some(NodeSize {
+                memory_bytes: memory_mib * 1024 * 1024,
+                cores: f64::from(cores),
+                catalogue: Some(catalogue::SOURCE),
+            }));
+        }
         let out = client::retry(|| async {
             self.ec2
                 .describe_instance_types()
@@ -620,6 +647,7 @@ impl Backend for Ec2Backend {
         Ok(Some(NodeSize {
             memory_bytes: memory_mib as u64 * 1024 * 1024,
             cores: cores as f64,
+            catalogue: None,
         }))
     }
 

@@ -54,7 +54,9 @@ pub struct FlyClient {
     http: reqwest::Client,
     base_url: String,
     app: String,
-    token: Secret,
+    /// `None`: no token was found. A plan needs none (Fly's presets are published); every
+    /// API call fails first thing with [`missing_token`].
+    token: Option<Secret>,
     limits: Limits,
     create_limiter: RateLimiter,
     list_limiter: RateLimiter,
@@ -72,6 +74,17 @@ impl std::fmt::Debug for FlyClient {
 
 fn fly_error(kind: BackendErrorKind, message: String, hint: Option<&str>) -> Error {
     Error::from(BackendError::new("fly", kind, message).maybe_hint(hint.map(str::to_string)))
+}
+
+/// The error of every API call made without a token: where liveload looked, and how to get one.
+pub fn missing_token() -> Error {
+    fly_error(
+        BackendErrorKind::Auth,
+        "no Fly API token: --fly-token-file was not given and FLY_API_TOKEN is not set".into(),
+        Some(
+            "create a token with `fly tokens create deploy -a APP` and export FLY_API_TOKEN=..., or save it in a file (mode 0600) and pass --fly-token-file FILE",
+        ),
+    )
 }
 
 /// What a call answered: a body, or one of the statuses the caller expects.
@@ -133,7 +146,12 @@ fn status_error(
 
 impl FlyClient {
     /// A client for `app` at `base_url` (e.g. `https://api.machines.dev/v1`).
-    pub fn new(base_url: &str, app: &str, token: Secret, limits: Limits) -> Result<Self, Error> {
+    pub fn new(
+        base_url: &str,
+        app: &str,
+        token: Option<Secret>,
+        limits: Limits,
+    ) -> Result<Self, Error> {
         // One TLS stack for the whole program: rustls with ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -173,6 +191,11 @@ impl FlyClient {
             .clone()
     }
 
+    /// Whether a token was found (`liveload doctor`'s first question).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// One request, rate-limited and retried. A status listed in `answers` is an answer, not
     /// an error (404 for "already gone", 409 for "that name exists", 408 for "not yet").
     async fn call<T: DeserializeOwned>(
@@ -184,13 +207,29 @@ impl FlyClient {
         limiter: &RateLimiter,
         answers: &[StatusCode],
     ) -> Result<Reply<T>, Error> {
-        let url = format!("{}/apps/{}{}", self.base_url, self.app, path);
+        let url = format!("/apps/{}{}", self.app, path);
+        self.call_at(method, &url, query, body, limiter, answers)
+            .await
+    }
+
+    /// [`call`](Self::call) at `path` under the API's base URL (not only the app's).
+    async fn call_at<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&serde_json::Value>,
+        limiter: &RateLimiter,
+        answers: &[StatusCode],
+    ) -> Result<Reply<T>, Error> {
+        let token = self.token.as_ref().ok_or_else(missing_token)?;
+        let url = format!("{}{}", self.base_url, path);
         retry(ATTEMPTS, || async {
             limiter.acquire().await;
             let mut request = self
                 .http
                 .request(method.clone(), &url)
-                .bearer_auth(self.token.expose())
+                .bearer_auth(token.expose())
                 .query(query);
             if let Some(body) = body {
                 request = request
@@ -270,6 +309,97 @@ impl FlyClient {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The app, or `None` when the API says it does not exist (404).
+    pub async fn app(&self) -> Result<Option<serde_json::Value>, Error> {
+        match self
+            .call(
+                Method::GET,
+                "",
+                &[],
+                None,
+                &self.list_limiter,
+                &[StatusCode::NOT_FOUND],
+            )
+            .await?
+        {
+            Reply::Body(app) => Ok(Some(app)),
+            Reply::Status(_) => Ok(None),
+        }
+    }
+
+    /// The app's IP addresses (`GET /apps/APP/ip_assignments`): public mode needs at least one.
+    pub async fn ip_assignments(&self) -> Result<Vec<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Ips {
+            #[serde(default)]
+            ips: Vec<Ip>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Ip {
+            #[serde(default)]
+            ip: String,
+        }
+        match self
+            .call::<Ips>(
+                Method::GET,
+                "/ip_assignments",
+                &[],
+                None,
+                &self.list_limiter,
+                &[],
+            )
+            .await?
+        {
+            Reply::Body(ips) => Ok(ips.ips.into_iter().map(|i| i.ip).collect()),
+            Reply::Status(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The platform's region codes (`GET /platform/regions`), deprecated ones left out.
+    pub async fn regions(&self) -> Result<Vec<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Regions {
+            #[serde(default)]
+            regions: Vec<Region>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Region {
+            #[serde(default)]
+            code: String,
+            #[serde(default)]
+            deprecated: bool,
+        }
+        match self
+            .call_at::<Regions>(
+                Method::GET,
+                "/platform/regions",
+                &[],
+                None,
+                &self.list_limiter,
+                &[],
+            )
+            .await?
+        {
+            Reply::Body(r) => Ok(r
+                .regions
+                .into_iter()
+                .filter(|r| !r.deprecated)
+                .map(|r| r.code)
+                .collect()),
+            Reply::Status(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The token, for the image registry (registry.fly.io takes the API token).
+    pub(crate) fn token(&self) -> Option<&Secret> {
+        self.token.as_ref()
+    }
+
+    /// The app's name.
+    pub fn app_name(&self) -> &str {
+        &self.app
     }
 
     /// Every machine of the app, filtered by `metadata.KEY=VALUE` pairs (Fly's documented list

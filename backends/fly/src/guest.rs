@@ -42,6 +42,9 @@ pub const PRESETS: &[Preset] = &[
     preset("performance-16x", CpuKind::Performance, 16, 32768, 0.6888),
 ];
 
+/// Where [`PRESETS`]' sizes come from, as `plan` names it.
+pub const CATALOGUE: &str = "Fly's published machine presets, `fly platform vm-sizes`, 2025";
+
 /// The preset called `name`.
 pub fn preset_named(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.name == name)

@@ -22,7 +22,9 @@ pub mod api;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;
+mod doctor;
 pub mod guest;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -209,21 +211,14 @@ impl FlyBackendBuilder {
 
     /// Build the backend.
     pub fn build(self) -> Result<FlyBackend> {
-        let missing = |what: &str, hint: &str| {
-            Error::from(
-                BackendError::new("fly", BackendErrorKind::Auth, format!("{what} is missing"))
-                    .hint(hint),
-            )
-        };
-        let app = self
-            .app
-            .ok_or_else(|| missing("the Fly app", "pass --fly-app APP"))?;
-        let token = self.token.ok_or_else(|| {
-            missing(
-                "the Fly API token",
-                "set FLY_API_TOKEN or pass --fly-token-file (e.g. from `fly tokens create deploy -a APP`)",
-            )
+        let app = self.app.ok_or_else(|| Error::InvalidOption {
+            option: "--fly-app".into(),
+            message:
+                "no Fly app: pass --fly-app APP (or set FLY_APP); create one with `fly apps create`"
+                    .into(),
         })?;
+        // No token is no error yet: a plan needs none. Every API call says it is missing.
+        let token = self.token;
         let edge = match self.reach {
             Reach::Private => None,
             Reach::Public(edge) => {
@@ -644,10 +639,19 @@ impl Backend for FlyBackend {
             .map(|p| p.usd_per_hour)
     }
 
+    async fn doctor(
+        &self,
+        needs: &liveload_core::doctor::Needs,
+    ) -> Vec<liveload_core::doctor::Check> {
+        self.checks(needs).await
+    }
+
     async fn expected_size(&self) -> Result<Option<NodeSize>> {
         Ok(Some(NodeSize {
             memory_bytes: u64::from(self.guest.memory_mb) * 1024 * 1024,
             cores: f64::from(self.guest.cpus),
+            // Fly has no API for its presets: these are always its published figures.
+            catalogue: Some(guest::CATALOGUE),
         }))
     }
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 #[cfg(feature = "cli")]
 pub mod cli;
+mod doctor;
 pub mod procfs;
 
 use async_trait::async_trait;
@@ -554,6 +555,13 @@ impl Backend for LocalBackend {
         Ok(nodes)
     }
 
+    async fn doctor(
+        &self,
+        _needs: &liveload_core::doctor::Needs,
+    ) -> Vec<liveload_core::doctor::Check> {
+        self.checks().await
+    }
+
     async fn expected_size(&self) -> Result<Option<NodeSize>> {
         if !self.announce_size {
             return Ok(None);
@@ -567,6 +575,7 @@ impl Backend for LocalBackend {
         Ok(Some(NodeSize {
             memory_bytes: system.available_memory() / share,
             cores: cores / share as f64,
+            catalogue: None,
         }))
     }
 

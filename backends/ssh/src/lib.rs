@@ -15,6 +15,7 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
+mod doctor;
 pub mod hosts;
 pub mod remote;
 pub mod session;
@@ -511,6 +512,13 @@ impl Backend for SshBackend {
             return Err(failures.remove(0));
         }
         Ok(nodes)
+    }
+
+    async fn doctor(
+        &self,
+        needs: &liveload_core::doctor::Needs,
+    ) -> Vec<liveload_core::doctor::Check> {
+        self.checks(needs).await
     }
 
     async fn expected_size(&self) -> Result<Option<NodeSize>> {

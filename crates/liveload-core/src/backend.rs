@@ -183,6 +183,11 @@ pub struct NodeSize {
     pub memory_bytes: u64,
     /// Cores the node will have.
     pub cores: f64,
+    /// Where the figures come from when they are the backend's built-in catalogue (Fly's
+    /// published presets; EC2's common families when no credentials could ask the account),
+    /// with its date; `None` when the provider answered for this account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalogue: Option<&'static str>,
 }
 
 /// How fast a provider accepts creates, from its documented limits: what a plan's boot-time
@@ -360,6 +365,15 @@ pub trait Backend: Send + Sync + Debug {
     /// (the local backend splits one host into a fixed number of shares).
     fn node_limit(&self) -> Option<u64> {
         None
+    }
+
+    /// Check what a run on this backend needs, creating nothing: credentials, image, network
+    /// rules, hosts (`liveload doctor`). Each [`Check`](crate::doctor::Check) passes, or fails
+    /// with the exact fix. `needs` holds the plan's figures when a scenario was given. The
+    /// default checks nothing.
+    async fn doctor(&self, needs: &crate::doctor::Needs) -> Vec<crate::doctor::Check> {
+        let _ = needs;
+        Vec::new()
     }
 }
 

@@ -37,6 +37,8 @@ pub mod exit_code {
     /// Teardown could not destroy every node in time: some may still run (and bill) until
     /// their dead-man switch or TTL ends them; the error prints the `liveload cleanup` command.
     pub const TEARDOWN_INCOMPLETE: i32 = 9;
+    /// `liveload doctor` found at least one check failing.
+    pub const DOCTOR_FAILED: i32 = 11;
     /// The run was interrupted (Ctrl-C); every node was still destroyed.
     pub const INTERRUPTED: i32 = 130;
 }

@@ -8,6 +8,7 @@ pub mod agent_bin;
 pub mod agent_client;
 pub mod backend;
 pub mod conformance;
+pub mod doctor;
 pub mod error;
 pub mod failures;
 pub mod limits;

@@ -215,6 +215,27 @@ pub struct BrowserInfo {
     pub version: String,
 }
 
+/// What `liveload-agent --check` prints (one JSON line): whether this host can run an agent,
+/// for `liveload doctor`. The agent answers it because it is the one that looks for Chromium
+/// and starts it: the controller asks it instead of guessing the agent's rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCheck {
+    /// The agent's version (its crate's).
+    pub agent_version: String,
+    /// The protocol it speaks ([`PROTOCOL_VERSION`] of its build).
+    pub protocol: u32,
+    /// The host's architecture (`x86_64`, `aarch64`).
+    pub arch: String,
+    /// The Chromium it would use, if it found one.
+    pub chromium: Option<BrowserInfo>,
+    /// Whether that Chromium started headless and loaded a page, the way the agent starts it.
+    pub chromium_started: bool,
+    /// Whether it ran sandboxed (it runs without its sandbox as root, or when told to).
+    pub sandboxed: bool,
+    /// What happened when it was started: empty when it worked; else Chromium's own words.
+    pub start_detail: String,
+}
+
 /// The users one agent runs, and what they do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {

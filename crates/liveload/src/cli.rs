@@ -32,6 +32,9 @@ pub enum Command {
     Run(RunArgs),
     /// Show the plan (nodes, users per node, the facts used) without running anything.
     Plan(RunArgs),
+    /// Check what a run needs before it creates anything: credentials, image, network rules,
+    /// hosts, Chromium. Each line passes or fails with its fix; exit 0 only when all pass.
+    Doctor(DoctorArgs),
     /// Add or remove users of a running test on this machine.
     Users(UsersArgs),
     /// Print the effective configuration of a run and where each value came from.
@@ -85,6 +88,22 @@ pub struct RunArgs {
     pub backend: BackendArgs,
     #[command(flatten)]
     pub run: RunFlags,
+}
+
+/// Options of `doctor`.
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// A scenario to check the plan of (users, nodes, the hosts' capacity); without one only
+    /// the backend's setup is checked.
+    pub scenario: Option<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub run: RunFlags,
+    /// The address range agents see the controller's connections come from (CIDR), for the
+    /// checks of firewall rules (EC2 security groups); default: not checked.
+    #[arg(long)]
+    pub controller_cidr: Option<String>,
 }
 
 /// Flags that shape a run.

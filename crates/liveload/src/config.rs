@@ -31,7 +31,9 @@ use toml::de::{DeTable, DeValue};
 pub const FILE_NAME: &str = "liveload.toml";
 
 /// The subcommands whose options the file and the environment may set.
-const LAYERED: &[&str] = &["run", "plan", "demo", "cleanup", "nodes", "config"];
+const LAYERED: &[&str] = &[
+    "run", "plan", "doctor", "demo", "cleanup", "nodes", "config",
+];
 
 /// One value the config file sets.
 #[derive(Debug, Clone)]

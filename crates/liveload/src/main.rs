@@ -11,6 +11,7 @@ mod bench;
 mod cli;
 mod config;
 mod control;
+mod doctor_cmd;
 mod output;
 mod progress;
 mod registry;
@@ -83,7 +84,7 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LIVELOAD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -113,7 +114,9 @@ fn command_line(
         .iter()
         .map(|b| format!("\n  {:<6} {}", b.name(), b.about()))
         .collect();
-    for sub in ["run", "plan", "demo", "cleanup", "nodes", "config"] {
+    for sub in [
+        "run", "plan", "doctor", "demo", "cleanup", "nodes", "config",
+    ] {
         command = command.mut_subcommand(sub, |c| {
             let c = c.mut_arg("backend", |a| {
                 a.value_parser(clap::builder::PossibleValuesParser::new(names.clone()))
@@ -129,6 +132,13 @@ fn command_line(
     }
     config::layer(command, backends, file.as_ref())
 }
+
+/// The log filter unless `LIVELOAD_LOG` says otherwise: liveload's warnings, and none of the
+/// SDKs' own (the AWS credential chain warns, with a Debug dump of nested errors and headers,
+/// about every source it tried; liveload's errors say what matters of it, in a sentence).
+/// `LIVELOAD_LOG=aws_config=debug` brings them back.
+const DEFAULT_LOG: &str =
+    "warn,aws_config=off,aws_smithy_runtime=off,aws_runtime=error,aws_smithy_http_client=error";
 
 async fn dispatch(
     matches: &ArgMatches,
@@ -181,6 +191,7 @@ async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
                 Err(e) => output::error(&e, format),
             }
         }
+        Command::Doctor(args) => doctor_cmd::run(args, ctx).await,
         Command::Config(args) => config::show(ctx.matches, &args, ctx.backends, ctx.provenance),
         Command::Schema => {
             let schema = liveload_core::scenario::json_schema();

@@ -67,6 +67,9 @@ pub fn plan(plan: &Plan, format: OutputFormat) {
         OutputFormat::Json => println!("{}", serde_json::json!({ "plan": plan })),
         OutputFormat::Text => {
             print!("{}", plan_text(plan));
+            if let Some(note) = &plan.size_note {
+                println!("Note: {note}");
+            }
             if let Some(price) = plan.node_hourly_price {
                 println!(
                     "Cost: about ${:.2} per hour ({} node(s) x ${price:.4}/h; estimate: prices in backends/<name>/README.md)",

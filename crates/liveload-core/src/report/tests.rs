@@ -105,6 +105,7 @@ fn plan() -> Plan {
         source: "catalogue".into(),
         node_memory_bytes: 8 << 30,
         node_cores: 4.0,
+        size_note: None,
         capacity: CAPACITY,
         max_nodes: 10,
         sizing: SizingConfig::default(),

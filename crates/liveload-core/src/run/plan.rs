@@ -34,6 +34,10 @@ pub struct Plan {
     pub node_memory_bytes: u64,
     /// The node cores the plan used.
     pub node_cores: f64,
+    /// When the size is the backend's built-in catalogue rather than the provider's answer for
+    /// this account: which catalogue, and that it was not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_note: Option<String>,
     /// The formula's intermediate figures.
     pub capacity: NodeCapacity,
     /// The limit in force (`max_allowed_nodes`, or lower if the backend holds fewer).
@@ -95,6 +99,9 @@ impl Plan {
             source: source.to_string(),
             node_memory_bytes: size.memory_bytes,
             node_cores: size.cores,
+            size_note: size.catalogue.map(|from| {
+                format!("catalogue figures ({from}); not checked against your account")
+            }),
             capacity,
             max_nodes,
             sizing: *sizing,
@@ -246,6 +253,7 @@ pub async fn plan(backend: &dyn Backend, options: &RunOptions) -> Result<Plan> {
     let size = NodeSize {
         memory_bytes: facts.effective_memory_bytes,
         cores: facts.effective_cores,
+        catalogue: None,
     };
     let max_nodes = max_nodes(backend, options);
     let mut plan = Plan::from_size(options.users, size, "probe", &options.sizing, max_nodes)?;

@@ -36,6 +36,7 @@ pub(super) async fn plan_and_boot(booter: &Booter<'_>, live: &mut Vec<LiveNode>)
             let size = NodeSize {
                 memory_bytes: facts.effective_memory_bytes,
                 cores: facts.effective_cores,
+                catalogue: None,
             };
             let plan = Plan::from_size(options.users, size, "probe", &options.sizing, max_nodes)?
                 .with_boot_floor(booter.backend.as_ref());
