@@ -91,6 +91,25 @@ ensure_sshd() {
   if [ "$guard" -eq 1 ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
 }
 
+# Debian's docker-registry (bookworm: 2.8.2), the image registry `liveload doctor`'s image
+# checks are tested against; the tests start it on a free port of 127.0.0.1 with their own
+# configuration (crates/liveload-test-support/src/registry.rs). Its system service is not
+# started.
+ensure_registry() {
+  if [ -x /usr/bin/docker-registry ]; then
+    return
+  fi
+  echo "installing Debian's docker-registry (its system service is not started) ..." >&2
+  local guard=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+    as_root chmod +x /usr/sbin/policy-rc.d
+    guard=1
+  fi
+  apt_install docker-registry
+  if [ "$guard" -eq 1 ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
+}
+
 # podman and what the image tests need, all from Debian's own packages (bookworm: podman 4.3):
 # runc (Debian's crun refuses a hybrid cgroup v1/v2 host), netavark and aardvark-dns (podman's
 # networks), slirp4netns (the tests' containers reach a target on this host's loopback through

@@ -9,6 +9,7 @@ export CARGO_INCREMENTAL=0
 source scripts/ensure-deps.sh
 ensure_prism
 ensure_sshd
+ensure_registry
 ensure_moto
 ensure_podman
 ensure_machete

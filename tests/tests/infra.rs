@@ -228,3 +228,19 @@ fn the_agent_dockerfile_has_what_the_fly_backend_expects() {
     // The port the Fly backend exposes by default.
     assert!(of("EXPOSE").contains(&"7070"));
 }
+
+/// `liveload doctor` tells an image or AMI this controller cannot use by the agent protocol
+/// they are labelled with: the labels must be the protocol this checkout builds.
+#[test]
+fn the_image_and_ami_carry_this_checkouts_agent_protocol() {
+    let ours = liveload_core::proto::PROTOCOL_VERSION;
+    let dockerfile = std::fs::read_to_string(repo().join("images/agent/Dockerfile")).unwrap();
+    let label = format!("LABEL {}=\"{ours}\"", liveload_core::doctor::PROTOCOL_LABEL);
+    assert!(
+        dockerfile.contains(&label),
+        "the Dockerfile lacks `{label}`"
+    );
+    let recipe = std::fs::read_to_string(repo().join("images/ec2/liveload-agent.pkr.hcl")).unwrap();
+    let tag = format!("\"{}\" = \"{ours}\"", liveload_ec2::doctor::TAG_PROTOCOL);
+    assert!(recipe.contains(&tag), "the Packer recipe lacks `{tag}`");
+}

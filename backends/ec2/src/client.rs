@@ -148,6 +148,12 @@ pub async fn find_credentials(shared: &SdkConfig) -> Result<Credentials> {
 pub fn credentials_error(error: &CredentialsError) -> Error {
     match error {
         CredentialsError::CredentialsNotLoaded(_) => no_credentials("none of them had any"),
+        // The chain's last resort refusing (a metadata service that answers 403, as some
+        // networks' proxies do) still means nothing earlier had credentials.
+        other if error_chain(other).contains("IMDS") => no_credentials(&format!(
+            "the last, the instance metadata service, answered: {}",
+            error_chain(other)
+        )),
         other => Error::from(
             BackendError::new(
                 "ec2",
@@ -382,6 +388,96 @@ mod tests {
             assert!(hint.is_some(), "{code} has a hint");
         }
         assert_eq!(classify("Whatever", "").0, BackendErrorKind::Other);
+    }
+
+    /// Each kind of EC2 failure says what happened and how to fix it.
+    #[test]
+    fn every_kind_has_its_message_and_hint() {
+        for (code, kind, words) in [
+            ("AuthFailure", BackendErrorKind::Auth, "AWS_PROFILE"),
+            (
+                "InvalidAMIID.NotFound",
+                BackendErrorKind::BadImage,
+                "images/ec2",
+            ),
+            (
+                "InvalidInstanceType",
+                BackendErrorKind::BadInstanceType,
+                "c7i.large",
+            ),
+            (
+                "Unsupported",
+                BackendErrorKind::BadInstanceType,
+                "availability zone",
+            ),
+            (
+                "InsufficientInstanceCapacity",
+                BackendErrorKind::Quota,
+                "capacity",
+            ),
+            (
+                "VcpuLimitExceeded",
+                BackendErrorKind::Quota,
+                "Service Quotas",
+            ),
+            ("InternalError", BackendErrorKind::Transient, "retried"),
+            (
+                "RequestLimitExceeded",
+                BackendErrorKind::RateLimited,
+                "throttled",
+            ),
+            (
+                "InvalidSubnetID.NotFound",
+                BackendErrorKind::Other,
+                "--ec2-subnets",
+            ),
+            (
+                "InvalidLaunchTemplateName.NotFound",
+                BackendErrorKind::Other,
+                "--ec2-launch-template",
+            ),
+            ("", BackendErrorKind::Other, "could not reach EC2"),
+        ] {
+            let (got, hint) = classify(code, "");
+            assert_eq!(got, kind, "{code}");
+            assert!(hint.unwrap().contains(words), "{code}: {hint:?}");
+        }
+    }
+
+    /// No credentials anywhere: every source is named, with how to provide one. A source that
+    /// failed: its own words, and how to fix it.
+    #[test]
+    fn credential_failures_name_their_cause() {
+        let none = credentials_error(&CredentialsError::not_loaded("no providers in chain"));
+        let text = none.to_string();
+        for source in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+            "SSO",
+            "web identity",
+            "ECS",
+            "instance metadata",
+        ] {
+            assert!(text.contains(source), "{text}");
+        }
+        assert!(none.hint().unwrap().contains("aws sso login"));
+        let expired = credentials_error(&CredentialsError::provider_error(
+            "the SSO session has expired",
+        ));
+        assert!(
+            expired.to_string().contains("the SSO session has expired"),
+            "{expired}"
+        );
+        assert!(expired.hint().unwrap().contains("aws sso login"));
+        let refused = credentials_error(&CredentialsError::provider_error(
+            "failed to load IMDS session token: 403",
+        ));
+        assert!(
+            refused
+                .to_string()
+                .starts_with("ec2 backend: no AWS credentials found"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -284,13 +284,20 @@ impl Ec2Backend {
                 "pick a type this region offers: `aws ec2 describe-instance-type-offerings --filters Name=instance-type,Values=c7i.large`",
             );
         }
+        // Subnets given are each used; without any, EC2 picks a default subnet in a zone
+        // that offers the type, so one such zone is enough.
         let outside: Vec<String> = match subnets {
-            Ok(subnets) => subnets
-                .iter()
-                .filter(|(_, zone, _)| !zones.contains(zone))
-                .map(|(id, zone, _)| format!("{id} ({zone})"))
-                .collect(),
-            Err(_) => Vec::new(),
+            Ok(subnets)
+                if !self.settings.subnets.is_empty()
+                    || !subnets.iter().any(|(_, zone, _)| zones.contains(zone)) =>
+            {
+                subnets
+                    .iter()
+                    .filter(|(_, zone, _)| !zones.contains(zone))
+                    .map(|(id, zone, _)| format!("{id} ({zone})"))
+                    .collect()
+            }
+            _ => Vec::new(),
         };
         if outside.is_empty() {
             Check::pass(

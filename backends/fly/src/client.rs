@@ -533,3 +533,68 @@ impl FlyClient {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each kind of Fly failure says what happened (Fly's own message kept) and how to fix it.
+    #[test]
+    fn every_kind_has_its_message_and_hint() {
+        let cases: [(u16, &str, BackendErrorKind, Option<&str>); 6] = [
+            (
+                401,
+                r#"{"error":"unauthorized"}"#,
+                BackendErrorKind::Auth,
+                Some("FLY_API_TOKEN"),
+            ),
+            (
+                404,
+                r#"{"error":"app not found"}"#,
+                BackendErrorKind::Other,
+                Some("fly apps create"),
+            ),
+            (
+                429,
+                "slow down",
+                BackendErrorKind::RateLimited,
+                Some("throttled"),
+            ),
+            (
+                422,
+                r#"{"error":"insufficient capacity"}"#,
+                BackendErrorKind::Quota,
+                Some("--fly-regions"),
+            ),
+            (503, "bad gateway", BackendErrorKind::Transient, None),
+            (
+                400,
+                r#"{"error":"image not found"}"#,
+                BackendErrorKind::BadImage,
+                None,
+            ),
+        ];
+        for (status, body, kind, hint) in cases {
+            let status = StatusCode::from_u16(status).unwrap();
+            let error = status_error(&Method::POST, "/apps/a/machines", status, body, None);
+            let Error::Backend(e) = &error else {
+                panic!("{error:?}")
+            };
+            assert_eq!(e.kind, kind, "{status}");
+            assert!(e.message.contains(status.as_str()), "{}", e.message);
+            let said =
+                serde_json::from_str::<ErrorBody>(body).map_or(body.to_string(), |b| b.error);
+            assert!(e.message.contains(&said), "Fly's words kept: {}", e.message);
+            match hint {
+                Some(words) => assert!(
+                    e.hint.as_deref().unwrap().contains(words),
+                    "{status}: {e:?}"
+                ),
+                None => assert!(e.hint.is_none()),
+            }
+        }
+        let missing = missing_token();
+        assert!(missing.to_string().contains("FLY_API_TOKEN"));
+        assert!(missing.hint().unwrap().contains("fly tokens create deploy"));
+    }
+}

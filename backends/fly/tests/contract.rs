@@ -118,6 +118,23 @@ async fn every_request_the_backend_makes_satisfies_the_published_spec() {
         .await
         .expect("get satisfies the spec");
     fly.destroy(&node).await.expect("delete satisfies the spec");
+    // `liveload doctor`'s reads: the app, its IP assignments, the platform's regions (their
+    // answers are the spec's examples, read with the spec's shapes).
+    assert!(
+        fly.client()
+            .app()
+            .await
+            .expect("get app satisfies the spec")
+            .is_some()
+    );
+    fly.client()
+        .ip_assignments()
+        .await
+        .expect("ip assignments satisfy the spec");
+    fly.client()
+        .regions()
+        .await
+        .expect("regions satisfy the spec");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -25,6 +25,9 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+mod platform;
+pub use platform::REGIONS;
+
 /// The token the server accepts.
 pub const TOKEN: &str = "fly-test-token-0123456789abcdef";
 
@@ -159,6 +162,9 @@ pub async fn start() -> FlyServer {
         )
         .route("/apps/{app}/machines/{id}/stop", axum::routing::post(stop))
         .route("/apps/{app}/machines/{id}/wait", get(wait))
+        .route("/apps/{app}", get(platform::app))
+        .route("/apps/{app}/ip_assignments", get(platform::ip_assignments))
+        .route("/platform/regions", get(platform::regions))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address: SocketAddr = listener.local_addr().unwrap();

@@ -1,6 +1,6 @@
 //! The test services liveload's tests share, each behind a feature: [`fly_server`] (a stateful
 //! Fly Machines API with real agents behind it and an edge like Fly's proxy), [`sshd`] (a
-//! private OpenSSH server), [`moto`] (moto's EC2 emulator and a proxy that loses answers) and
+//! private OpenSSH server), [`registry`] (an image registry), [`moto`] (moto's EC2 emulator and a proxy that loses answers) and
 //! [`container`] (podman's API service and the agent image built with podman); and, in front
 //! of any of them, [`fault_proxy`] (provider token buckets and storms).
 //!
@@ -14,5 +14,7 @@ pub mod fault_proxy;
 pub mod fly_server;
 #[cfg(feature = "ec2")]
 pub mod moto;
+#[cfg(feature = "fly")]
+pub mod registry;
 #[cfg(feature = "ssh")]
 pub mod sshd;
