@@ -73,8 +73,18 @@ resource "aws_launch_template" "agent" {
 
 data "aws_iam_policy_document" "controller" {
   statement {
-    sid       = "Describe"
-    actions   = ["ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeImages"]
+    # The last five are `liveload doctor`'s reads (regions, type offerings, network rules).
+    sid = "Describe"
+    actions = [
+      "ec2:DescribeInstances",
+      "ec2:DescribeInstanceTypes",
+      "ec2:DescribeImages",
+      "ec2:DescribeRegions",
+      "ec2:DescribeInstanceTypeOfferings",
+      "ec2:DescribeSecurityGroups",
+      "ec2:DescribeSubnets",
+      "ec2:DescribeLaunchTemplates",
+    ]
     resources = ["*"]
   }
   statement {
