@@ -87,6 +87,7 @@ fn local_doctor_passes_on_a_good_setup_with_its_plan() {
     );
     assert_eq!(code, exit_code::OK, "{checks:?}");
     for id in [
+        "local.options",
         "plan",
         "local.agent",
         "local.chromium",
@@ -143,6 +144,15 @@ fn local_doctor_names_each_broken_part_and_its_fix() {
     let dir = failed(&checks, "local.state_dir");
     assert!(dir.detail.contains("others can write"), "{dir:?}");
     assert!(dir.fix.as_deref().unwrap().contains("chmod 700"));
+
+    // Options that do not make a backend: the first thing to fix, and nothing else is asked.
+    let (code, checks) = doctor(state.path(), &["--backend", "fly"], &[("FLY_APP", "")]);
+    assert_eq!(code, exit_code::DOCTOR_FAILED);
+    assert!(
+        failed(&checks, "fly.options").detail.contains("--fly-app"),
+        "{checks:?}"
+    );
+    assert_eq!(checks.len(), 1);
 
     // No Chromium at all.
     let (_, checks) = doctor(state.path(), &["--chromium", "/nonexistent/chromium"], &[]);

@@ -66,6 +66,7 @@ async fn fly_doctor_checks_token_app_image_ips_regions_and_pool() {
     assert_eq!(
         ids,
         [
+            "fly.api",
             "fly.token",
             "fly.app",
             "fly.image",
@@ -94,9 +95,36 @@ async fn fly_doctor_checks_token_app_image_ips_regions_and_pool() {
         .unwrap()
         .doctor(&needs)
         .await;
-    assert_eq!(checks.len(), 1);
+    assert_eq!(checks.len(), 2);
+    assert!(find(&checks, "fly.api").passed);
     assert!(
         failed(&checks, "fly.token").detail.contains("401"),
+        "{checks:?}"
+    );
+
+    // An API that answers nonsense (a wrong --fly-api-url).
+    let teapot = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let teapot_url = format!("http://{}", teapot.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in teapot.incoming().flatten() {
+            use std::io::{Read as _, Write as _};
+            let _ = stream.read(&mut [0; 4096]);
+            let _ = stream.write_all(
+                b"HTTP/1.1 418 I'm a teapot\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let checks = FlyBackend::builder()
+        .base_url(&teapot_url)
+        .app("doctor-ok")
+        .token(Secret::new(TOKEN))
+        .build()
+        .unwrap()
+        .doctor(&needs)
+        .await;
+    assert_eq!(checks.len(), 1);
+    assert!(
+        failed(&checks, "fly.api").detail.contains("418"),
         "{checks:?}"
     );
 
@@ -426,9 +454,10 @@ async fn ec2_doctor_without_credentials_names_the_sources() {
     );
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let checks = value["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 1, "{value}");
-    assert_eq!(checks[0]["id"], "ec2.credentials");
-    let detail = checks[0]["detail"].as_str().unwrap();
+    assert_eq!(checks.len(), 2, "{value}");
+    assert_eq!(checks[0]["id"], "ec2.options");
+    assert_eq!(checks[1]["id"], "ec2.credentials");
+    let detail = checks[1]["detail"].as_str().unwrap();
     assert!(
         detail.contains("no AWS credentials found") && detail.contains("AWS_PROFILE"),
         "{detail}"

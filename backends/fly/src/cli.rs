@@ -82,6 +82,7 @@ impl FlyArgs {
             .fly_app
             .clone()
             .or_else(|| std::env::var("FLY_APP").ok())
+            .filter(|app| !app.is_empty())
         {
             builder = builder.app(app);
         }

@@ -397,6 +397,11 @@ impl FlyClient {
         self.token.as_ref()
     }
 
+    /// The API's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     /// The app's name.
     pub fn app_name(&self) -> &str {
         &self.app

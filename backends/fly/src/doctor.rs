@@ -15,20 +15,30 @@ impl FlyBackend {
     /// for the same reason.
     pub(crate) async fn checks(&self, needs: &Needs) -> Vec<Check> {
         let app_name = self.client.app_name().to_string();
+        let api = Check::pass(
+            "fly.api",
+            format!("the Machines API at {} answers", self.client.base_url()),
+        );
         let app = match self.client.app().await {
-            Err(e) if is_auth(&e) || !self.client.has_token() => {
+            Err(e) if !self.client.has_token() => {
                 return vec![Check::from_error("fly.token", &e, "set FLY_API_TOKEN")];
+            }
+            Err(e) if is_auth(&e) => {
+                return vec![api, Check::from_error("fly.token", &e, "set FLY_API_TOKEN")];
             }
             Err(e) => {
                 return vec![Check::from_error(
                     "fly.api",
                     &e,
-                    "check the network and --fly-api-url",
+                    "check the network and --fly-api-url (FLY_API_URL)",
                 )];
             }
             Ok(app) => app,
         };
-        let mut checks = vec![Check::pass("fly.token", "accepted by the Machines API")];
+        let mut checks = vec![
+            api,
+            Check::pass("fly.token", "accepted by the Machines API"),
+        ];
         if app.is_none() {
             checks.push(Check::fail(
                 "fly.app",

@@ -17,7 +17,13 @@ pub async fn run(args: DoctorArgs, ctx: &Ctx<'_>) -> i32 {
     let name = args.backend.backend.clone();
     let mut checks = Vec::new();
     let backend = match ctx.backend(&args.backend).await {
-        Ok(backend) => Some(backend),
+        Ok(backend) => {
+            checks.push(Check::pass(
+                format!("{name}.options"),
+                "the backend's options are complete and valid",
+            ));
+            Some(backend)
+        }
         Err(e) => {
             checks.push(Check::from_error(
                 format!("{name}.options"),
