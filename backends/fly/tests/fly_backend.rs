@@ -309,18 +309,21 @@ async fn a_wrong_token_is_an_auth_error_that_names_the_fix_but_not_the_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_options_are_clear_errors() {
-    let err = FlyBackend::builder()
-        .app("a")
-        .image("i")
-        .build()
-        .unwrap_err();
-    assert!(err.to_string().contains("token") && err.hint().unwrap().contains("FLY_API_TOKEN"));
+    // No token is no error until the API is needed: a plan needs none (Fly's presets).
+    let fly = FlyBackend::builder().app("a").image("i").build().unwrap();
+    assert!(fly.expected_size().await.unwrap().is_some());
+    let err = fly.list(&RunFilter::All).await.unwrap_err();
+    assert!(
+        err.to_string().contains("no Fly API token")
+            && err.hint().unwrap().contains("FLY_API_TOKEN"),
+        "{err}"
+    );
     let err = FlyBackend::builder()
         .token(Secret::new("t"))
         .image("i")
         .build()
         .unwrap_err();
-    assert!(err.hint().unwrap().contains("--fly-app"));
+    assert!(err.to_string().contains("--fly-app"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -351,7 +351,7 @@ pub enum Error {
 
     /// Teardown ended with nodes still held by the provider.
     #[error(
-        "teardown of run {run_id} did not finish within {timeout:?}: {} node(s) may still run: {}",
+        "teardown of run {run_id} could not confirm {} node(s) destroyed within {timeout:?} (gone with its host, or still running): {}",
         nodes.len(),
         nodes.join(", ")
     )]
@@ -364,6 +364,9 @@ pub enum Error {
         nodes: Vec<String>,
         /// The teardown deadline in force.
         timeout: Duration,
+        /// The run's report, when the run itself ended: its results stand (a node whose host
+        /// vanished is in its lost nodes); only teardown is in doubt.
+        report: Option<Box<crate::run::RunReport>>,
     },
 
     /// Ctrl-C or a termination signal; every node was destroyed.
@@ -553,8 +556,10 @@ impl Error {
                 backend,
                 run_id,
                 nodes,
+                report,
                 ..
-            } => serde_json::json!({"backend": backend, "run_id": run_id, "nodes": nodes}),
+            } => serde_json::json!({"backend": backend, "run_id": run_id, "nodes": nodes,
+                "report": report}),
             _ => serde_json::Value::Null,
         };
         if let (Some(map), serde_json::Value::Object(extra)) = (value.as_object_mut(), details) {

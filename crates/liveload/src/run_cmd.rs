@@ -89,6 +89,41 @@ pub async fn run_scenario(
     .await;
     observer.finish();
     match result {
+        // The run ended; teardown could not confirm every node gone. The results stand:
+        // write them, then say what may be left (exit 9).
+        Err(Error::TeardownIncomplete {
+            report: Some(report),
+            backend,
+            run_id,
+            nodes,
+            timeout,
+        }) => {
+            if !flags.no_report {
+                let dir = flags
+                    .report_dir
+                    .clone()
+                    .unwrap_or_else(|| Path::new("liveload-reports").join(&report.run_id));
+                if let Err(e) = output::write_report_files(&report, &dir) {
+                    return output::error(&e, format);
+                }
+            }
+            // Text: the report's tables, then the error. JSON: one document, the error with
+            // the report inside.
+            let report = if format == OutputFormat::Text {
+                output::report(&report, format);
+                None
+            } else {
+                Some(report)
+            };
+            let error = Error::TeardownIncomplete {
+                report,
+                backend,
+                run_id,
+                nodes,
+                timeout,
+            };
+            output::error(&error, format)
+        }
         Ok(report) => {
             if !flags.no_report {
                 let dir = flags

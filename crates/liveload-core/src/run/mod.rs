@@ -350,9 +350,30 @@ pub async fn run_controlled(
         options.teardown_timeout,
     )
     .await;
-    let report = outcome?;
-    teardown_result?;
-    Ok(report)
+    match (outcome, teardown_result) {
+        // The run ended and only teardown is in doubt: keep the results with the error.
+        (
+            Ok(report),
+            Err(Error::TeardownIncomplete {
+                backend,
+                run_id,
+                nodes,
+                timeout,
+                ..
+            }),
+        ) => Err(Error::TeardownIncomplete {
+            backend,
+            run_id,
+            nodes,
+            timeout,
+            report: Some(Box::new(report)),
+        }),
+        (outcome, teardown_result) => {
+            let report = outcome?;
+            teardown_result?;
+            Ok(report)
+        }
+    }
 }
 
 /// The run between plan and teardown, phase by phase.

@@ -59,6 +59,7 @@ pub async fn teardown(
         run_id: run_id.to_string(),
         nodes: left,
         timeout,
+        report: None,
     })
 }
 
