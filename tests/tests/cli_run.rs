@@ -307,12 +307,17 @@ fn sigkilled_controller_leaves_no_agent_or_chromium_within_grace() {
         "Chromium never started"
     );
     signal(controller.id(), libc::SIGKILL);
+    let killed = std::time::Instant::now();
     controller.wait().unwrap();
     let gone = eventually(grace, || processes_in_groups(&agents).is_empty());
     assert!(
         gone,
         "still running after the grace period: {:?}",
         processes_in_groups(&agents)
+    );
+    eprintln!(
+        "FIGURE controller killed mid-run: agents and Chromium gone {:.1}s after the SIGKILL",
+        killed.elapsed().as_secs_f64()
     );
 }
 

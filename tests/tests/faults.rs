@@ -85,6 +85,14 @@ fn a_node_killed_mid_run_is_reported_and_the_others_finish() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "run-failed code: {stderr}");
+    // When the loss was seen: the run's own log line, relative to its start.
+    eprintln!(
+        "FIGURE node killed: reported {}",
+        stderr
+            .lines()
+            .find(|l| l.contains("node lost"))
+            .unwrap_or("(no log line)")
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let lost = report["lost_nodes"].as_array().expect("lost nodes listed");
     assert_eq!(lost.len(), 1, "{report}");
@@ -138,7 +146,12 @@ fn sighup_tears_down_like_ctrl_c() {
     let (_, agents) = wait_for_agents(state.path(), &mut child, 2);
     wait_for_users(&agents);
     signal(child.id(), libc::SIGHUP);
+    let hung_up = std::time::Instant::now();
     let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "FIGURE sighup: exited, every node destroyed, {:.1}s after the signal",
+        hung_up.elapsed().as_secs_f64()
+    );
     assert_eq!(
         out.status.code(),
         Some(130),
@@ -159,12 +172,17 @@ fn a_frozen_controller_loses_its_agents_and_still_tears_down_when_resumed() {
     wait_for_users(&agents);
     std::thread::sleep(Duration::from_secs(2));
     signal(child.id(), libc::SIGSTOP);
+    let frozen = std::time::Instant::now();
     // The agents give up on a silent controller after the grace (5 s).
     assert!(
         eventually(Duration::from_secs(20), || processes_in_groups(&agents)
             .is_empty()),
         "agents outlived a frozen controller: {:?}",
         processes_in_groups(&agents)
+    );
+    eprintln!(
+        "FIGURE frozen controller: agents gone {:.1}s after SIGSTOP (grace 5s)",
+        frozen.elapsed().as_secs_f64()
     );
     signal(child.id(), libc::SIGCONT);
     let out = child.wait_with_output().unwrap();

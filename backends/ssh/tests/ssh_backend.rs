@@ -250,6 +250,10 @@ async fn a_host_that_stalls_in_the_handshake_is_named_and_hides_no_other_node() 
         "{:?}",
         asked.elapsed()
     );
+    eprintln!(
+        "FIGURE ssh stall: the stalled host's node failed {:.1}s after its create (connect timeout 1s)",
+        asked.elapsed().as_secs_f64()
+    );
     let (kind, message, _) = backend_error(&err);
     assert_eq!(kind, BackendErrorKind::Unreachable);
     assert!(message.contains("host h1"), "{message}");
@@ -400,6 +404,10 @@ async fn killing_the_ssh_connection_mid_run_ends_the_agent_within_the_grace_peri
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eprintln!(
+        "FIGURE ssh connection killed: agent gone {:.1}s after the cut (grace 2s)",
+        cut.elapsed().as_secs_f64()
+    );
     beating.abort();
     // destroy reconnects and removes the files.
     backend.destroy(&node).await.unwrap();
