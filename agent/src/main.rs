@@ -16,6 +16,7 @@ mod listener;
 mod observe;
 mod recorder;
 mod relay;
+mod resources;
 mod secrets;
 mod session;
 mod steps;

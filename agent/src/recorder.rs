@@ -38,6 +38,8 @@ pub struct Recorder {
     console: Mutex<Option<Vec<String>>>,
     /// Whether console lines are gathered (read on every console event, so an atomic).
     tracing_console: std::sync::atomic::AtomicBool,
+    /// Samples the node's memory and CPU for each snapshot (made at the first).
+    resources: Mutex<Option<crate::resources::Sampler>>,
 }
 
 /// The most distinct error messages one agent reports; the rest are counted together.
@@ -219,6 +221,15 @@ impl Recorder {
             histograms,
             errors: interval.errors,
             captures: self.take_captures(),
+            resources: Some(
+                self.resources
+                    .lock()
+                    .expect("not poisoned")
+                    .get_or_insert_with(|| {
+                        crate::resources::Sampler::new(crate::cgroup::read().memory_max.is_some())
+                    })
+                    .sample(),
+            ),
         }
     }
 }

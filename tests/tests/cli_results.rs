@@ -92,11 +92,35 @@ fn the_html_report_renders_in_chromium_with_charts_and_tables() {
     let result: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(reports.join("result.json")).unwrap())
             .unwrap();
-    assert_eq!(result["schema_version"], 1);
+    assert_eq!(result["schema_version"], 2);
     assert_eq!(result["run_id"], report["run_id"]);
     assert!(
         result["series"].as_array().unwrap().len() >= 4,
         "a point per second"
+    );
+    // The node's own series: a point a second, with what its agent and Chromium cost. Three
+    // users' Chromium takes well over 50 MiB (PSS) and some CPU; the node's users are there.
+    let node_series = result["node_series"].as_array().unwrap();
+    assert_eq!(node_series.len(), 1, "one node");
+    let points = node_series[0]["points"].as_array().unwrap();
+    assert!(points.len() >= 4, "{points:?}");
+    let peak = |field: &str| {
+        points
+            .iter()
+            .map(|p| p[field].as_f64().unwrap())
+            .fold(0.0, f64::max)
+    };
+    assert!(peak("memory_bytes") > 50.0 * 1024.0 * 1024.0, "{points:?}");
+    assert!(peak("cpu_cores") > 0.0, "{points:?}");
+    assert_eq!(peak("users"), 3.0);
+    let iterations: f64 = points
+        .iter()
+        .map(|p| p["iterations"].as_f64().unwrap())
+        .sum();
+    assert_eq!(
+        iterations,
+        result["iterations_ok"].as_f64().unwrap() + result["iterations_failed"].as_f64().unwrap(),
+        "the node's points add up to the run's iterations"
     );
     let markdown = std::fs::read_to_string(reports.join("report.md")).unwrap();
     assert!(markdown.contains("## Steps (ms)") && markdown.contains("step:navigate /"));
@@ -119,7 +143,11 @@ fn the_html_report_renders_in_chromium_with_charts_and_tables() {
         "{dom}"
     );
     let charts = dom.matches("<figure class=\"chart\"").count();
-    assert_eq!(charts, 4, "active users, throughput, latency, errors");
+    assert_eq!(
+        charts, 6,
+        "active users, throughput, latency, errors; node memory and CPU"
+    );
+    assert!(dom.contains("id=\"node-charts\"") && dom.contains("Node memory"));
     // Every chart line has several points.
     for points in dom.split("points=\"").skip(1) {
         let points = &points[..points.find('"').unwrap()];

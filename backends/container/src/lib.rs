@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, StartContainerOptions, UploadToContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, LogsOptions, RemoveContainerOptions,
+    StartContainerOptions, UploadToContainerOptions,
 };
 use futures_util::StreamExt as _;
 use liveload_core::{
@@ -38,6 +38,7 @@ pub mod archive;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod engine;
+pub mod listing;
 
 pub use engine::Flavor;
 
@@ -538,27 +539,19 @@ impl Backend for ContainerBackend {
             RunFilter::Run(id) => format!("{LABEL_RUN}={id}"),
             RunFilter::All => LABEL_RUN.to_string(),
         };
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([("label".to_string(), vec![selector])])),
-            ..Default::default()
-        };
-        let containers = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| engine::engine_error("listing containers", e))?;
+        // Not bollard's list: it refuses podman's states Docker lacks (see `listing`).
+        let containers = listing::containers_labelled(&self.socket, &selector).await?;
         let mut nodes: Vec<NodeHandle> = containers
             .into_iter()
             .filter_map(|c| {
                 let labels = c.labels.unwrap_or_default();
                 let run_id = labels.get(LABEL_RUN)?.clone();
-                let name = c.names?.first()?.trim_start_matches('/').to_string();
+                let name = c.names.first()?.trim_start_matches('/').to_string();
                 Some(NodeHandle {
                     id: name,
                     run_id,
                     index: labels.get(LABEL_INDEX)?.parse().ok()?,
-                    detail: c.status.unwrap_or_default(),
+                    detail: c.status,
                     expires_at_unix_s: labels.get(LABEL_EXPIRES).and_then(|v| v.parse().ok()),
                 })
             })

@@ -358,6 +358,21 @@ pub struct MetricsSnapshot {
     /// Screenshots and DOMs of failed iterations ([`Diagnostics::captures_per_error`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub captures: Vec<FailureCapture>,
+    /// What the node's browser costs at the end of this interval (absent from older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<NodeResources>,
+}
+
+/// Memory and CPU of one node's agent and browser, sampled at the end of an interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeResources {
+    /// Memory in use, bytes: the agent's process group's proportional set size, or the
+    /// cgroup's own figure where a cgroup limits the node.
+    pub memory_bytes: u64,
+    /// Cores busy on average over the interval (user + system time of the group).
+    pub cpu_cores: f64,
+    /// Processes in the group (the agent, Chromium, its renderers and helpers).
+    pub processes: u32,
 }
 
 /// Why a frame could not be turned into a message.

@@ -32,6 +32,11 @@ fn arb_snapshot() -> impl Strategy<Value = MetricsSnapshot> {
     )
         .prop_map(
             |(seq, elapsed_ms, active_users, counters, hists, errors, captures)| MetricsSnapshot {
+                resources: (seq % 2 == 0).then_some(liveload_proto::NodeResources {
+                    memory_bytes: seq,
+                    cpu_cores: (elapsed_ms % 1000) as f64 / 8.0,
+                    processes: (active_users % 100) as u32,
+                }),
                 seq,
                 elapsed_ms,
                 active_users,

@@ -187,6 +187,17 @@ fn report_text(r: &RunReport) -> String {
             ));
         }
     }
+    let hot: Vec<_> = r.node_series.iter().filter(|s| s.hot.is_some()).collect();
+    if !hot.is_empty() {
+        out.push_str("\nNodes that ran hot (their latencies are suspect: the load generator was saturated):\n");
+        for s in hot {
+            out.push_str(&format!(
+                "  {}: {}\n",
+                s.node,
+                s.hot.as_deref().unwrap_or_default()
+            ));
+        }
+    }
     let errors = liveload_core::report::top_errors(r, 5);
     if !errors.is_empty() {
         out.push_str("\nTop errors:\n");

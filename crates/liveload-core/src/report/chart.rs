@@ -3,6 +3,7 @@
 //! `templates/chart.html`, so they go through the template engine's escaping like the rest of
 //! the page. Nothing in this module builds markup.
 
+use crate::run::series::{NodeSeries, SeriesPoint};
 use serde::Serialize;
 
 use crate::metrics::SecondPoint;
@@ -182,6 +183,55 @@ pub(super) fn run_charts(s: &[SecondPoint]) -> Vec<Chart<'static>> {
             &[series(s, "failed iterations", "#cf222e", |p| {
                 p.iterations_failed as f64
             })],
+        ),
+    ]
+}
+
+/// Colours for nodes' lines, in turn.
+const NODE_COLORS: [&str; 8] = [
+    "#0969da", "#1a7f37", "#bf8700", "#cf222e", "#8250df", "#1b7c83", "#bc4c00", "#57606a",
+];
+
+/// The most nodes drawn in the node charts: the hottest (by peak CPU share), so a chart of a
+/// 500-node run stays readable and still shows the nodes that matter.
+pub(super) const NODE_LINES: usize = 8;
+
+/// Two charts of each node's resources: memory (MiB) and CPU (% of the node's cores), for at
+/// most [`NODE_LINES`] nodes, the hottest first.
+pub(super) fn node_charts(series: &[NodeSeries]) -> Vec<Chart<'_>> {
+    if series.iter().all(|s| s.points.is_empty()) {
+        return Vec::new();
+    }
+    let peak_share = |s: &NodeSeries| {
+        s.points
+            .iter()
+            .map(|p| p.cpu_cores / s.cores.max(0.001))
+            .fold(0.0, f64::max)
+    };
+    let mut chosen: Vec<&NodeSeries> = series.iter().collect();
+    chosen.sort_by(|a, b| peak_share(b).total_cmp(&peak_share(a)));
+    chosen.truncate(NODE_LINES);
+    let lines = |f: &dyn Fn(&NodeSeries, &SeriesPoint) -> f64| -> Vec<Line<'_>> {
+        chosen
+            .iter()
+            .zip(NODE_COLORS.iter().cycle())
+            .map(|(s, color)| Line {
+                label: s.node.as_str(),
+                color,
+                points: s.points.iter().map(|p| (p.t_s, f(s, p))).collect(),
+            })
+            .collect()
+    };
+    vec![
+        chart(
+            "Node memory (agent and browser)",
+            "MiB",
+            &lines(&|_, p| p.memory_bytes as f64 / (1024.0 * 1024.0)),
+        ),
+        chart(
+            "Node CPU",
+            "% of the node's cores",
+            &lines(&|s, p| 100.0 * p.cpu_cores / s.cores.max(0.001)),
         ),
     ]
 }

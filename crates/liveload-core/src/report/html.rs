@@ -12,7 +12,7 @@ use minijinja::value::{Serde, Value};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use super::chart::{Chart, run_charts};
+use super::chart::{Chart, node_charts, run_charts};
 use super::{MIB, error_rate, top_errors, utc, verdict};
 use crate::run::RunReport;
 
@@ -87,6 +87,17 @@ pub fn html(r: &RunReport) -> String {
         cards: cards(r),
         thresholds: thresholds(r),
         charts: run_charts(&r.series),
+        node_charts: node_charts(&r.node_series),
+        hot: r
+            .node_series
+            .iter()
+            .filter_map(|s| {
+                Some(HotRow {
+                    id: &s.node,
+                    why: s.hot.as_deref()?,
+                })
+            })
+            .collect(),
         steps: steps(r),
         errors: errors(r),
         nodes: nodes(r),
@@ -123,6 +134,10 @@ struct Page<'a> {
     cards: Cards,
     thresholds: Vec<ThresholdRow<'a>>,
     charts: Vec<Chart<'static>>,
+    /// Each node's memory and CPU (the hottest nodes).
+    node_charts: Vec<Chart<'a>>,
+    /// Nodes that ran hot: their latencies are suspect.
+    hot: Vec<HotRow<'a>>,
     steps: Vec<StepRow<'a>>,
     errors: Vec<ErrorRow<'a>>,
     nodes: Vec<NodeRow<'a>>,
@@ -130,6 +145,13 @@ struct Page<'a> {
     plan: PlanText<'a>,
     version: &'a str,
     schema_version: u32,
+}
+
+/// A node that ran hot, and why.
+#[derive(Serialize)]
+struct HotRow<'a> {
+    id: &'a str,
+    why: &'a str,
 }
 
 /// A node lost during the run.

@@ -60,6 +60,7 @@ fn sample(text: &str) -> RunReport {
         series: (1..=6).map(second).collect(),
         workload: format!("closed model: 6 users {text}"),
         lost_nodes: Vec::new(),
+        node_series: Vec::new(),
         cost_usd: None,
         cost_cap_reached: false,
         failures: failures(text),

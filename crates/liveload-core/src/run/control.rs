@@ -67,6 +67,12 @@ pub struct LiveNodeStatus {
     pub users: u64,
     /// Users its facts allow.
     pub capacity: u64,
+    /// Its latest point: users, iterations, memory and CPU (none before its first snapshot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub now: Option<super::series::SeriesPoint>,
+    /// Why it runs hot, once it did (its latencies are suspect).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hot: Option<String>,
 }
 
 impl LiveStatus {
@@ -91,6 +97,8 @@ impl LiveStatus {
                     id: n.report.id.clone(),
                     users: n.report.users,
                     capacity: n.report.capacity.users,
+                    now: None,
+                    hot: None,
                 })
                 .collect(),
             counters: metrics.counters.clone(),

@@ -22,6 +22,7 @@ mod observe;
 mod plan;
 mod prepare;
 mod result;
+pub mod series;
 mod size;
 mod teardown;
 mod terms;

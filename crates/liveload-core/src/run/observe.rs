@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::boot::{Inbox, LiveNode};
 use super::control::{ControlEnd, LiveStatus, handle_control};
 use super::prepare::Positions;
+use super::series::{NodeSeries, points_per_node};
 use super::{Event, Observer, RunOptions, next_message};
 use crate::agent_client::message_name;
 use crate::metrics::{MetricsAggregate, counter};
@@ -46,6 +47,8 @@ pub(super) struct Observed {
     pub users_total: u64,
     /// When users started, as Unix milliseconds.
     pub started_at_unix_ms: u64,
+    /// Each node's time series, in node order.
+    pub series: Vec<NodeSeries>,
     /// What the nodes cost until the end of observation, when the backend knows its price.
     pub cost_usd: Option<f64>,
     /// The run stopped because its cost reached `--max-cost`.
@@ -80,6 +83,8 @@ struct Progress {
     lost: Vec<LostNode>,
     aborted: Option<String>,
     cost_cap_reached: bool,
+    /// Each node's time series, by node id (nodes added at runtime get theirs on arrival).
+    series: std::collections::BTreeMap<String, NodeSeries>,
 }
 
 impl Observation<'_> {
@@ -100,6 +105,7 @@ impl Observation<'_> {
             lost: Vec::new(),
             aborted: None,
             cost_cap_reached: false,
+            series: std::collections::BTreeMap::new(),
         };
         // Saturating, then capped: a scenario built in code may hold any duration.
         let mut deadline = super::deadline_after(
@@ -138,6 +144,12 @@ impl Observation<'_> {
                     if let Some(status) = status {
                         let mut now = LiveStatus::of(self.run_id, self.scenario, &self.live, users_now, started, &metrics);
                         now.cost_usd = self.cost_so_far();
+                        for node in &mut now.nodes {
+                            if let Some(series) = p.series.get(&node.id) {
+                                node.now = series.points.last().copied();
+                                node.hot = series.hot.clone();
+                            }
+                        }
                         status.send_replace(now);
                     }
                     continue;
@@ -175,7 +187,15 @@ impl Observation<'_> {
             status.send_replace(last);
         }
         let cost_usd = self.cost_so_far();
+        let mut series: Vec<NodeSeries> = p.series.into_values().collect();
+        series.sort_by_key(|s| {
+            self.live
+                .iter()
+                .position(|n| n.report.id == s.node)
+                .unwrap_or(usize::MAX)
+        });
         let observed = Observed {
+            series,
             cost_usd,
             cost_cap_reached: p.cost_cap_reached,
             lost: p.lost,
@@ -197,6 +217,15 @@ impl Observation<'_> {
         p: &mut Progress,
     ) -> Result<Outcome> {
         let node_id = &self.live[i].report.id;
+        if let AgentMessage::Snapshot(snapshot) | AgentMessage::Finished(snapshot) = &message {
+            let limit = points_per_node(self.live.len());
+            p.series
+                .entry(node_id.clone())
+                .or_insert_with(|| {
+                    NodeSeries::new(node_id, &self.live[i].report.facts, &self.options.sizing)
+                })
+                .push(snapshot, limit);
+        }
         match message {
             AgentMessage::Snapshot(snapshot) => {
                 metrics.merge(node_id, &snapshot)?;

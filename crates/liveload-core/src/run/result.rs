@@ -47,7 +47,7 @@ pub struct NodeReport {
 }
 
 /// Version of the `result.json` schema ([`RunReport`]); bumped on incompatible changes.
-pub const RESULT_SCHEMA_VERSION: u32 = 1;
+pub const RESULT_SCHEMA_VERSION: u32 = 2;
 
 /// What a finished run reports; serialised as `result.json` (see docs/metrics-and-reports.md).
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -105,6 +105,10 @@ pub struct RunReport {
     /// Nodes lost during the run, with why and how many users failed with them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost_nodes: Vec<super::LostNode>,
+    /// Each node's time series (users, iterations, memory, CPU), bounded
+    /// ([`super::series`]); a node that ran hot says why. New in schema version 2.
+    #[serde(default)]
+    pub node_series: Vec<super::series::NodeSeries>,
     /// Where each error was first seen, and the failures captured (`on_failure`).
     #[serde(default)]
     pub failures: crate::failures::Failures,
@@ -196,6 +200,7 @@ pub(super) fn build(
         cost_usd: observed.cost_usd,
         cost_cap_reached: observed.cost_cap_reached,
         lost_nodes: observed.lost,
+        node_series: observed.series,
         failures: std::mem::take(&mut metrics.failures),
     }
 }

@@ -318,6 +318,11 @@ fn agent_seeds() -> Vec<Value> {
         max_users: Some(10),
     };
     let snapshot = MetricsSnapshot {
+        resources: Some(liveload_proto::NodeResources {
+            memory_bytes: 300 << 20,
+            cpu_cores: 0.75,
+            processes: 7,
+        }),
         seq: 1,
         elapsed_ms: 1000,
         active_users: 2,

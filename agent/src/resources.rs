@@ -1,0 +1,156 @@
+//! What this node's browser costs right now: memory and CPU of the agent's process group (the
+//! agent, Chromium and every renderer), sampled once a second with each snapshot.
+//!
+//! Memory is the group's proportional set size (PSS, `/proc/PID/smaps_rollup`): Chromium's
+//! processes share most of their pages, so summing resident sizes would count the shared
+//! libraries once per renderer and report several times the truth. Where a cgroup limits the
+//! node (a container), the limit is what the kernel enforces, so the cgroup's own figure
+//! (`memory.current` on v2, `memory.usage_in_bytes` on v1) is used instead.
+//!
+//! CPU is the group's user + system time between two samples, as cores in use: 1.5 means one
+//! and a half cores busy on average over the interval.
+
+use std::time::Instant;
+
+use liveload_proto::NodeResources;
+
+/// Samples the agent's process group.
+pub struct Sampler {
+    /// The agent's process group (it leads its own: Chromium and its helpers join it).
+    group: i32,
+    /// Use the cgroup's memory figure (the node is a memory-limited group).
+    cgroup_memory: bool,
+    /// The group's CPU time at the last sample, in clock ticks, and when.
+    last_cpu: Option<(u64, Instant)>,
+    /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+    ticks_per_s: f64,
+}
+
+impl Sampler {
+    /// A sampler for this process's group; `cgroup_memory` when a cgroup limits the node.
+    pub fn new(cgroup_memory: bool) -> Sampler {
+        Sampler {
+            group: rustix::process::getpgrp().as_raw_nonzero().get(),
+            cgroup_memory,
+            last_cpu: None,
+            ticks_per_s: rustix::param::clock_ticks_per_second() as f64,
+        }
+    }
+
+    /// Memory and CPU now (CPU: since the previous sample; 0 on the first).
+    pub fn sample(&mut self) -> NodeResources {
+        let processes = group_processes(self.group);
+        let memory_bytes = if self.cgroup_memory {
+            crate::cgroup::read().memory_current
+        } else {
+            None
+        }
+        .unwrap_or_else(|| processes.iter().map(|p| pss_bytes(*p)).sum());
+        let ticks: u64 = processes.iter().filter_map(|p| cpu_ticks(*p)).sum();
+        let now = Instant::now();
+        let cpu_cores = match self.last_cpu {
+            Some((before, at)) if ticks >= before => {
+                let seconds = now.duration_since(at).as_secs_f64();
+                if seconds > 0.0 {
+                    (ticks - before) as f64 / self.ticks_per_s / seconds
+                } else {
+                    0.0
+                }
+            }
+            _ => 0.0,
+        };
+        self.last_cpu = Some((ticks, now));
+        NodeResources {
+            memory_bytes,
+            cpu_cores: (cpu_cores * 1000.0).round() / 1000.0,
+            processes: processes.len() as u32,
+        }
+    }
+}
+
+/// The pids of every process in `group`.
+fn group_processes(group: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| stat_fields(&stat).and_then(|f| f.get(2)?.parse::<i32>().ok()))
+                == Some(group)
+        })
+        .collect()
+}
+
+/// The fields of `/proc/PID/stat` after the command name (which may hold spaces and
+/// parentheses: everything up to the last `)`): `state` is field 0, `pgrp` 2, `utime` 11,
+/// `stime` 12.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    Some(after.split_whitespace().collect())
+}
+
+/// User + system CPU time of `pid`, in clock ticks.
+fn cpu_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields = stat_fields(&stat)?;
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The proportional set size of `pid`, in bytes (0 when unreadable: the process just ended).
+fn pss_bytes(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|text| parse_pss_kib(&text))
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// The `Pss:` line of an `smaps_rollup`, in KiB.
+fn parse_pss_kib(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_odd_command_names_parse() {
+        let stat = "4242 (Web Content (x)) S 1 4242 4242 0 -1 4194560 10 0 0 0 7 3 0 0 20 0 1";
+        let fields = stat_fields(stat).unwrap();
+        assert_eq!(fields[0], "S");
+        assert_eq!(fields[2], "4242", "pgrp");
+        assert_eq!(fields[11], "7", "utime");
+        assert_eq!(fields[12], "3", "stime");
+        assert!(stat_fields("no parenthesis").is_none());
+    }
+
+    #[test]
+    fn pss_is_read_from_smaps_rollup() {
+        let text = "55a0-7ffd ---p 00000000 00:00 0 [rollup]\nRss:  2048 kB\nPss:  1234 kB\nPss_Anon: 1000 kB\n";
+        assert_eq!(parse_pss_kib(text), Some(1234));
+        assert_eq!(parse_pss_kib("Rss: 1 kB"), None);
+    }
+
+    /// This process's group holds at least this process, which uses memory; a busy loop
+    /// shows as CPU in use.
+    #[test]
+    fn samples_this_process_group() {
+        let mut sampler = Sampler::new(false);
+        let first = sampler.sample();
+        assert!(first.processes >= 1);
+        assert!(first.memory_bytes > 1024 * 1024, "{first:?}");
+        let until = Instant::now() + std::time::Duration::from_millis(300);
+        let mut x = 0u64;
+        while Instant::now() < until {
+            x = x.wrapping_mul(31).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let second = sampler.sample();
+        assert!(second.cpu_cores > 0.1, "a busy core shows: {second:?}");
+    }
+}

@@ -1,0 +1,220 @@
+//! Each node's time series: users, iterations, memory and CPU, a point per snapshot, kept in
+//! `result.json` and drawn in the report, so a run can show that one node was saturated and
+//! its latencies are the load generator's rather than the application's.
+//!
+//! Bounded, so the result stays small at hundreds of nodes and hours of run: each node keeps
+//! at most [`points_per_node`] points. When its series is full, neighbouring points are merged
+//! in pairs — iterations summed, users the later value, memory and CPU the peak (saturation
+//! must not be averaged away) — so the series still covers the whole run, at a coarser step.
+
+use serde::{Deserialize, Serialize};
+
+use liveload_proto::{MetricsSnapshot, NodeFacts};
+
+use crate::sizing::SizingConfig;
+
+/// The points all nodes' series may hold together.
+pub const POINTS_BUDGET: usize = 20_000;
+
+/// The most points one node's series holds in a cluster of `nodes`: the budget shared, between
+/// 30 (half a minute at full resolution) and 600 (ten minutes).
+pub fn points_per_node(nodes: usize) -> usize {
+    (POINTS_BUDGET / nodes.max(1)).clamp(30, 600)
+}
+
+/// One point of a node's series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    /// Seconds after the start signal, at the end of the point's interval.
+    pub t_s: f64,
+    /// Users running at the end of the interval.
+    pub users: u64,
+    /// Iterations ended (succeeded or failed) during the interval.
+    pub iterations: u64,
+    /// Memory in use at its peak, bytes (the agent's process group, or its cgroup).
+    pub memory_bytes: u64,
+    /// Cores busy at their peak.
+    pub cpu_cores: f64,
+}
+
+/// One node's series, and whether it ran hot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSeries {
+    /// The node's id.
+    pub node: String,
+    /// The memory sizing lets users use on this node (the plan's usable memory), bytes.
+    pub usable_memory_bytes: u64,
+    /// The node's cores, as sized.
+    pub cores: f64,
+    /// Seconds each point covers (1 until the series was merged to fit).
+    pub step_s: u32,
+    /// The points, oldest first.
+    pub points: Vec<SeriesPoint>,
+    /// Why the node's latencies are suspect: CPU above 90 % of its cores, or memory above
+    /// 90 % of its usable memory, at any point; `None` when it never ran hot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot: Option<String>,
+}
+
+/// Where a node counts as hot: 90 % of its cores or of its usable memory.
+pub const HOT_FRACTION: f64 = 0.9;
+
+impl NodeSeries {
+    /// An empty series for a node of these facts.
+    pub fn new(node: &str, facts: &NodeFacts, sizing: &SizingConfig) -> NodeSeries {
+        NodeSeries {
+            node: node.to_string(),
+            usable_memory_bytes: sizing
+                .capacity(facts.effective_memory_bytes, facts.effective_cores)
+                .usable_memory_bytes,
+            cores: facts.effective_cores,
+            step_s: 1,
+            points: Vec::new(),
+            hot: None,
+        }
+    }
+
+    /// Add a snapshot's point, merging pairs when the series holds `limit` points.
+    pub fn push(&mut self, snapshot: &MetricsSnapshot, limit: usize) {
+        let counter = |name: &str| snapshot.counters.get(name).copied().unwrap_or(0);
+        let resources = snapshot.resources.unwrap_or_default();
+        let point = SeriesPoint {
+            t_s: snapshot.elapsed_ms as f64 / 1000.0,
+            users: snapshot.active_users,
+            iterations: counter("iterations_ok") + counter("iterations_failed"),
+            memory_bytes: resources.memory_bytes,
+            cpu_cores: resources.cpu_cores,
+        };
+        self.judge(&point);
+        self.points.push(point);
+        if self.points.len() >= limit.max(2) {
+            self.halve();
+        }
+    }
+
+    /// Merge neighbouring points in pairs (an odd last point stays as it is).
+    fn halve(&mut self) {
+        let merged = self
+            .points
+            .chunks(2)
+            .map(|pair| match pair {
+                [a, b] => SeriesPoint {
+                    t_s: b.t_s,
+                    users: b.users,
+                    iterations: a.iterations + b.iterations,
+                    memory_bytes: a.memory_bytes.max(b.memory_bytes),
+                    cpu_cores: a.cpu_cores.max(b.cpu_cores),
+                },
+                [a] => *a,
+                _ => unreachable!("chunks of two"),
+            })
+            .collect();
+        self.points = merged;
+        self.step_s = self.step_s.saturating_mul(2);
+    }
+
+    /// Flag the node the first time a point runs hot.
+    fn judge(&mut self, point: &SeriesPoint) {
+        if self.hot.is_some() {
+            return;
+        }
+        if self.cores > 0.0 && point.cpu_cores > HOT_FRACTION * self.cores {
+            self.hot = Some(format!(
+                "CPU at {:.0} % of its {} cores at {:.0} s",
+                100.0 * point.cpu_cores / self.cores,
+                self.cores,
+                point.t_s
+            ));
+        } else if self.usable_memory_bytes > 0
+            && point.memory_bytes as f64 > HOT_FRACTION * self.usable_memory_bytes as f64
+        {
+            self.hot = Some(format!(
+                "memory at {:.0} % of its usable {} MiB at {:.0} s",
+                100.0 * point.memory_bytes as f64 / self.usable_memory_bytes as f64,
+                self.usable_memory_bytes / (1024 * 1024),
+                point.t_s
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use liveload_proto::NodeResources;
+
+    fn facts(cores: f64, memory_gib: u64) -> NodeFacts {
+        NodeFacts {
+            hostname: "h".into(),
+            arch: "x86_64".into(),
+            total_memory_bytes: memory_gib << 30,
+            available_memory_bytes: memory_gib << 30,
+            logical_cores: cores as u32,
+            cgroup_memory_limit_bytes: None,
+            cgroup_cpu_limit: None,
+            host_share: None,
+            effective_memory_bytes: memory_gib << 30,
+            effective_cores: cores,
+            chromium: None,
+            max_users: None,
+        }
+    }
+
+    fn snapshot(second: u64, iterations: u64, memory_mib: u64, cpu: f64) -> MetricsSnapshot {
+        MetricsSnapshot {
+            elapsed_ms: second * 1000,
+            active_users: 5,
+            counters: [("iterations_ok".to_string(), iterations)].into(),
+            resources: Some(NodeResources {
+                memory_bytes: memory_mib << 20,
+                cpu_cores: cpu,
+                processes: 3,
+            }),
+            ..MetricsSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn the_budget_is_shared_within_bounds() {
+        assert_eq!(points_per_node(1), 600);
+        assert_eq!(points_per_node(100), 200);
+        assert_eq!(points_per_node(1000), 30);
+    }
+
+    /// A full series halves: iterations add up, the peaks survive, time still ends at the last
+    /// point.
+    #[test]
+    fn a_full_series_merges_pairs_and_keeps_totals_and_peaks() {
+        let mut series = NodeSeries::new("n", &facts(2.0, 8), &SizingConfig::default());
+        for second in 1..=8 {
+            let cpu = if second == 3 { 1.5 } else { 0.5 };
+            series.push(&snapshot(second, 10, 100 * second, cpu), 8);
+        }
+        assert_eq!(series.points.len(), 4, "8 points halved at the limit");
+        assert_eq!(series.step_s, 2);
+        assert_eq!(series.points.iter().map(|p| p.iterations).sum::<u64>(), 80);
+        assert_eq!(
+            series.points[1].cpu_cores, 1.5,
+            "the peak of seconds 3 and 4"
+        );
+        assert_eq!(series.points[3].memory_bytes, 800 << 20);
+        assert_eq!(series.points[3].t_s, 8.0);
+        assert!(series.hot.is_none(), "1.5 of 2 cores is 75 %");
+    }
+
+    #[test]
+    fn a_node_past_ninety_percent_is_hot() {
+        let mut series = NodeSeries::new("n", &facts(2.0, 8), &SizingConfig::default());
+        series.push(&snapshot(1, 1, 100, 1.7), 600);
+        series.push(&snapshot(2, 1, 100, 1.95), 600);
+        let hot = series.hot.clone().unwrap();
+        assert!(
+            hot.starts_with("CPU at 98 %") && hot.contains("at 2 s"),
+            "{hot}"
+        );
+        let mut series = NodeSeries::new("m", &facts(2.0, 1), &SizingConfig::default());
+        let usable = series.usable_memory_bytes >> 20;
+        series.push(&snapshot(1, 1, usable * 95 / 100, 0.1), 600);
+        assert!(series.hot.unwrap().starts_with("memory at 95 %"));
+    }
+}
