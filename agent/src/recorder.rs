@@ -40,7 +40,16 @@ pub struct Recorder {
     tracing_console: std::sync::atomic::AtomicBool,
     /// Samples the node's memory and CPU for each snapshot (made at the first).
     resources: Mutex<Option<crate::resources::Sampler>>,
+    /// The memory watchdog's budget, bytes (0: no watchdog).
+    memory_budget: AtomicU64,
+    /// The watchdog tripped: no new iteration starts until memory is back under the low mark.
+    memory_exhausted: std::sync::atomic::AtomicBool,
 }
+
+/// Past this share of its budget the node holds new iterations.
+const MEMORY_HIGH: f64 = 0.95;
+/// Below this share it lets them start again (a gap, so it does not flap).
+const MEMORY_LOW: f64 = 0.85;
 
 /// The most distinct error messages one agent reports; the rest are counted together.
 const MAX_ERROR_KINDS: usize = 50;
@@ -198,6 +207,48 @@ impl Recorder {
         self.active_users.load(Ordering::Relaxed)
     }
 
+    /// Arm the memory watchdog with the node's budget (bytes; `None`: disarmed).
+    pub fn set_memory_budget(&self, budget: Option<u64>) {
+        self.memory_budget
+            .store(budget.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Whether the watchdog holds new iterations now.
+    pub fn memory_exhausted(&self) -> bool {
+        self.memory_exhausted.load(Ordering::Relaxed)
+    }
+
+    /// Sample the node's memory and CPU, and move the watchdog: trip past [`MEMORY_HIGH`] of
+    /// the budget (counted once per trip, `node_memory_exhausted`), release under
+    /// [`MEMORY_LOW`].
+    fn sample_resources(&self) -> liveload_proto::NodeResources {
+        let sample = self
+            .resources
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert_with(|| {
+                crate::resources::Sampler::new(crate::cgroup::read().memory_max.is_some())
+            })
+            .sample();
+        let budget = self.memory_budget.load(Ordering::Relaxed) as f64;
+        let used = sample.memory_bytes as f64;
+        if budget > 0.0 {
+            if used > MEMORY_HIGH * budget && !self.memory_exhausted() {
+                self.memory_exhausted.store(true, Ordering::Relaxed);
+                self.count("node_memory_exhausted", 1);
+                tracing::warn!(
+                    used_mib = sample.memory_bytes >> 20,
+                    budget_mib = (budget as u64) >> 20,
+                    "memory near the node's budget: holding new iterations"
+                );
+            } else if used < MEMORY_LOW * budget && self.memory_exhausted() {
+                self.memory_exhausted.store(false, Ordering::Relaxed);
+                tracing::info!("memory back under the budget: iterations resume");
+            }
+        }
+        sample
+    }
+
     /// Cut the interval: everything recorded since the last call, as a snapshot.
     pub fn take(&self, elapsed: Duration) -> MetricsSnapshot {
         let interval = std::mem::take(&mut *self.interval.lock().expect("not poisoned"));
@@ -221,15 +272,7 @@ impl Recorder {
             histograms,
             errors: interval.errors,
             captures: self.take_captures(),
-            resources: Some(
-                self.resources
-                    .lock()
-                    .expect("not poisoned")
-                    .get_or_insert_with(|| {
-                        crate::resources::Sampler::new(crate::cgroup::read().memory_max.is_some())
-                    })
-                    .sample(),
-            ),
+            resources: Some(self.sample_resources()),
         }
     }
 }

@@ -280,6 +280,7 @@ async fn prepare(
     assignment: Assignment,
 ) -> Result<(AgentMessage, PreparedRun), String> {
     let recorder = Arc::new(Recorder::default());
+    recorder.set_memory_budget(assignment.memory_budget_bytes);
     if assignment.no_browser {
         let reply = AgentMessage::Prepared {
             users: assignment.users,

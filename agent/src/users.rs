@@ -202,6 +202,13 @@ pub enum Setup {
     None,
 }
 
+/// Until the memory watchdog lets iterations start again.
+async fn memory_recovered(recorder: &crate::recorder::Recorder) {
+    while recorder.memory_exhausted() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// One user's whole life: iterate, tear down, report success or failure. `own_stop` stops this
 /// user alone (`liveload users remove`); `env.stop` stops every user.
 pub async fn run_user(
@@ -245,6 +252,18 @@ pub async fn run_user(
         && *stop.borrow() == StopSignal::Run
         && *own_stop.borrow() == StopSignal::Run
     {
+        // The memory watchdog: past the node's budget, no new iteration starts until memory
+        // is back down (the browser must not reach the kernel's OOM killer).
+        if recorder.memory_exhausted() {
+            recorder.count("iterations_held_for_memory", 1);
+            tokio::select! {
+                _ = memory_recovered(recorder) => {}
+                _ = tokio::time::sleep_until(env.deadline) => break,
+                _ = wait_for_force(&mut stop) => break,
+                _ = wait_for_force(&mut own_stop) => break,
+            }
+            continue;
+        }
         // Throttles: wait for this node's share of the cluster-wide limits.
         let _permit = match &env.gate {
             Some(gate) => tokio::select! {

@@ -36,6 +36,7 @@ fn agent_state() -> Arc<AgentState> {
 /// `users` users thinking 100 ms per iteration for `duration`, with a browser.
 fn assignment(users: u64, duration: Duration) -> Assignment {
     Assignment {
+        memory_budget_bytes: None,
         run_id: "t".into(),
         scenario: "t".into(),
         base_url: "http://127.0.0.1".into(),

@@ -151,6 +151,7 @@ pub fn assignment(base_url: &str, steps: &str, users: u64, duration: Duration) -
             .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let no_browser = steps.lines().all(|l| l.trim().starts_with("- think"));
     Assignment {
+        memory_budget_bytes: None,
         run_id: "t".into(),
         scenario: scenario.name.clone(),
         base_url: scenario.base_url.clone(),

@@ -288,3 +288,89 @@ async fn the_dead_man_switch_ends_the_container() {
         silent.elapsed()
     );
 }
+
+/// A profile that under-estimates the page, in a real memory limit: the plan puts 12 browser
+/// users into one 400 MiB container, where memory holds fewer. Near the limit the agent's
+/// watchdog holds new iterations and records `node_memory_exhausted`: the node is not lost,
+/// no renderer is killed (the OOM killer never has to choose), and nothing is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_memory_watchdog_holds_iterations_before_the_oom_killer() {
+    let _heavy = container::heavy();
+    let engine = engine().await;
+    let profile =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images/agent/chromium-seccomp.json");
+    let limits = NodeLimits {
+        memory_bytes: 400 << 20,
+        cpus: 1.5,
+        pids: 1024,
+    };
+    let backend = engine
+        .builder()
+        .limits(limits)
+        .seccomp_profile(Some(profile))
+        .build()
+        .await
+        .unwrap();
+    let target = demo_target::spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let mut scenario = browser_scenario(&format!("http://{HOST_FROM_CONTAINER}:{}", target.port()));
+    scenario.users = 12;
+    scenario.duration = Duration::from_secs(20);
+    let mut options = RunOptions::new("watchdog", scenario.users, scenario.duration);
+    options.creation_timeout = Duration::from_secs(60);
+    options.cost_confirmation = Some(CostConfirmation::new("test"));
+    // 20 MiB for the browser and 5 per user: a tenth of what a page costs.
+    options.sizing.reserved_headroom_bytes = 0;
+    options.sizing.profile.browser_memory_usage_bytes = 20 << 20;
+    options.sizing.profile.context_memory_usage_bytes = 5 << 20;
+    options.sizing.profile.browser_contexts_per_core = 20.0;
+    let report = run::run(
+        Arc::new(backend),
+        &scenario,
+        &options,
+        Arc::new(Quiet),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let counter = |name: &str| report.counters.get(name).copied().unwrap_or(0);
+    let series = &report.node_series[0];
+    let peak = series
+        .points
+        .iter()
+        .map(|p| p.memory_bytes)
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "FIGURE watchdog: peak {} MiB of a 400 MiB limit (budget {} MiB); node_memory_exhausted {}, iterations held {}, iterations ok {}; {}",
+        peak >> 20,
+        (400u64 * 8 / 10),
+        counter("node_memory_exhausted"),
+        counter("iterations_held_for_memory"),
+        report.iterations_ok,
+        series
+            .memory_warning
+            .as_deref()
+            .unwrap_or("no memory warning")
+    );
+    assert_eq!(report.nodes.len(), 1, "the plan put every user in one node");
+    assert!(
+        counter("node_memory_exhausted") >= 1,
+        "{:?}",
+        report.counters
+    );
+    assert!(counter("iterations_held_for_memory") >= 1);
+    assert!(
+        series.memory_warning.is_some(),
+        "the profile's under-estimate is reported"
+    );
+    assert!(
+        report.lost_nodes.is_empty(),
+        "the agent was not killed: {:?}",
+        report.lost_nodes
+    );
+    assert_eq!(counter("browser.page_crashes"), 0, "no renderer was killed");
+    assert!(peak < 400 << 20);
+    assert!(engine.left().is_empty(), "{:?}", engine.left());
+}

@@ -283,6 +283,13 @@ pub struct Assignment {
     /// holder talking to it directly gets no more than the scenario would.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_schemes: Vec<String>,
+    /// The memory watchdog's budget, bytes: the most this node's agent and browser may use
+    /// (the share of the node's memory sizing planned for). Past 95 % of it the agent starts
+    /// no new iteration, and counts `node_memory_exhausted`, until it is back under 85 %: the
+    /// node never reaches the point where the kernel's OOM killer picks a browser. `None`:
+    /// no watchdog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget_bytes: Option<u64>,
 }
 
 /// How users arrive on one node.

@@ -130,6 +130,7 @@ fn arb_controller_message() -> impl Strategy<Value = ControllerMessage> {
         (any::<u64>(), any::<u64>(), ".*", 0u64..1000, 0u64..1000).prop_map(
             |(first_user_id, users, url, min_ms, extra)| {
                 ControllerMessage::Prepare(Box::new(Assignment {
+                    memory_budget_bytes: None,
                     run_id: "r".into(),
                     scenario: "s".into(),
                     base_url: "http://127.0.0.1".into(),

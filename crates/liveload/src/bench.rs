@@ -399,6 +399,7 @@ async fn users_once(
             .parse()
             .unwrap_or(0);
         let assignment = Assignment {
+            memory_budget_bytes: None,
             run_id: run_id.clone(),
             scenario: "bench".into(),
             base_url: url.to_string(),

@@ -187,6 +187,19 @@ fn report_text(r: &RunReport) -> String {
             ));
         }
     }
+    if let Some(&held) = r.counters.get("node_memory_exhausted") {
+        out.push_str(&format!(
+            "\nMemory: node(s) reached their memory budget {held} time(s); new iterations were held until memory fell ({} held): the plan under-estimates this scenario's memory per user\n",
+            r.counters.get("iterations_held_for_memory").copied().unwrap_or(0)
+        ));
+    }
+    for s in r.node_series.iter().filter(|s| s.memory_warning.is_some()) {
+        out.push_str(&format!(
+            "Memory: {}: {}\n",
+            s.node,
+            s.memory_warning.as_deref().unwrap_or_default()
+        ));
+    }
     let hot: Vec<_> = r.node_series.iter().filter(|s| s.hot.is_some()).collect();
     if !hot.is_empty() {
         out.push_str("\nNodes that ran hot (their latencies are suspect: the load generator was saturated):\n");

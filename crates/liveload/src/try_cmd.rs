@@ -134,6 +134,7 @@ async fn try_once(scenario: &Scenario, args: &TryArgs) -> Result<Verdict, Error>
 /// One user, one iteration, traced.
 fn assignment(scenario: &Scenario, run_id: &str, args: &TryArgs) -> Assignment {
     Assignment {
+        memory_budget_bytes: None,
         run_id: run_id.to_string(),
         scenario: scenario.name.clone(),
         base_url: scenario.base_url.clone(),

@@ -91,11 +91,18 @@ pub fn html(r: &RunReport) -> String {
         hot: r
             .node_series
             .iter()
-            .filter_map(|s| {
-                Some(HotRow {
+            .flat_map(|s| {
+                let hot = s.hot.as_deref().map(|why| HotRow {
                     id: &s.node,
-                    why: s.hot.as_deref()?,
-                })
+                    what: "ran hot",
+                    why,
+                });
+                let memory = s.memory_warning.as_deref().map(|why| HotRow {
+                    id: &s.node,
+                    what: "used more memory than planned",
+                    why,
+                });
+                hot.into_iter().chain(memory)
             })
             .collect(),
         steps: steps(r),
@@ -151,6 +158,7 @@ struct Page<'a> {
 #[derive(Serialize)]
 struct HotRow<'a> {
     id: &'a str,
+    what: &'static str,
     why: &'a str,
 }
 

@@ -45,7 +45,10 @@ pub(super) async fn prepare_and_start(
         .zip(terms)
         .map(|(node, terms)| {
             let (first_user_id, users) = (node.report.first_user_id, node.report.users);
-            let frame = prepare_frame(scenario, options, run_id, first_user_id, users, terms);
+            let mut frame = prepare_frame(scenario, options, run_id, first_user_id, users, terms);
+            if let ControllerMessage::Prepare(assignment) = &mut frame {
+                assignment.memory_budget_bytes = Some(memory_budget(&node.report.facts, options));
+            }
             check_frame_size(&frame, scenario).map(|()| frame)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -109,7 +112,14 @@ fn prepare_frame(
         no_browser: options.no_browser,
         diagnostics: scenario.diagnostics(),
         allow_schemes: scenario.allow_schemes.clone(),
+        memory_budget_bytes: None,
     }))
+}
+
+/// The memory watchdog's budget for a node: its memory times the sizing's safety factor — all
+/// the plan let the browser and the agent use, the headroom for the system's own included.
+fn memory_budget(facts: &liveload_proto::NodeFacts, options: &RunOptions) -> u64 {
+    (facts.effective_memory_bytes as f64 * options.sizing.memory_safety_factor) as u64
 }
 
 /// Refuse a frame the agent would refuse: larger than [`MAX_FRAME_BYTES`] once encoded.

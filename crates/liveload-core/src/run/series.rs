@@ -54,7 +54,24 @@ pub struct NodeSeries {
     /// 90 % of its usable memory, at any point; `None` when it never ran hot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hot: Option<String>,
+    /// When the node's memory per user exceeded the sizing profile's by more than 20 % (the
+    /// plan under-estimated this scenario's pages: nodes may run out of memory): by how much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_warning: Option<String>,
+    /// The profile's memory of the browser itself and per user, bytes, the warning's yardstick.
+    #[serde(default)]
+    pub profile_browser_bytes: u64,
+    /// See [`NodeSeries::profile_browser_bytes`].
+    #[serde(default)]
+    pub profile_user_bytes: u64,
 }
+
+/// How far past the profile's memory per user a node may go before the report warns.
+pub const PROFILE_TOLERANCE: f64 = 1.2;
+
+/// Points covering less than this (the last, cut short at the end of the run, when Chromium
+/// closing busies every core) are not judged for heat.
+const SHORTEST_JUDGED_S: f64 = 0.5;
 
 /// Where a node counts as hot: 90 % of its cores or of its usable memory.
 pub const HOT_FRACTION: f64 = 0.9;
@@ -71,6 +88,9 @@ impl NodeSeries {
             step_s: 1,
             points: Vec::new(),
             hot: None,
+            memory_warning: None,
+            profile_browser_bytes: sizing.profile.browser_memory_usage_bytes,
+            profile_user_bytes: sizing.profile.context_memory_usage_bytes,
         }
     }
 
@@ -85,7 +105,10 @@ impl NodeSeries {
             memory_bytes: resources.memory_bytes,
             cpu_cores: resources.cpu_cores,
         };
-        self.judge(&point);
+        let covers = point.t_s - self.points.last().map_or(0.0, |p| p.t_s);
+        if covers >= SHORTEST_JUDGED_S {
+            self.judge(&point);
+        }
         self.points.push(point);
         if self.points.len() >= limit.max(2) {
             self.halve();
@@ -113,8 +136,26 @@ impl NodeSeries {
         self.step_s = self.step_s.saturating_mul(2);
     }
 
-    /// Flag the node the first time a point runs hot.
+    /// Flag the node the first time a point runs hot, or uses more memory per user than the
+    /// profile allows for.
     fn judge(&mut self, point: &SeriesPoint) {
+        if self.memory_warning.is_none() && point.users > 0 && self.profile_user_bytes > 0 {
+            let per_user = point
+                .memory_bytes
+                .saturating_sub(self.profile_browser_bytes) as f64
+                / point.users as f64;
+            let ratio = per_user / self.profile_user_bytes as f64;
+            if ratio > PROFILE_TOLERANCE {
+                self.memory_warning = Some(format!(
+                    "{:.0} MiB per user with {} users at {:.0} s, {:.1}x the profile's {} MiB: the plan under-estimates this scenario (calibrate it, or raise --context-memory-mib)",
+                    per_user / (1024.0 * 1024.0),
+                    point.users,
+                    point.t_s,
+                    ratio,
+                    self.profile_user_bytes >> 20
+                ));
+            }
+        }
         if self.hot.is_some() {
             return;
         }
@@ -200,6 +241,35 @@ mod tests {
         assert_eq!(series.points[3].memory_bytes, 800 << 20);
         assert_eq!(series.points[3].t_s, 8.0);
         assert!(series.hot.is_none(), "1.5 of 2 cores is 75 %");
+    }
+
+    #[test]
+    fn memory_per_user_past_the_profile_is_warned_once() {
+        let sizing = SizingConfig::default();
+        let (browser, user) = (
+            sizing.profile.browser_memory_usage_bytes >> 20,
+            sizing.profile.context_memory_usage_bytes >> 20,
+        );
+        let mut series = NodeSeries::new("n", &facts(8.0, 64), &sizing);
+        // 5 users at exactly the profile, then at twice it.
+        series.push(&snapshot(1, 1, browser + 5 * user, 0.1), 600);
+        assert!(series.memory_warning.is_none());
+        series.push(&snapshot(2, 1, browser + 10 * user, 0.1), 600);
+        let warning = series.memory_warning.clone().unwrap();
+        assert!(warning.contains("2.0x the profile"), "{warning}");
+    }
+
+    /// The last point of a run covers a few milliseconds of Chromium closing: not a sign of
+    /// a saturated node.
+    #[test]
+    fn a_short_last_point_is_not_judged() {
+        let mut series = NodeSeries::new("n", &facts(2.0, 8), &SizingConfig::default());
+        series.push(&snapshot(1, 1, 100, 0.2), 600);
+        let mut closing = snapshot(1, 0, 100, 1.99);
+        closing.elapsed_ms = 1056;
+        series.push(&closing, 600);
+        assert!(series.hot.is_none());
+        assert_eq!(series.points.len(), 2, "kept, only not judged");
     }
 
     #[test]

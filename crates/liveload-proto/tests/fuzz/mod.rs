@@ -240,6 +240,7 @@ fn seeds() -> Vec<Value> {
 /// Every message the controller sends.
 fn controller_seeds() -> Vec<Value> {
     let assignment = Assignment {
+        memory_budget_bytes: None,
         run_id: "r".into(),
         scenario: "s".into(),
         base_url: "http://127.0.0.1".into(),
