@@ -34,6 +34,9 @@ pub struct CgroupLimits {
     /// Memory in use by this process's own group, bytes (v2 `memory.current`, v1
     /// `memory.usage_in_bytes`).
     pub memory_current: Option<u64>,
+    /// The part of it that is file cache the kernel reclaims first (`inactive_file` in
+    /// `memory.stat`; v1 `total_inactive_file`): not memory the node needs.
+    pub memory_inactive_file: Option<u64>,
     /// The CPU quota as cores (v2 `cpu.max`, v1 `cpu.cfs_quota_us / cpu.cfs_period_us`).
     pub cpu_max: Option<f64>,
     /// The version the memory limit came from, else the CPU limit's.
@@ -76,6 +79,7 @@ pub fn limits(mountinfo: &str, cgroup: &str, fs_root: &Path) -> CgroupLimits {
         .and_then(|path| group_dir(&mounts, None, path.trim(), fs_root));
     if let Some((leaf, top)) = &v2_dir {
         limits.memory_current = read_number(&leaf.join("memory.current"));
+        limits.memory_inactive_file = read_stat(&leaf.join("memory.stat"), "inactive_file");
         limits.memory_max = smallest(leaf, top, |d| read_number(&d.join("memory.max")));
         limits.cpu_max = smallest(leaf, top, |d| read_cpu_max(&d.join("cpu.max")));
         if limits.memory_max.is_some() || limits.cpu_max.is_some() {
@@ -107,6 +111,8 @@ pub fn limits(mountinfo: &str, cgroup: &str, fs_root: &Path) -> CgroupLimits {
         }
         if limits.memory_current.is_none() {
             limits.memory_current = read_number(&leaf.join("memory.usage_in_bytes"));
+            limits.memory_inactive_file =
+                read_stat(&leaf.join("memory.stat"), "total_inactive_file");
         }
     }
     if let Some((leaf, top)) = v1_dir("cpu") {
@@ -244,6 +250,20 @@ fn unescape(field: &str) -> String {
 }
 
 /// A number file; `max` (no limit), `-1` and missing files give `None`.
+/// One `KEY VALUE` line of a `memory.stat` file.
+fn read_stat(path: &Path, key: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(key)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
 fn read_number(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -292,10 +312,20 @@ mod tests {
             "536870912\n",
         );
         write(r, "sys/fs/cgroup/kubepods/pod1/cpu.max", "max 100000\n");
+        write(
+            r,
+            "sys/fs/cgroup/kubepods/pod1/memory.stat",
+            "anon 300000000\nactive_file 1000\ninactive_file 104857600\n",
+        );
         let mountinfo = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n";
         let limits = limits(mountinfo, "0::/kubepods/pod1\n", r);
         assert_eq!(limits.memory_max, Some(2 << 30));
         assert_eq!(limits.memory_current, Some(512 << 20));
+        assert_eq!(
+            limits.memory_inactive_file,
+            Some(100 << 20),
+            "the reclaimable cache"
+        );
         assert_eq!(limits.cpu_max, Some(2.0));
         assert_eq!(limits.version, Some(Version::V2));
     }
@@ -309,6 +339,11 @@ mod tests {
         let group = "sys/fs/cgroup/memory/process_api/job1";
         write(r, &format!("{group}/memory.limit_in_bytes"), "4294967296\n");
         write(r, &format!("{group}/memory.usage_in_bytes"), "1073741824\n");
+        write(
+            r,
+            &format!("{group}/memory.stat"),
+            "cache 300000000\ninactive_file 5\ntotal_inactive_file 209715200\n",
+        );
         write(
             r,
             "sys/fs/cgroup/memory/process_api/memory.limit_in_bytes",
@@ -332,6 +367,11 @@ mod tests {
         let cgroup = "4:memory:/process_api/job1\n2:cpuacct:/\n1:cpu:/batch\n0::/\n";
         let limits = limits(mountinfo, cgroup, r);
         assert_eq!(limits.memory_max, Some(3 << 30), "the parent's 3 GiB binds");
+        assert_eq!(
+            limits.memory_inactive_file,
+            Some(200 << 20),
+            "v1's hierarchical total, not the group's own line"
+        );
         assert_eq!(limits.memory_current, Some(1 << 30));
         assert_eq!(limits.cpu_max, Some(2.5));
         assert_eq!(limits.version, Some(Version::V1));

@@ -69,6 +69,29 @@ fn start(path: &Path, no_sandbox: bool) -> (bool, String) {
     let Ok(mut child) = command.spawn() else {
         return (false, format!("{} could not be executed", path.display()));
     };
+    // Read both pipes while Chromium runs: a chatty Chromium would block on a full pipe and
+    // look like one that never starts.
+    let reader = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let stderr = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
     let deadline = Instant::now() + START_DEADLINE;
     let status = loop {
         match child.try_wait() {
@@ -81,15 +104,8 @@ fn start(path: &Path, no_sandbox: bool) -> (bool, String) {
             }
         }
     };
-    let read = |pipe: Option<&mut dyn std::io::Read>| {
-        let mut text = String::new();
-        if let Some(pipe) = pipe {
-            let _ = pipe.read_to_string(&mut text);
-        }
-        text
-    };
-    let stdout = read(child.stdout.as_mut().map(|p| p as &mut dyn std::io::Read));
-    let stderr = read(child.stderr.as_mut().map(|p| p as &mut dyn std::io::Read));
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
     match status {
         Some(s) if s.success() && stdout.contains("<html") => (true, String::new()),
         Some(s) => (false, format!("exited with {s}: {}", last_lines(&stderr))),

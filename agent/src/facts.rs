@@ -175,6 +175,7 @@ mod tests {
         let limits = CgroupLimits {
             memory_max: Some(2 << 30),
             memory_current: Some(512 << 20),
+            memory_inactive_file: None,
             cpu_max: Some(2.0),
             version: Some(crate::cgroup::Version::V1),
         };

@@ -207,10 +207,14 @@ impl Recorder {
         self.active_users.load(Ordering::Relaxed)
     }
 
-    /// Arm the memory watchdog with the node's budget (bytes; `None`: disarmed).
-    pub fn set_memory_budget(&self, budget: Option<u64>) {
+    /// Arm the memory watchdog with the node's budget (bytes; `None`: disarmed), measuring
+    /// the node by its cgroup's working set when `cgroup_alone` (a memory-limited group this
+    /// agent has to itself), else by its process group's PSS.
+    pub fn watch_resources(&self, budget: Option<u64>, cgroup_alone: bool) {
         self.memory_budget
             .store(budget.unwrap_or(0), Ordering::Relaxed);
+        *self.resources.lock().expect("not poisoned") =
+            Some(crate::resources::Sampler::new(cgroup_alone));
     }
 
     /// Whether the watchdog holds new iterations now.
@@ -226,9 +230,7 @@ impl Recorder {
             .resources
             .lock()
             .expect("not poisoned")
-            .get_or_insert_with(|| {
-                crate::resources::Sampler::new(crate::cgroup::read().memory_max.is_some())
-            })
+            .get_or_insert_with(|| crate::resources::Sampler::new(false))
             .sample();
         let budget = self.memory_budget.load(Ordering::Relaxed) as f64;
         let used = sample.memory_bytes as f64;

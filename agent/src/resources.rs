@@ -4,11 +4,14 @@
 //! Memory is the group's proportional set size (PSS, `/proc/PID/smaps_rollup`): Chromium's
 //! processes share most of their pages, so summing resident sizes would count the shared
 //! libraries once per renderer and report several times the truth. Where a cgroup limits the
-//! node (a container), the limit is what the kernel enforces, so the cgroup's own figure
-//! (`memory.current` on v2, `memory.usage_in_bytes` on v1) is used instead.
+//! node and the agent has it to itself (a container: not one of several local agents sharing
+//! their controller's group), the limit is what the kernel enforces, so the cgroup's working
+//! set is used instead: `memory.current` (v1 `memory.usage_in_bytes`) less the inactive file
+//! cache the kernel reclaims first.
 //!
 //! CPU is the group's user + system time between two samples, as cores in use: 1.5 means one
-//! and a half cores busy on average over the interval.
+//! and a half cores busy on average over the interval. Counted per process, so a renderer
+//! that exits between two samples takes none of the others' time with it.
 
 use std::time::Instant;
 
@@ -20,14 +23,15 @@ pub struct Sampler {
     group: i32,
     /// Use the cgroup's memory figure (the node is a memory-limited group).
     cgroup_memory: bool,
-    /// The group's CPU time at the last sample, in clock ticks, and when.
-    last_cpu: Option<(u64, Instant)>,
+    /// Each process's CPU time at the last sample, in clock ticks, and when.
+    last_cpu: Option<(std::collections::HashMap<i32, u64>, Instant)>,
     /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
     ticks_per_s: f64,
 }
 
 impl Sampler {
-    /// A sampler for this process's group; `cgroup_memory` when a cgroup limits the node.
+    /// A sampler for this process's group; `cgroup_memory` when a cgroup limits the node and
+    /// this agent is alone in it.
     pub fn new(cgroup_memory: bool) -> Sampler {
         Sampler {
             group: rustix::process::getpgrp().as_raw_nonzero().get(),
@@ -41,23 +45,35 @@ impl Sampler {
     pub fn sample(&mut self) -> NodeResources {
         let processes = group_processes(self.group);
         let memory_bytes = if self.cgroup_memory {
-            crate::cgroup::read().memory_current
+            let cgroup = crate::cgroup::read();
+            cgroup
+                .memory_current
+                .map(|current| current.saturating_sub(cgroup.memory_inactive_file.unwrap_or(0)))
         } else {
             None
         }
         .unwrap_or_else(|| processes.iter().map(|p| pss_bytes(*p)).sum());
-        let ticks: u64 = processes.iter().filter_map(|p| cpu_ticks(*p)).sum();
+        let ticks: std::collections::HashMap<i32, u64> = processes
+            .iter()
+            .filter_map(|p| Some((*p, cpu_ticks(*p)?)))
+            .collect();
         let now = Instant::now();
-        let cpu_cores = match self.last_cpu {
-            Some((before, at)) if ticks >= before => {
-                let seconds = now.duration_since(at).as_secs_f64();
+        let cpu_cores = match &self.last_cpu {
+            Some((before, at)) => {
+                // A process new since the last sample started within the interval: all its
+                // time is the interval's.
+                let used: u64 = ticks
+                    .iter()
+                    .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+                    .sum();
+                let seconds = now.duration_since(*at).as_secs_f64();
                 if seconds > 0.0 {
-                    (ticks - before) as f64 / self.ticks_per_s / seconds
+                    used as f64 / self.ticks_per_s / seconds
                 } else {
                     0.0
                 }
             }
-            _ => 0.0,
+            None => 0.0,
         };
         self.last_cpu = Some((ticks, now));
         NodeResources {

@@ -280,7 +280,11 @@ async fn prepare(
     assignment: Assignment,
 ) -> Result<(AgentMessage, PreparedRun), String> {
     let recorder = Arc::new(Recorder::default());
-    recorder.set_memory_budget(assignment.memory_budget_bytes);
+    // A cgroup's figure is this node's only when the agent has the group to itself (several
+    // local agents share their controller's).
+    let cgroup_alone =
+        state.facts.cgroup_memory_limit_bytes.is_some() && state.facts.host_share.unwrap_or(1) <= 1;
+    recorder.watch_resources(assignment.memory_budget_bytes, cgroup_alone);
     if assignment.no_browser {
         let reply = AgentMessage::Prepared {
             users: assignment.users,

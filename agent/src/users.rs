@@ -256,11 +256,13 @@ pub async fn run_user(
         // is back down (the browser must not reach the kernel's OOM killer).
         if recorder.memory_exhausted() {
             recorder.count("iterations_held_for_memory", 1);
+            // Any stop ends a held user at once (it is between iterations): `users remove`
+            // is how an operator relieves a node's memory.
             tokio::select! {
                 _ = memory_recovered(recorder) => {}
                 _ = tokio::time::sleep_until(env.deadline) => break,
-                _ = wait_for_force(&mut stop) => break,
-                _ = wait_for_force(&mut own_stop) => break,
+                _ = wait_for_any_stop(&mut stop) => break,
+                _ = wait_for_any_stop(&mut own_stop) => break,
             }
             continue;
         }
@@ -317,6 +319,13 @@ pub async fn run_user(
 /// omission); `iteration_service` is measured from when the steps actually began.
 pub async fn run_arrival(env: Arc<UserEnv>, user_id: u64, scheduled: Instant) {
     let recorder = &env.recorder;
+    // The memory watchdog: a node past its budget takes no new visitor (counted as dropped,
+    // as an arrival beyond the node's capacity is).
+    if recorder.memory_exhausted() {
+        recorder.count("arrivals_dropped", 1);
+        recorder.count("iterations_held_for_memory", 1);
+        return;
+    }
     recorder.count("users_started", 1);
     recorder.user_running(true);
     let context = match &env.browser {
@@ -415,6 +424,16 @@ fn initial_secrets(assignment: &Assignment, user_id: u64) -> Secrets {
     }
 }
 
+/// Until `stop` says to stop at all, gracefully or not.
+async fn wait_for_any_stop(stop: &mut watch::Receiver<StopSignal>) {
+    while *stop.borrow_and_update() == StopSignal::Run {
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Until `stop` says to stop now (a graceful stop lets the iteration finish).
 async fn wait_for_force(stop: &mut watch::Receiver<StopSignal>) {
     while *stop.borrow_and_update() != StopSignal::Force {
         if stop.changed().await.is_err() {

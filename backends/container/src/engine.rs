@@ -13,7 +13,7 @@ use liveload_core::{BackendError, BackendErrorKind, Error};
 
 /// The Docker Engine API version liveload speaks: podman 4.3 serves 1.41, Docker has served it
 /// since 20.10. Fixed rather than negotiated, so every engine gets the same requests.
-const API_VERSION: bollard::ClientVersion = bollard::ClientVersion {
+pub(crate) const API_VERSION: bollard::ClientVersion = bollard::ClientVersion {
     major_version: 1,
     minor_version: 41,
 };

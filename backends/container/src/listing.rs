@@ -40,7 +40,9 @@ pub async fn containers_labelled(socket: &Path, label: &str) -> Result<Vec<Summa
     };
     let filters = serde_json::json!({ "label": [label] }).to_string();
     let request = format!(
-        "GET /v1.41/containers/json?all=true&filters={} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        "GET /v{}.{}/containers/json?all=true&filters={} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        crate::engine::API_VERSION.major_version,
+        crate::engine::API_VERSION.minor_version,
         percent_encode(&filters)
     );
     let answer = tokio::time::timeout(std::time::Duration::from_secs(60), async {

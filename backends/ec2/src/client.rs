@@ -29,8 +29,9 @@ pub const CREDENTIALS_FIX: &str = "export AWS_PROFILE=NAME (after `aws configure
 or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; the IAM policy liveload needs is in backends/ec2/README.md";
 
 /// The instance-metadata service answers on EC2 within milliseconds; off EC2 nothing answers.
-/// One attempt with a short connect timeout keeps a laptop's `plan` from waiting on it (the
-/// SDK's default tries up to 4 times, and probes once more for each region lookup).
+/// Two attempts with a short connect timeout keep a laptop's `plan` from waiting on it (the SDK's
+/// default tries up to 4 times, and probes once more for each region lookup) and still ride
+/// out one hiccup on EC2.
 const IMDS_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// An EC2 client and the configuration it came from (credentials, for STS and for checking
@@ -68,7 +69,7 @@ pub async fn build(options: &ClientOptions) -> Result<Api> {
     let imds_client = imds::Client::builder()
         .configure(&providers)
         .connect_timeout(IMDS_CONNECT_TIMEOUT)
-        .max_attempts(1)
+        .max_attempts(2)
         .build();
     let region = match &options.region {
         Some(region) => Some(Region::new(region.clone())),
@@ -144,6 +145,21 @@ pub async fn find_credentials(shared: &SdkConfig) -> Result<Credentials> {
         .map_err(|e| credentials_error(&e))
 }
 
+/// Whether there are no credentials at all (every source empty; or only the instance
+/// metadata service, the last resort, refusing), as opposed to a source that is configured and
+/// failed (an expired SSO session, a broken profile): that is an error, returned.
+pub async fn credentials_missing(shared: &SdkConfig) -> Result<bool> {
+    let Some(provider) = shared.credentials_provider() else {
+        return Ok(true);
+    };
+    match provider.provide_credentials().await {
+        Ok(_) => Ok(false),
+        Err(CredentialsError::CredentialsNotLoaded(_)) => Ok(true),
+        Err(e) if error_chain(&e).contains("IMDS") => Ok(true),
+        Err(e) => Err(credentials_error(&e)),
+    }
+}
+
 /// A credentials failure as liveload's error: which sources were tried, or which one failed.
 pub fn credentials_error(error: &CredentialsError) -> Error {
     match error {
@@ -170,7 +186,8 @@ pub fn credentials_error(error: &CredentialsError) -> Error {
     }
 }
 
-fn no_credentials(why: &str) -> Error {
+/// The error of no credentials anywhere: every source tried, and how to provide one.
+pub fn no_credentials(why: &str) -> Error {
     Error::from(
         BackendError::new(
             "ec2",

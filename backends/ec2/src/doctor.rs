@@ -37,11 +37,18 @@ impl Ec2Backend {
     }
 
     async fn identity_check(&self) -> Check {
-        let sts = aws_sdk_sts::Client::from_conf(
-            aws_sdk_sts::config::Builder::from(&self.shared)
-                .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled())
-                .build(),
-        );
+        // An emulator (--ec2-endpoint-url) answers STS too; an AWS endpoint of EC2's (a VPC
+        // endpoint) does not, so STS keeps its own there.
+        let mut config = aws_sdk_sts::config::Builder::from(&self.shared)
+            .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled());
+        if self
+            .shared
+            .endpoint_url()
+            .is_some_and(|url| url.contains("amazonaws.com"))
+        {
+            config.set_endpoint_url(None);
+        }
+        let sts = aws_sdk_sts::Client::from_conf(config.build());
         match sts.get_caller_identity().send().await {
             Ok(me) => Check::pass(
                 "ec2.identity",
@@ -351,6 +358,15 @@ impl Ec2Backend {
             }
         };
         let controller = needs.controller_cidr.as_deref();
+        if let Some(cidr) = controller
+            && !cidr_contains(cidr, cidr)
+        {
+            return Check::fail(
+                "ec2.security_groups",
+                format!("--controller-cidr {cidr} is not an IPv4 address or range"),
+                "pass the controller's public IPv4 address as A.B.C.D/32",
+            );
+        }
         let admitted = out.security_groups().iter().any(|group| {
             group.ip_permissions().iter().any(|rule| {
                 let protocol_ok =
@@ -370,7 +386,7 @@ impl Ec2Backend {
             })
         });
         let groups = self.settings.security_groups.join(", ");
-        let from = controller.unwrap_or("anywhere (pass --controller-cidr to check your address)");
+        let from = controller.unwrap_or("some address range (not checked: pass --controller-cidr)");
         if admitted {
             Check::pass(
                 "ec2.security_groups",

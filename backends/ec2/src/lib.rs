@@ -606,11 +606,15 @@ impl Backend for Ec2Backend {
     async fn expected_size(&self) -> Result<Option<NodeSize>> {
         // Without credentials the account cannot be asked; a plan still shows what a run
         // would take from the catalogue of common types, and says so.
-        if let Err(no_credentials) = client::find_credentials(&self.shared).await {
+        // Credentials that exist and fail (an expired SSO session) are an error, not a reason
+        // to plan from the catalogue.
+        if client::credentials_missing(&self.shared).await? {
             let Some((cores, memory_mib)) = catalogue::size_of(&self.settings.instance_type) else {
-                return Err(no_credentials);
+                return Err(client::no_credentials(
+                    "and the instance type is not in the built-in catalogue",
+                ));
             };
-            tracing::debug!(%no_credentials, "planning from the catalogue");
+            tracing::debug!("no AWS credentials: planning from the catalogue");
             return Ok(Some(NodeSize {
                 memory_bytes: memory_mib * 1024 * 1024,
                 cores: f64::from(cores),

@@ -63,8 +63,24 @@ impl ImageRef {
     /// The registry's base URL: plain HTTP only for a registry on this machine (as Docker
     /// treats `localhost`), HTTPS everywhere else.
     fn base_url(&self) -> String {
-        let local = self.host.starts_with("127.") || self.host.starts_with("localhost");
-        format!("{}://{}", if local { "http" } else { "https" }, self.host)
+        format!(
+            "{}://{}",
+            if self.is_local() { "http" } else { "https" },
+            self.host
+        )
+    }
+
+    /// Whether the registry is on this machine: `localhost` or a loopback address, with or
+    /// without a port.
+    fn is_local(&self) -> bool {
+        let host = match self.host.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+            _ => self.host.as_str(),
+        };
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 }
 
@@ -135,10 +151,9 @@ impl Session<'_> {
                         && e.pointer("/platform/architecture").and_then(|v| v.as_str())
                             == Some("amd64")
                 })
-                .or(entries.first())
                 .and_then(|e| e.get("digest"))
                 .and_then(|d| d.as_str())
-                .ok_or("an image index without images")?
+                .ok_or("an image index without a linux/amd64 image (what Fly machines run)")?
                 .to_string();
             manifest = match self
                 .get_json(&format!("/v2/{repo}/manifests/{chosen}"), MANIFEST_TYPES)
@@ -229,16 +244,25 @@ impl Session<'_> {
             query.push(("service", service));
         }
         let mut request = self.client.get(realm).query(&query);
-        if let Some((user, password)) = self.basic {
+        // The credentials go to the realm only over HTTPS to the registry's own host or
+        // Fly's: a registry must not be able to name another host and collect the token.
+        if let Some((user, password)) = self.basic
+            && realm_may_have_credentials(realm, &self.image.host)
+        {
             request = request.basic_auth(user, Some(password));
         }
-        let text = request
+        let response = request
             .send()
             .await
-            .map_err(|e| format!("token from {realm}: {e}"))?
+            .map_err(|e| format!("token from {realm}: {e}"))?;
+        let status = response.status();
+        let text = response
             .text()
             .await
             .map_err(|e| format!("token from {realm}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("token from {realm}: {status}"));
+        }
         let answer: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("token from {realm}: {e}"))?;
         answer
@@ -248,6 +272,19 @@ impl Session<'_> {
             .map(str::to_string)
             .ok_or_else(|| format!("no token from {realm}"))
     }
+}
+
+/// Whether a bearer challenge's realm may receive the registry's credentials: HTTPS, and the
+/// registry's own host or a host of Fly's.
+fn realm_may_have_credentials(realm: &str, registry_host: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(realm) else {
+        return false;
+    };
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let registry = registry_host.split(':').next().unwrap_or(registry_host);
+    url.scheme() == "https" && (host == registry || host == "fly.io" || host.ends_with(".fly.io"))
 }
 
 /// `WWW-Authenticate: Bearer realm="…",service="…",scope="…"` as key/value pairs.
@@ -311,6 +348,34 @@ mod tests {
                 proptest::prop_assert!(!image.reference.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn the_token_goes_only_to_https_realms_of_the_registry_or_fly() {
+        let ok = |realm: &str| realm_may_have_credentials(realm, "registry.fly.io");
+        assert!(ok("https://registry.fly.io/token"));
+        assert!(ok("https://api.fly.io/v1/registry/token"));
+        assert!(!ok("http://registry.fly.io/token"), "not in clear text");
+        assert!(!ok("https://evil.example/token"));
+        assert!(!ok("https://registry.fly.io.evil.example/token"));
+        assert!(!ok("https://notfly.io/token"));
+        assert!(!ok("not a url"));
+    }
+
+    #[test]
+    fn only_this_machine_is_spoken_to_in_clear_text() {
+        let local = |host: &str| {
+            ImageRef {
+                host: host.into(),
+                repository: "a".into(),
+                reference: "b".into(),
+            }
+            .is_local()
+        };
+        assert!(local("127.0.0.1:5000") && local("localhost:5000") && local("localhost"));
+        assert!(!local("localhost.example.com:5000"));
+        assert!(!local("127.example.com"));
+        assert!(!local("registry.fly.io"));
     }
 
     #[test]

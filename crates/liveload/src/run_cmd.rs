@@ -103,8 +103,16 @@ pub async fn run_scenario(
                     .report_dir
                     .clone()
                     .unwrap_or_else(|| Path::new("liveload-reports").join(&report.run_id));
-                if let Err(e) = output::write_report_files(&report, &dir) {
-                    return output::error(&e, format);
+                // A report that cannot be written must not hide what may still run (and bill).
+                match output::write_report_files(&report, &dir) {
+                    Ok(()) if format == OutputFormat::Text => {
+                        eprintln!(
+                            "report: {}/report.html (and result.json, report.md)",
+                            dir.display()
+                        )
+                    }
+                    Ok(()) => {}
+                    Err(e) => eprintln!("error[{}]: {e}", e.code()),
                 }
             }
             // Text: the report's tables, then the error. JSON: one document, the error with

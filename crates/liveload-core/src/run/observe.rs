@@ -188,6 +188,7 @@ impl Observation<'_> {
         }
         let cost_usd = self.cost_so_far();
         let mut series: Vec<NodeSeries> = p.series.into_values().collect();
+        series.iter_mut().for_each(NodeSeries::finish);
         series.sort_by_key(|s| {
             self.live
                 .iter()
@@ -222,7 +223,17 @@ impl Observation<'_> {
             p.series
                 .entry(node_id.clone())
                 .or_insert_with(|| {
-                    NodeSeries::new(node_id, &self.live[i].report.facts, &self.options.sizing)
+                    // The closed model makes every user's context at the start.
+                    let contexts = match self.scenario.load {
+                        crate::scenario::Load::Open { .. } => 0,
+                        _ => self.live[i].report.users,
+                    };
+                    NodeSeries::new(
+                        node_id,
+                        &self.live[i].report.facts,
+                        &self.options.sizing,
+                        contexts,
+                    )
                 })
                 .push(snapshot, limit);
         }

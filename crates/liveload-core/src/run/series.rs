@@ -64,6 +64,13 @@ pub struct NodeSeries {
     /// See [`NodeSeries::profile_browser_bytes`].
     #[serde(default)]
     pub profile_user_bytes: u64,
+    /// Browser contexts the node holds whatever users are running (the closed model makes
+    /// every user's at the start; 0 in the open model): memory per user divides by these.
+    #[serde(default)]
+    pub contexts: u64,
+    /// Snapshots not yet a whole point (once points cover more than a second), and how many.
+    #[serde(skip)]
+    pending: Option<(SeriesPoint, u32)>,
 }
 
 /// How far past the profile's memory per user a node may go before the report warns.
@@ -77,8 +84,9 @@ const SHORTEST_JUDGED_S: f64 = 0.5;
 pub const HOT_FRACTION: f64 = 0.9;
 
 impl NodeSeries {
-    /// An empty series for a node of these facts.
-    pub fn new(node: &str, facts: &NodeFacts, sizing: &SizingConfig) -> NodeSeries {
+    /// An empty series for a node of these facts, holding `contexts` browser contexts from
+    /// the start.
+    pub fn new(node: &str, facts: &NodeFacts, sizing: &SizingConfig, contexts: u64) -> NodeSeries {
         NodeSeries {
             node: node.to_string(),
             usable_memory_bytes: sizing
@@ -91,6 +99,8 @@ impl NodeSeries {
             memory_warning: None,
             profile_browser_bytes: sizing.profile.browser_memory_usage_bytes,
             profile_user_bytes: sizing.profile.context_memory_usage_bytes,
+            contexts,
+            pending: None,
         }
     }
 
@@ -101,13 +111,28 @@ impl NodeSeries {
         let point = SeriesPoint {
             t_s: snapshot.elapsed_ms as f64 / 1000.0,
             users: snapshot.active_users,
-            iterations: counter("iterations_ok") + counter("iterations_failed"),
+            iterations: counter("iterations_ok").saturating_add(counter("iterations_failed")),
             memory_bytes: resources.memory_bytes,
             cpu_cores: resources.cpu_cores,
         };
-        let covers = point.t_s - self.points.last().map_or(0.0, |p| p.t_s);
-        if covers >= SHORTEST_JUDGED_S {
+        let last_t = self
+            .pending
+            .as_ref()
+            .map(|(p, _)| p.t_s)
+            .or(self.points.last().map(|p| p.t_s))
+            .unwrap_or(0.0);
+        if point.t_s - last_t >= SHORTEST_JUDGED_S {
             self.judge(&point);
+        }
+        // Once points cover `step_s` seconds, snapshots gather into one before it is added, so
+        // every point covers the same time.
+        let (point, gathered) = match self.pending.take() {
+            Some((pending, n)) => (merge(&pending, &point), n + 1),
+            None => (point, 1),
+        };
+        if gathered < self.step_s {
+            self.pending = Some((point, gathered));
+            return;
         }
         self.points.push(point);
         if self.points.len() >= limit.max(2) {
@@ -115,41 +140,43 @@ impl NodeSeries {
         }
     }
 
+    /// The series with a partly gathered last point added (the end of the run).
+    pub fn finish(&mut self) {
+        if let Some((point, _)) = self.pending.take() {
+            self.points.push(point);
+        }
+    }
+
     /// Merge neighbouring points in pairs (an odd last point stays as it is).
     fn halve(&mut self) {
-        let merged = self
+        // An odd last point becomes the pending one: it covers half a new step.
+        let odd = (self.points.len() % 2 == 1)
+            .then(|| self.points.pop())
+            .flatten();
+        self.points = self
             .points
             .chunks(2)
-            .map(|pair| match pair {
-                [a, b] => SeriesPoint {
-                    t_s: b.t_s,
-                    users: b.users,
-                    iterations: a.iterations + b.iterations,
-                    memory_bytes: a.memory_bytes.max(b.memory_bytes),
-                    cpu_cores: a.cpu_cores.max(b.cpu_cores),
-                },
-                [a] => *a,
-                _ => unreachable!("chunks of two"),
-            })
+            .map(|pair| merge(&pair[0], &pair[1]))
             .collect();
-        self.points = merged;
         self.step_s = self.step_s.saturating_mul(2);
+        self.pending = odd.map(|p| (p, self.step_s / 2));
     }
 
     /// Flag the node the first time a point runs hot, or uses more memory per user than the
     /// profile allows for.
     fn judge(&mut self, point: &SeriesPoint) {
-        if self.memory_warning.is_none() && point.users > 0 && self.profile_user_bytes > 0 {
+        let users = point.users.max(self.contexts);
+        if self.memory_warning.is_none() && users > 0 && self.profile_user_bytes > 0 {
             let per_user = point
                 .memory_bytes
                 .saturating_sub(self.profile_browser_bytes) as f64
-                / point.users as f64;
+                / users as f64;
             let ratio = per_user / self.profile_user_bytes as f64;
             if ratio > PROFILE_TOLERANCE {
                 self.memory_warning = Some(format!(
                     "{:.0} MiB per user with {} users at {:.0} s, {:.1}x the profile's {} MiB: the plan under-estimates this scenario (calibrate it, or raise --context-memory-mib)",
                     per_user / (1024.0 * 1024.0),
-                    point.users,
+                    users,
                     point.t_s,
                     ratio,
                     self.profile_user_bytes >> 20
@@ -176,6 +203,17 @@ impl NodeSeries {
                 point.t_s
             ));
         }
+    }
+}
+
+/// Two neighbouring points as one: the later time and users, iterations summed, the peaks.
+fn merge(a: &SeriesPoint, b: &SeriesPoint) -> SeriesPoint {
+    SeriesPoint {
+        t_s: b.t_s,
+        users: b.users,
+        iterations: a.iterations.saturating_add(b.iterations),
+        memory_bytes: a.memory_bytes.max(b.memory_bytes),
+        cpu_cores: a.cpu_cores.max(b.cpu_cores),
     }
 }
 
@@ -226,7 +264,7 @@ mod tests {
     /// point.
     #[test]
     fn a_full_series_merges_pairs_and_keeps_totals_and_peaks() {
-        let mut series = NodeSeries::new("n", &facts(2.0, 8), &SizingConfig::default());
+        let mut series = NodeSeries::new("n", &facts(2.0, 8), &SizingConfig::default(), 0);
         for second in 1..=8 {
             let cpu = if second == 3 { 1.5 } else { 0.5 };
             series.push(&snapshot(second, 10, 100 * second, cpu), 8);
@@ -243,6 +281,32 @@ mod tests {
         assert!(series.hot.is_none(), "1.5 of 2 cores is 75 %");
     }
 
+    /// After halvings, every point still covers the same time: snapshots gather into whole
+    /// steps, and a run's partial last step is kept at the end.
+    #[test]
+    fn points_cover_equal_steps_after_many_halvings() {
+        let mut series = NodeSeries::new("n", &facts(2.0, 8), &SizingConfig::default(), 0);
+        for second in 1..=21 {
+            series.push(&snapshot(second, 10, 100, 0.5), 4);
+        }
+        series.finish();
+        let step = f64::from(series.step_s);
+        assert_eq!(series.step_s, 8);
+        let whole = &series.points[..series.points.len() - 1];
+        for (i, p) in whole.iter().enumerate() {
+            assert_eq!(p.t_s, step * (i + 1) as f64, "{:?}", series.points);
+            assert_eq!(
+                p.iterations,
+                10 * series.step_s as u64,
+                "{:?}",
+                series.points
+            );
+        }
+        assert_eq!(series.points.last().unwrap().t_s, 21.0);
+        let total: u64 = series.points.iter().map(|p| p.iterations).sum();
+        assert_eq!(total, 210, "nothing lost in the merges");
+    }
+
     #[test]
     fn memory_per_user_past_the_profile_is_warned_once() {
         let sizing = SizingConfig::default();
@@ -250,7 +314,7 @@ mod tests {
             sizing.profile.browser_memory_usage_bytes >> 20,
             sizing.profile.context_memory_usage_bytes >> 20,
         );
-        let mut series = NodeSeries::new("n", &facts(8.0, 64), &sizing);
+        let mut series = NodeSeries::new("n", &facts(8.0, 64), &sizing, 0);
         // 5 users at exactly the profile, then at twice it.
         series.push(&snapshot(1, 1, browser + 5 * user, 0.1), 600);
         assert!(series.memory_warning.is_none());
@@ -263,7 +327,7 @@ mod tests {
     /// a saturated node.
     #[test]
     fn a_short_last_point_is_not_judged() {
-        let mut series = NodeSeries::new("n", &facts(2.0, 8), &SizingConfig::default());
+        let mut series = NodeSeries::new("n", &facts(2.0, 8), &SizingConfig::default(), 0);
         series.push(&snapshot(1, 1, 100, 0.2), 600);
         let mut closing = snapshot(1, 0, 100, 1.99);
         closing.elapsed_ms = 1056;
@@ -274,7 +338,7 @@ mod tests {
 
     #[test]
     fn a_node_past_ninety_percent_is_hot() {
-        let mut series = NodeSeries::new("n", &facts(2.0, 8), &SizingConfig::default());
+        let mut series = NodeSeries::new("n", &facts(2.0, 8), &SizingConfig::default(), 0);
         series.push(&snapshot(1, 1, 100, 1.7), 600);
         series.push(&snapshot(2, 1, 100, 1.95), 600);
         let hot = series.hot.clone().unwrap();
@@ -282,7 +346,7 @@ mod tests {
             hot.starts_with("CPU at 98 %") && hot.contains("at 2 s"),
             "{hot}"
         );
-        let mut series = NodeSeries::new("m", &facts(2.0, 1), &SizingConfig::default());
+        let mut series = NodeSeries::new("m", &facts(2.0, 1), &SizingConfig::default(), 0);
         let usable = series.usable_memory_bytes >> 20;
         series.push(&snapshot(1, 1, usable * 95 / 100, 0.1), 600);
         assert!(series.hot.unwrap().starts_with("memory at 95 %"));
