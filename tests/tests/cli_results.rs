@@ -359,3 +359,110 @@ fn a_page_crash_is_counted_and_fails_the_iteration() {
     assert_eq!(report["counters"]["browser.page_crashes"], 1, "{report}");
     assert_eq!(report["users_failed"], 1);
 }
+
+/// `liveload calibrate` on the demo scenario (a two-step staircase), then `plan --profile`:
+/// the plan's sizing is the profile's and its node count follows from it; a flag still wins
+/// over the profile.
+#[test]
+fn calibrate_writes_a_profile_that_plan_uses() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let target = demo_target();
+    let profile_path = state.path().join("profile.json");
+    let scenario = repo().join("examples/demo.yaml");
+    let out = liveload(state.path())
+        .args([
+            "calibrate",
+            scenario.to_str().unwrap(),
+            "--base-url",
+            &target,
+        ])
+        .args(["--steps", "1,3", "--step-duration", "6s", "--out"])
+        .arg(&profile_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("USERS") && stdout.contains("Profile: browser"),
+        "{stdout}"
+    );
+    let profile: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&profile_path).unwrap()).unwrap();
+    eprintln!("FIGURE calibrate demo: {profile}");
+    let steps = profile["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    // Three users' Chromium costs more than one's: the staircase measured real browsers.
+    assert!(
+        steps[1]["memory_mib"].as_f64().unwrap() > steps[0]["memory_mib"].as_f64().unwrap(),
+        "{profile}"
+    );
+    let per_user = profile["context_memory_mib"].as_u64().unwrap();
+    let browser = profile["browser_memory_mib"].as_u64().unwrap();
+    let per_core = profile["contexts_per_core"].as_f64().unwrap();
+    assert!(
+        per_user >= 1 && browser >= 50 && per_core > 0.0,
+        "{profile}"
+    );
+    assert!(
+        profile["measured_on"]["chromium"]
+            .as_str()
+            .unwrap()
+            .contains("Chromium")
+    );
+
+    // The plan reads it; its node count is the profile's arithmetic on the node's size (Fly's
+    // performance-4x from its catalogue: 4 cores, 8 GiB; no account needed to plan).
+    let plan = |extra: &[&str]| {
+        let (code, value, _) = json_output(
+            liveload(state.path())
+                .args(["plan", scenario.to_str().unwrap(), "--users", "40"])
+                .args(["--backend", "fly", "--fly-app", "calibrated"])
+                .args(["--fly-image", "registry.fly.io/calibrated:x"])
+                .args([
+                    "--fly-size",
+                    "performance-4x",
+                    "--max-allowed-nodes",
+                    "1000",
+                ])
+                .arg("--profile")
+                .arg(&profile_path)
+                .args(["--output", "json"])
+                .args(extra),
+        );
+        assert_eq!(code, 0, "{value}");
+        value["plan"].clone()
+    };
+    let planned = plan(&[]);
+    let sizing = &planned["sizing"]["profile"];
+    assert_eq!(
+        sizing["context_memory_usage_bytes"].as_u64(),
+        Some(per_user << 20)
+    );
+    assert_eq!(
+        sizing["browser_memory_usage_bytes"].as_u64(),
+        Some(browser << 20)
+    );
+    assert_eq!(sizing["browser_contexts_per_core"].as_f64(), Some(per_core));
+    let usable = planned["capacity"]["usable_memory_bytes"].as_u64().unwrap();
+    let by_memory = usable.saturating_sub(browser << 20) / (per_user << 20);
+    let by_cpu = (planned["node_cores"].as_f64().unwrap() * per_core).floor() as u64;
+    let users_per_node = by_memory.min(by_cpu);
+    assert!(users_per_node > 0, "{planned}");
+    assert_eq!(planned["users_per_node"].as_u64(), Some(users_per_node));
+    assert_eq!(
+        planned["nodes"].as_u64(),
+        Some(40u64.div_ceil(users_per_node))
+    );
+    // Flags win over the profile.
+    let overridden = plan(&["--context-memory-mib", "99"]);
+    assert_eq!(
+        overridden["sizing"]["profile"]["context_memory_usage_bytes"].as_u64(),
+        Some(99 << 20)
+    );
+}

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod lock;
 pub mod metrics;
 pub mod names;
+pub mod profile;
 pub mod ready;
 #[cfg(feature = "cli")]
 pub mod registry;

@@ -35,6 +35,9 @@ pub enum Command {
     /// Check what a run needs before it creates anything: credentials, image, network rules,
     /// hosts, Chromium. Each line passes or fails with its fix; exit 0 only when all pass.
     Doctor(DoctorArgs),
+    /// Measure what the scenario's own users cost on one node (a staircase of user counts)
+    /// and write the sizing profile `plan` and `run` read with `--profile FILE`.
+    Calibrate(crate::calibrate::CalibrateArgs),
     /// Add or remove users of a running test on this machine.
     Users(UsersArgs),
     /// Print the effective configuration of a run and where each value came from.
@@ -155,6 +158,11 @@ pub struct RunFlags {
     /// Browser contexts one core drives (default: measured profile).
     #[arg(long)]
     pub contexts_per_core: Option<f64>,
+    /// A sizing profile measured on your scenario (`liveload calibrate`): its browser memory,
+    /// memory per user and users per core replace the built-in ones; the three flags above
+    /// still win.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
     /// Print results and errors as JSON.
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
@@ -342,7 +350,10 @@ impl RunFlags {
         };
         let users = self.users.unwrap_or(scenario.users);
         let duration = self.duration.unwrap_or(scenario.duration);
-        let defaults = BrowserProfile::default();
+        let defaults = match &self.profile {
+            Some(path) => liveload_core::profile::CalibratedProfile::load(path)?.browser_profile(),
+            None => BrowserProfile::default(),
+        };
         let sizing = SizingConfig {
             memory_safety_factor: self.memory_safety_factor,
             reserved_headroom_bytes: mib_to_bytes(

@@ -32,7 +32,14 @@ pub const FILE_NAME: &str = "liveload.toml";
 
 /// The subcommands whose options the file and the environment may set.
 const LAYERED: &[&str] = &[
-    "run", "plan", "doctor", "demo", "cleanup", "nodes", "config",
+    "run",
+    "plan",
+    "doctor",
+    "calibrate",
+    "demo",
+    "cleanup",
+    "nodes",
+    "config",
 ];
 
 /// One value the config file sets.

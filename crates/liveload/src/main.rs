@@ -8,6 +8,7 @@
 //! `--output json`.
 
 mod bench;
+mod calibrate;
 mod cli;
 mod config;
 mod control;
@@ -115,7 +116,14 @@ fn command_line(
         .map(|b| format!("\n  {:<6} {}", b.name(), b.about()))
         .collect();
     for sub in [
-        "run", "plan", "doctor", "demo", "cleanup", "nodes", "config",
+        "run",
+        "plan",
+        "doctor",
+        "calibrate",
+        "demo",
+        "cleanup",
+        "nodes",
+        "config",
     ] {
         command = command.mut_subcommand(sub, |c| {
             let c = c.mut_arg("backend", |a| {
@@ -192,6 +200,7 @@ async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
             }
         }
         Command::Doctor(args) => doctor_cmd::run(args, ctx).await,
+        Command::Calibrate(args) => calibrate::run(args, ctx).await,
         Command::Config(args) => config::show(ctx.matches, &args, ctx.backends, ctx.provenance),
         Command::Schema => {
             let schema = liveload_core::scenario::json_schema();
