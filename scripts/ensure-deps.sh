@@ -81,13 +81,19 @@ ensure_sshd() {
     return
   fi
   echo "installing Debian's openssh-server (its system service is not started) ..." >&2
+  apt_install_no_service openssh-server
+}
+
+# apt_install, with Debian's policy-rc.d guard so the package's system service is not started
+# (a test service is started by the tests themselves, on a free port).
+apt_install_no_service() {
   local guard=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
     as_root chmod +x /usr/sbin/policy-rc.d
     guard=1
   fi
-  apt_install openssh-server
+  apt_install "$@"
   if [ "$guard" -eq 1 ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
 }
 
@@ -100,14 +106,7 @@ ensure_registry() {
     return
   fi
   echo "installing Debian's docker-registry (its system service is not started) ..." >&2
-  local guard=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
-    as_root chmod +x /usr/sbin/policy-rc.d
-    guard=1
-  fi
-  apt_install docker-registry
-  if [ "$guard" -eq 1 ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
+  apt_install_no_service docker-registry
 }
 
 # podman and what the image tests need, all from Debian's own packages (bookworm: podman 4.3):

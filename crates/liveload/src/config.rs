@@ -31,7 +31,7 @@ use toml::de::{DeTable, DeValue};
 pub const FILE_NAME: &str = "liveload.toml";
 
 /// The subcommands whose options the file and the environment may set.
-const LAYERED: &[&str] = &[
+pub const LAYERED: &[&str] = &[
     "run",
     "plan",
     "doctor",

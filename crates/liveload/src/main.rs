@@ -115,16 +115,8 @@ fn command_line(
         .iter()
         .map(|b| format!("\n  {:<6} {}", b.name(), b.about()))
         .collect();
-    for sub in [
-        "run",
-        "plan",
-        "doctor",
-        "calibrate",
-        "demo",
-        "cleanup",
-        "nodes",
-        "config",
-    ] {
+    // The commands that talk to a backend are the ones configuration layers onto.
+    for &sub in config::LAYERED {
         command = command.mut_subcommand(sub, |c| {
             let c = c.mut_arg("backend", |a| {
                 a.value_parser(clap::builder::PossibleValuesParser::new(names.clone()))

@@ -98,22 +98,9 @@ pub async fn run_scenario(
             nodes,
             timeout,
         }) => {
-            if !flags.no_report {
-                let dir = flags
-                    .report_dir
-                    .clone()
-                    .unwrap_or_else(|| Path::new("liveload-reports").join(&report.run_id));
-                // A report that cannot be written must not hide what may still run (and bill).
-                match output::write_report_files(&report, &dir) {
-                    Ok(()) if format == OutputFormat::Text => {
-                        eprintln!(
-                            "report: {}/report.html (and result.json, report.md)",
-                            dir.display()
-                        )
-                    }
-                    Ok(()) => {}
-                    Err(e) => eprintln!("error[{}]: {e}", e.code()),
-                }
+            // A report that cannot be written must not hide what may still run (and bill).
+            if let Err(e) = write_report(&report, flags, format) {
+                eprintln!("error[{}]: {e}", e.code());
             }
             // Text: the report's tables, then the error. JSON: one document, the error with
             // the report inside.
@@ -133,21 +120,8 @@ pub async fn run_scenario(
             output::error(&error, format)
         }
         Ok(report) => {
-            if !flags.no_report {
-                let dir = flags
-                    .report_dir
-                    .clone()
-                    .unwrap_or_else(|| Path::new("liveload-reports").join(&report.run_id));
-                match output::write_report_files(&report, &dir) {
-                    Ok(()) if format == OutputFormat::Text => {
-                        eprintln!(
-                            "report: {}/report.html (and result.json, report.md)",
-                            dir.display()
-                        )
-                    }
-                    Ok(()) => {}
-                    Err(e) => return output::error(&e, format),
-                }
+            if let Err(e) = write_report(&report, flags, format) {
+                return output::error(&e, format);
             }
             output::report(&report, format);
             if report.cost_cap_reached {
@@ -162,6 +136,29 @@ pub async fn run_scenario(
         }
         Err(e) => output::error(&e, format),
     }
+}
+
+/// Write the run's report files (unless `--no-report`) and say where.
+fn write_report(
+    report: &run::RunReport,
+    flags: &RunFlags,
+    format: OutputFormat,
+) -> Result<(), Error> {
+    if flags.no_report {
+        return Ok(());
+    }
+    let dir = flags
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| Path::new("liveload-reports").join(&report.run_id));
+    output::write_report_files(report, &dir)?;
+    if format == OutputFormat::Text {
+        eprintln!(
+            "report: {}/report.html (and result.json, report.md)",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Show the plan with its estimated cost; go on only with `--yes` or a "y" typed at a terminal.
