@@ -466,3 +466,89 @@ fn calibrate_writes_a_profile_that_plan_uses() {
         Some(99 << 20)
     );
 }
+
+/// Calibration matters: the heavy page (`/table`, 500 rows re-rendered every second) costs
+/// each user several times the demo page's memory, and for the same users the plan needs
+/// proportionally more nodes (memory-bound here: users per core is held out of it).
+#[test]
+fn a_heavy_page_calibrates_to_more_memory_per_user_and_more_nodes() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let target = demo_target();
+    let heavy_yaml = std::fs::read_to_string(repo().join("examples/heavy.yaml"))
+        .unwrap()
+        .replace("navigate: /table", "navigate: /table?rows=500");
+    let heavy_path = scenario_file(state.path(), "heavy.yaml", &heavy_yaml);
+    let calibrate = |scenario: &std::path::Path, out: &str| {
+        let path = state.path().join(out);
+        let run = liveload(state.path())
+            .arg("calibrate")
+            .arg(scenario)
+            .args([
+                "--base-url",
+                &target,
+                "--steps",
+                "1,3",
+                "--step-duration",
+                "6s",
+            ])
+            .arg("--out")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            run.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let profile: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        (path, profile["context_memory_mib"].as_u64().unwrap())
+    };
+    let (demo_profile, demo_per_user) = calibrate(&repo().join("examples/demo.yaml"), "demo.json");
+    let (heavy_profile, heavy_per_user) = calibrate(&heavy_path, "heavy.json");
+    let nodes = |profile: &std::path::Path| {
+        let (code, value, _) = json_output(
+            liveload(state.path())
+                .args(["plan", repo().join("examples/demo.yaml").to_str().unwrap()])
+                .args([
+                    "--users",
+                    "1000",
+                    "--backend",
+                    "fly",
+                    "--fly-app",
+                    "calibrated",
+                ])
+                .args(["--fly-image", "registry.fly.io/calibrated:x"])
+                .args([
+                    "--fly-size",
+                    "performance-4x",
+                    "--max-allowed-nodes",
+                    "1000",
+                ])
+                .args([
+                    "--contexts-per-core",
+                    "1000",
+                    "--output",
+                    "json",
+                    "--profile",
+                ])
+                .arg(profile),
+        );
+        assert_eq!(code, 0, "{value}");
+        value["plan"]["nodes"].as_u64().unwrap()
+    };
+    let (demo_nodes, heavy_nodes) = (nodes(&demo_profile), nodes(&heavy_profile));
+    eprintln!(
+        "FIGURE calibrate heavy vs demo: {heavy_per_user} vs {demo_per_user} MiB per user; 1000 users on performance-4x: {heavy_nodes} vs {demo_nodes} nodes"
+    );
+    assert!(
+        heavy_per_user >= 2 * demo_per_user,
+        "{heavy_per_user} vs {demo_per_user} MiB per user"
+    );
+    assert!(
+        heavy_nodes >= 2 * demo_nodes,
+        "{heavy_nodes} vs {demo_nodes} nodes"
+    );
+}

@@ -16,6 +16,8 @@
 //!   test clicks it under CPU load.
 //! - `actionability` — `GET /actionability`: one element per way an element can be unready
 //!   (hidden, moving, disabled, covered, read-only, late), for the element steps' checks.
+//! - `table` — `GET /table`: a heavy page, 2,000 rows (`?rows=N`) re-rendered every second,
+//!   for calibration: it costs a browser several times what the home page does.
 //!
 //! To add a page: write `src/pages/NAME.rs` with its HTML as a `const`, its handlers, and a
 //! `pub(crate) fn routes() -> Router` holding only its own paths; declare it in
@@ -37,6 +39,7 @@ pub fn app() -> Router {
         .merge(pages::health::routes())
         .merge(pages::clicks::routes())
         .merge(pages::actionability::routes())
+        .merge(pages::table::routes())
 }
 
 /// Serve the app on `addr` (port 0 picks a free port). Returns the bound address; the server
@@ -122,11 +125,20 @@ mod tests {
             .body(Body::from("name=Ada+%3Cb%3ELovelace%3C%2Fb%3E-1&agree=yes"))
             .unwrap();
         let (status, content_type, body) = answer(form).await;
-        assert_eq!((status, content_type), (StatusCode::OK, html));
+        assert_eq!((status, content_type), (StatusCode::OK, html.clone()));
         assert!(body.contains("Thanks, Ada bLovelaceb-1!"), "{body}");
         // `/live` is there and wants a WebSocket upgrade (`live_pushes_ticks` does one).
         let (status, _, body) = answer(get("/live")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        // The heavy table: its row count in the page, bounded.
+        let (status, content_type, body) = answer(get("/table")).await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (StatusCode::OK, html.as_str())
+        );
+        assert!(body.contains("const rows = 2000,"), "the default");
+        let (_, _, body) = answer(get("/table?rows=999999")).await;
+        assert!(body.contains("const rows = 20000,"), "capped");
         assert_eq!(answer(get("/nowhere")).await.0, StatusCode::NOT_FOUND);
     }
 

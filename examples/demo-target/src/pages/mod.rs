@@ -7,3 +7,4 @@ pub(crate) mod actionability;
 pub(crate) mod clicks;
 pub(crate) mod health;
 pub(crate) mod home;
+pub(crate) mod table;
