@@ -179,3 +179,50 @@ fn help_groups_options_by_backend() {
     assert!(fly < app && app < ssh, "--fly-app is under the Fly heading");
     assert!(help.contains("[env: LIVELOAD_FLY_APP=]"), "{help}");
 }
+
+/// Sizing figures, lowest first: built in, the scenario's `sizing:`, `--profile`, the flags.
+#[test]
+fn sizing_layers_scenario_then_profile_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = serde_json::json!({
+        "version": 1, "browser_memory_mib": 300, "context_memory_mib": 70, "contexts_per_core": 3.0,
+        "measured_on": {"scenario": "s", "scenario_sha256": "0", "chromium": "Chromium 1",
+            "node_memory_bytes": 1, "node_cores": 2.0, "liveload_version": "0", "unix_s": 0},
+        "steps": [], "knee_users": null, "note": ""
+    });
+    std::fs::write(dir.path().join("p.json"), profile.to_string()).unwrap();
+    let scenario = liveload_e2e::scenario_file(
+        dir.path(),
+        "s.yaml",
+        "name: s\nbase_url: http://127.0.0.1:9\nsizing: { context_memory_mib: 40 }\nsteps:\n  - navigate: /\n",
+    );
+    let context_mib = |extra: &[&str]| {
+        let (code, value, _) = liveload_e2e::json_output(
+            liveload_e2e::liveload(dir.path())
+                .args(["plan", scenario.to_str().unwrap(), "--output", "json"])
+                .args(extra),
+        );
+        assert_eq!(code, 0, "{value}");
+        value["plan"]["sizing"]["profile"]["context_memory_usage_bytes"]
+            .as_u64()
+            .unwrap()
+            >> 20
+    };
+    assert_eq!(
+        context_mib(&[]),
+        40,
+        "the scenario's sizing: over the built-in 24"
+    );
+    let profile_arg = dir.path().join("p.json");
+    let profile_arg = profile_arg.to_str().unwrap();
+    assert_eq!(
+        context_mib(&["--profile", profile_arg]),
+        70,
+        "--profile over the scenario"
+    );
+    assert_eq!(
+        context_mib(&["--profile", profile_arg, "--context-memory-mib", "90"]),
+        90,
+        "a flag over everything"
+    );
+}

@@ -350,9 +350,12 @@ impl RunFlags {
         };
         let users = self.users.unwrap_or(scenario.users);
         let duration = self.duration.unwrap_or(scenario.duration);
+        // Precedence, lowest first: the built-in profile, the scenario's `sizing:`, --profile,
+        // then the three sizing flags (below).
+        let defaults = scenario.sizing.apply(BrowserProfile::default())?;
         let defaults = match &self.profile {
             Some(path) => liveload_core::profile::CalibratedProfile::load(path)?.browser_profile(),
-            None => BrowserProfile::default(),
+            None => defaults,
         };
         let sizing = SizingConfig {
             memory_safety_factor: self.memory_safety_factor,

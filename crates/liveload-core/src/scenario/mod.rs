@@ -48,6 +48,7 @@ mod schema;
 mod schema_drift;
 mod text;
 mod workload;
+pub use workload::ScenarioSizing;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -93,6 +94,9 @@ pub struct Scenario {
     pub throttle: Throttle,
     /// URL schemes users may open beyond `http`, `https`, `data` and `about:blank`.
     pub allow_schemes: Vec<String>,
+    /// The scenario's own sizing figures (`sizing:`): below `--profile` and the sizing flags,
+    /// above the built-in profile.
+    pub sizing: ScenarioSizing,
 }
 
 /// How users arrive (the workload model).
@@ -166,6 +170,7 @@ impl Scenario {
             load: ALL_USERS_AT_ONCE,
             throttle: Throttle::default(),
             allow_schemes: Vec::new(),
+            sizing: ScenarioSizing::default(),
         }
     }
 }
@@ -273,6 +278,7 @@ impl Scenario {
         let throttle = workload::lower_throttle(raw.throttle)?;
         let on_failure = lower_on_failure(raw.on_failure)?;
         let allow_schemes = lower::lower_schemes(raw.allow_schemes)?;
+        let sizing = workload::lower_sizing(raw.sizing, path)?;
         Ok(Scenario {
             name: raw.name,
             base_url: raw.base_url.trim_end_matches('/').to_string(),
@@ -288,6 +294,7 @@ impl Scenario {
             load,
             throttle,
             allow_schemes,
+            sizing,
         })
     }
 }

@@ -61,8 +61,29 @@ pub(super) struct RawScenario {
     /// `allow_schemes:` — URL schemes users may open beyond the web's (`[file]`).
     #[serde(default)]
     pub(super) allow_schemes: Vec<String>,
+    /// `sizing:` — this scenario's per-user costs (a calibrated profile file, or figures).
+    #[serde(default)]
+    pub(super) sizing: Option<RawSizing>,
     /// `steps:` — what one iteration does.
     pub(super) steps: Vec<RawStep>,
+}
+
+/// `sizing: { profile, browser_memory_mib, context_memory_mib, contexts_per_core }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSizing {
+    /// A profile written by `liveload calibrate`, relative to the scenario file.
+    #[serde(default)]
+    pub(super) profile: Option<String>,
+    /// Memory of one browser with no user, MiB.
+    #[serde(default)]
+    pub(super) browser_memory_mib: Option<u64>,
+    /// Memory each user adds, MiB.
+    #[serde(default)]
+    pub(super) context_memory_mib: Option<u64>,
+    /// Users one core drives.
+    #[serde(default)]
+    pub(super) contexts_per_core: Option<f64>,
 }
 
 /// `load: { model, ramp_up, ramp_steps, rate, ramp_to, max_users }`.

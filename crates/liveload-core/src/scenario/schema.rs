@@ -61,6 +61,11 @@ pub fn json_schema() -> Value {
             "throttle": object(json!({
                 "rate": {"type": "string", "description": "10/s, 600/1m"}, "interarrival": duration,
                 "parallelism": {"type": "integer", "minimum": 1}}), &[]),
+            "sizing": object(json!({
+                "profile": {"type": "string", "description": "a profile written by liveload calibrate, relative to this file"},
+                "browser_memory_mib": {"type": "integer", "minimum": 0},
+                "context_memory_mib": {"type": "integer", "minimum": 1},
+                "contexts_per_core": {"type": "number", "exclusiveMinimum": 0}}), &[]),
             "thresholds": {"type": "array", "items": threshold},
             "steps": steps(),
         },

@@ -77,6 +77,87 @@ fn open(load: RawLoad) -> Result<(Load, u64), Located> {
 }
 
 /// The throttle; no limits when the section is absent.
+/// `sizing:` — what this scenario's users cost, when the file says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScenarioSizing {
+    /// A profile file from `liveload calibrate`, resolved against the scenario's directory.
+    pub profile: Option<std::path::PathBuf>,
+    /// Memory of one browser with no user, MiB.
+    pub browser_memory_mib: Option<u64>,
+    /// Memory each user adds, MiB.
+    pub context_memory_mib: Option<u64>,
+    /// Users one core drives.
+    pub contexts_per_core: Option<f64>,
+}
+
+impl ScenarioSizing {
+    /// `base` with this block applied: its profile file's figures, then its own.
+    pub fn apply(
+        &self,
+        base: crate::sizing::BrowserProfile,
+    ) -> crate::Result<crate::sizing::BrowserProfile> {
+        let mut profile = match &self.profile {
+            Some(path) => crate::profile::CalibratedProfile::load(path)?.browser_profile(),
+            None => base,
+        };
+        if let Some(mib) = self.browser_memory_mib {
+            profile.browser_memory_usage_bytes = mib << 20;
+        }
+        if let Some(mib) = self.context_memory_mib {
+            profile.context_memory_usage_bytes = mib << 20;
+        }
+        if let Some(per_core) = self.contexts_per_core {
+            profile.browser_contexts_per_core = per_core;
+        }
+        Ok(profile)
+    }
+}
+
+/// `sizing:`: figures that make sense (a positive memory per user and users per core; MiB
+/// that fit in bytes), and the profile path against the scenario's directory.
+pub(super) fn lower_sizing(
+    sizing: Option<super::raw::RawSizing>,
+    scenario_path: &std::path::Path,
+) -> Result<ScenarioSizing, Located> {
+    let Some(sizing) = sizing else {
+        return Ok(ScenarioSizing::default());
+    };
+    let mib_ok =
+        |mib: Option<u64>, zero_ok: bool| mib.is_none_or(|m| (zero_ok || m > 0) && m <= (1 << 30));
+    if !mib_ok(sizing.browser_memory_mib, true) {
+        return Err(Located::new(
+            "sizing: browser_memory_mib is out of range",
+            "browser_memory_mib",
+        ));
+    }
+    if !mib_ok(sizing.context_memory_mib, false) {
+        return Err(Located::new(
+            "sizing: context_memory_mib must be at least 1",
+            "context_memory_mib",
+        ));
+    }
+    if sizing
+        .contexts_per_core
+        .is_some_and(|c| !(c > 0.0 && c.is_finite()))
+    {
+        return Err(Located::new(
+            "sizing: contexts_per_core must be more than 0",
+            "contexts_per_core",
+        ));
+    }
+    Ok(ScenarioSizing {
+        profile: sizing.profile.map(|file| {
+            scenario_path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(file)
+        }),
+        browser_memory_mib: sizing.browser_memory_mib,
+        context_memory_mib: sizing.context_memory_mib,
+        contexts_per_core: sizing.contexts_per_core,
+    })
+}
+
 pub(super) fn lower_throttle(throttle: Option<RawThrottle>) -> Result<Throttle, Located> {
     let Some(throttle) = throttle else {
         return Ok(Throttle::default());
@@ -132,6 +213,45 @@ mod tests {
 
     use super::super::tests::{location, parse};
     use super::super::{Load, Scenario};
+
+    #[test]
+    fn a_sizing_block_is_read_checked_and_applied() {
+        let head = "name: d\nbase_url: http://x\nsizing: { profile: p.json, context_memory_mib: 50, contexts_per_core: 2.5 }\nsteps:\n  - navigate: /\n";
+        let s = parse(head).unwrap();
+        assert_eq!(
+            s.sizing.profile.as_deref(),
+            Some(std::path::Path::new("p.json")),
+            "next to s.yaml"
+        );
+        assert_eq!(s.sizing.context_memory_mib, Some(50));
+        // Without its profile file, applying it fails naming the file.
+        assert!(
+            s.sizing
+                .apply(Default::default())
+                .unwrap_err()
+                .to_string()
+                .contains("p.json")
+        );
+        let figures = parse("name: d\nbase_url: http://x\nsizing: { context_memory_mib: 50 }\nsteps:\n  - navigate: /\n").unwrap();
+        let applied = figures.sizing.apply(Default::default()).unwrap();
+        assert_eq!(applied.context_memory_usage_bytes, 50 << 20);
+        assert_eq!(
+            applied.browser_memory_usage_bytes,
+            crate::sizing::BrowserProfile::default().browser_memory_usage_bytes,
+            "what the block leaves out stays"
+        );
+        for bad in [
+            "context_memory_mib: 0",
+            "contexts_per_core: 0",
+            "contexts_per_core: -1",
+            "flavour: big",
+        ] {
+            let text = format!(
+                "name: d\nbase_url: http://x\nsizing: {{ {bad} }}\nsteps:\n  - navigate: /\n"
+            );
+            assert!(parse(&text).is_err(), "{bad} is refused");
+        }
+    }
 
     #[test]
     fn workload_models_and_throttles() {
