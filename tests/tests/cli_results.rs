@@ -377,7 +377,7 @@ fn calibrate_writes_a_profile_that_plan_uses() {
             "--base-url",
             &target,
         ])
-        .args(["--steps", "1,3", "--step-duration", "6s", "--out"])
+        .args(["--steps", "1,4", "--step-duration", "6s", "--out"])
         .arg(&profile_path)
         .output()
         .unwrap();
@@ -458,6 +458,41 @@ fn calibrate_writes_a_profile_that_plan_uses() {
     assert_eq!(
         planned["nodes"].as_u64(),
         Some(40u64.div_ceil(users_per_node))
+    );
+    // A following run of the same scenario at the profile's memory density: what the node
+    // measures per user (its steady memory, less the profile's browser, over the users) is
+    // within 20 % of what the profile says.
+    let users = 8u64;
+    let (code, run, _) = json_output(
+        liveload(state.path())
+            // As long as a calibration step, measured over the same steady half.
+            .args(["demo", "--users", &users.to_string(), "--duration", "6s"])
+            .args([
+                "--contexts-per-core",
+                "100",
+                "--output",
+                "json",
+                "--no-report",
+            ])
+            .arg("--profile")
+            .arg(&profile_path),
+    );
+    assert_eq!(code, 0, "{run}");
+    let points = run["node_series"][0]["points"].as_array().unwrap();
+    let mut steady: Vec<f64> = points
+        .iter()
+        .filter(|p| p["t_s"].as_f64().unwrap() >= 3.0 && p["users"].as_u64() == Some(users))
+        .map(|p| p["memory_bytes"].as_f64().unwrap() / (1024.0 * 1024.0))
+        .collect();
+    steady.sort_by(f64::total_cmp);
+    let memory = steady[steady.len() / 2];
+    let measured = (memory - browser as f64) / users as f64;
+    eprintln!(
+        "FIGURE calibrate check: {users} users, node memory {memory:.0} MiB: {measured:.1} MiB per user measured, {per_user} in the profile"
+    );
+    assert!(
+        (measured / per_user as f64 - 1.0).abs() <= 0.2,
+        "{measured:.1} MiB per user measured vs {per_user} profiled"
     );
     // Flags win over the profile.
     let overridden = plan(&["--context-memory-mib", "99"]);
