@@ -219,6 +219,23 @@ fn measure(report: &RunReport, users: u64, step: Duration) -> CalibrationStep {
     }
 }
 
+/// `values` as a row of block characters, lowest to highest of the row (a terminal chart).
+pub fn sparkline(values: &[f64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let finite = values.iter().copied().filter(|v| v.is_finite());
+    let (low, high) = finite.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
+    values
+        .iter()
+        .map(|v| {
+            if !v.is_finite() || high <= low {
+                return BARS[0];
+            }
+            let at = ((v - low) / (high - low) * 7.0).round() as usize;
+            BARS[at.min(7)]
+        })
+        .collect()
+}
+
 fn table(profile: &CalibratedProfile, args: &CalibrateArgs) -> String {
     let mut out = format!(
         "Calibration of '{}' on one node ({:.1} GiB, {:.2} cores, {})\n\n  USERS   MEMORY MiB   CPU CORES   STEP p95 ms\n",
@@ -238,6 +255,15 @@ fn table(profile: &CalibratedProfile, args: &CalibrateArgs) -> String {
             s.users, s.memory_mib, s.cpu_cores, s.step_p95_ms
         ));
     }
+    let memory: Vec<f64> = profile.steps.iter().map(|s| s.memory_mib).collect();
+    let p95: Vec<f64> = profile.steps.iter().map(|s| s.step_p95_ms).collect();
+    let cpu: Vec<f64> = profile.steps.iter().map(|s| s.cpu_cores).collect();
+    out.push_str(&format!(
+        "\n  memory {}   cpu {}   p95 {}   (against users, low to high)\n",
+        sparkline(&memory),
+        sparkline(&cpu),
+        sparkline(&p95)
+    ));
     out.push_str(&format!(
         "\nProfile: browser {} MiB, {} MiB per user, {} users per core ({})\nWritten to {}: use it with `liveload plan|run --profile {}`\n",
         profile.browser_memory_mib,
@@ -248,4 +274,17 @@ fn table(profile: &CalibratedProfile, args: &CalibrateArgs) -> String {
         args.out.display()
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sparkline;
+
+    #[test]
+    fn sparklines_span_their_row() {
+        assert_eq!(sparkline(&[1.0, 2.0, 4.0, 8.0]), "▁▂▄█");
+        assert_eq!(sparkline(&[3.0, 3.0]), "▁▁", "a flat row");
+        assert_eq!(sparkline(&[]), "");
+        assert_eq!(sparkline(&[f64::NAN, 1.0, 2.0]), "▁▁█");
+    }
 }
