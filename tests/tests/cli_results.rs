@@ -418,26 +418,7 @@ fn calibrate_writes_a_profile_that_plan_uses() {
 
     // The plan reads it; its node count is the profile's arithmetic on the node's size (Fly's
     // performance-4x from its catalogue: 4 cores, 8 GiB; no account needed to plan).
-    let plan = |extra: &[&str]| {
-        let (code, value, _) = json_output(
-            liveload(state.path())
-                .args(["plan", scenario.to_str().unwrap(), "--users", "40"])
-                .args(["--backend", "fly", "--fly-app", "calibrated"])
-                .args(["--fly-image", "registry.fly.io/calibrated:x"])
-                .args([
-                    "--fly-size",
-                    "performance-4x",
-                    "--max-allowed-nodes",
-                    "1000",
-                ])
-                .arg("--profile")
-                .arg(&profile_path)
-                .args(["--output", "json"])
-                .args(extra),
-        );
-        assert_eq!(code, 0, "{value}");
-        value["plan"].clone()
-    };
+    let plan = |extra: &[&str]| fly_plan(state.path(), &scenario, 40, &profile_path, extra);
     let planned = plan(&[]);
     let sizing = &planned["sizing"]["profile"];
     assert_eq!(
@@ -543,36 +524,18 @@ fn a_heavy_page_calibrates_to_more_memory_per_user_and_more_nodes() {
     };
     let (demo_profile, demo_per_user) = calibrate(&repo().join("examples/demo.yaml"), "demo.json");
     let (heavy_profile, heavy_per_user) = calibrate(&heavy_path, "heavy.json");
+    // Memory-bound: users per core is held out of the comparison.
     let nodes = |profile: &std::path::Path| {
-        let (code, value, _) = json_output(
-            liveload(state.path())
-                .args(["plan", repo().join("examples/demo.yaml").to_str().unwrap()])
-                .args([
-                    "--users",
-                    "1000",
-                    "--backend",
-                    "fly",
-                    "--fly-app",
-                    "calibrated",
-                ])
-                .args(["--fly-image", "registry.fly.io/calibrated:x"])
-                .args([
-                    "--fly-size",
-                    "performance-4x",
-                    "--max-allowed-nodes",
-                    "1000",
-                ])
-                .args([
-                    "--contexts-per-core",
-                    "1000",
-                    "--output",
-                    "json",
-                    "--profile",
-                ])
-                .arg(profile),
-        );
-        assert_eq!(code, 0, "{value}");
-        value["plan"]["nodes"].as_u64().unwrap()
+        let demo = repo().join("examples/demo.yaml");
+        fly_plan(
+            state.path(),
+            &demo,
+            1000,
+            profile,
+            &["--contexts-per-core", "1000"],
+        )["nodes"]
+            .as_u64()
+            .unwrap()
     };
     let (demo_nodes, heavy_nodes) = (nodes(&demo_profile), nodes(&heavy_profile));
     eprintln!(
@@ -586,4 +549,38 @@ fn a_heavy_page_calibrates_to_more_memory_per_user_and_more_nodes() {
         heavy_nodes >= 2 * demo_nodes,
         "{heavy_nodes} vs {demo_nodes} nodes"
     );
+}
+
+/// `liveload plan` of `users` on Fly's performance-4x from its catalogue (4 cores, 8 GiB; no
+/// account needed) with `profile`, as JSON.
+fn fly_plan(
+    state: &std::path::Path,
+    scenario: &std::path::Path,
+    users: u64,
+    profile: &std::path::Path,
+    extra: &[&str],
+) -> serde_json::Value {
+    let (code, value, _) = json_output(
+        liveload(state)
+            .arg("plan")
+            .arg(scenario)
+            .args(["--users", &users.to_string(), "--backend", "fly"])
+            .args([
+                "--fly-app",
+                "calibrated",
+                "--fly-image",
+                "registry.fly.io/calibrated:x",
+            ])
+            .args([
+                "--fly-size",
+                "performance-4x",
+                "--max-allowed-nodes",
+                "1000",
+            ])
+            .args(["--output", "json", "--profile"])
+            .arg(profile)
+            .args(extra),
+    );
+    assert_eq!(code, 0, "{value}");
+    value["plan"].clone()
 }
