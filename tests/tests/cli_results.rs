@@ -397,7 +397,7 @@ fn calibrate_writes_a_profile_that_plan_uses() {
     eprintln!("FIGURE calibrate demo: {profile}");
     let steps = profile["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
-    // Three users' Chromium costs more than one's: the staircase measured real browsers.
+    // Four users' Chromium costs more than one's: the staircase measured real browsers.
     assert!(
         steps[1]["memory_mib"].as_f64().unwrap() > steps[0]["memory_mib"].as_f64().unwrap(),
         "{profile}"
@@ -466,6 +466,10 @@ fn calibrate_writes_a_profile_that_plan_uses() {
         .map(|p| p["memory_bytes"].as_f64().unwrap() / (1024.0 * 1024.0))
         .collect();
     steady.sort_by(f64::total_cmp);
+    assert!(
+        !steady.is_empty(),
+        "no point with all {users} users running: {points:?}"
+    );
     let memory = steady[steady.len() / 2];
     let measured = (memory - browser as f64) / users as f64;
     eprintln!(
@@ -524,6 +528,10 @@ fn a_heavy_page_calibrates_to_more_memory_per_user_and_more_nodes() {
     };
     let (demo_profile, demo_per_user) = calibrate(&repo().join("examples/demo.yaml"), "demo.json");
     let (heavy_profile, heavy_per_user) = calibrate(&heavy_path, "heavy.json");
+    assert!(
+        (5..=100).contains(&demo_per_user),
+        "the demo's own figure is plausible: {demo_per_user} MiB"
+    );
     // Memory-bound: users per core is held out of the comparison.
     let nodes = |profile: &std::path::Path| {
         let demo = repo().join("examples/demo.yaml");

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::sizing::BrowserProfile;
 use crate::{Error, Result};
 
+/// The largest memory figure a profile may hold, MiB (a PiB: anything larger is a broken file).
+const MAX_MIB: u64 = 1 << 30;
+
 /// The version of the profile file's format.
 pub const PROFILE_VERSION: u32 = 1;
 
@@ -120,6 +123,9 @@ impl CalibratedProfile {
                 "memory per user and users per core must be positive".into()
             ));
         }
+        if profile.browser_memory_mib > MAX_MIB || profile.context_memory_mib > MAX_MIB {
+            return Err(bad(format!("memory figures above {MAX_MIB} MiB")));
+        }
         Ok(profile)
     }
 }
@@ -148,8 +154,11 @@ pub fn knee(steps: &[CalibrationStep], cores: f64, rule: KneeRule) -> Option<usi
 pub fn fit(steps: &[CalibrationStep], cores: f64, rule: KneeRule) -> Option<(u64, u64, f64)> {
     let knee = knee(steps, cores, rule);
     let usable = &steps[..knee.unwrap_or(steps.len())];
-    // The knee's own step still tells memory per user.
-    let memory_steps = &steps[..knee.map_or(steps.len(), |k| k + 1)];
+    // Memory stays linear past the knee (it is CPU or latency that gave): the knee's step, and
+    // the next when the knee is the first, still tell memory per user.
+    let memory_steps = &steps[..knee
+        .map_or(steps.len(), |k| (k + 1).max(2))
+        .min(steps.len())];
     if memory_steps.len() < 2 || cores <= 0.0 {
         return None;
     }
@@ -167,8 +176,12 @@ pub fn fit(steps: &[CalibrationStep], cores: f64, rule: KneeRule) -> Option<(u64
     if sxx <= 0.0 {
         return None;
     }
-    let slope = (sxy / sxx).max(1.0);
-    let intercept = (mean_y - slope * mean_x).max(slope);
+    // Memory that does not grow with users is a failed measurement, not a free user.
+    let slope = sxy / sxx;
+    if !(slope > 0.0 && slope.is_finite()) {
+        return None;
+    }
+    let intercept = (mean_y - slope * mean_x).max(0.0);
     // Below the knee every step was fine: the last of them is what a core can drive. With the
     // knee at the first step, one user per core is all the staircase can vouch for.
     let good_users = usable.last().map_or(1, |s| s.users).max(1);
@@ -232,6 +245,20 @@ mod tests {
             fit(&steps[..1], 2.0, KneeRule::default()).is_none(),
             "one step fits nothing"
         );
+        // Memory that does not grow is a failed measurement.
+        let flat = [step(1, 0.0, 0.1, 100.0), step(4, 0.0, 0.2, 100.0)];
+        assert!(fit(&flat, 2.0, KneeRule::default()).is_none());
+        let shrinking = [
+            step(1, 230.0, 0.1, 100.0),
+            step(2, 250.0, 0.2, 100.0),
+            step(4, 0.0, 0.3, 100.0),
+        ];
+        assert!(fit(&shrinking, 2.0, KneeRule::default()).is_none());
+        // A knee at the first step (one user saturates the cores) still fits memory over two.
+        let heavy = [step(1, 500.0, 1.9, 100.0), step(2, 800.0, 2.0, 300.0)];
+        let (browser, per_user, per_core) = fit(&heavy, 2.0, KneeRule::default()).unwrap();
+        assert_eq!((browser, per_user), (200, 300));
+        assert_eq!(per_core, 0.5, "one user per core is all it can vouch for");
     }
 
     #[test]

@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use clap::Args;
 use liveload_core::error::exit_code;
+use liveload_core::lock::{ScenarioLock, default_state_dir};
 use liveload_core::profile::{
     CalibratedProfile, CalibrationStep, KneeRule, MeasuredOn, PROFILE_VERSION, fit,
 };
 use liveload_core::run::{self, CostConfirmation, Quiet, RunOptions, RunReport};
+use liveload_core::scenario::Load;
 use liveload_core::sizing::{BrowserProfile, SizingConfig};
 use liveload_core::{Backend, Billing, Error};
 
@@ -84,13 +86,52 @@ async fn calibrate(args: &CalibrateArgs, ctx: &Ctx<'_>) -> Result<CalibratedProf
             message: "give at least two user counts above 0, e.g. 1,2,4,8".into(),
         });
     }
+    if !(args.knee_latency > 1.0 && args.knee_latency.is_finite()) {
+        return Err(Error::InvalidOption {
+            option: "--knee-latency".into(),
+            message: "must be more than 1 (the single user's p95 times this)".into(),
+        });
+    }
+    if !(args.knee_cpu > 0.0 && args.knee_cpu <= 1.0) {
+        return Err(Error::InvalidOption {
+            option: "--knee-cpu".into(),
+            message: "must be a share of the node's cores, above 0 and at most 1".into(),
+        });
+    }
     let text = std::fs::read(&args.scenario)
         .map_err(|e| Error::io(format!("reading {}", args.scenario.display()), e))?;
     let mut scenario = liveload_core::scenario::Scenario::from_file(&args.scenario)?;
     if let Some(url) = &args.base_url {
         scenario.base_url = url.trim_end_matches('/').to_string();
     }
+    // Each step holds exactly its users, all started at once: the scenario's own ramp would
+    // leave the steady half without them, and an open model does not hold a user count.
+    if matches!(scenario.load, Load::Open { .. }) {
+        return Err(Error::InvalidOption {
+            option: "calibrate".into(),
+            message: "the scenario uses the open model (load: model: open); calibrate measures a fixed number of users: give it a closed-model copy".into(),
+        });
+    }
+    scenario.load = Load::Closed {
+        ramp_up: None,
+        ramp_steps: None,
+    };
+    // As `run` does: one run of a scenario at a time, runs marked alive for `cleanup`, and a
+    // signal tears the step's node down. The profile file must be writable before any step.
+    let state_dir = args
+        .backend
+        .state_dir
+        .clone()
+        .unwrap_or_else(default_state_dir);
+    let _lock = ScenarioLock::acquire(&state_dir, &scenario.name)?;
+    std::fs::write(&args.out, b"")
+        .map_err(|e| Error::io(format!("writing {}", args.out.display()), e))?;
     let backend = ctx.backend(&args.backend).await?;
+    let progress = Arc::new(crate::progress::Progress::new(false));
+    let signals = crate::signals::Signals::listen(
+        progress,
+        format!("liveload cleanup --backend {}", args.backend.backend),
+    );
     let mut measured = Vec::new();
     let mut last: Option<RunReport> = None;
     for &users in &steps {
@@ -98,12 +139,44 @@ async fn calibrate(args: &CalibrateArgs, ctx: &Ctx<'_>) -> Result<CalibratedProf
             "calibrate: {users} user(s) for {:?} ...",
             args.step_duration
         );
-        let report = run_step(backend.clone(), &scenario, users, args).await?;
-        measured.push(measure(&report, users, args.step_duration));
+        let report = run_step(
+            backend.clone(),
+            &scenario,
+            users,
+            args,
+            &state_dir,
+            &signals,
+        )
+        .await?;
+        measured.push(measure(&report, users, args.step_duration)?);
+        let exhausted = report
+            .counters
+            .get("node_memory_exhausted")
+            .copied()
+            .unwrap_or(0)
+            > 0;
         last = Some(report);
+        if exhausted {
+            // The node reached its memory: higher steps would only measure the watchdog.
+            eprintln!(
+                "calibrate: the node's memory budget was reached at {users} users; stopping the staircase"
+            );
+            break;
+        }
+    }
+    if measured.len() < 2 {
+        return Err(Error::RunFailed {
+            message: "the node's memory was exhausted at the first step: calibrate on a bigger node or with fewer users".into(),
+        });
     }
     let report = last.expect("at least two steps ran");
-    let facts = &report.nodes[0].facts;
+    let facts = &report
+        .nodes
+        .first()
+        .ok_or_else(|| Error::RunFailed {
+            message: "the last step reported no node".into(),
+        })?
+        .facts;
     let rule = KneeRule {
         latency_factor: args.knee_latency,
         cpu_fraction: args.knee_cpu,
@@ -111,7 +184,7 @@ async fn calibrate(args: &CalibrateArgs, ctx: &Ctx<'_>) -> Result<CalibratedProf
     let knee = liveload_core::profile::knee(&measured, facts.effective_cores, rule);
     let (browser, per_user, per_core) = fit(&measured, facts.effective_cores, rule)
         .ok_or_else(|| Error::RunFailed {
-            message: "the staircase's memory did not grow with users: give more steps or a longer --step-duration".into(),
+            message: "the staircase's memory did not grow with users (or too few steps before the knee): give more steps or a longer --step-duration".into(),
         })?;
     let profile = CalibratedProfile {
         version: PROFILE_VERSION,
@@ -149,10 +222,13 @@ async fn run_step(
     scenario: &liveload_core::scenario::Scenario,
     users: u64,
     args: &CalibrateArgs,
+    state_dir: &std::path::Path,
+    signals: &crate::signals::Signals,
 ) -> Result<RunReport, Error> {
     let mut options = RunOptions::new(format!("calibrate-{users}"), users, args.step_duration);
     options.max_allowed_nodes = 1;
     options.start_interval = Duration::ZERO;
+    options.state_dir = Some(state_dir.to_path_buf());
     // One node must hold every user of the step, whatever the built-in profile says: the
     // step measures what they cost. The memory watchdog still guards the node's memory.
     options.sizing = SizingConfig {
@@ -173,18 +249,39 @@ async fn run_step(
         }
         options.cost_confirmation = Some(CostConfirmation::new("calibrate --yes"));
     }
-    run::run(
+    let report = run::run(
         backend,
         scenario,
         &options,
         Arc::new(Quiet),
-        std::future::pending(),
+        signals.first(),
     )
-    .await
+    .await?;
+    // A step whose users could not work measures nothing about them.
+    if report.iterations_ok == 0 || report.aborted.is_some() || !report.lost_nodes.is_empty() {
+        return Err(Error::RunFailed {
+            message: format!(
+                "the {users}-user step did not run cleanly ({} iterations ok, {} failed{}{}): check the scenario with `liveload try` first",
+                report.iterations_ok,
+                report.iterations_failed,
+                report
+                    .aborted
+                    .as_deref()
+                    .map(|a| format!(", aborted: {a}"))
+                    .unwrap_or_default(),
+                if report.lost_nodes.is_empty() {
+                    ""
+                } else {
+                    ", its node was lost"
+                }
+            ),
+        });
+    }
+    Ok(report)
 }
 
 /// A step's figures from its report: the steady second half of the node's series.
-fn measure(report: &RunReport, users: u64, step: Duration) -> CalibrationStep {
+fn measure(report: &RunReport, users: u64, step: Duration) -> Result<CalibrationStep, Error> {
     let half = step.as_secs_f64() / 2.0;
     let steady: Vec<_> = report
         .node_series
@@ -200,6 +297,14 @@ fn measure(report: &RunReport, users: u64, step: Duration) -> CalibrationStep {
     let mut memory: Vec<u64> = steady.iter().map(|p| p.memory_bytes).collect();
     memory.sort_unstable();
     let median = memory.get(memory.len() / 2).copied().unwrap_or(0);
+    if steady.len() < 2 || median == 0 {
+        return Err(Error::RunFailed {
+            message: format!(
+                "the {users}-user step has no steady half to measure ({} point(s) with all its users running, memory {median} bytes): give a longer --step-duration",
+                steady.len()
+            ),
+        });
+    }
     let cpu = if steady.is_empty() {
         0.0
     } else {
@@ -211,12 +316,12 @@ fn measure(report: &RunReport, users: u64, step: Duration) -> CalibrationStep {
         .filter(|(name, _)| name.starts_with("step:") && !name.starts_with("step:think"))
         .map(|(_, l)| l.p95_ms)
         .fold(0.0, f64::max);
-    CalibrationStep {
+    Ok(CalibrationStep {
         users,
         memory_mib: (median as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0,
         cpu_cores: (cpu * 1000.0).round() / 1000.0,
         step_p95_ms: step_p95,
-    }
+    })
 }
 
 /// `values` as a row of block characters, lowest to highest of the row (a terminal chart).

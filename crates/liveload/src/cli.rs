@@ -352,10 +352,11 @@ impl RunFlags {
         let duration = self.duration.unwrap_or(scenario.duration);
         // Precedence, lowest first: the built-in profile, the scenario's `sizing:`, --profile,
         // then the three sizing flags (below).
-        let defaults = scenario.sizing.apply(BrowserProfile::default())?;
+        // A --profile replaces the scenario's sizing: whole (a broken scenario profile must not
+        // stop a run that names another).
         let defaults = match &self.profile {
             Some(path) => liveload_core::profile::CalibratedProfile::load(path)?.browser_profile(),
-            None => defaults,
+            None => scenario.sizing.apply(BrowserProfile::default())?,
         };
         let sizing = SizingConfig {
             memory_safety_factor: self.memory_safety_factor,

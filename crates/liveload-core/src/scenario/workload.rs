@@ -217,11 +217,11 @@ mod tests {
     #[test]
     fn a_sizing_block_is_read_checked_and_applied() {
         let head = "name: d\nbase_url: http://x\nsizing: { profile: p.json, context_memory_mib: 50, contexts_per_core: 2.5 }\nsteps:\n  - navigate: /\n";
-        let s = parse(head).unwrap();
+        let s = Scenario::from_yaml(std::path::Path::new("dir/s.yaml"), head).unwrap();
         assert_eq!(
             s.sizing.profile.as_deref(),
-            Some(std::path::Path::new("p.json")),
-            "next to s.yaml"
+            Some(std::path::Path::new("dir/p.json")),
+            "next to the scenario file"
         );
         assert_eq!(s.sizing.context_memory_mib, Some(50));
         // Without its profile file, applying it fails naming the file.
