@@ -132,6 +132,7 @@ async fn calibrate(args: &CalibrateArgs, ctx: &Ctx<'_>) -> Result<CalibratedProf
         progress,
         format!("liveload cleanup --backend {}", args.backend.backend),
     );
+    let thinking = think_metrics(&scenario.steps);
     let mut measured = Vec::new();
     let mut last: Option<RunReport> = None;
     for &users in &steps {
@@ -148,7 +149,7 @@ async fn calibrate(args: &CalibrateArgs, ctx: &Ctx<'_>) -> Result<CalibratedProf
             &signals,
         )
         .await?;
-        measured.push(measure(&report, users, args.step_duration)?);
+        measured.push(measure(&report, users, args.step_duration, &thinking)?);
         let exhausted = report
             .counters
             .get("node_memory_exhausted")
@@ -281,7 +282,31 @@ async fn run_step(
 }
 
 /// A step's figures from its report: the steady second half of the node's series.
-fn measure(report: &RunReport, users: u64, step: Duration) -> Result<CalibrationStep, Error> {
+/// The metric names of the scenario's think steps (whatever they are called), nested ones
+/// included: their time is the user's, not the application's.
+fn think_metrics(steps: &[liveload_core::proto::Step]) -> std::collections::BTreeSet<String> {
+    use liveload_core::proto::StepKind;
+    let mut names = std::collections::BTreeSet::new();
+    for step in steps {
+        match &step.kind {
+            StepKind::Think { .. } => {
+                names.insert(format!("step:{}", step.name));
+            }
+            StepKind::Group { steps } | StepKind::Repeat { steps, .. } => {
+                names.extend(think_metrics(steps));
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
+fn measure(
+    report: &RunReport,
+    users: u64,
+    step: Duration,
+    thinking: &std::collections::BTreeSet<String>,
+) -> Result<CalibrationStep, Error> {
     let half = step.as_secs_f64() / 2.0;
     let steady: Vec<_> = report
         .node_series
@@ -313,7 +338,7 @@ fn measure(report: &RunReport, users: u64, step: Duration) -> Result<Calibration
     let step_p95 = report
         .latencies
         .iter()
-        .filter(|(name, _)| name.starts_with("step:") && !name.starts_with("step:think"))
+        .filter(|(name, _)| name.starts_with("step:") && !thinking.contains(name.as_str()))
         .map(|(_, l)| l.p95_ms)
         .fold(0.0, f64::max);
     Ok(CalibrationStep {
@@ -383,7 +408,34 @@ fn table(profile: &CalibratedProfile, args: &CalibrateArgs) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::sparkline;
+    use super::{sparkline, think_metrics};
+    use liveload_core::proto::{Step, StepKind};
+
+    /// Think steps are known by their kind, not their name: a renamed one is still the user's
+    /// time, a real step called `think…` still the application's.
+    #[test]
+    fn think_steps_are_found_by_kind_at_any_depth() {
+        let step = |name: &str, kind: StepKind| Step {
+            name: name.into(),
+            kind,
+        };
+        let think = || StepKind::Think {
+            min_ms: 1,
+            max_ms: 2,
+        };
+        let steps = vec![
+            step("pause", think()),
+            step("thinking-page", StepKind::Navigate { url: "/".into() }),
+            step(
+                "checkout",
+                StepKind::Group {
+                    steps: vec![step("breathe", think())],
+                },
+            ),
+        ];
+        let names: Vec<String> = think_metrics(&steps).into_iter().collect();
+        assert_eq!(names, ["step:breathe", "step:pause"]);
+    }
 
     #[test]
     fn sparklines_span_their_row() {
