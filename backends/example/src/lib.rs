@@ -107,6 +107,15 @@ impl Backend for ExampleBackend {
             }
             let _ = child.wait().await; // reap it
         });
+        // `list` knows the agent by the run id in its environment, which the process has only
+        // once it has exec'd (between fork and exec it still carries this process's): return
+        // when a `list` would find it, so a create is never followed by a list that misses it.
+        for _ in 0..200 {
+            if self.live_pid(&spec.run_id, spec.index).is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         Ok(NodeHandle {
             id: format!("example-{}-{}", spec.run_id, spec.index),
             run_id: spec.run_id.clone(),
