@@ -424,6 +424,15 @@ impl Backend for LocalBackend {
             &path,
             &serde_json::to_vec(&record).expect("a record serialises"),
         )?;
+        // `list` knows an agent by its executable and the run id in its environment, which
+        // the child has only once it has exec'd (before, it is a copy of this process): return
+        // when a `list` would find it.
+        for _ in 0..200 {
+            if is_agent_of(pid, &spec.run_id) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let handle = Self::handle(&record);
         self.announced
             .lock()
