@@ -209,12 +209,16 @@ impl Recorder {
 
     /// Arm the memory watchdog with the node's budget (bytes; `None`: disarmed), measuring
     /// the node by its cgroup's working set when `cgroup_alone` (a memory-limited group this
-    /// agent has to itself), else by its process group's PSS.
-    pub fn watch_resources(&self, budget: Option<u64>, cgroup_alone: bool) {
+    /// agent has to itself), else by its process group's PSS (only its own without a browser).
+    pub fn watch_resources(&self, budget: Option<u64>, cgroup_alone: bool, browser: bool) {
         self.memory_budget
             .store(budget.unwrap_or(0), Ordering::Relaxed);
-        *self.resources.lock().expect("not poisoned") =
-            Some(crate::resources::Sampler::new(cgroup_alone));
+        let sampler = crate::resources::Sampler::new(cgroup_alone);
+        *self.resources.lock().expect("not poisoned") = Some(if browser {
+            sampler
+        } else {
+            sampler.without_browser()
+        });
     }
 
     /// Whether the watchdog holds new iterations now.

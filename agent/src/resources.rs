@@ -23,6 +23,10 @@ pub struct Sampler {
     group: i32,
     /// Use the cgroup's memory figure (the node is a memory-limited group).
     cgroup_memory: bool,
+    /// Scan `/proc` for the whole group (Chromium and its renderers), or read only this
+    /// process (an agent without a browser: hundreds of browserless agents on one host would
+    /// otherwise each read every process's stat once a second).
+    whole_group: bool,
     /// Each process's CPU time at the last sample, in clock ticks, and when.
     last_cpu: Option<(std::collections::HashMap<i32, u64>, Instant)>,
     /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
@@ -36,14 +40,25 @@ impl Sampler {
         Sampler {
             group: rustix::process::getpgrp().as_raw_nonzero().get(),
             cgroup_memory,
+            whole_group: true,
             last_cpu: None,
             ticks_per_s: rustix::param::clock_ticks_per_second() as f64,
         }
     }
 
+    /// The same, for an agent that runs no browser: only this process is measured.
+    pub fn without_browser(mut self) -> Sampler {
+        self.whole_group = false;
+        self
+    }
+
     /// Memory and CPU now (CPU: since the previous sample; 0 on the first).
     pub fn sample(&mut self) -> NodeResources {
-        let processes = group_processes(self.group);
+        let processes = if self.whole_group {
+            group_processes(self.group)
+        } else {
+            vec![std::process::id() as i32]
+        };
         let memory_bytes = if self.cgroup_memory {
             let cgroup = crate::cgroup::read();
             cgroup

@@ -284,7 +284,11 @@ async fn prepare(
     // local agents share their controller's).
     let cgroup_alone =
         state.facts.cgroup_memory_limit_bytes.is_some() && state.facts.host_share.unwrap_or(1) <= 1;
-    recorder.watch_resources(assignment.memory_budget_bytes, cgroup_alone);
+    recorder.watch_resources(
+        assignment.memory_budget_bytes,
+        cgroup_alone,
+        !assignment.no_browser,
+    );
     if assignment.no_browser {
         let reply = AgentMessage::Prepared {
             users: assignment.users,
