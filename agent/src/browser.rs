@@ -27,6 +27,8 @@ pub struct NodeBrowser {
     child: tokio::process::Child,
     _relay: crate::relay::Relay,
     _profile_dir: tempfile::TempDir,
+    /// Keep chromiumoxide's per-page DevTools domains as they are (see [`trim_devtools`]).
+    full_devtools: bool,
 }
 
 /// How long Chromium has to start and answer its first command.
@@ -44,11 +46,20 @@ impl NodeBrowser {
     /// Launch Chromium headless with a fresh profile directory, its DevTools on a pipe (see
     /// `chromium.rs` and `relay.rs`): no process on the node can reach it but this agent.
     pub async fn launch(executable: &Path, no_sandbox: bool) -> Result<Self> {
+        Self::launch_tuned(executable, no_sandbox, &crate::switches::Tuning::from_env()).await
+    }
+
+    /// [`launch`](Self::launch) with an explicit tuning of the command line.
+    pub async fn launch_tuned(
+        executable: &Path,
+        no_sandbox: bool,
+        tuning: &crate::switches::Tuning,
+    ) -> Result<Self> {
         let profile_dir = tempfile::Builder::new()
             .prefix("liveload-chromium-")
             .tempdir()
             .context("creating the Chromium profile directory")?;
-        let args = crate::chromium::args(profile_dir.path(), no_sandbox);
+        let args = crate::chromium::args(profile_dir.path(), no_sandbox, tuning);
         let mut spawned = crate::chromium::spawn(executable, &args)?;
         let relay = crate::relay::start(spawned.to_chromium, spawned.from_chromium).await?;
         let config = HandlerConfig {
@@ -91,6 +102,7 @@ impl NodeBrowser {
             child: spawned.child,
             _relay: relay,
             _profile_dir: profile_dir,
+            full_devtools: tuning.full_devtools,
         })
     }
 
@@ -117,6 +129,11 @@ impl NodeBrowser {
                 return Err(e).context("opening a page");
             }
         };
+        if !self.full_devtools
+            && let Err(e) = trim_devtools(&page).await
+        {
+            tracing::debug!(error = %format!("{e:#}"), "page keeps its default DevTools domains");
+        }
         let watcher = match crate::observe::watch(&page, recorder).await {
             Ok(watcher) => Some(watcher),
             Err(e) => {
@@ -179,6 +196,26 @@ impl NodeBrowser {
         self.handler.abort();
     }
 }
+
+/// Turn off what chromiumoxide enables on every page and liveload never reads: the
+/// `Performance` domain (Chromium then keeps collecting page metrics) and the `Log` domain
+/// (browser log entries sent over the pipe; console messages come from `Runtime`). And
+/// re-enable `Network` with small body buffers: by default the renderer keeps up to 100 MB of
+/// response bodies per page for `Network.getResponseBody`, which liveload never calls.
+async fn trim_devtools(page: &Page) -> Result<()> {
+    use chromiumoxide::cdp::browser_protocol::{log, network, performance};
+    page.execute(performance::DisableParams::default()).await?;
+    page.execute(log::DisableParams::default()).await?;
+    let network = network::EnableParams::builder()
+        .max_total_buffer_size(NETWORK_BUFFER_BYTES)
+        .max_resource_buffer_size(NETWORK_BUFFER_BYTES)
+        .build();
+    page.execute(network).await?;
+    Ok(())
+}
+
+/// The response bodies a page's DevTools agent may keep (bytes): none are ever read.
+const NETWORK_BUFFER_BYTES: i64 = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

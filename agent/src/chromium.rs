@@ -15,60 +15,9 @@ use tokio::io::AsyncBufReadExt as _;
 use tokio::net::unix::pipe;
 use tokio::process::Child;
 
-/// The switches chromiumoxide 0.9 passed to Chromium by default (`DEFAULT_ARGS` in its
-/// `browser/config.rs`, after Puppeteer's), kept so the browser behaves as it did before the
-/// agent launched it itself: no background networking, throttling, first-run or sync.
-const CHROMIUMOXIDE_DEFAULTS: &[&str] = &[
-    "--disable-background-networking",
-    "--enable-features=NetworkService,NetworkServiceInProcess",
-    "--disable-background-timer-throttling",
-    "--disable-backgrounding-occluded-windows",
-    "--disable-breakpad",
-    "--disable-client-side-phishing-detection",
-    "--disable-component-extensions-with-background-pages",
-    "--disable-default-apps",
-    "--disable-dev-shm-usage",
-    "--disable-features=TranslateUI",
-    "--disable-hang-monitor",
-    "--disable-ipc-flooding-protection",
-    "--disable-popup-blocking",
-    "--disable-prompt-on-repost",
-    "--disable-renderer-backgrounding",
-    "--disable-sync",
-    "--force-color-profile=srgb",
-    "--metrics-recording-only",
-    "--no-first-run",
-    "--enable-automation",
-    "--password-store=basic",
-    "--use-mock-keychain",
-    "--enable-blink-features=IdleDetection",
-    "--lang=en_US",
-    // What its launcher added for the agent's configuration: no extensions, the old headless
-    // mode (the one chromium-headless-shell implements), no scrollbars, no sound.
-    "--disable-extensions",
-    "--headless",
-    "--hide-scrollbars",
-    "--mute-audio",
-];
-
-/// The agent's own switches. The machine's network is closed except for the target, so
-/// background traffic only costs CPU and fails.
-const AGENT_SWITCHES: &[&str] = &[
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-component-update",
-    "--no-default-browser-check",
-    // DevTools over descriptors 3 (commands in) and 4 (answers out), never a TCP port.
-    "--remote-debugging-pipe",
-];
-
 /// Chromium's command line for a profile in `profile_dir`.
-pub fn args(profile_dir: &Path, no_sandbox: bool) -> Vec<String> {
-    let mut args: Vec<String> = CHROMIUMOXIDE_DEFAULTS
-        .iter()
-        .chain(AGENT_SWITCHES)
-        .map(|s| s.to_string())
-        .collect();
+pub fn args(profile_dir: &Path, no_sandbox: bool, tuning: &crate::switches::Tuning) -> Vec<String> {
+    let mut args = crate::switches::command_line(tuning);
     args.push(format!("--user-data-dir={}", profile_dir.display()));
     if no_sandbox {
         args.extend(["--no-sandbox".into(), "--disable-setuid-sandbox".into()]);
@@ -182,7 +131,8 @@ mod tests {
         let path = crate::facts::find_chromium(None).expect("Chromium on PATH");
         let profile = tempfile::tempdir().unwrap();
         let as_root = rustix::process::geteuid().is_root();
-        let mut spawned = spawn(&path, &args(profile.path(), as_root)).unwrap();
+        let mut spawned =
+            spawn(&path, &args(profile.path(), as_root, &Default::default())).unwrap();
         // Chromium is up and reading: one command, one answer.
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let command = b"{\"id\":1,\"method\":\"Browser.getVersion\"}\0";

@@ -20,6 +20,7 @@ mod resources;
 mod secrets;
 mod session;
 mod steps;
+mod switches;
 #[cfg(test)]
 mod testkit;
 mod trace;

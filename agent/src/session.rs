@@ -369,6 +369,7 @@ async fn run_users(
     } else {
         state.browser.lock().await.clone()
     };
+    crate::steps::start_sequence(assignment.first_user_id);
     let tracer = assignment.diagnostics.trace.as_ref().map(|trace| {
         recorder.trace_console();
         crate::trace::Tracer::new(out.clone(), trace.screenshots)

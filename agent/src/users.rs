@@ -1,8 +1,10 @@
 //! Simulated users: each one a task that owns a browser context and loops over the steps.
 //!
-//! A user iterates until the run's deadline or a stop. Each step is timed (`step:<name>`), each
-//! iteration is timed (`iteration`) and bounded by the iteration timeout. A user succeeds when
-//! every iteration it ran passed.
+//! A user runs its `on_start` steps once, iterates until the run's deadline, its
+//! `iterations:` or a stop (no more often than its `pacing:`), then runs its `on_stop` steps
+//! once. Each step is timed (`step:<name>`), each iteration is timed (`iteration`) and bounded
+//! by the iteration timeout, as are `on_start` and `on_stop`. A user succeeds when its
+//! `on_start`, every iteration it ran and its `on_stop` passed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use anyhow::anyhow;
-use liveload_proto::{Assignment, ErrorOccurrence, FailureCapture};
+use liveload_proto::{Assignment, DataTable, ErrorOccurrence, FailureCapture};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -19,6 +21,9 @@ use crate::recorder::Recorder;
 use crate::secrets::{self, Secrets};
 use crate::steps::{UserState, run_steps};
 use crate::trace::Tracer;
+
+mod gate;
+pub use gate::Gate;
 
 /// How users are told to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,52 +34,6 @@ pub enum StopSignal {
     Graceful,
     /// End now.
     Force,
-}
-
-/// This node's share of the cluster-wide throttles: a least interval between iteration starts
-/// and a most-at-once limit. Every user passes it before each iteration.
-pub struct Gate {
-    interval: Option<Duration>,
-    next: tokio::sync::Mutex<Instant>,
-    permits: Option<Arc<tokio::sync::Semaphore>>,
-}
-
-impl Gate {
-    /// The gate for a node's throttle terms.
-    pub fn new(throttle: &liveload_proto::NodeThrottle) -> Gate {
-        Gate {
-            interval: throttle.min_interval_us.map(Duration::from_micros),
-            next: tokio::sync::Mutex::new(Instant::now()),
-            permits: throttle
-                .max_concurrent
-                .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize))),
-        }
-    }
-
-    /// Wait for the right to start an iteration; keep the returned permit while it runs.
-    pub async fn enter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let permit = match &self.permits {
-            Some(permits) => Some(
-                permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed"),
-            ),
-            None => None,
-        };
-        if let Some(interval) = self.interval {
-            // Reserve the next start slot, then wait for it outside the lock.
-            let at = {
-                let mut next = self.next.lock().await;
-                let at = (*next).max(Instant::now());
-                *next = at + interval;
-                at
-            };
-            tokio::time::sleep_until(at).await;
-        }
-        permit
-    }
 }
 
 /// What every user of this agent shares.
@@ -147,6 +106,45 @@ impl UserEnv {
                 png,
                 dom,
             });
+        }
+    }
+}
+
+impl UserEnv {
+    /// Run a user's `on_start` or `on_stop` steps once (`phase`: its name and the iteration
+    /// number its failure is filed under), bounded by the iteration timeout. Counts
+    /// `<phase>_ok` or `<phase>_failed`; a failure is counted like an iteration's, its message
+    /// prefixed with the phase. Returns whether it went well (no steps: it did).
+    async fn run_once(
+        &self,
+        user: &mut UserState<'_>,
+        user_id: u64,
+        (phase, iteration): (&str, u64),
+        steps: &[liveload_proto::Step],
+        stops: &mut Stops,
+    ) -> bool {
+        if steps.is_empty() {
+            return true;
+        }
+        let timeout = Duration::from_millis(self.assignment.iteration_timeout_ms);
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(timeout, run_steps(user, steps)) => match outcome {
+                Ok(result) => result.map(|_| ()),
+                Err(_) => Err(anyhow!("timed out after {timeout:?}")),
+            },
+            _ = stops.force() => return false,
+        };
+        match outcome {
+            Ok(()) => {
+                self.recorder.count(&format!("{phase}_ok"), 1);
+                true
+            }
+            Err(e) => {
+                self.recorder.count(&format!("{phase}_failed"), 1);
+                let e = e.context(phase.to_string());
+                self.record_failure(user, user_id, iteration, &e).await;
+                false
+            }
         }
     }
 }
@@ -235,23 +233,104 @@ pub async fn run_user(
         (Setup::CreateNow | Setup::None, _) => None,
     };
     recorder.user_running(true);
-
-    let timeout = Duration::from_millis(env.assignment.iteration_timeout_ms);
-    let mut stop = env.stop.clone();
-    let mut own_stop = own_stop;
-    let mut failed_iterations = 0u64;
-    let mut iterations = 0u64;
-    let max_iterations = env
-        .assignment
-        .diagnostics
-        .max_iterations
-        .unwrap_or(u64::MAX);
+    let mut stops = Stops {
+        all: env.stop.clone(),
+        own: own_stop,
+    };
     let mut user = env.user_state(context.as_ref().map(|c| &c.page), user_id);
-    while Instant::now() < env.deadline
-        && iterations < max_iterations
-        && *stop.borrow() == StopSignal::Run
-        && *own_stop.borrow() == StopSignal::Run
-    {
+    user.vars.insert("iteration".into(), "0".into());
+    let user_loop = &env.assignment.user_loop;
+    let on_start = &user_loop.on_start;
+    let started_well = env
+        .run_once(&mut user, user_id, ("on_start", 0), on_start, &mut stops)
+        .await;
+    let (iterations, failed_iterations) = match started_well {
+        true => iterate(&env, &mut user, user_id, &mut stops).await,
+        false => (0, 0),
+    };
+    // `on_stop` runs after the duration, a graceful stop or the last iteration; a forced
+    // stop ends the user at once.
+    let stopped_well = stops.forced()
+        || env
+            .run_once(
+                &mut user,
+                user_id,
+                ("on_stop", iterations),
+                &user_loop.on_stop,
+                &mut stops,
+            )
+            .await;
+    if let (Some(browser), Some(context)) = (&env.browser, context) {
+        browser.end_user(context).await;
+    }
+    recorder.user_running(false);
+    if started_well && stopped_well && failed_iterations == 0 && iterations > 0 {
+        recorder.count("users_succeeded", 1);
+    } else {
+        recorder.count("users_failed", 1);
+    }
+}
+
+/// The stop signals a user listens to: every user's, and its own (`liveload users remove`).
+struct Stops {
+    all: watch::Receiver<StopSignal>,
+    own: watch::Receiver<StopSignal>,
+}
+
+impl Stops {
+    /// Neither says to stop.
+    fn running(&self) -> bool {
+        *self.all.borrow() == StopSignal::Run && *self.own.borrow() == StopSignal::Run
+    }
+
+    /// One says to stop now.
+    fn forced(&self) -> bool {
+        *self.all.borrow() == StopSignal::Force || *self.own.borrow() == StopSignal::Force
+    }
+
+    /// Until one says to stop, gracefully or not.
+    async fn any(&mut self) {
+        tokio::select! {
+            _ = wait_for_any_stop(&mut self.all) => {}
+            _ = wait_for_any_stop(&mut self.own) => {}
+        }
+    }
+
+    /// Until one says to stop now.
+    async fn force(&mut self) {
+        tokio::select! {
+            _ = wait_for_force(&mut self.all) => {}
+            _ = wait_for_force(&mut self.own) => {}
+        }
+    }
+}
+
+/// A user's iterations: until the duration ends, its `iterations:` are done, or it is
+/// stopped. Returns (iterations run, iterations failed).
+///
+/// Latency (`iteration`) runs from the iteration's start: the waits before it — the memory
+/// watchdog, the pacing, the throttle — are the simulated user's, not the application's.
+async fn iterate(
+    env: &UserEnv,
+    user: &mut UserState<'_>,
+    user_id: u64,
+    stops: &mut Stops,
+) -> (u64, u64) {
+    let recorder = &env.recorder;
+    let timeout = Duration::from_millis(env.assignment.iteration_timeout_ms);
+    let limits = [
+        env.assignment.diagnostics.max_iterations,
+        env.assignment.user_loop.iterations,
+    ];
+    let max_iterations = limits.into_iter().flatten().min().unwrap_or(u64::MAX);
+    let pacing = env
+        .assignment
+        .user_loop
+        .pacing_ms
+        .map(Duration::from_millis);
+    let mut next_start: Option<Instant> = None;
+    let (mut iterations, mut failed_iterations) = (0u64, 0u64);
+    while Instant::now() < env.deadline && iterations < max_iterations && stops.running() {
         // The memory watchdog: past the node's budget, no new iteration starts until memory
         // is back down (the browser must not reach the kernel's OOM killer).
         if recorder.memory_exhausted() {
@@ -261,18 +340,24 @@ pub async fn run_user(
             tokio::select! {
                 _ = memory_recovered(recorder) => {}
                 _ = tokio::time::sleep_until(env.deadline) => break,
-                _ = wait_for_any_stop(&mut stop) => break,
-                _ = wait_for_any_stop(&mut own_stop) => break,
+                _ = stops.any() => break,
             }
             continue;
+        }
+        // Pacing: an iteration starts no sooner than `pacing` after the previous one started.
+        if let Some(at) = next_start.filter(|at| Instant::now() < *at) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = tokio::time::sleep_until(env.deadline) => break,
+                _ = stops.any() => break,
+            }
         }
         // Throttles: wait for this node's share of the cluster-wide limits.
         let _permit = match &env.gate {
             Some(gate) => tokio::select! {
                 permit = gate.enter() => permit,
                 _ = tokio::time::sleep_until(env.deadline) => break,
-                _ = wait_for_force(&mut stop) => break,
-                _ = wait_for_force(&mut own_stop) => break,
+                _ = stops.force() => break,
             },
             None => None,
         };
@@ -280,15 +365,15 @@ pub async fn run_user(
             break;
         }
         let started = Instant::now();
+        next_start = pacing.and_then(|p| started.checked_add(p));
         user.vars.insert("iteration".into(), iterations.to_string());
-        let iteration = run_steps(&mut user, &env.assignment.steps);
+        let iteration = run_steps(user, &env.assignment.steps);
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(timeout, iteration) => match outcome {
                 Ok(result) => result.map(|_| ()),
                 Err(_) => Err(anyhow!("iteration timed out after {timeout:?}")),
             },
-            _ = wait_for_force(&mut stop) => break,
-            _ = wait_for_force(&mut own_stop) => break,
+            _ = stops.force() => break,
         };
         recorder.latency("iteration", started.elapsed());
         match outcome {
@@ -296,20 +381,12 @@ pub async fn run_user(
             Err(e) => {
                 failed_iterations += 1;
                 recorder.count("iterations_failed", 1);
-                env.record_failure(&user, user_id, iterations, &e).await;
+                env.record_failure(user, user_id, iterations, &e).await;
             }
         }
         iterations += 1;
     }
-    if let (Some(browser), Some(context)) = (&env.browser, context) {
-        browser.end_user(context).await;
-    }
-    recorder.user_running(false);
-    if failed_iterations == 0 && iterations > 0 {
-        recorder.count("users_succeeded", 1);
-    } else {
-        recorder.count("users_failed", 1);
-    }
+    (iterations, failed_iterations)
 }
 
 /// One arrival of the open model: a new visitor who runs the steps once, in a fresh context.
@@ -397,14 +474,21 @@ pub fn arrival_time(k: u64, from: f64, to: f64, duration: f64) -> Option<f64> {
     (t.is_finite() && t >= 0.0 && t < duration).then_some(t)
 }
 
-/// A user's variables before its first step: its id and its row of the CSV data.
+/// A user's row of the node's data: the controller sends each node only the rows its users
+/// need, in their order, so user `first_user_id + k` takes row `k % rows` (ids past the
+/// node's range, from `users add`, cycle over the same rows).
+fn row_of(assignment: &Assignment, user_id: u64) -> Option<(&DataTable, &[String])> {
+    let table = assignment.data.as_ref()?;
+    let rows = u64::try_from(table.rows.len()).ok().filter(|n| *n > 0)?;
+    let k = user_id.wrapping_sub(assignment.first_user_id) % rows;
+    Some((table, &table.rows[usize::try_from(k).ok()?]))
+}
+
+/// A user's variables before its first step: `user_id` and its CSV row's columns.
 fn initial_vars(assignment: &Assignment, user_id: u64) -> HashMap<String, String> {
     let mut vars = HashMap::new();
     vars.insert("user_id".to_string(), user_id.to_string());
-    if let Some(table) = &assignment.data
-        && !table.rows.is_empty()
-    {
-        let row = &table.rows[(user_id % table.rows.len() as u64) as usize];
+    if let Some((table, row)) = row_of(assignment, user_id) {
         for (column, value) in table.columns.iter().zip(row) {
             vars.insert(column.clone(), value.clone());
         }
@@ -414,9 +498,8 @@ fn initial_vars(assignment: &Assignment, user_id: u64) -> HashMap<String, String
 
 /// A user's secrets before its first step: the values of its CSV row's secret columns.
 fn initial_secrets(assignment: &Assignment, user_id: u64) -> Secrets {
-    match &assignment.data {
-        Some(table) if !table.rows.is_empty() && !table.secret_columns.is_empty() => {
-            let row = &table.rows[(user_id % table.rows.len() as u64) as usize];
+    match row_of(assignment, user_id) {
+        Some((table, row)) if !table.secret_columns.is_empty() => {
             let secret = table.secret_columns.iter().map(String::as_str).collect();
             secrets::of_row(&table.columns, &secret, row)
         }

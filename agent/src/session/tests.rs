@@ -37,6 +37,7 @@ fn agent_state() -> Arc<AgentState> {
 fn assignment(users: u64, duration: Duration) -> Assignment {
     Assignment {
         memory_budget_bytes: None,
+        user_loop: Default::default(),
         run_id: "t".into(),
         scenario: "t".into(),
         base_url: "http://127.0.0.1".into(),

@@ -32,7 +32,7 @@ use crate::trace::Tracer;
 use actions::no_browser;
 use text::{allowed_url, fill_template, js, page_of, resolve_url};
 
-pub use text::one_line;
+pub use text::{one_line, start_sequence};
 
 /// What one user carries from step to step.
 pub struct UserState<'a> {

@@ -2,8 +2,12 @@
 //! for JavaScript.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Fill `{{name}}` placeholders from the user's variables (names were checked before the run).
+use liveload_proto::Generator;
+
+/// Fill `{{name}}` placeholders from the user's variables, or with a generator's fresh value
+/// (`{{uuid}}`, `{{seq}}`, ...); names were checked before the run.
 pub fn fill_template(text: &str, vars: &HashMap<String, String>) -> String {
     if !text.contains("{{") {
         return text.to_string();
@@ -16,7 +20,14 @@ pub fn fill_template(text: &str, vars: &HashMap<String, String>) -> String {
         match after.find("}}") {
             Some(end) => {
                 let name = after[..end].trim();
-                out.push_str(vars.get(name).map(String::as_str).unwrap_or(""));
+                match vars.get(name) {
+                    Some(value) => out.push_str(value),
+                    None => {
+                        if let Some(Ok(generator)) = Generator::parse(name) {
+                            out.push_str(&generate(generator));
+                        }
+                    }
+                }
                 rest = &after[end + 2..];
             }
             None => {
@@ -27,6 +38,57 @@ pub fn fill_template(text: &str, vars: &HashMap<String, String>) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Where this agent's `{{seq}}` values start: its first user id times a billion, so that two
+/// nodes' values never meet (their first user ids differ by at least one). Process-wide: an
+/// agent serves one run at a time, and users added later share their node's sequence.
+static SEQ_BASE: AtomicU64 = AtomicU64::new(0);
+/// The next `{{seq}}` value's offset from [`SEQ_BASE`].
+static SEQ_NEXT: AtomicU64 = AtomicU64::new(0);
+/// How many `{{seq}}` values one node has before they could meet the next node's.
+const SEQ_PER_NODE: u64 = 1_000_000_000;
+
+/// Start this agent's `{{seq}}` values for a node whose users begin at `first_user_id`.
+pub fn start_sequence(first_user_id: u64) {
+    SEQ_BASE.store(
+        first_user_id.saturating_mul(SEQ_PER_NODE),
+        Ordering::Relaxed,
+    );
+    SEQ_NEXT.store(0, Ordering::Relaxed);
+}
+
+/// A generator's fresh value.
+fn generate(generator: Generator) -> String {
+    use rand::Rng as _;
+    let mut rng = rand::rng();
+    match generator {
+        Generator::Uuid => {
+            let mut bytes: [u8; 16] = rng.random();
+            bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+            bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            format!(
+                "{}-{}-{}-{}-{}",
+                &hex[..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..]
+            )
+        }
+        Generator::Seq => {
+            let next = SEQ_NEXT.fetch_add(1, Ordering::Relaxed);
+            SEQ_BASE
+                .load(Ordering::Relaxed)
+                .saturating_add(next)
+                .to_string()
+        }
+        Generator::RandomString(length) => (0..length)
+            .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
+            .collect(),
+        Generator::RandomInt(low, high) => rng.random_range(low..=high).to_string(),
+    }
 }
 
 /// Join a step URL to the base URL (a URL with a scheme, like `https:`, `about:` or `data:`,
@@ -159,6 +221,25 @@ mod tests {
             "/u/7?e=a@x"
         );
         assert_eq!(fill_template("no braces", &vars), "no braces");
+        let uuid = fill_template("{{uuid}}", &vars);
+        assert_eq!(uuid.len(), 36, "{uuid}");
+        assert_eq!(&uuid[14..15], "4", "version 4: {uuid}");
+        assert_ne!(
+            uuid,
+            fill_template("{{uuid}}", &vars),
+            "fresh at each expansion"
+        );
+        let text = fill_template("{{random_string 12}}", &vars);
+        assert!(text.len() == 12 && text.chars().all(|c| c.is_ascii_alphanumeric()));
+        for _ in 0..200 {
+            let n: i64 = fill_template("{{ random_int -2 2 }}", &vars)
+                .parse()
+                .unwrap();
+            assert!((-2..=2).contains(&n));
+        }
+        let mut shadowing = vars.clone();
+        shadowing.insert("uuid".into(), "mine".into());
+        assert_eq!(fill_template("{{uuid}}", &shadowing), "mine");
         assert_eq!(fill_template("open {{ end", &vars), "open {{ end");
     }
 

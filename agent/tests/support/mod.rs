@@ -152,6 +152,7 @@ pub fn assignment(base_url: &str, steps: &str, users: u64, duration: Duration) -
     let no_browser = steps.lines().all(|l| l.trim().starts_with("- think"));
     Assignment {
         memory_budget_bytes: None,
+        user_loop: Default::default(),
         run_id: "t".into(),
         scenario: scenario.name.clone(),
         base_url: scenario.base_url.clone(),

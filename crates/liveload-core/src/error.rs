@@ -272,6 +272,18 @@ pub enum Error {
         limit: usize,
     },
 
+    /// `data: { mode: unique }` gives every user its own row, and the file has fewer rows than
+    /// the run has users; found before any machine is created.
+    #[error("{} has {rows} rows, fewer than the run's {users} users: mode unique gives every user its own row", data_file.display())]
+    DataRowsTooFew {
+        /// The data file.
+        data_file: PathBuf,
+        /// Its rows.
+        rows: u64,
+        /// The run's users.
+        users: u64,
+    },
+
     /// The provider refused or failed an operation.
     #[error(transparent)]
     Backend(Box<BackendError>),
@@ -399,6 +411,7 @@ impl Error {
             Error::InvalidOption { .. } => "invalid_option",
             Error::Scenario { .. } => "scenario_invalid",
             Error::AssignmentTooLarge { .. } => "assignment_too_large",
+            Error::DataRowsTooFew { .. } => "data_rows_too_few",
             Error::Backend(_) => "backend_error",
             Error::ConfirmationRequired { .. } => "confirmation_required",
             Error::CostCapExceeded { .. } => "cost_cap_exceeded",
@@ -422,7 +435,9 @@ impl Error {
             | Error::ConfirmationRequired { .. }
             | Error::CostCapExceeded { .. }
             | Error::CostUnknown { .. } => exit_code::USAGE,
-            Error::Scenario { .. } | Error::AssignmentTooLarge { .. } => exit_code::SCENARIO,
+            Error::Scenario { .. }
+            | Error::AssignmentTooLarge { .. }
+            | Error::DataRowsTooFew { .. } => exit_code::SCENARIO,
             Error::ScenarioIsAlreadyRunning { .. } => exit_code::ALREADY_RUNNING,
             Error::NecessaryNodesExceedsMaxAllowedNodes { .. } | Error::NodeTooSmall { .. } => {
                 exit_code::SIZING
@@ -491,6 +506,9 @@ impl Error {
             ),
             Error::Interrupted => return None,
             Error::Scenario { .. } => "fix the file and check it again".into(),
+            Error::DataRowsTooFew { rows, .. } => format!(
+                "add rows, run at most {rows} users (--users {rows}), or use mode cycle (rows repeat) or random"
+            ),
             Error::AssignmentTooLarge { .. } => {
                 "use a smaller data file (fewer or shorter rows, fewer characters JSON must escape) or fewer steps; every node receives the whole scenario and its data"
                     .into()
@@ -549,6 +567,11 @@ impl Error {
                 limit,
             } => serde_json::json!({"data_file": data_file, "data_bytes": data_bytes,
                 "encoded_bytes": encoded_bytes, "limit": limit}),
+            Error::DataRowsTooFew {
+                data_file,
+                rows,
+                users,
+            } => serde_json::json!({"data_file": data_file, "rows": rows, "users": users}),
             Error::Backend(e) => {
                 serde_json::json!({"backend": e.backend, "kind": e.kind, "retryable": e.retryable})
             }

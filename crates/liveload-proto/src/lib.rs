@@ -31,18 +31,22 @@ use serde::{Deserialize, Serialize};
 mod diagnostics;
 pub mod launch;
 mod step;
+pub mod template;
 
 pub use diagnostics::{
     Diagnostics, ErrorOccurrence, FailureCapture, StepTrace, TraceOptions, TracePhase,
 };
 pub use step::{AssertCheck, ExtractFrom, Step, StepKind, WaitCondition};
+pub use template::Generator;
 
 /// Version of this protocol. A controller and an agent talk only when both say the same number.
 ///
 /// Bump it on any change that an older peer would misread. Version 2: `wait_for: {js}`, step
 /// timeouts that fall back to the assignment's `step_timeout_ms`, secret variables and CSV
 /// columns, [`Diagnostics`], first error occurrences and captures in snapshots, traces.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3: [`UserLoop`] (`on_start`/`on_stop` steps, iterations per user, pacing), which an
+/// older agent would ignore and loop forever without.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest frame either side accepts, in bytes. A snapshot of hundreds of histograms fits
 /// comfortably; anything larger is a bug or an attack.
@@ -290,6 +294,36 @@ pub struct Assignment {
     /// no watchdog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_budget_bytes: Option<u64>,
+    /// What each user does around its iterations (closed model).
+    #[serde(default, skip_serializing_if = "UserLoop::is_plain")]
+    pub user_loop: UserLoop,
+}
+
+/// What each user of the closed model does around its iterations (the scenario's
+/// `on_start:`, `on_stop:`, `iterations:` and `pacing:`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserLoop {
+    /// Steps run once, before the user's first iteration, in the same browser context (log in
+    /// once: the context keeps its cookies across iterations).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_start: Vec<Step>,
+    /// Steps run once, after the user's last iteration (also when the duration ended it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_stop: Vec<Step>,
+    /// Iterations per user; the user stops after this many (or when the duration ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u64>,
+    /// An iteration starts at most this often per user, in milliseconds (the wait is not
+    /// latency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacing_ms: Option<u64>,
+}
+
+impl UserLoop {
+    /// Plain iterations until the duration ends: nothing to send.
+    pub fn is_plain(&self) -> bool {
+        self == &UserLoop::default()
+    }
 }
 
 /// How users arrive on one node.

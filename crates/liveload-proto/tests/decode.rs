@@ -131,6 +131,7 @@ fn arb_controller_message() -> impl Strategy<Value = ControllerMessage> {
             |(first_user_id, users, url, min_ms, extra)| {
                 ControllerMessage::Prepare(Box::new(Assignment {
                     memory_budget_bytes: None,
+                    user_loop: Default::default(),
                     run_id: "r".into(),
                     scenario: "s".into(),
                     base_url: "http://127.0.0.1".into(),

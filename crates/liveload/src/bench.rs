@@ -67,9 +67,45 @@ pub enum Bench {
         #[arg(long, env = "LIVELOAD_CHROMIUM")]
         chromium: Option<std::path::PathBuf>,
         /// Measure this page instead of the bundled demo target (users open it and stay).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "page")]
         url: Option<String>,
+        /// Which page of the bundled demo target: `demo` (its LiveView counter and chat) or
+        /// `heavy` (`/table`: 2,000 rows re-rendered every second).
+        #[arg(long, value_enum, default_value = "demo")]
+        page: DemoPage,
     },
+}
+
+/// A page of the bundled demo target to measure users on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoPage {
+    /// `/`: the LiveView demo page.
+    Demo,
+    /// `/table`: the heavy page.
+    Heavy,
+}
+
+impl DemoPage {
+    /// The page's path and the selector that says it is live.
+    fn path_and_ready(self) -> (&'static str, &'static str) {
+        match self {
+            DemoPage::Demo => ("/", "body.phx-connected"),
+            DemoPage::Heavy => ("/table", "#rows[data-renders]"),
+        }
+    }
+
+    /// A JavaScript condition that holds if the page kept behaving while it was watched: the
+    /// demo page's LiveView socket is still connected; the heavy page re-rendered (about) once
+    /// a second since it loaded — a throttled timer would fail it.
+    fn still_behaving(self) -> &'static str {
+        match self {
+            DemoPage::Demo => "document.querySelector('body.phx-connected') !== null",
+            DemoPage::Heavy => {
+                "Number(document.getElementById('rows').dataset.renders) >= \
+                 Math.floor(performance.now() / 1000 * 0.8)"
+            }
+        }
+    }
 }
 
 /// Run the chosen benchmark; returns the exit code.
@@ -89,7 +125,8 @@ pub async fn run(args: BenchArgs) -> i32 {
             window,
             chromium,
             url,
-        } => users_bench(&users, Duration::from_secs(window), chromium, url).await,
+            page,
+        } => users_bench(&users, Duration::from_secs(window), chromium, url, page).await,
     };
     match result {
         Ok(()) => exit_code::OK,
@@ -303,6 +340,10 @@ struct UsersFigure {
     agent_rss_mib: f64,
     cpu_percent: f64,
     setup: Option<LatencySummary>,
+    /// WebSocket frames each user received per second in the window: the page still lives.
+    frames_per_user_s: f64,
+    /// Iterations failed and pages crashed during the whole measurement.
+    failed: u64,
 }
 
 async fn users_bench(
@@ -310,37 +351,61 @@ async fn users_bench(
     window: Duration,
     chromium: Option<std::path::PathBuf>,
     url: Option<String>,
+    page: DemoPage,
 ) -> Result<(), Error> {
-    let (url, ready_selector) = match url {
-        Some(url) => (url, "body"),
+    let (url, ready_selector, behaving) = match url {
+        Some(url) => (url, "body", "true"),
         None => {
             let target = demo_target::spawn(([127, 0, 0, 1], 0).into())
                 .await
                 .map_err(|e| Error::io("starting the demo target", e))?;
-            (format!("http://{target}/"), "body.phx-connected")
+            let (path, ready) = page.path_and_ready();
+            (
+                format!("http://{target}{path}"),
+                ready,
+                page.still_behaving(),
+            )
         }
     };
+    let tuning: Vec<String> = liveload_local::BROWSER_TUNING_ENV
+        .iter()
+        .filter_map(|name| Some(format!("{name}={}", std::env::var(name).ok()?)))
+        .collect();
+    if !tuning.is_empty() {
+        println!("Chromium tuning: {}", tuning.join(" "));
+    }
     println!(
         "bench users: real Chromium on {url}, {}s CPU window",
         window.as_secs()
     );
     let mut figures = Vec::new();
     for &users in counts {
-        figures.push(users_once(users, window, &url, ready_selector, chromium.clone()).await?);
+        figures.push(
+            users_once(
+                users,
+                window,
+                &url,
+                (ready_selector, behaving),
+                chromium.clone(),
+            )
+            .await?,
+        );
     }
     println!(
-        "{:>6} {:>14} {:>6} {:>14} {:>8} {:>14} {:>14}",
+        "{:>6} {:>14} {:>6} {:>14} {:>8} {:>14} {:>14} {:>12} {:>7}",
         "users",
         "browser PSS MiB",
         "procs",
         "agent RSS MiB",
         "CPU %",
         "setup p50 ms",
-        "setup p95 ms"
+        "setup p95 ms",
+        "frames/user/s",
+        "failed"
     );
     for f in &figures {
         println!(
-            "{:>6} {:>14.1} {:>6} {:>14.1} {:>8.1} {:>14} {:>14}",
+            "{:>6} {:>14.1} {:>6} {:>14.1} {:>8.1} {:>14} {:>14} {:>12.2} {:>7}",
             f.users,
             f.browser_pss_mib,
             f.browser_processes,
@@ -348,6 +413,8 @@ async fn users_bench(
             f.cpu_percent,
             f.setup.map_or("-".into(), |s| format!("{:.1}", s.p50_ms)),
             f.setup.map_or("-".into(), |s| format!("{:.1}", s.p95_ms)),
+            f.frames_per_user_s,
+            f.failed,
         );
     }
     if let Some(base) = figures.iter().find(|f| f.users == 0) {
@@ -367,9 +434,18 @@ async fn users_once(
     users: u64,
     window: Duration,
     url: &str,
-    ready_selector: &str,
+    (ready_selector, behaving): (&str, &str),
     chromium: Option<std::path::PathBuf>,
 ) -> Result<UsersFigure, Error> {
+    // Each user watches until well past the CPU window: the ramp (50 ms apart, plus setup),
+    // 3 s of settling, the window, and a margin; the checks are waited for after the window.
+    let margin_ms = users.saturating_mul(150).saturating_add(4_000);
+    let watch_ms = window
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX)
+        .saturating_add(3_000)
+        .saturating_add(margin_ms);
     let state = bench_state_dir()?;
     let backend = LocalBackend::builder()
         .state_dir(state.path())
@@ -400,13 +476,14 @@ async fn users_once(
             .unwrap_or(0);
         let assignment = Assignment {
             memory_budget_bytes: None,
+            user_loop: Default::default(),
             run_id: run_id.clone(),
             scenario: "bench".into(),
             base_url: url.to_string(),
             first_user_id: 0,
             users,
             duration_ms: 600_000,
-            iteration_timeout_ms: 20_000,
+            iteration_timeout_ms: watch_ms.saturating_add(15_000),
             start_interval_ms: 50,
             start_batch: 1,
             steps: vec![
@@ -423,12 +500,22 @@ async fn users_once(
                         timeout_ms: Some(10_000),
                     },
                 },
-                // Stay on the live page, like a person watching it.
+                // Stay on the live page, like a person watching it, past the CPU window ...
                 Step {
                     name: "watch".into(),
                     kind: StepKind::Think {
-                        min_ms: 30_000,
-                        max_ms: 30_000,
+                        min_ms: watch_ms,
+                        max_ms: watch_ms,
+                    },
+                },
+                // ... then check it still behaves: an iteration fails if it does not.
+                Step {
+                    name: "still behaving".into(),
+                    kind: StepKind::WaitFor {
+                        condition: WaitCondition::Js {
+                            expression: behaving.into(),
+                        },
+                        timeout_ms: Some(1_000),
                     },
                 },
             ],
@@ -462,11 +549,29 @@ async fn users_once(
             }
         }
         settle(&mut connection, &mut metrics, Duration::from_secs(3)).await?;
+        let frames = |m: &MetricsAggregate| m.counters.get("ws.frames_received").copied();
+        let frames_before = frames(&metrics).unwrap_or(0);
         let before = sample_group(agent_pid);
         let started = Instant::now();
         settle(&mut connection, &mut metrics, window).await?;
         let after = sample_group(agent_pid);
         let seconds = started.elapsed().as_secs_f64();
+        let frames_in_window = frames(&metrics).unwrap_or(0).saturating_sub(frames_before);
+        // Every user's first iteration ends with its check: wait for them (bounded).
+        let ended = |m: &MetricsAggregate| {
+            ["iterations_ok", "iterations_failed"]
+                .iter()
+                .filter_map(|name| m.counters.get(*name))
+                .sum::<u64>()
+        };
+        let checks_deadline = Instant::now() + Duration::from_millis(margin_ms + 10_000);
+        while users > 0 && ended(&metrics) < users && Instant::now() < checks_deadline {
+            settle(&mut connection, &mut metrics, Duration::from_secs(1)).await?;
+        }
+        let failed = ["iterations_failed", "browser.page_crashes"]
+            .iter()
+            .filter_map(|name| metrics.counters.get(*name))
+            .sum();
         let cpu_percent = (after.cpu_ticks.saturating_sub(before.cpu_ticks)) as f64
             / clock_ticks_per_second()
             / seconds
@@ -479,6 +584,8 @@ async fn users_once(
             agent_rss_mib: after.agent_rss_kib as f64 / 1024.0,
             cpu_percent,
             setup: metrics.histograms.get("user_setup").map(LatencySummary::of),
+            frames_per_user_s: frames_in_window as f64 / seconds / users.max(1) as f64,
+            failed,
         })
     }
     .await;

@@ -208,6 +208,7 @@ pub async fn plan(
 ) -> Result<Plan, Error> {
     let scenario = load_scenario(path, flags)?;
     let options = flags.options(&scenario)?;
+    run::check_unique_rows(&scenario, options.users)?;
     let backend = ctx.backend(backend_args).await?;
     run::plan(backend.as_ref(), &options).await
 }

@@ -133,15 +133,23 @@ async fn try_once(scenario: &Scenario, args: &TryArgs) -> Result<Verdict, Error>
 
 /// One user, one iteration, traced.
 fn assignment(scenario: &Scenario, run_id: &str, args: &TryArgs) -> Assignment {
+    // `on_start` and `on_stop` run around the one iteration, each within its own timeout.
+    let phases = 1 + [&scenario.user_loop.on_start, &scenario.user_loop.on_stop]
+        .iter()
+        .filter(|steps| !steps.is_empty())
+        .count() as u32;
     Assignment {
         memory_budget_bytes: None,
+        user_loop: scenario.user_loop.clone(),
         run_id: run_id.to_string(),
         scenario: scenario.name.clone(),
         base_url: scenario.base_url.clone(),
         first_user_id: args.user,
         users: 1,
-        // Room for the one iteration; `max_iterations` ends the user after it.
-        duration_ms: (scenario.iteration_timeout + Duration::from_secs(1)).as_millis() as u64,
+        // Room for the one iteration (and `on_start`); `max_iterations` ends the user after it.
+        duration_ms: (scenario.iteration_timeout.saturating_mul(phases))
+            .saturating_add(Duration::from_secs(1))
+            .as_millis() as u64,
         iteration_timeout_ms: scenario.iteration_timeout.as_millis() as u64,
         start_interval_ms: 0,
         start_batch: 1,

@@ -18,6 +18,8 @@
 //!   (hidden, moving, disabled, covered, read-only, late), for the element steps' checks.
 //! - `table` — `GET /table`: a heavy page, 2,000 rows (`?rows=N`) re-rendered every second,
 //!   for calibration: it costs a browser several times what the home page does.
+//! - `seen` — `GET /seen?v=VALUE` records the value; `GET /seen/list` lists what was seen, one
+//!   per line: which data row or generated value reached the server.
 //!
 //! To add a page: write `src/pages/NAME.rs` with its HTML as a `const`, its handlers, and a
 //! `pub(crate) fn routes() -> Router` holding only its own paths; declare it in
@@ -40,6 +42,7 @@ pub fn app() -> Router {
         .merge(pages::clicks::routes())
         .merge(pages::actionability::routes())
         .merge(pages::table::routes())
+        .merge(pages::seen::routes())
 }
 
 /// Serve the app on `addr` (port 0 picks a free port). Returns the bound address; the server
@@ -139,6 +142,11 @@ mod tests {
         assert!(body.contains("const rows = 2000,"), "the default");
         let (_, _, body) = answer(get("/table?rows=999999")).await;
         assert!(body.contains("const rows = 20000,"), "capped");
+        // What `/seen` was opened with, listed in order; markup never reaches the page.
+        let (_, _, body) = answer(get("/seen?v=a%3Cb%3E")).await;
+        assert!(body.contains("seen ab"), "{body}");
+        let list = super::app().oneshot(get("/seen/list")).await.unwrap();
+        assert_eq!(list.status(), StatusCode::OK);
         assert_eq!(answer(get("/nowhere")).await.0, StatusCode::NOT_FOUND);
     }
 

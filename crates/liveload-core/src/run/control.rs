@@ -146,10 +146,10 @@ pub(super) fn handle_control(
     live: &mut [LiveNode],
     finished: &[bool],
     users: (&mut u64, &mut u64),
-    open_model: bool,
+    scenario: &crate::scenario::Scenario,
 ) {
     let (users_now, users_total) = users;
-    if open_model {
+    if matches!(scenario.load, crate::scenario::Load::Open { .. }) {
         // Users arrive at a rate in the open model: a count to add or remove has no meaning,
         // and accepting it silently would let a user believe the load changed.
         let refusal = Err(
@@ -165,6 +165,16 @@ pub(super) fn handle_control(
         return;
     }
     match request {
+        ControlRequest::AddUsers { reply, .. }
+            if scenario.data_mode == crate::scenario::DataMode::Unique =>
+        {
+            // Each node received exactly its users' rows at the start.
+            let _ = reply.send(Err(
+                "this run's data uses mode unique: its rows were dealt \
+                one per user at the start, so users cannot be added; start a run with more users"
+                    .to_string(),
+            ));
+        }
         ControlRequest::AddUsers { count, reply } => {
             let answer = add_users(count, live, finished, users_now, users_total);
             let _ = reply.send(answer);

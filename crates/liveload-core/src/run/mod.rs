@@ -42,6 +42,7 @@ pub use control::{
 pub use event::{Event, Observer, Quiet};
 pub use observe::LostNode;
 pub use plan::{Estimate, Plan, estimate, human_duration, max_nodes, plan};
+pub use prepare::check_unique_rows;
 pub use result::{NodeReport, RESULT_SCHEMA_VERSION, RunReport};
 pub use teardown::teardown;
 pub use terms::{NodeTerms, describe_load, node_terms};

@@ -107,11 +107,16 @@ impl Observation<'_> {
             cost_cap_reached: false,
             series: std::collections::BTreeMap::new(),
         };
-        // Saturating, then capped: a scenario built in code may hold any duration.
+        // Saturating, then capped: a scenario built in code may hold any duration. A user's
+        // last iteration may end an iteration timeout after the duration, and its `on_stop`
+        // one more.
+        let on_stop = !self.scenario.user_loop.on_stop.is_empty();
+        let after_duration =
+            (self.scenario.iteration_timeout).saturating_mul(1 + u32::from(on_stop));
         let mut deadline = super::deadline_after(
             started,
             (self.options.duration)
-                .saturating_add(self.scenario.iteration_timeout)
+                .saturating_add(after_duration)
                 .saturating_add(Duration::from_secs(30)),
         );
         let mut users_now = self.options.users;
@@ -130,8 +135,7 @@ impl Observation<'_> {
                         None => std::future::pending().await,
                     }
                 } => {
-                    let open = matches!(self.scenario.load, crate::scenario::Load::Open { .. });
-                    handle_control(request, &mut self.live, &p.finished, (&mut users_now, &mut users_total), open);
+                    handle_control(request, &mut self.live, &p.finished, (&mut users_now, &mut users_total), self.scenario);
                     continue;
                 }
                 _ = status_tick.tick() => {

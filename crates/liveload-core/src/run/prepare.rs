@@ -106,13 +106,16 @@ fn prepare_frame(
         start_batch: terms.start_batch,
         steps: scenario.steps.clone(),
         step_timeout_ms: ms(scenario.step_timeout),
-        data: scenario.data.clone(),
+        data: scenario.data.as_ref().map(|table| {
+            crate::scenario::rows_for_node(table, scenario.data_mode, first_user_id, users)
+        }),
         workload: terms.workload,
         throttle: terms.throttle,
         no_browser: options.no_browser,
         diagnostics: scenario.diagnostics(),
         allow_schemes: scenario.allow_schemes.clone(),
         memory_budget_bytes: None,
+        user_loop: scenario.user_loop.clone(),
     }))
 }
 
@@ -154,10 +157,26 @@ pub(super) fn check_scenario_fits(
     options: &RunOptions,
     run_id: &str,
 ) -> Result<()> {
+    check_unique_rows(scenario, options.users)?;
     let terms = node_terms(scenario, options, &[options.users]);
     let terms = terms.into_iter().next().expect("one node, one share");
     let frame = prepare_frame(scenario, options, run_id, 0, options.users, terms);
     check_frame_size(&frame, scenario)
+}
+
+/// Refuse a run whose data has fewer rows than users when each user must have its own row
+/// (`data: { mode: unique }`).
+pub fn check_unique_rows(scenario: &Scenario, users: u64) -> Result<()> {
+    match (&scenario.data, scenario.data_mode) {
+        (Some(table), crate::scenario::DataMode::Unique) if (table.rows.len() as u64) < users => {
+            Err(Error::DataRowsTooFew {
+                data_file: scenario.data_file.clone().unwrap_or_default(),
+                rows: table.rows.len() as u64,
+                users,
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -190,7 +209,8 @@ mod tests {
     /// limit, and the agent dropped the link. Control characters take six bytes in JSON.
     #[test]
     fn an_assignment_past_the_frame_limit_names_the_data_file_and_sizes() {
-        let options = RunOptions::new("big", 10, Duration::from_secs(1));
+        // As many users as rows: a node running them all receives the whole table.
+        let options = RunOptions::new("big", 3 * 1024, Duration::from_secs(1));
         // 3 MiB of control characters in 1 KiB cells: under the CSV limit, ~18 MiB in JSON.
         let scenario = scenario_with(&"\u{1}".repeat(1024), 3 * 1024);
         let err = check_scenario_fits(&scenario, &options, "big-r1").unwrap_err();
@@ -218,5 +238,42 @@ mod tests {
         // The same data as plain letters fits (3 MiB plus quotes).
         let fits = scenario_with(&"a".repeat(1024), 3 * 1024);
         check_scenario_fits(&fits, &options, "big-r1").unwrap();
+    }
+
+    /// Each node receives only its users' rows: bytes proportional to its users, and under
+    /// `mode: unique` every row to exactly one user of the cluster.
+    #[test]
+    fn nodes_receive_their_users_rows_only() {
+        let mut scenario = scenario_with("cell", 30);
+        if let Some(table) = scenario.data.as_mut() {
+            table.rows = (0..30).map(|r| vec![format!("row{r:02}")]).collect();
+        }
+        scenario.data_mode = crate::scenario::DataMode::Unique;
+        let options = RunOptions::new("big", 30, Duration::from_secs(1));
+        let shares = [5u64, 10, 15];
+        let terms = node_terms(&scenario, &options, &shares);
+        let mut first = 0;
+        let mut dealt = Vec::new();
+        for (users, terms) in shares.iter().zip(terms) {
+            let frame = prepare_frame(&scenario, &options, "r", first, *users, terms);
+            let ControllerMessage::Prepare(assignment) = frame else {
+                panic!()
+            };
+            let rows = &assignment.data.as_ref().unwrap().rows;
+            assert_eq!(rows.len() as u64, *users, "bytes follow the node's users");
+            dealt.extend(rows.iter().map(|r| r[0].clone()));
+            first += users;
+        }
+        dealt.sort();
+        dealt.dedup();
+        assert_eq!(dealt.len(), 30, "every row dealt once");
+        assert!(check_unique_rows(&scenario, 30).is_ok());
+        let err = check_unique_rows(&scenario, 31).unwrap_err();
+        assert_eq!(err.code(), "data_rows_too_few");
+        assert!(
+            err.to_string()
+                .contains("30 rows, fewer than the run's 31 users"),
+            "{err}"
+        );
     }
 }

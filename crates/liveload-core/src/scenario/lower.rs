@@ -108,18 +108,30 @@ pub(super) fn duration(text: &str) -> Result<Duration, Located> {
     parse_duration(text).map_err(|m| Located::new(m, text))
 }
 
-/// Lower the scenario's steps. The variables known to the first step are the built-in ones and
-/// the data file's columns; `extract` and `eval` add more for the steps after them.
-pub(super) fn lower_steps(
-    raw: Vec<RawStep>,
+/// The three step lists of a user's life, lowered in the order a user runs them
+/// (`on_start`, `steps`, `on_stop`), so that a variable `on_start` extracts (a session id, a
+/// login's token) is known to the iteration's steps and to `on_stop`.
+pub(super) fn lower_user_steps(
+    on_start: Vec<RawStep>,
+    steps: Vec<RawStep>,
+    on_stop: Vec<RawStep>,
     data: Option<&DataTable>,
     think_time: &str,
-) -> Result<Vec<Step>, Located> {
+) -> Result<[Vec<Step>; 3], Located> {
+    let mut lowering = lowering(data, think_time);
+    Ok([
+        lowering.steps(on_start)?,
+        lowering.steps(steps)?,
+        lowering.steps(on_stop)?,
+    ])
+}
+
+fn lowering<'a>(data: Option<&DataTable>, think_time: &'a str) -> Lowering<'a> {
     let mut known: BTreeSet<String> = BUILTIN_VARIABLES.iter().map(|s| s.to_string()).collect();
     if let Some(table) = data {
         known.extend(table.columns.iter().cloned());
     }
-    Lowering { known, think_time }.steps(raw)
+    Lowering { known, think_time }
 }
 
 /// A lowered step before its name is settled: the default name, and what it does.
@@ -141,16 +153,26 @@ impl Lowering<'_> {
     /// (agents substitute at run time).
     fn template(&self, text: &str) -> Result<String, Located> {
         for name in template_variables(text) {
-            if !self.known.contains(name) {
-                let known: Vec<&str> = self.known.iter().map(String::as_str).collect();
-                return Err(Located::new(
-                    format!(
-                        "unknown template variable '{{{{{name}}}}}': known here are {}",
-                        known.join(", ")
-                    ),
-                    format!("{{{{{name}"),
-                ));
+            if self.known.contains(name) {
+                continue;
             }
+            match liveload_proto::Generator::parse(name) {
+                Some(Ok(_)) => continue,
+                Some(Err(message)) => {
+                    return Err(Located::new(message, format!("{{{{{name}")));
+                }
+                None => {}
+            }
+            let known: Vec<&str> = self.known.iter().map(String::as_str).collect();
+            return Err(Located::new(
+                format!(
+                    "unknown template variable '{{{{{name}}}}}': known here are {}, and the \
+                     generators {}",
+                    known.join(", "),
+                    liveload_proto::template::GENERATORS
+                ),
+                format!("{{{{{name}"),
+            ));
         }
         Ok(text.to_string())
     }

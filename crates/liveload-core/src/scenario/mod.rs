@@ -48,12 +48,13 @@ mod schema;
 mod schema_drift;
 mod text;
 mod workload;
+pub use data::{DataMode, rows_for_node};
 pub use workload::ScenarioSizing;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use liveload_proto::{DataTable, Diagnostics, Step};
+use liveload_proto::{DataTable, Diagnostics, Step, UserLoop};
 
 pub use schema::json_schema;
 pub use text::{MAX_DURATION, MAX_DURATION_TEXT, parse_duration, template_variables};
@@ -86,6 +87,8 @@ pub struct Scenario {
     pub data: Option<DataTable>,
     /// Where `data` was read from (resolved against the scenario's folder), for messages.
     pub data_file: Option<PathBuf>,
+    /// How users take `data`'s rows.
+    pub data_mode: DataMode,
     /// Pass/fail criteria.
     pub thresholds: Vec<Threshold>,
     /// How users arrive.
@@ -97,6 +100,9 @@ pub struct Scenario {
     /// The scenario's own sizing figures (`sizing:`): below `--profile` and the sizing flags,
     /// above the built-in profile.
     pub sizing: ScenarioSizing,
+    /// What each user does around its iterations: `on_start`/`on_stop` steps, a number of
+    /// iterations, a pacing (closed model).
+    pub user_loop: UserLoop,
 }
 
 /// How users arrive (the workload model).
@@ -166,11 +172,13 @@ impl Scenario {
             steps,
             data: None,
             data_file: None,
+            data_mode: DataMode::Cycle,
             thresholds: Vec::new(),
             load: ALL_USERS_AT_ONCE,
             throttle: Throttle::default(),
             allow_schemes: Vec::new(),
             sizing: ScenarioSizing::default(),
+            user_loop: UserLoop::default(),
         }
     }
 }
@@ -272,13 +280,27 @@ impl Scenario {
             .think_time
             .as_deref()
             .unwrap_or(lower::DEFAULT_THINK_TIME);
-        let steps = lower::lower_steps(raw.steps, data.as_ref(), think_time)?;
+        let start_stop = (!raw.on_start.is_empty(), !raw.on_stop.is_empty());
+        let [on_start, steps, on_stop] = lower::lower_user_steps(
+            raw.on_start,
+            raw.steps,
+            raw.on_stop,
+            data.as_ref(),
+            think_time,
+        )?;
         let thresholds = lower_thresholds(raw.thresholds)?;
         let (load, users) = workload::lower_load(raw.load, raw.users)?;
         let throttle = workload::lower_throttle(raw.throttle)?;
+        data::check_mode(raw.data.as_ref().map(|d| d.mode).unwrap_or_default(), &load)?;
         let on_failure = lower_on_failure(raw.on_failure)?;
         let allow_schemes = lower::lower_schemes(raw.allow_schemes)?;
         let sizing = workload::lower_sizing(raw.sizing, path)?;
+        let user_loop = workload::lower_user_loop(raw.iterations, raw.pacing, start_stop, &load)?;
+        let user_loop = UserLoop {
+            on_start,
+            on_stop,
+            ..user_loop
+        };
         Ok(Scenario {
             name: raw.name,
             base_url: raw.base_url.trim_end_matches('/').to_string(),
@@ -290,11 +312,13 @@ impl Scenario {
             steps,
             data,
             data_file: raw.data.as_ref().map(|d| data::data_path(path, d)),
+            data_mode: raw.data.as_ref().map(|d| d.mode).unwrap_or_default(),
             thresholds,
             load,
             throttle,
             allow_schemes,
             sizing,
+            user_loop,
         })
     }
 }

@@ -64,8 +64,20 @@ pub(super) struct RawScenario {
     /// `sizing:` — this scenario's per-user costs (a calibrated profile file, or figures).
     #[serde(default)]
     pub(super) sizing: Option<RawSizing>,
+    /// `iterations:` — iterations per user (closed model); until the duration ends when absent.
+    #[serde(default)]
+    pub(super) iterations: Option<u64>,
+    /// `pacing:` — an iteration starts at most this often per user.
+    #[serde(default)]
+    pub(super) pacing: Option<String>,
+    /// `on_start:` — steps each user runs once, before its first iteration.
+    #[serde(default)]
+    pub(super) on_start: Vec<RawStep>,
     /// `steps:` — what one iteration does.
     pub(super) steps: Vec<RawStep>,
+    /// `on_stop:` — steps each user runs once, after its last iteration.
+    #[serde(default)]
+    pub(super) on_stop: Vec<RawStep>,
 }
 
 /// `sizing: { profile, browser_memory_mib, context_memory_mib, contexts_per_core }`.
@@ -158,7 +170,7 @@ impl Shorthand for RawThreshold {
     }
 }
 
-/// `data: { file, secret }`.
+/// `data: { file, secret, mode }`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawData {
@@ -167,6 +179,9 @@ pub(super) struct RawData {
     /// Columns whose values are secret (passwords, tokens): redacted from every report.
     #[serde(default)]
     pub(super) secret: Vec<String>,
+    /// How users take rows: `cycle` (the default), `unique` or `random`.
+    #[serde(default)]
+    pub(super) mode: super::data::DataMode,
 }
 
 /// `on_failure: screenshot` or `on_failure: { action: screenshot, per_error: 5 }`.

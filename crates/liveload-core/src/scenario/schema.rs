@@ -52,7 +52,8 @@ pub fn json_schema() -> Value {
             "allow_schemes": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9+.-]*:?$"},
                 "description": "URL schemes users may open beyond http, https, data and about:blank (e.g. file)"},
             "data": object(json!({"file": {"type": "string", "description": "CSV with a header row"},
-                "secret": {"type": "array", "items": string(), "description": "columns whose values are redacted from reports"}}), &["file"]),
+                "secret": {"type": "array", "items": string(), "description": "columns whose values are redacted from reports"},
+                "mode": {"enum": ["cycle", "unique", "random"], "description": "cycle: user u takes row u % rows (default); unique: a row per user, refused with fewer rows than users; random: a random row per user"}}), &["file"]),
             "load": object(json!({
                 "model": {"enum": ["closed", "open"]}, "ramp_up": duration,
                 "ramp_steps": {"type": "integer", "minimum": 1},
@@ -67,7 +68,11 @@ pub fn json_schema() -> Value {
                 "context_memory_mib": {"type": "integer", "minimum": 1},
                 "contexts_per_core": {"type": "number", "exclusiveMinimum": 0}}), &[]),
             "thresholds": {"type": "array", "items": threshold},
+            "iterations": {"type": "integer", "minimum": 1, "description": "iterations per user (closed model); the user stops after them"},
+            "pacing": with_description(duration.clone(), "an iteration starts at most this often per user (closed model)"),
+            "on_start": with_description(steps(), "steps each user runs once, before its first iteration"),
             "steps": steps(),
+            "on_stop": with_description(steps(), "steps each user runs once, after its last iteration"),
         },
         "$defs": {"step": {"oneOf": step_variants()}}
     })

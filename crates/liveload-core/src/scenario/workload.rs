@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::lower::{Located, duration};
 use super::raw::{RawLoad, RawModel, RawThrottle};
 use super::{ALL_USERS_AT_ONCE, Load, Throttle, parse_duration};
+use liveload_proto::UserLoop;
 
 /// The workload model and the number of users the cluster is sized for.
 ///
@@ -74,6 +75,46 @@ fn open(load: RawLoad) -> Result<(Load, u64), Located> {
         max_users,
     };
     Ok((open, max_users))
+}
+
+/// `iterations:` and `pacing:`, checked against the model: they, and `on_start:`/`on_stop:`
+/// (`(on_start, on_stop)`: whether the file has them), belong to the closed model (an
+/// open-model arrival runs the steps once). The step lists are the caller's to fill in.
+pub(super) fn lower_user_loop(
+    iterations: Option<u64>,
+    pacing: Option<String>,
+    (on_start, on_stop): (bool, bool),
+    load: &Load,
+) -> Result<UserLoop, Located> {
+    let closed_only = [
+        ("iterations", iterations.is_some()),
+        ("pacing", pacing.is_some()),
+        ("on_start", on_start),
+        ("on_stop", on_stop),
+    ];
+    if matches!(load, Load::Open { .. })
+        && let Some((key, _)) = closed_only.iter().find(|(_, present)| *present)
+    {
+        return Err(Located::new(
+            format!("{key} belongs to the closed model: an open-model arrival runs the steps once"),
+            *key,
+        ));
+    }
+    if iterations == Some(0) {
+        return Err(Located::new("iterations must be at least 1", "iterations"));
+    }
+    let pacing = pacing.as_deref().map(duration).transpose()?;
+    if pacing.is_some_and(|p| p.is_zero()) {
+        return Err(Located::new(
+            "pacing must be more than 0 (leave it out for back-to-back iterations)",
+            "pacing",
+        ));
+    }
+    Ok(UserLoop {
+        iterations,
+        pacing_ms: pacing.map(|p| u64::try_from(p.as_millis()).unwrap_or(u64::MAX)),
+        ..UserLoop::default()
+    })
 }
 
 /// The throttle; no limits when the section is absent.
@@ -294,5 +335,63 @@ mod tests {
             );
             assert_eq!(l, line, "{bad}: {m}");
         }
+    }
+
+    #[test]
+    fn a_user_loop_is_read_and_checked_against_the_model() {
+        let s = parse(
+            "name: d\nbase_url: http://x\niterations: 3\npacing: 2s\non_start:\n  - navigate: /login\n  - extract: { var: token, selector: h1 }\nsteps:\n  - navigate: '/?t={{token}}'\non_stop:\n  - navigate: '/out?t={{token}}'\n",
+        )
+        .unwrap();
+        assert_eq!(s.user_loop.iterations, Some(3));
+        assert_eq!(s.user_loop.pacing_ms, Some(2000));
+        assert_eq!(s.user_loop.on_start.len(), 2);
+        assert_eq!(
+            s.user_loop.on_stop.len(),
+            1,
+            "on_start's variables reach on_stop"
+        );
+        // A variable on_stop extracts is not known to the iteration's steps before it.
+        let late = parse(
+            "name: d\nbase_url: http://x\nsteps:\n  - navigate: '/?t={{token}}'\non_stop:\n  - extract: { var: token, selector: h1 }\n",
+        );
+        assert!(location(late.unwrap_err()).2.contains("token"));
+        for (text, wrong) in [
+            ("iterations: 0\n", "iterations must be at least 1"),
+            ("pacing: 0s\n", "pacing must be more than 0"),
+            (
+                "iterations: 2\nload: { model: open, rate: 1, max_users: 2 }\n",
+                "iterations belongs to the closed model",
+            ),
+            (
+                "on_stop: [reload]\nload: { model: open, rate: 1, max_users: 2 }\n",
+                "on_stop belongs to the closed model",
+            ),
+        ] {
+            let err = parse(&format!(
+                "name: d\nbase_url: http://x\n{text}steps:\n  - navigate: /\n"
+            ))
+            .unwrap_err();
+            assert!(location(err).2.contains(wrong), "{text}");
+        }
+    }
+
+    #[test]
+    fn generators_are_known_templates_and_their_arguments_checked() {
+        let ok = "name: d\nbase_url: http://x\nsteps:\n  - navigate: '/?a={{uuid}}&b={{ seq }}&c={{random_string 8}}&d={{random_int 1 100}}'\n";
+        assert!(parse(ok).is_ok());
+        let err = parse(
+            "name: d\nbase_url: http://x\nsteps:\n  - navigate: '/?d={{random_int 100 1}}'\n",
+        )
+        .unwrap_err();
+        let (line, _, message) = location(err);
+        assert_eq!(line, 4);
+        assert!(message.contains("low bound is above"), "{message}");
+        let err = parse("name: d\nbase_url: http://x\nsteps:\n  - navigate: '/?d={{nope}}'\n")
+            .unwrap_err();
+        assert!(
+            location(err).2.contains("random_int LOW HIGH"),
+            "the message lists the generators"
+        );
     }
 }

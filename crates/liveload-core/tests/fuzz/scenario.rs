@@ -74,6 +74,7 @@ fn check_scenario(s: &Scenario) -> Result<(), TestCaseError> {
     let terms = node_terms(s, &options, &[s.users.max(1)]).remove(0);
     let frame = ControllerMessage::Prepare(Box::new(Assignment {
         memory_budget_bytes: None,
+        user_loop: Default::default(),
         run_id: "fuzz-r1".into(),
         scenario: s.name.clone(),
         base_url: s.base_url.clone(),

@@ -241,6 +241,7 @@ fn seeds() -> Vec<Value> {
 fn controller_seeds() -> Vec<Value> {
     let assignment = Assignment {
         memory_budget_bytes: None,
+        user_loop: Default::default(),
         run_id: "r".into(),
         scenario: "s".into(),
         base_url: "http://127.0.0.1".into(),

@@ -7,4 +7,5 @@ pub(crate) mod actionability;
 pub(crate) mod clicks;
 pub(crate) mod health;
 pub(crate) mod home;
+pub(crate) mod seen;
 pub(crate) mod table;

@@ -1,0 +1,55 @@
+//! `/seen?v=VALUE`: a page that records the value it was opened with, and `/seen/list` (one
+//! value per line, in arrival order): what the server saw of the users' data. Tests use it to
+//! prove which CSV row, generated value or `on_start`/`on_stop` step reached the server.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::Html;
+use axum::routing::get;
+
+/// The values seen, in arrival order.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// The most values kept: a load test can open this page without bound.
+const MAX_SEEN: usize = 100_000;
+
+#[derive(serde::Deserialize)]
+struct Value {
+    v: Option<String>,
+}
+
+/// `/seen` and `/seen/list`.
+pub(crate) fn routes() -> Router {
+    let seen: Seen = Arc::default();
+    Router::new()
+        .route(
+            "/seen",
+            get(
+                |State(seen): State<Seen>, Query(value): Query<Value>| async move {
+                    let value = value.v.unwrap_or_default();
+                    let mut list = seen.lock().expect("not poisoned");
+                    if list.len() < MAX_SEEN {
+                        list.push(value.clone());
+                    }
+                    // Only letters, digits and a few marks go back into the page.
+                    let shown: String = value
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || "-_.@".contains(*c))
+                        .collect();
+                    Html(format!(
+                        "<!doctype html><title>Seen</title><p id=\"seen\">seen {shown}</p>"
+                    ))
+                },
+            ),
+        )
+        .route(
+            "/seen/list",
+            get(|State(seen): State<Seen>| async move {
+                let list = seen.lock().expect("not poisoned");
+                list.iter().map(|v| format!("{v}\n")).collect::<String>()
+            }),
+        )
+        .with_state(seen)
+}
