@@ -2,8 +2,8 @@
 # liveload's browser users against Artillery + Playwright's, on the demo target's demo page and
 # heavy page: memory and CPU per user, and the generator's own memory (README, "Density").
 #
-#   scripts/density-vs-artillery.sh            # 10 and 30 users, 10 s CPU window
-#   USERS=10,50 WINDOW=20 scripts/density-vs-artillery.sh
+#   scripts/density-vs-artillery.sh            # demo page 10 and 30 users, heavy 1 and 3
+#   DEMO_USERS=10,50 WINDOW=20 scripts/density-vs-artillery.sh
 #
 # Installs the pinned Artillery (which brings Playwright) from npm into target/, and points
 # Playwright at the same Debian chromium-headless-shell liveload drives. Nothing else should

@@ -170,14 +170,20 @@ def marginal(rows):
 
 def main():
     liveload, artillery, chromium, demo_target = sys.argv[1:5]
-    counts = [int(c) for c in os.environ.get("USERS", "10,30").split(",")]
+    # The heavy page takes about half a core per user: 4 would saturate two cores, and CPU
+    # per user would then be the machine's limit, not the page's cost.
+    counts_of = {
+        "demo": [int(c) for c in os.environ.get("DEMO_USERS", "10,30").split(",")],
+        "heavy": [int(c) for c in os.environ.get("HEAVY_USERS", "1,3").split(",")],
+    }
     window = int(os.environ.get("WINDOW", "10"))
     server = subprocess.Popen([demo_target, "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
     target = server.stdout.readline().split()[-1].rstrip("/")
-    print(f"density vs Artillery + Playwright: users {counts}, {window}s CPU window, {target}")
+    print(f"density vs Artillery + Playwright: users {counts_of}, {window}s CPU window, {target}")
     results = []
     try:
         for page in PAGES:
+            counts = counts_of[page]
             ours = liveload_once(liveload, page, counts, window)
             theirs = [artillery_once(artillery, chromium, target, page, n, window) for n in counts]
             for tool, rows in (("liveload", ours), ("artillery", theirs)):

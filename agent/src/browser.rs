@@ -38,6 +38,8 @@ const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct UserContext {
     /// The page the user drives.
     pub page: Page,
+    /// Whose iteration the page is in, for its HTTP trace records.
+    pub recording: std::sync::Arc<crate::records::PageRecording>,
     id: BrowserContextId,
     watcher: Option<tokio::task::JoinHandle<()>>,
 }
@@ -134,14 +136,20 @@ impl NodeBrowser {
         {
             tracing::debug!(error = %format!("{e:#}"), "page keeps its default DevTools domains");
         }
-        let watcher = match crate::observe::watch(&page, recorder).await {
+        let recording = std::sync::Arc::new(crate::records::PageRecording::default());
+        let watcher = match crate::observe::watch(&page, recorder, recording.clone()).await {
             Ok(watcher) => Some(watcher),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "page events will not be counted");
                 None
             }
         };
-        Ok(UserContext { page, id, watcher })
+        Ok(UserContext {
+            page,
+            recording,
+            id,
+            watcher,
+        })
     }
 
     /// Close a user's page and dispose of its context (frees its memory in Chromium).

@@ -55,7 +55,12 @@ const LIVEVIEW_OBSERVER: &str = r#"(() => {
 })();"#;
 
 /// Start watching `page`; the task ends when the page's event streams end or it is aborted.
-pub async fn watch(page: &Page, recorder: Arc<Recorder>) -> anyhow::Result<JoinHandle<()>> {
+/// HTTP responses of recorded iterations (`recording`) also become trace records.
+pub async fn watch(
+    page: &Page,
+    recorder: Arc<Recorder>,
+    recording: Arc<crate::records::PageRecording>,
+) -> anyhow::Result<JoinHandle<()>> {
     page.evaluate_on_new_document(LIVEVIEW_OBSERVER).await?;
     let mut finished = page.event_listener::<EventLoadingFinished>().await?;
     let mut responses = page.event_listener::<EventResponseReceived>().await?;
@@ -92,13 +97,18 @@ pub async fn watch(page: &Page, recorder: Arc<Recorder>) -> anyhow::Result<JoinH
                         _ => "http.status.5xx",
                     };
                     recorder.count(class, 1);
+                    let mut ttfb = None;
                     if let Some(timing) = &response.timing {
                         let ttfb_ms = timing.receive_headers_end - timing.send_start;
-                        if let Some(ttfb) = page_seconds(ttfb_ms / 1000.0)
+                        if let Some(elapsed) = page_seconds(ttfb_ms / 1000.0)
                             && timing.send_start >= 0.0
                         {
-                            recorder.latency("http.ttfb", ttfb);
+                            recorder.latency("http.ttfb", elapsed);
+                            ttfb = Some(elapsed);
                         }
+                    }
+                    if let Some((user, iteration)) = recording.current() {
+                        record_response(&recorder, &event, (user, iteration), ttfb);
                     }
                 }
                 Some(_) = sockets.next() => recorder.count("ws.connections", 1),
@@ -167,6 +177,30 @@ pub async fn watch(page: &Page, recorder: Arc<Recorder>) -> anyhow::Result<JoinH
             }
         }
     }))
+}
+
+/// A trace record of a response of a recorded iteration: its time to the headers, status and
+/// URL (without its query string).
+fn record_response(
+    recorder: &Recorder,
+    event: &EventResponseReceived,
+    (user, iteration): (u64, u64),
+    ttfb: Option<Duration>,
+) {
+    let response = &event.response;
+    let status = u16::try_from(response.status).ok();
+    recorder.records.push(liveload_proto::TraceRecord {
+        t_ms: recorder.records.now_ms(),
+        user,
+        iteration,
+        kind: liveload_proto::RecordKind::Http,
+        name: event.r#type.as_ref().to_string(),
+        duration_ms: ttfb.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        ok: response.status < 400,
+        status,
+        url: Some(crate::records::without_query(&response.url)),
+        error: None,
+    });
 }
 
 /// A console call as one line, `log: text 42` (`None` for the observer's own reports).

@@ -44,6 +44,8 @@ pub struct Recorder {
     memory_budget: AtomicU64,
     /// The watchdog tripped: no new iteration starts until memory is back under the low mark.
     memory_exhausted: std::sync::atomic::AtomicBool,
+    /// Raw trace records (`liveload run --trace`), sent with the snapshots.
+    pub records: crate::records::RecordBuffer,
 }
 
 /// Past this share of its budget the node holds new iterations.
@@ -257,6 +259,10 @@ impl Recorder {
 
     /// Cut the interval: everything recorded since the last call, as a snapshot.
     pub fn take(&self, elapsed: Duration) -> MetricsSnapshot {
+        let (records, dropped) = self.records.take();
+        if dropped > 0 {
+            self.count("trace.records_dropped", dropped);
+        }
         let interval = std::mem::take(&mut *self.interval.lock().expect("not poisoned"));
         let mut serializer = V2Serializer::new();
         let histograms = interval
@@ -279,6 +285,7 @@ impl Recorder {
             errors: interval.errors,
             captures: self.take_captures(),
             resources: Some(self.sample_resources()),
+            records,
         }
     }
 }

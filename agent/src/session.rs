@@ -99,6 +99,8 @@ struct RunControl {
     prepared: Arc<tokio::sync::Mutex<Option<PreparedRun>>>,
     /// Commands to the running users' task, once started.
     users: Option<mpsc::UnboundedSender<UserCommand>>,
+    /// Users waiting at `coordinate` steps, once started.
+    coordination: Option<Arc<crate::coordination::Coordination>>,
     /// Users assigned so far (prepared plus added, less removed), held to the agent's bound.
     assigned: u64,
     /// The agent, once this session took its run (see `Drop`).
@@ -199,7 +201,10 @@ impl RunControl {
                 };
                 let (commands, commands_rx) = mpsc::unbounded_channel();
                 self.users = Some(commands);
-                tokio::spawn(run_users(state.clone(), run, out.clone(), commands_rx));
+                let coordination = Arc::new(crate::coordination::Coordination::new(out.clone()));
+                self.coordination = Some(coordination.clone());
+                let channels = (out.clone(), commands_rx, coordination);
+                tokio::spawn(run_users(state.clone(), run, channels));
             }
             ControllerMessage::Stop { force } => {
                 let signal = if force {
@@ -231,6 +236,16 @@ impl RunControl {
                 }
             }
             ControllerMessage::Shutdown => state.shut_down("the controller asked"),
+            ControllerMessage::Release {
+                point,
+                group_id,
+                wanted,
+                members,
+            } => {
+                if let Some(coordination) = &self.coordination {
+                    coordination.release(&point, group_id, wanted, &members);
+                }
+            }
         }
     }
 }
@@ -355,8 +370,11 @@ async fn prepare(
 async fn run_users(
     state: Arc<AgentState>,
     run: PreparedRun,
-    out: mpsc::UnboundedSender<AgentMessage>,
-    mut commands: mpsc::UnboundedReceiver<UserCommand>,
+    (out, mut commands, coordination): (
+        mpsc::UnboundedSender<AgentMessage>,
+        mpsc::UnboundedReceiver<UserCommand>,
+        Arc<crate::coordination::Coordination>,
+    ),
 ) {
     let started = Instant::now();
     let PreparedRun {
@@ -370,6 +388,7 @@ async fn run_users(
         state.browser.lock().await.clone()
     };
     crate::steps::start_sequence(assignment.first_user_id);
+    recorder.records.configure(assignment.trace_file, started);
     let tracer = assignment.diagnostics.trace.as_ref().map(|trace| {
         recorder.trace_console();
         crate::trace::Tracer::new(out.clone(), trace.screenshots)
@@ -383,6 +402,7 @@ async fn run_users(
         assignment,
         started,
         tracer,
+        coordination: Some(coordination),
     });
     if let Workload::Open {
         rate_per_s,

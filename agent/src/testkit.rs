@@ -72,6 +72,8 @@ impl Browser {
             secrets,
             tracer: None,
             depth: 0,
+            coordination: None,
+            recorded: false,
         }
     }
 

@@ -54,6 +54,8 @@ pub struct UserEnv {
     pub started: Instant,
     /// Where traced steps go (`liveload try`).
     pub tracer: Option<Tracer>,
+    /// The way to the controller for `coordinate` steps.
+    pub coordination: Option<Arc<crate::coordination::Coordination>>,
 }
 
 impl UserEnv {
@@ -74,6 +76,8 @@ impl UserEnv {
             secrets: initial_secrets(&self.assignment, user_id),
             tracer: self.tracer.as_ref(),
             depth: 0,
+            coordination: self.coordination.as_deref(),
+            recorded: false,
         }
     }
 
@@ -245,7 +249,10 @@ pub async fn run_user(
         .run_once(&mut user, user_id, ("on_start", 0), on_start, &mut stops)
         .await;
     let (iterations, failed_iterations) = match started_well {
-        true => iterate(&env, &mut user, user_id, &mut stops).await,
+        true => {
+            let recording = context.as_ref().map(|c| &*c.recording);
+            iterate(&env, (&mut user, recording), user_id, &mut stops).await
+        }
         false => (0, 0),
     };
     // `on_stop` runs after the duration, a graceful stop or the last iteration; a forced
@@ -269,6 +276,28 @@ pub async fn run_user(
     } else {
         recorder.count("users_failed", 1);
     }
+}
+
+/// A trace record of one whole recorded iteration, its error redacted.
+fn record_iteration(user: &UserState<'_>, elapsed: Duration, error: Option<&anyhow::Error>) {
+    let number = |name: &str| {
+        user.vars
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    user.recorder.records.push(liveload_proto::TraceRecord {
+        t_ms: user.recorder.records.now_ms(),
+        user: number("user_id"),
+        iteration: number("iteration"),
+        kind: liveload_proto::RecordKind::Iteration,
+        name: "iteration".into(),
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        ok: error.is_none(),
+        status: None,
+        url: None,
+        error: error.map(|e| crate::steps::one_line(&user.secrets.redact(&format!("{e:#}")), 300)),
+    });
 }
 
 /// The stop signals a user listens to: every user's, and its own (`liveload users remove`).
@@ -312,7 +341,7 @@ impl Stops {
 /// watchdog, the pacing, the throttle — are the simulated user's, not the application's.
 async fn iterate(
     env: &UserEnv,
-    user: &mut UserState<'_>,
+    (user, recording): (&mut UserState<'_>, Option<&crate::records::PageRecording>),
     user_id: u64,
     stops: &mut Stops,
 ) -> (u64, u64) {
@@ -367,6 +396,10 @@ async fn iterate(
         let started = Instant::now();
         next_start = pacing.and_then(|p| started.checked_add(p));
         user.vars.insert("iteration".into(), iterations.to_string());
+        user.recorded = recorder.records.sample();
+        if let Some(page) = recording {
+            page.set(user.recorded, user_id, iterations);
+        }
         let iteration = run_steps(user, &env.assignment.steps);
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(timeout, iteration) => match outcome {
@@ -376,6 +409,13 @@ async fn iterate(
             _ = stops.force() => break,
         };
         recorder.latency("iteration", started.elapsed());
+        if user.recorded {
+            record_iteration(user, started.elapsed(), outcome.as_ref().err());
+        }
+        user.recorded = false;
+        if let Some(page) = recording {
+            page.set(false, user_id, iterations);
+        }
         match outcome {
             Ok(()) => recorder.count("iterations_ok", 1),
             Err(e) => {
@@ -426,6 +466,10 @@ pub async fn run_arrival(env: Arc<UserEnv>, user_id: u64, scheduled: Instant) {
     };
     let mut user = env.user_state(context.as_ref().map(|c| &c.page), user_id);
     user.vars.insert("iteration".into(), "0".into());
+    user.recorded = recorder.records.sample();
+    if let Some(context) = &context {
+        context.recording.set(user.recorded, user_id, 0);
+    }
     let timeout = Duration::from_millis(env.assignment.iteration_timeout_ms);
     let began = Instant::now();
     let outcome = tokio::select! {
@@ -437,6 +481,9 @@ pub async fn run_arrival(env: Arc<UserEnv>, user_id: u64, scheduled: Instant) {
     };
     recorder.latency("iteration", scheduled.elapsed());
     recorder.latency("iteration_service", began.elapsed());
+    if user.recorded {
+        record_iteration(&user, scheduled.elapsed(), outcome.as_ref().err());
+    }
     match outcome {
         Ok(()) => {
             recorder.count("iterations_ok", 1);

@@ -511,6 +511,39 @@ async fn iterations_and_pacing_bound_and_space_each_users_iterations() {
     assert_nothing_listed(backend.as_ref()).await;
 }
 
+/// A `coordinate` group that cannot fill goes on at its timeout, counted partial: 5 users in
+/// groups of 4 make one full group and one of 1.
+#[tokio::test]
+async fn a_coordination_group_short_of_members_goes_on_at_its_timeout() {
+    let state = tempfile::tempdir().unwrap();
+    let backend = local(&state, 2);
+    let mut scenario = idle_scenario(5);
+    scenario.steps.push(Step {
+        name: "meet".into(),
+        kind: StepKind::Coordinate {
+            point: "room".into(),
+            group: 4,
+            timeout_ms: 500,
+        },
+    });
+    scenario.duration = Duration::from_secs(30);
+    scenario.user_loop.iterations = Some(1);
+    let mut opts = options(5, sizing_for(3, host_cores() / 2.0));
+    opts.duration = scenario.duration;
+    let report = run_quiet(&backend, &scenario, &opts).await.unwrap();
+    assert_eq!(report.users_succeeded, 5);
+    let counter = |name: &str| report.counters.get(name).copied().unwrap_or(0);
+    assert_eq!(counter("coordinate:room.groups"), 2);
+    assert_eq!(counter("coordinate:room.grouped_users"), 5);
+    assert_eq!(counter("coordinate:room.partial_groups"), 1);
+    let waited = &report.latencies["step:meet"];
+    assert!(
+        waited.max_ms >= 450.0,
+        "the last user waited out the timeout: {waited:?}"
+    );
+    assert_nothing_listed(backend.as_ref()).await;
+}
+
 #[tokio::test]
 async fn a_staircase_ramp_starts_users_in_batches() {
     let state = tempfile::tempdir().unwrap();

@@ -38,6 +38,7 @@ fn assignment(users: u64, duration: Duration) -> Assignment {
     Assignment {
         memory_budget_bytes: None,
         user_loop: Default::default(),
+        trace_file: None,
         run_id: "t".into(),
         scenario: "t".into(),
         base_url: "http://127.0.0.1".into(),
@@ -103,7 +104,8 @@ async fn the_open_model_holds_contexts_only_for_visitors_in_progress() {
     assert_eq!(browser.context_count().await.unwrap(), 0, "none made ahead");
     let (out, mut replies) = mpsc::unbounded_channel();
     let (_commands, commands_rx) = mpsc::unbounded_channel();
-    run_users(state.clone(), run, out, commands_rx).await;
+    let coordination = Arc::new(crate::coordination::Coordination::new(out.clone()));
+    run_users(state.clone(), run, (out, commands_rx, coordination)).await;
     let mut arrivals = 0;
     while let Ok(reply) = replies.try_recv() {
         if let AgentMessage::Snapshot(s) | AgentMessage::Finished(s) = reply {
@@ -127,7 +129,12 @@ async fn removed_and_abandoned_users_leave_no_context_behind() {
     assert_eq!(browser.context_count().await.unwrap(), 4);
     let (out, _replies) = mpsc::unbounded_channel();
     let (commands, commands_rx) = mpsc::unbounded_channel();
-    let users = tokio::spawn(run_users(state.clone(), run, out, commands_rx));
+    let coordination = Arc::new(crate::coordination::Coordination::new(out.clone()));
+    let users = tokio::spawn(run_users(
+        state.clone(),
+        run,
+        (out, commands_rx, coordination),
+    ));
     let remove = UserCommand::Remove {
         count: 2,
         force: true,

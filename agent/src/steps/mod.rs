@@ -55,6 +55,10 @@ pub struct UserState<'a> {
     pub tracer: Option<&'a Tracer>,
     /// How deep the running step sits inside groups and repeats.
     pub depth: u32,
+    /// The way to the controller for `coordinate` steps (`None`: they fail, e.g. in tests).
+    pub coordination: Option<&'a crate::coordination::Coordination>,
+    /// The running iteration is recorded (`liveload run --trace`): each step becomes a record.
+    pub recorded: bool,
 }
 
 /// Whether the iteration goes on after a step.
@@ -90,6 +94,9 @@ pub fn run_steps<'s, 'u: 's, 'a: 's>(
                 if result.is_err() {
                     user.recorder.count(&format!("{metric}:failed"), 1);
                 }
+                if user.recorded {
+                    record_step(user, &metric, elapsed, result.as_ref().err());
+                }
             }
             let result = match result {
                 Err(e) if !container => Err(e.context(where_(user.page, step).await)),
@@ -108,6 +115,73 @@ pub fn run_steps<'s, 'u: 's, 'a: 's>(
         }
         Ok(Flow::Continue)
     })
+}
+
+/// `coordinate`: wait for the group, then set its variables. The group's first member counts
+/// it (`coordinate:<point>.groups`, `.grouped_users`, and `.partial_groups` when the timeout
+/// released it short); the wait itself is the step's own latency.
+async fn coordinate(
+    user: &mut UserState<'_>,
+    point: &str,
+    group: u32,
+    timeout: Duration,
+) -> Result<()> {
+    let coordination = user
+        .coordination
+        .ok_or_else(|| anyhow::anyhow!("coordinate '{point}': no controller to coordinate with"))?;
+    let user_id = user
+        .vars
+        .get("user_id")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or(0);
+    let met = coordination.meet(point, user_id, group, timeout).await?;
+    if met.index == 0 {
+        let metric = |what: &str| format!("coordinate:{point}.{what}");
+        user.recorder.count(&metric("groups"), 1);
+        user.recorder
+            .count(&metric("grouped_users"), met.members.len() as u64);
+        if met.members.len() < met.wanted as usize {
+            user.recorder.count(&metric("partial_groups"), 1);
+        }
+    }
+    let peers: Vec<String> = met.members.iter().map(u64::to_string).collect();
+    for (name, value) in [
+        ("group_id", met.id.to_string()),
+        ("group_index", met.index.to_string()),
+        ("group_peers", peers.join(",")),
+        ("group_size", met.members.len().to_string()),
+    ] {
+        user.vars.insert(name.into(), value);
+    }
+    Ok(())
+}
+
+/// A trace record of one step of a recorded iteration (its metric name without `step:`; a
+/// group keeps its `group:` prefix), its error redacted.
+fn record_step(
+    user: &UserState<'_>,
+    metric: &str,
+    elapsed: Duration,
+    error: Option<&anyhow::Error>,
+) {
+    let number = |name: &str| {
+        user.vars
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    user.recorder.records.push(liveload_proto::TraceRecord {
+        t_ms: user.recorder.records.now_ms(),
+        user: number("user_id"),
+        iteration: number("iteration"),
+        kind: liveload_proto::RecordKind::Step,
+        name: metric.strip_prefix("step:").unwrap_or(metric).to_string(),
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        ok: error.is_none(),
+        status: None,
+        url: None,
+        error: error.map(|e| one_line(&user.secrets.redact(&format!("{e:#}")), 300)),
+    });
 }
 
 /// `step 'NAME' at PAGE`: which step failed, and on which page (its URL without the query,
@@ -208,6 +282,11 @@ async fn run_step(user: &mut UserState<'_>, step: &Step) -> Result<Flow> {
             let value = value.as_str().unwrap_or_default().to_string();
             set_var(user, var, value, *secret);
         }
+        StepKind::Coordinate {
+            point,
+            group,
+            timeout_ms,
+        } => coordinate(user, point, *group, Duration::from_millis(*timeout_ms)).await?,
         StepKind::Think { min_ms, max_ms } => {
             let ms = if max_ms > min_ms {
                 rand::rng().random_range(*min_ms..=*max_ms)

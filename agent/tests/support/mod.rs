@@ -153,6 +153,7 @@ pub fn assignment(base_url: &str, steps: &str, users: u64, duration: Duration) -
     Assignment {
         memory_budget_bytes: None,
         user_loop: Default::default(),
+        trace_file: None,
         run_id: "t".into(),
         scenario: scenario.name.clone(),
         base_url: scenario.base_url.clone(),

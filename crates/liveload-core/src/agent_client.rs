@@ -193,6 +193,7 @@ pub fn message_name(message: &AgentMessage) -> &'static str {
         AgentMessage::Finished(_) => "finished",
         AgentMessage::Failed { .. } => "failed",
         AgentMessage::Trace(_) => "trace",
+        AgentMessage::Arrived { .. } => "arrived",
     }
 }
 

@@ -144,6 +144,7 @@ mod tests {
             at_ms,
         };
         MetricsSnapshot {
+            records: Vec::new(),
             errors: [("step 'x': boom".to_string(), occurrence.clone())].into(),
             captures: if capture {
                 vec![FailureCapture {

@@ -413,6 +413,7 @@ mod tests {
             let mut agg = MetricsAggregate::default();
             for (i, p) in parts.iter().enumerate() {
                 let snap = MetricsSnapshot {
+                    records: Vec::new(),
                     histograms: [("step:x".to_string(), blob(p))].into_iter().collect(),
                     ..Default::default()
                 };
@@ -430,6 +431,7 @@ mod tests {
     fn counters_sum_per_node_and_cluster() {
         let mut agg = MetricsAggregate::default();
         let snap = |n| MetricsSnapshot {
+            records: Vec::new(),
             active_users: n,
             counters: [(counter::ITERATIONS_OK.to_string(), n)]
                 .into_iter()
@@ -448,6 +450,7 @@ mod tests {
     fn seconds_merge_across_nodes_and_close_in_order() {
         let mut agg = MetricsAggregate::default();
         let snap = |second: u64, users: u64, ok: u64| MetricsSnapshot {
+            records: Vec::new(),
             elapsed_ms: second * 1000 + 7,
             active_users: users,
             counters: [(counter::ITERATIONS_OK.to_string(), ok)]
@@ -475,6 +478,7 @@ mod tests {
     fn numbers_near_u64_max_saturate() {
         let mut agg = MetricsAggregate::default();
         let snap = MetricsSnapshot {
+            records: Vec::new(),
             elapsed_ms: u64::MAX,
             active_users: u64::MAX,
             counters: [(counter::ITERATIONS_OK.to_string(), u64::MAX)]
@@ -518,6 +522,7 @@ mod tests {
     fn corrupt_histogram_is_an_agent_error() {
         let mut agg = MetricsAggregate::default();
         let snap = MetricsSnapshot {
+            records: Vec::new(),
             histograms: [("x".to_string(), HistogramBlob(vec![1, 2, 3]))]
                 .into_iter()
                 .collect(),

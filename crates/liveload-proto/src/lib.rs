@@ -30,12 +30,14 @@ use serde::{Deserialize, Serialize};
 
 mod diagnostics;
 pub mod launch;
+mod records;
 mod step;
 pub mod template;
 
 pub use diagnostics::{
     Diagnostics, ErrorOccurrence, FailureCapture, StepTrace, TraceOptions, TracePhase,
 };
+pub use records::{RecordKind, TraceFile, TraceRecord};
 pub use step::{AssertCheck, ExtractFrom, Step, StepKind, WaitCondition};
 pub use template::Generator;
 
@@ -45,7 +47,8 @@ pub use template::Generator;
 /// timeouts that fall back to the assignment's `step_timeout_ms`, secret variables and CSV
 /// columns, [`Diagnostics`], first error occurrences and captures in snapshots, traces.
 /// Version 3: [`UserLoop`] (`on_start`/`on_stop` steps, iterations per user, pacing), which an
-/// older agent would ignore and loop forever without.
+/// older agent would ignore and loop forever without; `coordinate` steps with `Arrived` and
+/// `Release`.
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest frame either side accepts, in bytes. A snapshot of hundreds of histograms fits
@@ -98,6 +101,19 @@ pub enum ControllerMessage {
     },
     /// Stop everything, close the browser and exit the agent process.
     Shutdown,
+    /// A group formed at a coordination point: its members (user ids, cluster-wide, in the
+    /// order they arrived) go on now. Sent to every node that has a member waiting.
+    Release {
+        /// The coordination point.
+        point: String,
+        /// The group's number at this point, cluster-wide, from 0.
+        group_id: u64,
+        /// How many users the point asked for (more than `members.len()` when the group was
+        /// released by its timeout).
+        wanted: u32,
+        /// The members' user ids, in order of arrival.
+        members: Vec<u64>,
+    },
 }
 
 /// What an agent says to the controller.
@@ -131,6 +147,18 @@ pub enum AgentMessage {
     Finished(MetricsSnapshot),
     /// One step of a traced user (only when the assignment's [`Diagnostics::trace`] asks).
     Trace(Box<StepTrace>),
+    /// A user reached a coordination point and waits for its group (see
+    /// [`StepKind::Coordinate`]); the controller answers with `Release`.
+    Arrived {
+        /// The coordination point.
+        point: String,
+        /// The user.
+        user_id: u64,
+        /// Users per group, as the step says.
+        group: u32,
+        /// The step's timeout, in ms.
+        timeout_ms: u64,
+    },
     /// The agent could not do what was asked; it stays connected so the controller can shut it
     /// down.
     Failed {
@@ -297,6 +325,9 @@ pub struct Assignment {
     /// What each user does around its iterations (closed model).
     #[serde(default, skip_serializing_if = "UserLoop::is_plain")]
     pub user_loop: UserLoop,
+    /// Raw trace records to send with the snapshots (`liveload run --trace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_file: Option<TraceFile>,
 }
 
 /// What each user of the closed model does around its iterations (the scenario's
@@ -402,6 +433,9 @@ pub struct MetricsSnapshot {
     /// What the node's browser costs at the end of this interval (absent from older agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<NodeResources>,
+    /// Trace records of this interval, in the order they were made ([`TraceFile`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<TraceRecord>,
 }
 
 /// Memory and CPU of one node's agent and browser, sampled at the end of an interval.

@@ -125,6 +125,18 @@ pub enum StepKind {
         #[serde(default)]
         secret: bool,
     },
+    /// Wait until `group` users (cluster-wide: the controller groups them) have reached the
+    /// coordination point `point`, or until `timeout_ms` has passed since the group's first
+    /// arrival; then go on together. The user learns its group (`{{group_id}}`,
+    /// `{{group_index}}`, `{{group_peers}}`, `{{group_size}}`).
+    Coordinate {
+        /// The coordination point's name: users meet at the same name.
+        point: String,
+        /// Users per group.
+        group: u32,
+        /// How long a group waits for its last members after its first arrived, in ms.
+        timeout_ms: u64,
+    },
     /// Pause, like a person reading: fixed, or uniformly drawn from `min_ms..=max_ms`.
     Think {
         /// Shortest pause, in milliseconds.

@@ -32,6 +32,7 @@ fn arb_snapshot() -> impl Strategy<Value = MetricsSnapshot> {
     )
         .prop_map(
             |(seq, elapsed_ms, active_users, counters, hists, errors, captures)| MetricsSnapshot {
+                records: Vec::new(),
                 resources: (seq % 2 == 0).then_some(liveload_proto::NodeResources {
                     memory_bytes: seq,
                     cpu_cores: (elapsed_ms % 1000) as f64 / 8.0,
@@ -132,6 +133,7 @@ fn arb_controller_message() -> impl Strategy<Value = ControllerMessage> {
                 ControllerMessage::Prepare(Box::new(Assignment {
                     memory_budget_bytes: None,
                     user_loop: Default::default(),
+                    trace_file: None,
                     run_id: "r".into(),
                     scenario: "s".into(),
                     base_url: "http://127.0.0.1".into(),

@@ -477,6 +477,7 @@ async fn users_once(
         let assignment = Assignment {
             memory_budget_bytes: None,
             user_loop: Default::default(),
+            trace_file: None,
             run_id: run_id.clone(),
             scenario: "bench".into(),
             base_url: url.to_string(),

@@ -187,6 +187,17 @@ pub struct RunFlags {
     /// `liveload cleanup` command.
     #[arg(long, value_parser = duration, default_value = "5m")]
     pub teardown_timeout: Duration,
+    /// Write a raw trace here (JSON Lines): one record per step, iteration and HTTP response
+    /// of the traced iterations, with its node, user, iteration and time.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// The share of iterations traced, from 0 to 1 (a traced iteration is traced whole).
+    #[arg(long, default_value_t = 1.0, value_name = "SHARE")]
+    pub trace_sample: f64,
+    /// The most trace bytes each node sends per second; past it, records are dropped and
+    /// counted (`trace.records_dropped`), so tracing cannot swamp the links.
+    #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
+    pub trace_budget: u64,
 }
 
 /// `--on-node-loss`.
@@ -404,6 +415,14 @@ impl RunFlags {
         };
         options.teardown_timeout = self.teardown_timeout;
         options.max_cost_usd = self.max_cost;
+        options.trace = self
+            .trace
+            .clone()
+            .map(|path| liveload_core::run::TraceOutput {
+                path,
+                sample: self.trace_sample,
+                bytes_per_s: self.trace_budget,
+            });
         options.validate()?;
         Ok(options)
     }

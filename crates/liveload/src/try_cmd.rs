@@ -141,6 +141,7 @@ fn assignment(scenario: &Scenario, run_id: &str, args: &TryArgs) -> Assignment {
     Assignment {
         memory_budget_bytes: None,
         user_loop: scenario.user_loop.clone(),
+        trace_file: None,
         run_id: run_id.to_string(),
         scenario: scenario.name.clone(),
         base_url: scenario.base_url.clone(),
@@ -206,6 +207,21 @@ async fn follow(
                     None => false,
                 };
                 print_trace(&trace, step, screenshots, !repeated)?;
+            }
+            // One user: its group at a `coordinate` step is itself, at once.
+            AgentMessage::Arrived {
+                point,
+                user_id,
+                group,
+                ..
+            } => {
+                let release = ControllerMessage::Release {
+                    point,
+                    group_id: 0,
+                    wanted: group,
+                    members: vec![user_id],
+                };
+                connection.send(&release).await?;
             }
             AgentMessage::Snapshot(snapshot) => errors.extend(errors_of(&snapshot)),
             AgentMessage::Finished(snapshot) => {

@@ -18,8 +18,12 @@
 //!   (hidden, moving, disabled, covered, read-only, late), for the element steps' checks.
 //! - `table` — `GET /table`: a heavy page, 2,000 rows (`?rows=N`) re-rendered every second,
 //!   for calibration: it costs a browser several times what the home page does.
+//! - `probe` — `GET /probe`: a page making a known amount of traffic (fetches answered 200, 404
+//!   and 500, a WebSocket exchange, a console error, an uncaught exception); the server counts
+//!   what it served (`GET /probe/stats`), for tests of liveload's metrics.
 //! - `seen` — `GET /seen?v=VALUE` records the value; `GET /seen/list` lists what was seen, one
-//!   per line: which data row or generated value reached the server.
+//!   `MS VALUE` line each (ms since start): which data row, generated value or coordinated
+//!   group reached the server, and when.
 //!
 //! To add a page: write `src/pages/NAME.rs` with its HTML as a `const`, its handlers, and a
 //! `pub(crate) fn routes() -> Router` holding only its own paths; declare it in
@@ -43,6 +47,7 @@ pub fn app() -> Router {
         .merge(pages::actionability::routes())
         .merge(pages::table::routes())
         .merge(pages::seen::routes())
+        .merge(pages::probe::routes())
 }
 
 /// Serve the app on `addr` (port 0 picks a free port). Returns the bound address; the server
@@ -142,6 +147,13 @@ mod tests {
         assert!(body.contains("const rows = 2000,"), "the default");
         let (_, _, body) = answer(get("/table?rows=999999")).await;
         assert!(body.contains("const rows = 20000,"), "capped");
+        let (status, _, body) = answer(get("/probe")).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, super::pages::probe::PROBE)
+        );
+        let (_, _, stats) = answer(get("/probe/stats")).await;
+        assert!(stats.contains("\"documents\":0"), "a fresh app: {stats}");
         // What `/seen` was opened with, listed in order; markup never reaches the page.
         let (_, _, body) = answer(get("/seen?v=a%3Cb%3E")).await;
         assert!(body.contains("seen ab"), "{body}");

@@ -17,6 +17,7 @@
 
 mod boot;
 mod control;
+mod coordinate;
 mod event;
 mod observe;
 mod plan;
@@ -26,6 +27,7 @@ pub mod series;
 mod size;
 mod teardown;
 mod terms;
+mod trace_file;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -121,6 +123,19 @@ pub struct RunOptions {
     /// Where this machine keeps liveload's state: when set, the run holds a liveness lock
     /// there ([`crate::state::RunAlive`]) so `liveload cleanup --all` leaves it alone.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Write raw trace records to a file (`--trace`).
+    pub trace: Option<TraceOutput>,
+}
+
+/// Where and how much to trace (`--trace FILE`, `--trace-sample`, `--trace-budget`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceOutput {
+    /// The JSON Lines file, created (or emptied) when users start.
+    pub path: std::path::PathBuf,
+    /// The share of iterations traced, 0 to 1.
+    pub sample: f64,
+    /// The most record bytes one node sends per second.
+    pub bytes_per_s: u64,
 }
 
 impl RunOptions {
@@ -147,6 +162,7 @@ impl RunOptions {
             teardown_timeout: Duration::from_secs(300),
             state_dir: None,
             max_cost_usd: None,
+            trace: None,
         }
     }
 
@@ -179,6 +195,14 @@ impl RunOptions {
             .is_some_and(|cap| !cap.is_finite() || cap <= 0.0)
         {
             return invalid("--max-cost", "must be a positive amount of USD");
+        }
+        if let Some(trace) = &self.trace {
+            if !(0.0..=1.0).contains(&trace.sample) {
+                return invalid("--trace-sample", "must be from 0 to 1");
+            }
+            if trace.bytes_per_s < 1024 {
+                return invalid("--trace-budget", "must be at least 1024 bytes a second");
+            }
         }
         for (option, value) in [
             ("--duration", self.duration),

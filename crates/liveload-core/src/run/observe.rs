@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::boot::{Inbox, LiveNode};
 use super::control::{ControlEnd, LiveStatus, handle_control};
+use super::coordinate::{Coordinator, Release};
 use super::prepare::Positions;
 use super::series::{NodeSeries, points_per_node};
 use super::{Event, Observer, RunOptions, next_message};
@@ -85,6 +86,10 @@ struct Progress {
     cost_cap_reached: bool,
     /// Each node's time series, by node id (nodes added at runtime get theirs on arrival).
     series: std::collections::BTreeMap<String, NodeSeries>,
+    /// Groups forming at `coordinate` steps.
+    coordinator: Coordinator,
+    /// The `--trace` file, when asked for.
+    trace: Option<super::trace_file::TraceWriter>,
 }
 
 impl Observation<'_> {
@@ -106,6 +111,11 @@ impl Observation<'_> {
             aborted: None,
             cost_cap_reached: false,
             series: std::collections::BTreeMap::new(),
+            coordinator: Coordinator::default(),
+            trace: match &self.options.trace {
+                Some(trace) => Some(super::trace_file::TraceWriter::create(&trace.path)?),
+                None => None,
+            },
         };
         // Saturating, then capped: a scenario built in code may hold any duration. A user's
         // last iteration may end an iteration timeout after the duration, and its `on_stop`
@@ -127,8 +137,20 @@ impl Observation<'_> {
             None => (None, None),
         };
         while p.finished.iter().any(|f| !f) {
+            let group_due = p.coordinator.next_deadline();
             let (position, message) = tokio::select! {
                 message = next_message(inbox, deadline, "run") => message?,
+                _ = async move {
+                    match group_due {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    for release in p.coordinator.expired(Instant::now()) {
+                        self.send_release(&release);
+                    }
+                    continue;
+                }
                 Some(request) = async {
                     match requests.as_mut() {
                         Some(r) => r.recv().await,
@@ -190,6 +212,10 @@ impl Observation<'_> {
             last.phase = "finished".into();
             status.send_replace(last);
         }
+        if let Some(trace) = p.trace.take() {
+            tracing::info!(records = trace.written, "trace written");
+            trace.finish()?;
+        }
         let cost_usd = self.cost_so_far();
         let mut series: Vec<NodeSeries> = p.series.into_values().collect();
         series.iter_mut().for_each(NodeSeries::finish);
@@ -222,6 +248,11 @@ impl Observation<'_> {
         p: &mut Progress,
     ) -> Result<Outcome> {
         let node_id = &self.live[i].report.id;
+        if let AgentMessage::Snapshot(snapshot) | AgentMessage::Finished(snapshot) = &message
+            && let Some(trace) = p.trace.as_mut()
+        {
+            trace.write(node_id, &snapshot.records)?;
+        }
         if let AgentMessage::Snapshot(snapshot) | AgentMessage::Finished(snapshot) = &message {
             let limit = points_per_node(self.live.len());
             p.series
@@ -268,6 +299,22 @@ impl Observation<'_> {
             AgentMessage::Failed { message } => Err(Error::RunFailed {
                 message: format!("node {node_id}: {message}"),
             }),
+            AgentMessage::Arrived {
+                point,
+                user_id,
+                group,
+                timeout_ms,
+            } => {
+                let timeout = Duration::from_millis(timeout_ms);
+                let now = Instant::now();
+                if let Some(release) =
+                    p.coordinator
+                        .arrive(&point, (i, user_id), group, timeout, now)
+                {
+                    self.send_release(&release);
+                }
+                Ok(Outcome::Merged)
+            }
             other => Err(Error::AgentConnection {
                 node: node_id.clone(),
                 message: format!("unexpected {} during the run", message_name(&other)),
@@ -299,6 +346,21 @@ impl Observation<'_> {
         p.cost_cap_reached = true;
         self.stop_all();
         Outcome::Aborted
+    }
+
+    /// Tell every node with a member of `release` that its group goes on.
+    fn send_release(&self, release: &Release) {
+        let members: Vec<u64> = release.members.iter().map(|(_, user)| *user).collect();
+        for node in release.nodes() {
+            if let Some(live) = self.live.get(node) {
+                let _ = live.commands.send(ControllerMessage::Release {
+                    point: release.point.clone(),
+                    group_id: release.group_id,
+                    wanted: release.wanted,
+                    members: members.clone(),
+                });
+            }
+        }
     }
 
     fn stop_all(&self) {

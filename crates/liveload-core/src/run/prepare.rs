@@ -116,6 +116,10 @@ fn prepare_frame(
         allow_schemes: scenario.allow_schemes.clone(),
         memory_budget_bytes: None,
         user_loop: scenario.user_loop.clone(),
+        trace_file: options.trace.as_ref().map(|t| liveload_proto::TraceFile {
+            sample: t.sample,
+            bytes_per_s: t.bytes_per_s,
+        }),
     }))
 }
 

@@ -241,6 +241,7 @@ mod tests {
 
     fn snapshot(second: u64, iterations: u64, memory_mib: u64, cpu: f64) -> MetricsSnapshot {
         MetricsSnapshot {
+            records: Vec::new(),
             elapsed_ms: second * 1000,
             active_users: 5,
             counters: [("iterations_ok".to_string(), iterations)].into(),

@@ -18,8 +18,8 @@ use std::time::Duration;
 use liveload_proto::{AssertCheck, DataTable, ExtractFrom, Step, StepKind, WaitCondition};
 
 use super::raw::{
-    AssertArg, EvalArg, ExtractArg, FieldValue, GroupArg, IdleArg, PressArg, RawKind, RawStep,
-    RepeatArg, SubmitArg, TimeoutArg, WaitArg, WaitState,
+    AssertArg, CoordinateArg, EvalArg, ExtractArg, FieldValue, GroupArg, IdleArg, PressArg,
+    RawKind, RawStep, RepeatArg, SubmitArg, TimeoutArg, WaitArg, WaitState,
 };
 use super::{BUILTIN_VARIABLES, parse_duration, template_variables};
 use crate::Error;
@@ -134,6 +134,13 @@ fn lowering<'a>(data: Option<&DataTable>, think_time: &'a str) -> Lowering<'a> {
     Lowering { known, think_time }
 }
 
+/// How long a coordination group waits for its last members, when the step does not say.
+const DEFAULT_COORDINATE_TIMEOUT_MS: u64 = 5_000;
+
+/// The variables a `coordinate` step sets: the group's number at its point, the user's place
+/// in it, its members' user ids (comma-separated, in order of arrival), its size.
+pub const GROUP_VARIABLES: [&str; 4] = ["group_id", "group_index", "group_peers", "group_size"];
+
 /// A lowered step before its name is settled: the default name, and what it does.
 type Lowered = (String, StepKind);
 
@@ -242,6 +249,7 @@ impl Lowering<'_> {
             RawKind::LiveviewSubmit(s) => self.liveview_submit(s)?,
             RawKind::Assert(a) => self.assert(a)?,
             RawKind::Extract(e) => self.extract(e)?,
+            RawKind::Coordinate(c) => self.coordinate(c)?,
             RawKind::Think(text) => self.think(text)?,
             RawKind::Eval(e) => self.eval(e)?,
             RawKind::Group(g) => self.group(g)?,
@@ -523,6 +531,43 @@ impl Lowering<'_> {
             StepKind::Repeat {
                 times: repeat.times,
                 steps: self.steps(repeat.steps)?,
+            },
+        ))
+    }
+
+    /// `coordinate`: a point's name, a group of at least 1, a timeout (5 s by default). The
+    /// group's variables are known from here on.
+    fn coordinate(&mut self, c: CoordinateArg) -> Result<Lowered, Located> {
+        if c.name.trim().is_empty() {
+            return Err(Located::new(
+                "coordinate: name must not be empty",
+                "coordinate",
+            ));
+        }
+        if c.group == 0 {
+            return Err(Located::new(
+                "coordinate: group must be at least 1",
+                "group",
+            ));
+        }
+        let timeout_ms = match &c.timeout {
+            Some(text) => self.duration_ms(text)?,
+            None => DEFAULT_COORDINATE_TIMEOUT_MS,
+        };
+        if timeout_ms == 0 {
+            return Err(Located::new(
+                "coordinate: timeout must be more than 0",
+                "timeout",
+            ));
+        }
+        self.known
+            .extend(GROUP_VARIABLES.iter().map(|v| v.to_string()));
+        Ok((
+            format!("coordinate {}", c.name),
+            StepKind::Coordinate {
+                point: c.name,
+                group: c.group,
+                timeout_ms,
             },
         ))
     }

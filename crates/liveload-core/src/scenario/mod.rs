@@ -221,6 +221,7 @@ pub const STEP_KINDS: &[&str] = &[
     "liveview_submit",
     "assert",
     "extract",
+    "coordinate",
     "think",
     "eval",
     "group",

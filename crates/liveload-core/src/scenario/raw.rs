@@ -269,6 +269,8 @@ pub(super) enum RawKind {
     Assert(AssertArg),
     /// `extract: { var, selector, attribute? | value? }`.
     Extract(ExtractArg),
+    /// `coordinate: { name, group, timeout? }`.
+    Coordinate(CoordinateArg),
     /// `think`, `think: 2s` or `think: 1s..3s`.
     Think(Option<String>),
     /// `eval: JS` or `eval: { js, var? }`.
@@ -446,6 +448,20 @@ pub(super) struct GroupArg {
     pub(super) steps: Vec<RawStep>,
 }
 
+/// The argument of `coordinate`: where users meet, how many make a group, how long a group
+/// waits for its last members.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CoordinateArg {
+    /// The coordination point (users meet at the same name).
+    pub(super) name: String,
+    /// Users per group.
+    pub(super) group: u32,
+    /// How long a group waits after its first arrival (default 5s).
+    #[serde(default)]
+    pub(super) timeout: Option<String>,
+}
+
 /// The argument of `repeat`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -602,6 +618,7 @@ fn read_kind<'de, A: MapAccess<'de>>(key: &str, map: &mut A) -> Result<RawKind, 
         "liveview_submit" => RawKind::LiveviewSubmit(map.next_value()?),
         "assert" => RawKind::Assert(map.next_value()?),
         "extract" => RawKind::Extract(map.next_value()?),
+        "coordinate" => RawKind::Coordinate(map.next_value()?),
         "think" => RawKind::Think(map.next_value()?),
         "eval" => RawKind::Eval(map.next_value::<StringOrMap<EvalArg>>()?.0),
         "group" => RawKind::Group(map.next_value()?),

@@ -136,6 +136,14 @@ fn step_argument(kind: &str) -> Option<Value> {
             "value": {"type": "boolean"}, "secret": secret()}),
             &["var", "selector"],
         ),
+        "coordinate" => with_description(
+            object(
+                json!({"name": string(), "group": {"type": "integer", "minimum": 1},
+                "timeout": duration()}),
+                &["name", "group"],
+            ),
+            "wait until `group` users (cluster-wide) reach this point, or `timeout` (5s) after the first",
+        ),
         "think" => {
             json!({"type": "string", "description": "a duration (2s) or a range (1s..3s)"})
         }

@@ -107,6 +107,7 @@ fn snapshot() -> impl Strategy<Value = MetricsSnapshot> {
     )
         .prop_map(
             |(seq, elapsed_ms, active_users, counters, histograms, errors)| MetricsSnapshot {
+                records: Vec::new(),
                 resources: None,
                 seq,
                 elapsed_ms,

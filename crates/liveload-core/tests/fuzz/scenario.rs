@@ -75,6 +75,7 @@ fn check_scenario(s: &Scenario) -> Result<(), TestCaseError> {
     let frame = ControllerMessage::Prepare(Box::new(Assignment {
         memory_budget_bytes: None,
         user_loop: Default::default(),
+        trace_file: None,
         run_id: "fuzz-r1".into(),
         scenario: s.name.clone(),
         base_url: s.base_url.clone(),

@@ -242,6 +242,7 @@ fn controller_seeds() -> Vec<Value> {
     let assignment = Assignment {
         memory_budget_bytes: None,
         user_loop: Default::default(),
+        trace_file: None,
         run_id: "r".into(),
         scenario: "s".into(),
         base_url: "http://127.0.0.1".into(),
@@ -320,6 +321,7 @@ fn agent_seeds() -> Vec<Value> {
         max_users: Some(10),
     };
     let snapshot = MetricsSnapshot {
+        records: Vec::new(),
         resources: Some(liveload_proto::NodeResources {
             memory_bytes: 300 << 20,
             cpu_cores: 0.75,

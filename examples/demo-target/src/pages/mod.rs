@@ -7,5 +7,6 @@ pub(crate) mod actionability;
 pub(crate) mod clicks;
 pub(crate) mod health;
 pub(crate) mod home;
+pub(crate) mod probe;
 pub(crate) mod seen;
 pub(crate) mod table;

@@ -1,6 +1,7 @@
 //! `/seen?v=VALUE`: a page that records the value it was opened with, and `/seen/list` (one
-//! value per line, in arrival order): what the server saw of the users' data. Tests use it to
-//! prove which CSV row, generated value or `on_start`/`on_stop` step reached the server.
+//! `MS VALUE` line per visit, in arrival order; `MS`: milliseconds since the server started):
+//! what the server saw of the users' data, and when. Tests use it to prove which CSV row,
+//! generated value, `on_start`/`on_stop` step or coordinated group reached the server.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,8 +10,8 @@ use axum::extract::{Query, State};
 use axum::response::Html;
 use axum::routing::get;
 
-/// The values seen, in arrival order.
-type Seen = Arc<Mutex<Vec<String>>>;
+/// The values seen, in arrival order, each with its time (ms since the server started).
+type Seen = Arc<Mutex<Vec<(u128, String)>>>;
 
 /// The most values kept: a load test can open this page without bound.
 const MAX_SEEN: usize = 100_000;
@@ -23,15 +24,16 @@ struct Value {
 /// `/seen` and `/seen/list`.
 pub(crate) fn routes() -> Router {
     let seen: Seen = Arc::default();
+    let started = std::time::Instant::now();
     Router::new()
         .route(
             "/seen",
             get(
-                |State(seen): State<Seen>, Query(value): Query<Value>| async move {
+                move |State(seen): State<Seen>, Query(value): Query<Value>| async move {
                     let value = value.v.unwrap_or_default();
                     let mut list = seen.lock().expect("not poisoned");
                     if list.len() < MAX_SEEN {
-                        list.push(value.clone());
+                        list.push((started.elapsed().as_millis(), value.clone()));
                     }
                     // Only letters, digits and a few marks go back into the page.
                     let shown: String = value
@@ -48,7 +50,9 @@ pub(crate) fn routes() -> Router {
             "/seen/list",
             get(|State(seen): State<Seen>| async move {
                 let list = seen.lock().expect("not poisoned");
-                list.iter().map(|v| format!("{v}\n")).collect::<String>()
+                list.iter()
+                    .map(|(ms, v)| format!("{ms} {v}\n"))
+                    .collect::<String>()
             }),
         )
         .with_state(seen)
