@@ -294,7 +294,9 @@ struct GroupSample {
     agent_rss_kib: u64,
     browser_pss_kib: u64,
     browser_processes: u32,
+    /// The whole group's CPU, and the agent's own part of it.
     cpu_ticks: u64,
+    agent_cpu_ticks: u64,
 }
 
 fn sample_group(agent_pid: i32) -> GroupSample {
@@ -302,6 +304,7 @@ fn sample_group(agent_pid: i32) -> GroupSample {
     for process in liveload_local::procfs::group(agent_pid) {
         sample.cpu_ticks += process.cpu_ticks;
         if process.pid == agent_pid {
+            sample.agent_cpu_ticks = process.cpu_ticks;
             sample.agent_rss_kib = status_kib(process.pid, "VmRSS:");
         } else {
             sample.browser_processes += 1;
@@ -339,6 +342,8 @@ struct UsersFigure {
     browser_processes: u32,
     agent_rss_mib: f64,
     cpu_percent: f64,
+    /// The agent's own part of `cpu_percent`.
+    agent_cpu_percent: f64,
     setup: Option<LatencySummary>,
     /// WebSocket frames each user received per second in the window: the page still lives.
     frames_per_user_s: f64,
@@ -392,12 +397,13 @@ async fn users_bench(
         );
     }
     println!(
-        "{:>6} {:>14} {:>6} {:>14} {:>8} {:>14} {:>14} {:>12} {:>7}",
+        "{:>6} {:>14} {:>6} {:>14} {:>8} {:>11} {:>14} {:>14} {:>12} {:>7}",
         "users",
         "browser PSS MiB",
         "procs",
         "agent RSS MiB",
         "CPU %",
+        "agent CPU %",
         "setup p50 ms",
         "setup p95 ms",
         "frames/user/s",
@@ -405,12 +411,13 @@ async fn users_bench(
     );
     for f in &figures {
         println!(
-            "{:>6} {:>14.1} {:>6} {:>14.1} {:>8.1} {:>14} {:>14} {:>12.2} {:>7}",
+            "{:>6} {:>14.1} {:>6} {:>14.1} {:>8.1} {:>11.2} {:>14} {:>14} {:>12.2} {:>7}",
             f.users,
             f.browser_pss_mib,
             f.browser_processes,
             f.agent_rss_mib,
             f.cpu_percent,
+            f.agent_cpu_percent,
             f.setup.map_or("-".into(), |s| format!("{:.1}", s.p50_ms)),
             f.setup.map_or("-".into(), |s| format!("{:.1}", s.p95_ms)),
             f.frames_per_user_s,
@@ -573,10 +580,10 @@ async fn users_once(
             .iter()
             .filter_map(|name| metrics.counters.get(*name))
             .sum();
-        let cpu_percent = (after.cpu_ticks.saturating_sub(before.cpu_ticks)) as f64
-            / clock_ticks_per_second()
-            / seconds
-            * 100.0;
+        let percent = |ticks: u64| ticks as f64 / clock_ticks_per_second() / seconds * 100.0;
+        let cpu_percent = percent(after.cpu_ticks.saturating_sub(before.cpu_ticks));
+        let agent_cpu_percent =
+            percent(after.agent_cpu_ticks.saturating_sub(before.agent_cpu_ticks));
         let _ = connection.send(&ControllerMessage::Shutdown).await;
         Ok(UsersFigure {
             users,
@@ -584,6 +591,7 @@ async fn users_once(
             browser_processes: after.browser_processes,
             agent_rss_mib: after.agent_rss_kib as f64 / 1024.0,
             cpu_percent,
+            agent_cpu_percent,
             setup: metrics.histograms.get("user_setup").map(LatencySummary::of),
             frames_per_user_s: frames_in_window as f64 / seconds / users.max(1) as f64,
             failed,
