@@ -28,6 +28,20 @@ pub struct Coordination {
     waiting: Mutex<HashMap<(String, u64), oneshot::Sender<Group>>>,
 }
 
+/// Removes a user from the waiting ones when its wait ends, however it ends.
+struct Waiting<'a> {
+    coordination: &'a Coordination,
+    key: (String, u64),
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut waiting) = self.coordination.waiting.lock() {
+            waiting.remove(&self.key);
+        }
+    }
+}
+
 /// How much longer than the group's own timeout a user waits for the controller's answer
 /// (the controller releases a partial group at the timeout; past this, it is gone).
 const ANSWER_MARGIN: Duration = Duration::from_secs(10);
@@ -41,33 +55,29 @@ impl Coordination {
         }
     }
 
-    /// `user_id` arrives at `point` and waits for its group (of `group`, released partial
-    /// `timeout` after its first arrival).
-    pub async fn meet(
-        &self,
-        point: &str,
-        user_id: u64,
-        group: u32,
-        timeout: Duration,
-    ) -> Result<Group> {
+    /// `user_id` arrives at `point` and waits for its group (released partial, at the latest,
+    /// `timeout` after the group's first arrival).
+    pub async fn meet(&self, point: &str, user_id: u64, timeout: Duration) -> Result<Group> {
         let (tx, rx) = oneshot::channel();
         let key = (point.to_string(), user_id);
         self.waiting
             .lock()
             .expect("not poisoned")
             .insert(key.clone(), tx);
+        // Whatever happens — an answer, a timeout, or this future dropped by the iteration's
+        // timeout or a forced stop — the user no longer waits: a late release finds nobody.
+        let _waiting = Waiting {
+            coordination: self,
+            key,
+        };
         let sent = self.out.send(AgentMessage::Arrived {
             point: point.to_string(),
             user_id,
-            group,
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         });
         let answer = match sent {
             Ok(()) => Some(tokio::time::timeout(timeout.saturating_add(ANSWER_MARGIN), rx).await),
             Err(_) => None,
         };
-        // Whatever happened, this user no longer waits (a late release finds nobody).
-        self.waiting.lock().expect("not poisoned").remove(&key);
         match answer {
             Some(Ok(Ok(group))) => Ok(group),
             None | Some(Ok(Err(_))) => {
@@ -93,5 +103,41 @@ impl Coordination {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A release wakes the members waiting here with their place in the group; a wait that is
+    /// abandoned (its iteration timed out) leaves nothing behind for a later release to find.
+    #[tokio::test]
+    async fn releases_wake_members_and_abandoned_waits_leave_nothing() {
+        let (out, mut sent) = mpsc::unbounded_channel();
+        let coordination = std::sync::Arc::new(Coordination::new(out));
+        let waiter = {
+            let c = coordination.clone();
+            tokio::spawn(async move { c.meet("room", 7, Duration::from_secs(5)).await })
+        };
+        let arrived = sent.recv().await.unwrap();
+        assert_eq!(
+            arrived,
+            AgentMessage::Arrived {
+                point: "room".into(),
+                user_id: 7
+            }
+        );
+        coordination.release("room", 3, 4, &[2, 7]);
+        let group = waiter.await.unwrap().unwrap();
+        assert_eq!((group.id, group.index, group.members.clone()), (3, 1, vec![2, 7]));
+
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            coordination.meet("room", 8, Duration::from_secs(5)),
+        )
+        .await;
+        assert!(abandoned.is_err(), "still waiting when dropped");
+        assert!(coordination.waiting.lock().unwrap().is_empty());
     }
 }

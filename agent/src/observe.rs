@@ -108,7 +108,8 @@ pub async fn watch(
                         }
                     }
                     if let Some((user, iteration)) = recording.current() {
-                        record_response(&recorder, &event, (user, iteration), ttfb);
+                        let url = recording.url(&event.response.url);
+                        record_response(&recorder, &event, (user, iteration), (ttfb, url));
                     }
                 }
                 Some(_) = sockets.next() => recorder.count("ws.connections", 1),
@@ -180,17 +181,17 @@ pub async fn watch(
 }
 
 /// A trace record of a response of a recorded iteration: its time to the headers, status and
-/// URL (without its query string).
+/// URL (as [`PageRecording::url`](crate::records::PageRecording::url) gives it).
 fn record_response(
     recorder: &Recorder,
     event: &EventResponseReceived,
     (user, iteration): (u64, u64),
-    ttfb: Option<Duration>,
+    (ttfb, url): (Option<Duration>, String),
 ) {
     let response = &event.response;
     let status = u16::try_from(response.status).ok();
     recorder.records.push(liveload_proto::TraceRecord {
-        t_ms: recorder.records.now_ms(),
+        t_ms: 0, // stamped by `push`
         user,
         iteration,
         kind: liveload_proto::RecordKind::Http,
@@ -198,7 +199,7 @@ fn record_response(
         duration_ms: ttfb.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
         ok: response.status < 400,
         status,
-        url: Some(crate::records::without_query(&response.url)),
+        url: Some(url),
         error: None,
     });
 }

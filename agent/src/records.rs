@@ -23,7 +23,13 @@ struct BufferState {
     second: u64,
     spent: u64,
     dropped: u64,
+    /// Bytes of `pending`, bounded by [`MAX_PENDING_BYTES`].
+    pending_bytes: u64,
 }
+
+/// The most record bytes waiting for one snapshot, whatever the budget: a snapshot must stay
+/// far below the protocol's 8 MiB frame limit (captures share it), even after a stall.
+const MAX_PENDING_BYTES: u64 = 2 * 1024 * 1024;
 
 impl RecordBuffer {
     /// Record as `config` says (`None`: nothing), timing records from `started`.
@@ -43,38 +49,41 @@ impl RecordBuffer {
         sample >= 1.0 || (sample > 0.0 && rand::rng().random::<f64>() < sample)
     }
 
-    /// Milliseconds since the start signal.
-    pub fn now_ms(&self) -> u64 {
-        let started = self.state.lock().expect("not poisoned").started;
-        started.map_or(0, |s| {
-            u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX)
-        })
-    }
-
-    /// Keep `record` for the next snapshot, unless this second's budget is spent (then it is
-    /// dropped and counted).
-    pub fn push(&self, record: TraceRecord) {
+    /// Keep `record` for the next snapshot, stamped with the time now (under the buffer's
+    /// lock, so records are in time order whichever task made them), unless this second's
+    /// budget is spent (then it is dropped and counted).
+    pub fn push(&self, mut record: TraceRecord) {
         let mut state = self.state.lock().expect("not poisoned");
         let Some(config) = state.config else {
             return;
         };
+        if let Some(started) = state.started {
+            record.t_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        }
         let size = serde_json::to_vec(&record).map_or(0, |v| v.len() as u64);
+        // Records made by different tasks may come a little out of order: a second's budget
+        // starts only when time moves forward, never again for an earlier second.
         let second = record.t_ms / 1000;
-        if second != state.second {
+        if second > state.second {
             state.second = second;
             state.spent = 0;
         }
-        if state.spent.saturating_add(size) > config.bytes_per_s {
+        let pending = state.pending_bytes;
+        if state.spent.saturating_add(size) > config.bytes_per_s
+            || pending.saturating_add(size) > MAX_PENDING_BYTES
+        {
             state.dropped += 1;
             return;
         }
         state.spent += size;
+        state.pending_bytes += size;
         state.pending.push(record);
     }
 
     /// The records kept since the last call, in order, and how many were dropped.
     pub fn take(&self) -> (Vec<TraceRecord>, u64) {
         let mut state = self.state.lock().expect("not poisoned");
+        state.pending_bytes = 0;
         (
             std::mem::take(&mut state.pending),
             std::mem::take(&mut state.dropped),
@@ -89,14 +98,26 @@ pub struct PageRecording {
     on: AtomicBool,
     user: AtomicU64,
     iteration: AtomicU64,
+    /// The user's secret values as the iteration began, redacted from the records' URLs.
+    secrets: Mutex<crate::secrets::Secrets>,
 }
 
 impl PageRecording {
-    /// The page now runs `user`'s `iteration`, recorded or not.
-    pub fn set(&self, on: bool, user: u64, iteration: u64) {
+    /// The page now runs `user`'s `iteration`, recorded or not, with these secrets.
+    pub fn set(&self, on: bool, user: u64, iteration: u64, secrets: &crate::secrets::Secrets) {
+        if on {
+            *self.secrets.lock().expect("not poisoned") = secrets.clone();
+        }
         self.user.store(user, Ordering::Relaxed);
         self.iteration.store(iteration, Ordering::Relaxed);
         self.on.store(on, Ordering::Relaxed);
+    }
+
+    /// `url` as a record may hold it: without its query, fragment and credentials, and with
+    /// the user's secret values redacted.
+    pub fn url(&self, url: &str) -> String {
+        let bare = without_query(url);
+        self.secrets.lock().expect("not poisoned").redact(&bare)
     }
 
     /// `(user, iteration)` when the current iteration is recorded.
@@ -110,9 +131,18 @@ impl PageRecording {
     }
 }
 
-/// `url` without its query string and fragment (where tokens travel).
+/// `url` without its query string, fragment and `user:password@` (where tokens travel).
 pub fn without_query(url: &str) -> String {
-    url.split(['?', '#']).next().unwrap_or_default().to_string()
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string()
+        }
+        Err(_) => url.split(['?', '#']).next().unwrap_or_default().to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -149,15 +179,33 @@ mod tests {
             bytes_per_s: 3 * size,
         };
         buffer.configure(Some(config), Instant::now());
-        for t in [10, 20, 30, 40, 50] {
-            buffer.push(record(t));
+        for _ in 0..5 {
+            buffer.push(record(10));
         }
-        buffer.push(record(1_010)); // a new second, a new budget
         let (kept, dropped) = buffer.take();
-        let times: Vec<u64> = kept.iter().map(|r| r.t_ms).collect();
-        assert_eq!(times, [10, 20, 30, 1_010]);
-        assert_eq!(dropped, 2);
+        assert_eq!(
+            (kept.len(), dropped),
+            (3, 2),
+            "three fit this second's budget"
+        );
+        assert!(
+            kept.windows(2).all(|w| w[0].t_ms <= w[1].t_ms),
+            "stamped in order"
+        );
         assert!(buffer.sample());
         assert_eq!(without_query("http://h/p?token=x#f"), "http://h/p");
+        assert_eq!(without_query("https://ada:pw@h/p"), "https://h/p");
+    }
+
+    #[test]
+    fn record_urls_lose_the_users_secrets() {
+        let recording = PageRecording::default();
+        let mut secrets = crate::secrets::Secrets::default();
+        secrets.add("s3cr3t-token");
+        recording.set(true, 4, 1, &secrets);
+        let url = recording.url("https://h/reset/s3cr3t-token/confirm?more=s3cr3t-token");
+        assert!(!url.contains("s3cr3t-token"), "{url}");
+        assert!(url.starts_with("https://h/reset/"), "{url}");
+        assert_eq!(recording.current(), Some((4, 1)));
     }
 }

@@ -35,8 +35,9 @@ pub struct Sampler {
     whole_group: bool,
     /// Each process's CPU time at the last sample, in clock ticks, and when.
     last_cpu: Option<(std::collections::HashMap<i32, u64>, Instant)>,
-    /// Each process's last PSS read and its resident size then, both in KiB.
-    pss: std::collections::HashMap<i32, (u64, u64)>,
+    /// Each process's last PSS read and its resident size then, both in KiB, by pid and start
+    /// time (a pid reused by a new process is a new entry).
+    pss: std::collections::HashMap<(i32, u64), (u64, u64)>,
     /// Where the round of exact PSS reads goes on from, in pid order.
     next_read: usize,
     /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
@@ -117,21 +118,26 @@ impl Sampler {
     fn estimate_pss_bytes(&mut self, processes: &[i32]) -> u64 {
         let mut pids = processes.to_vec();
         pids.sort_unstable();
-        self.pss.retain(|pid, _| pids.binary_search(pid).is_ok());
+        let keys: Vec<(i32, u64)> = pids
+            .iter()
+            .filter_map(|pid| Some((*pid, start_time(*pid)?)))
+            .collect();
+        self.pss.retain(|key, _| keys.contains(key));
         let (due, next) = due_for_reading(&pids, self.next_read);
         self.next_read = next;
         let mut total_kib = 0u64;
-        for pid in pids {
-            let rss = rss_kib(pid);
-            let known = self.pss.get(&pid).copied();
-            let kib = match (known, rss) {
-                (Some(last), Some(rss)) if !due.contains(&pid) => estimated_kib(last, rss),
-                _ => match pss_kib(pid) {
-                    Some(pss) => {
-                        self.pss.insert(pid, (pss, rss.unwrap_or(0)));
+        for key in keys {
+            let rss = rss_kib(key.0);
+            let kib = match (self.pss.get(&key).copied(), rss) {
+                (Some(last), Some(rss)) if !due.contains(&key.0) => estimated_kib(last, rss),
+                _ => match (pss_kib(key.0), rss) {
+                    (Some(pss), Some(rss)) => {
+                        self.pss.insert(key, (pss, rss));
                         pss
                     }
-                    None => 0,
+                    // Without a resident size to compare later, read it exactly next time.
+                    (Some(pss), None) => pss,
+                    (None, _) => 0,
                 },
             };
             total_kib += kib;
@@ -183,6 +189,13 @@ fn group_processes(group: i32) -> Vec<i32> {
 fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     let after = &stat[stat.rfind(')')? + 1..];
     Some(after.split_whitespace().collect())
+}
+
+/// When `pid` started, in clock ticks since boot (`/proc/PID/stat` field 22): with the pid, it
+/// names one process even when the pid is reused.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_fields(&stat)?.get(19)?.parse().ok()
 }
 
 /// User + system CPU time of `pid`, in clock ticks.

@@ -57,6 +57,10 @@ const AGENT_SWITCHES: &[&str] = &[
 /// behaved (README, "Density"; `scripts/density.sh` repeats the measurement).
 const DENSITY_SWITCHES: &[&str] = &[];
 
+/// Switches an operator cannot leave out: without them the agent cannot drive the browser
+/// (`remote-debugging-pipe`) or the browser shows a window (`headless`).
+const KEPT: &[&str] = &["remote-debugging-pipe", "headless"];
+
 /// Switches whose value is a list Chromium reads once: repeated ones are merged.
 const LIST_SWITCHES: &[(&str, &str)] = &[
     ("--enable-features", ","),
@@ -125,10 +129,16 @@ pub fn command_line(tuning: &Tuning) -> Vec<String> {
         .iter()
         .chain(AGENT_SWITCHES)
         .chain(DENSITY_SWITCHES)
-        .filter(|s| !tuning.ignore.iter().any(|i| i == name(s)))
+        .filter(|s| KEPT.contains(&name(s)) || !tuning.ignore.iter().any(|i| i == name(s)))
         .map(|s| s.to_string());
+    // No operator switch may open DevTools anywhere but the agent's pipe.
+    let extra = tuning
+        .extra
+        .iter()
+        .filter(|s| !name(s).starts_with("remote-debugging-"))
+        .cloned();
     let mut line: Vec<String> = Vec::new();
-    for switch in defaults.chain(tuning.extra.iter().cloned()) {
+    for switch in defaults.chain(extra) {
         let list = LIST_SWITCHES.iter().find(|(n, _)| name(n) == name(&switch));
         let merged = list.and_then(|(n, separator)| {
             let value = switch.split_once('=')?.1;
@@ -184,6 +194,23 @@ mod tests {
         );
         assert!(line.contains(&"--disable-quic".to_string()));
         assert_eq!(command_line(&Tuning::default()).len(), line.len() + 2);
+    }
+
+    #[test]
+    fn the_pipe_stays_and_no_port_opens() {
+        let tuning = Tuning::parse(
+            "--remote-debugging-port=9222 --remote-debugging-address=0.0.0.0 --x",
+            "remote-debugging-pipe,headless",
+            "",
+        );
+        let line = command_line(&tuning);
+        assert!(line.contains(&"--remote-debugging-pipe".to_string()));
+        assert!(line.contains(&"--headless".to_string()));
+        assert!(
+            !line.iter().any(|s| s.starts_with("--remote-debugging-port")
+                || s.starts_with("--remote-debugging-address"))
+        );
+        assert_eq!(line.last().unwrap(), "--x");
     }
 
     #[test]

@@ -74,6 +74,8 @@ impl Browser {
             depth: 0,
             coordination: None,
             recorded: false,
+            user_id: 0,
+            iteration: 0,
         }
     }
 

@@ -78,6 +78,8 @@ impl UserEnv {
             depth: 0,
             coordination: self.coordination.as_deref(),
             recorded: false,
+            user_id,
+            iteration: 0,
         }
     }
 
@@ -244,11 +246,20 @@ pub async fn run_user(
     let mut user = env.user_state(context.as_ref().map(|c| &c.page), user_id);
     user.vars.insert("iteration".into(), "0".into());
     let user_loop = &env.assignment.user_loop;
-    let on_start = &user_loop.on_start;
-    let started_well = env
-        .run_once(&mut user, user_id, ("on_start", 0), on_start, &mut stops)
-        .await;
-    let (iterations, failed_iterations) = match started_well {
+    // A user starting after the duration (a late `users add`) or already stopped does nothing,
+    // `on_start` and `on_stop` included.
+    let live = Instant::now() < env.deadline && stops.running();
+    let started_well = !live
+        || env
+            .run_once(
+                &mut user,
+                user_id,
+                ("on_start", 0),
+                &user_loop.on_start,
+                &mut stops,
+            )
+            .await;
+    let (iterations, failed_iterations) = match live && started_well {
         true => {
             let recording = context.as_ref().map(|c| &*c.recording);
             iterate(&env, (&mut user, recording), user_id, &mut stops).await
@@ -257,7 +268,8 @@ pub async fn run_user(
     };
     // `on_stop` runs after the duration, a graceful stop or the last iteration; a forced
     // stop ends the user at once.
-    let stopped_well = stops.forced()
+    let stopped_well = !live
+        || stops.forced()
         || env
             .run_once(
                 &mut user,
@@ -280,16 +292,10 @@ pub async fn run_user(
 
 /// A trace record of one whole recorded iteration, its error redacted.
 fn record_iteration(user: &UserState<'_>, elapsed: Duration, error: Option<&anyhow::Error>) {
-    let number = |name: &str| {
-        user.vars
-            .get(name)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
     user.recorder.records.push(liveload_proto::TraceRecord {
-        t_ms: user.recorder.records.now_ms(),
-        user: number("user_id"),
-        iteration: number("iteration"),
+        t_ms: 0, // stamped by `push`
+        user: user.user_id,
+        iteration: user.iteration,
         kind: liveload_proto::RecordKind::Iteration,
         name: "iteration".into(),
         duration_ms: elapsed.as_secs_f64() * 1000.0,
@@ -396,9 +402,10 @@ async fn iterate(
         let started = Instant::now();
         next_start = pacing.and_then(|p| started.checked_add(p));
         user.vars.insert("iteration".into(), iterations.to_string());
+        user.iteration = iterations;
         user.recorded = recorder.records.sample();
         if let Some(page) = recording {
-            page.set(user.recorded, user_id, iterations);
+            page.set(user.recorded, user_id, iterations, &user.secrets);
         }
         let iteration = run_steps(user, &env.assignment.steps);
         let outcome = tokio::select! {
@@ -414,7 +421,7 @@ async fn iterate(
         }
         user.recorded = false;
         if let Some(page) = recording {
-            page.set(false, user_id, iterations);
+            page.set(false, user_id, iterations, &user.secrets);
         }
         match outcome {
             Ok(()) => recorder.count("iterations_ok", 1),
@@ -468,7 +475,9 @@ pub async fn run_arrival(env: Arc<UserEnv>, user_id: u64, scheduled: Instant) {
     user.vars.insert("iteration".into(), "0".into());
     user.recorded = recorder.records.sample();
     if let Some(context) = &context {
-        context.recording.set(user.recorded, user_id, 0);
+        context
+            .recording
+            .set(user.recorded, user_id, 0, &user.secrets);
     }
     let timeout = Duration::from_millis(env.assignment.iteration_timeout_ms);
     let began = Instant::now();

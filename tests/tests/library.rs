@@ -500,10 +500,11 @@ async fn iterations_and_pacing_bound_and_space_each_users_iterations() {
         "the pacing wait is not latency: {iteration:?}"
     );
 
-    // Without `iterations:`, the duration ends them: starts at 0, 0.5 and 1.0 s in 1.2 s.
+    // Without `iterations:`, the duration ends them: starts at 0, 1 and 2 s in 2.5 s (half a
+    // second of margin either side of the last start).
     let mut scenario = idle_scenario(2);
-    scenario.duration = Duration::from_millis(1200);
-    scenario.user_loop.pacing_ms = Some(500);
+    scenario.duration = Duration::from_millis(2500);
+    scenario.user_loop.pacing_ms = Some(1000);
     let mut opts = options(2, sizing_for(2, host_cores()));
     opts.duration = scenario.duration;
     let report = run_quiet(&backend, &scenario, &opts).await.unwrap();

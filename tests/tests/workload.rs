@@ -138,7 +138,7 @@ duration: 60s
 iterations: 1
 steps:
   - think: 10ms..1500ms
-  - coordinate: { name: room, group: 4, timeout: 30s }
+  - coordinate: { name: room, group: 4, timeout: 20s }
   - navigate: "/seen?v=room-{{group_id}}-{{group_index}}-{{user_id}}-{{group_size}}-{{group_peers}}"
 "##,
     );

@@ -59,6 +59,11 @@ pub struct UserState<'a> {
     pub coordination: Option<&'a crate::coordination::Coordination>,
     /// The running iteration is recorded (`liveload run --trace`): each step becomes a record.
     pub recorded: bool,
+    /// The user's id (also `{{user_id}}`, which a CSV column or an `extract` may shadow; this
+    /// one cannot be).
+    pub user_id: u64,
+    /// The running iteration's number (also `{{iteration}}`, likewise).
+    pub iteration: u64,
 }
 
 /// Whether the iteration goes on after a step.
@@ -120,21 +125,11 @@ pub fn run_steps<'s, 'u: 's, 'a: 's>(
 /// `coordinate`: wait for the group, then set its variables. The group's first member counts
 /// it (`coordinate:<point>.groups`, `.grouped_users`, and `.partial_groups` when the timeout
 /// released it short); the wait itself is the step's own latency.
-async fn coordinate(
-    user: &mut UserState<'_>,
-    point: &str,
-    group: u32,
-    timeout: Duration,
-) -> Result<()> {
+async fn coordinate(user: &mut UserState<'_>, point: &str, timeout: Duration) -> Result<()> {
     let coordination = user
         .coordination
         .ok_or_else(|| anyhow::anyhow!("coordinate '{point}': no controller to coordinate with"))?;
-    let user_id = user
-        .vars
-        .get("user_id")
-        .and_then(|id| id.parse().ok())
-        .unwrap_or(0);
-    let met = coordination.meet(point, user_id, group, timeout).await?;
+    let met = coordination.meet(point, user.user_id, timeout).await?;
     if met.index == 0 {
         let metric = |what: &str| format!("coordinate:{point}.{what}");
         user.recorder.count(&metric("groups"), 1);
@@ -164,16 +159,10 @@ fn record_step(
     elapsed: Duration,
     error: Option<&anyhow::Error>,
 ) {
-    let number = |name: &str| {
-        user.vars
-            .get(name)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
     user.recorder.records.push(liveload_proto::TraceRecord {
-        t_ms: user.recorder.records.now_ms(),
-        user: number("user_id"),
-        iteration: number("iteration"),
+        t_ms: 0, // stamped by `push`
+        user: user.user_id,
+        iteration: user.iteration,
         kind: liveload_proto::RecordKind::Step,
         name: metric.strip_prefix("step:").unwrap_or(metric).to_string(),
         duration_ms: elapsed.as_secs_f64() * 1000.0,
@@ -283,10 +272,8 @@ async fn run_step(user: &mut UserState<'_>, step: &Step) -> Result<Flow> {
             set_var(user, var, value, *secret);
         }
         StepKind::Coordinate {
-            point,
-            group,
-            timeout_ms,
-        } => coordinate(user, point, *group, Duration::from_millis(*timeout_ms)).await?,
+            point, timeout_ms, ..
+        } => coordinate(user, point, Duration::from_millis(*timeout_ms)).await?,
         StepKind::Think { min_ms, max_ms } => {
             let ms = if max_ms > min_ms {
                 rand::rng().random_range(*min_ms..=*max_ms)

@@ -510,7 +510,7 @@ impl Error {
                 "add rows, run at most {rows} users (--users {rows}), or use mode cycle (rows repeat) or random"
             ),
             Error::AssignmentTooLarge { .. } => {
-                "use a smaller data file (fewer or shorter rows, fewer characters JSON must escape) or fewer steps; every node receives the whole scenario and its data"
+                "use a smaller data file (fewer or shorter rows, fewer characters JSON must escape) or fewer steps; every node receives the scenario and its share of the data (all of it when its users outnumber the rows)"
                     .into()
             }
             _ => return None,

@@ -148,16 +148,13 @@ pub enum AgentMessage {
     /// One step of a traced user (only when the assignment's [`Diagnostics::trace`] asks).
     Trace(Box<StepTrace>),
     /// A user reached a coordination point and waits for its group (see
-    /// [`StepKind::Coordinate`]); the controller answers with `Release`.
+    /// [`StepKind::Coordinate`]); the controller answers with `Release`. The group's size and
+    /// timeout are the scenario's, which the controller holds: an agent names only the point.
     Arrived {
         /// The coordination point.
         point: String,
         /// The user.
         user_id: u64,
-        /// Users per group, as the step says.
-        group: u32,
-        /// The step's timeout, in ms.
-        timeout_ms: u64,
     },
     /// The agent could not do what was asked; it stays connected so the controller can shut it
     /// down.

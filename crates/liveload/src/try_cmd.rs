@@ -131,13 +131,16 @@ async fn try_once(scenario: &Scenario, args: &TryArgs) -> Result<Verdict, Error>
     result
 }
 
+/// How many timeouts the one user may take: its iteration, and `on_start` and `on_stop`
+/// around it, each within its own.
+fn phases(scenario: &Scenario) -> u32 {
+    let around = [&scenario.user_loop.on_start, &scenario.user_loop.on_stop];
+    1 + around.iter().filter(|steps| !steps.is_empty()).count() as u32
+}
+
 /// One user, one iteration, traced.
 fn assignment(scenario: &Scenario, run_id: &str, args: &TryArgs) -> Assignment {
-    // `on_start` and `on_stop` run around the one iteration, each within its own timeout.
-    let phases = 1 + [&scenario.user_loop.on_start, &scenario.user_loop.on_stop]
-        .iter()
-        .filter(|steps| !steps.is_empty())
-        .count() as u32;
+    let phases = phases(scenario);
     Assignment {
         memory_budget_bytes: None,
         user_loop: scenario.user_loop.clone(),
@@ -156,7 +159,10 @@ fn assignment(scenario: &Scenario, run_id: &str, args: &TryArgs) -> Assignment {
         start_batch: 1,
         steps: scenario.steps.clone(),
         step_timeout_ms: scenario.step_timeout.as_millis() as u64,
-        data: scenario.data.clone(),
+        // The agent's rule: its user `first_user_id + k` takes row `k % rows`.
+        data: scenario.data.as_ref().map(|table| {
+            liveload_core::scenario::rows_for_node(table, scenario.data_mode, args.user, 1)
+        }),
         workload: Default::default(),
         throttle: None,
         no_browser: false,
@@ -177,7 +183,9 @@ async fn follow(
     scenario: &Scenario,
     screenshots: Option<&Path>,
 ) -> Result<Verdict, Error> {
-    let deadline = Instant::now() + scenario.iteration_timeout + Duration::from_secs(90);
+    let deadline = Instant::now()
+        + scenario.iteration_timeout.saturating_mul(phases(scenario))
+        + Duration::from_secs(90);
     let mut started = None;
     let mut step = 0;
     let mut errors = Vec::new();
@@ -209,16 +217,11 @@ async fn follow(
                 print_trace(&trace, step, screenshots, !repeated)?;
             }
             // One user: its group at a `coordinate` step is itself, at once.
-            AgentMessage::Arrived {
-                point,
-                user_id,
-                group,
-                ..
-            } => {
+            AgentMessage::Arrived { point, user_id } => {
                 let release = ControllerMessage::Release {
                     point,
                     group_id: 0,
-                    wanted: group,
+                    wanted: 1,
                     members: vec![user_id],
                 };
                 connection.send(&release).await?;

@@ -27,51 +27,82 @@ pub struct Release {
 /// A group still forming at one point.
 struct Forming {
     members: Vec<(usize, u64)>,
-    wanted: u32,
     release_at: Instant,
 }
 
 /// Every coordination point of a run.
-#[derive(Default)]
+///
+/// The points, their group sizes and timeouts come from the scenario, never from the agents:
+/// an agent's `Arrived` names a point and a user, and one for a point the scenario lacks is
+/// ignored, so a misbehaving agent can neither grow the controller's memory with invented
+/// points nor make a real point's group wait for members that will never come.
 pub struct Coordinator {
+    points: HashMap<String, (u32, Duration)>,
     forming: HashMap<String, Forming>,
     next_group: HashMap<String, u64>,
 }
 
-/// The most points a run may hold groups at once: a bound on the controller's memory against
-/// a scenario (or a misbehaving agent) naming points without end.
-const MAX_POINTS: usize = 10_000;
-
 impl Coordinator {
-    /// `user` of node `node` arrived at `point` (a group of `wanted`, released `timeout` after
-    /// its first arrival at the latest). Returns the group if this arrival completed it.
-    /// The first arrival of a group sets its size and timeout.
+    /// The coordinator of `scenario`'s `coordinate` steps (in `on_start`, `steps`, `on_stop`,
+    /// groups and repeats). Two steps naming the same point share it; the first one's group
+    /// size and timeout stand.
+    pub fn for_scenario(scenario: &crate::scenario::Scenario) -> Coordinator {
+        let mut points = HashMap::new();
+        let lists = [
+            &scenario.user_loop.on_start,
+            &scenario.steps,
+            &scenario.user_loop.on_stop,
+        ];
+        for steps in lists {
+            collect_points(steps, &mut points);
+        }
+        Coordinator {
+            points,
+            forming: HashMap::new(),
+            next_group: HashMap::new(),
+        }
+    }
+
+    /// `user` of node `node` arrived at `point` at `now`. Returns the groups this released:
+    /// a group whose timeout had passed (its timer not yet handled) and then, when this arrival
+    /// filled it, the new one. A user already in the forming group is not counted twice.
     pub fn arrive(
         &mut self,
         point: &str,
         (node, user): (usize, u64),
-        wanted: u32,
-        timeout: Duration,
         now: Instant,
-    ) -> Option<Release> {
-        if !self.forming.contains_key(point) && self.forming.len() >= MAX_POINTS {
-            // Release the newcomer alone rather than grow without bound.
-            return Some(self.release(point, vec![(node, user)], wanted));
+    ) -> Vec<Release> {
+        let Some(&(wanted, timeout)) = self.points.get(point) else {
+            tracing::warn!(
+                point,
+                node,
+                user,
+                "arrival at a point the scenario does not have; ignored"
+            );
+            return Vec::new();
+        };
+        let mut released = Vec::new();
+        if self.forming.get(point).is_some_and(|f| f.release_at <= now) {
+            let late = self.forming.remove(point).expect("just seen");
+            released.push(self.release(point, late.members, wanted));
         }
         let forming = self
             .forming
             .entry(point.to_string())
             .or_insert_with(|| Forming {
                 members: Vec::new(),
-                wanted: wanted.max(1),
-                release_at: now.checked_add(timeout).unwrap_or(now),
+                release_at: now
+                    .checked_add(timeout)
+                    .unwrap_or(now + Duration::from_secs(86_400)),
             });
-        forming.members.push((node, user));
-        if forming.members.len() < forming.wanted as usize {
-            return None;
+        if !forming.members.contains(&(node, user)) {
+            forming.members.push((node, user));
         }
-        let full = self.forming.remove(point).expect("just filled");
-        Some(self.release(point, full.members, full.wanted))
+        if forming.members.len() >= wanted as usize {
+            let full = self.forming.remove(point).expect("just filled");
+            released.push(self.release(point, full.members, wanted));
+        }
+        released
     }
 
     /// The groups whose timeout has passed at `now`, released partial.
@@ -85,7 +116,8 @@ impl Coordinator {
         due.into_iter()
             .map(|point| {
                 let forming = self.forming.remove(&point).expect("listed");
-                self.release(&point, forming.members, forming.wanted)
+                let wanted = self.points.get(&point).map_or(1, |p| p.0);
+                self.release(&point, forming.members, wanted)
             })
             .collect()
     }
@@ -108,6 +140,28 @@ impl Coordinator {
     }
 }
 
+/// The `coordinate` steps in `steps`, nested ones included: point -> (group, timeout).
+fn collect_points(steps: &[liveload_proto::Step], points: &mut HashMap<String, (u32, Duration)>) {
+    use liveload_proto::StepKind;
+    for step in steps {
+        match &step.kind {
+            StepKind::Coordinate {
+                point,
+                group,
+                timeout_ms,
+            } => {
+                points
+                    .entry(point.clone())
+                    .or_insert((*group, Duration::from_millis(*timeout_ms)));
+            }
+            StepKind::Group { steps } | StepKind::Repeat { steps, .. } => {
+                collect_points(steps, points)
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Release {
     /// The nodes with a member of this group, each once.
     pub fn nodes(&self) -> Vec<usize> {
@@ -121,31 +175,78 @@ impl Release {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use liveload_proto::{Step, StepKind};
+
+    fn coordinate(point: &str, group: u32, timeout_ms: u64) -> Step {
+        Step {
+            name: format!("coordinate {point}"),
+            kind: StepKind::Coordinate {
+                point: point.into(),
+                group,
+                timeout_ms,
+            },
+        }
+    }
+
+    fn coordinator() -> Coordinator {
+        let mut scenario =
+            crate::scenario::Scenario::new("c", "http://x", vec![coordinate("room", 3, 5_000)]);
+        scenario.user_loop.on_start = vec![Step {
+            name: "g".into(),
+            kind: StepKind::Group {
+                steps: vec![coordinate("other", 2, 5_000)],
+            },
+        }];
+        Coordinator::for_scenario(&scenario)
+    }
 
     #[test]
     fn full_groups_release_at_once_in_arrival_order_and_partial_ones_at_their_timeout() {
-        let mut c = Coordinator::default();
+        let mut c = coordinator();
         let t0 = Instant::now();
         let timeout = Duration::from_secs(5);
-        assert_eq!(c.arrive("room", (0, 1), 3, timeout, t0), None);
-        assert_eq!(c.arrive("room", (1, 7), 3, timeout, t0), None);
-        assert_eq!(c.arrive("other", (1, 8), 2, timeout, t0), None);
-        let full = c.arrive("room", (2, 4), 3, timeout, t0).unwrap();
+        assert!(c.arrive("room", (0, 1), t0).is_empty());
+        assert!(c.arrive("room", (1, 7), t0).is_empty());
+        assert!(
+            c.arrive("room", (1, 7), t0).is_empty(),
+            "a second arrival counts once"
+        );
+        assert!(
+            c.arrive("other", (1, 8), t0).is_empty(),
+            "found inside on_start's group"
+        );
+        let full = c.arrive("room", (2, 4), t0).remove(0);
         assert_eq!(full.members, vec![(0, 1), (1, 7), (2, 4)]);
         assert_eq!((full.group_id, full.wanted), (0, 3));
         assert_eq!(full.nodes(), vec![0, 1, 2]);
         // The next group at the same point is number 1, timed from its own first arrival.
         let later = t0 + Duration::from_secs(3);
-        assert_eq!(c.arrive("room", (0, 2), 3, timeout, later), None);
+        assert!(c.arrive("room", (0, 2), later).is_empty());
         assert_eq!(c.next_deadline(), Some(t0 + timeout), "`other` falls first");
         let due = c.expired(t0 + timeout);
         assert_eq!(due.len(), 1);
         assert_eq!((due[0].point.as_str(), due[0].members.len()), ("other", 1));
-        let due = c.expired(later + timeout);
-        assert_eq!((due[0].group_id, due[0].members.clone()), (1, vec![(0, 2)]));
-        assert!(c.next_deadline().is_none());
-        assert_eq!(c.arrive("room", (0, 3), 3, timeout, later), None);
+        // An arrival after a group's timeout, before its timer: the late group goes first.
+        let released = c.arrive("room", (0, 3), later + timeout);
+        assert_eq!(released.len(), 1);
+        assert_eq!(
+            (released[0].group_id, released[0].members.clone()),
+            (1, vec![(0, 2)])
+        );
         let due = c.expired(later + timeout + timeout);
         assert_eq!(due[0].group_id, 2, "numbers go on per point");
+    }
+
+    /// Points come from the scenario: an agent naming another one is ignored, so it cannot
+    /// grow the controller's memory or hold a real group.
+    #[test]
+    fn arrivals_at_points_the_scenario_lacks_are_ignored() {
+        let mut c = coordinator();
+        let now = Instant::now();
+        for i in 0..10_000u64 {
+            assert!(c.arrive(&format!("invented-{i}"), (0, i), now).is_empty());
+        }
+        assert!(c.forming.is_empty() && c.next_group.is_empty());
+        assert!(c.next_deadline().is_none());
     }
 }

@@ -127,6 +127,9 @@ pub struct RunOptions {
     pub trace: Option<TraceOutput>,
 }
 
+/// The largest `--trace-budget`: a second's records must fit in a snapshot with room to spare.
+pub const MAX_TRACE_BYTES_PER_S: u64 = 1024 * 1024;
+
 /// Where and how much to trace (`--trace FILE`, `--trace-sample`, `--trace-budget`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceOutput {
@@ -200,8 +203,12 @@ impl RunOptions {
             if !(0.0..=1.0).contains(&trace.sample) {
                 return invalid("--trace-sample", "must be from 0 to 1");
             }
-            if trace.bytes_per_s < 1024 {
-                return invalid("--trace-budget", "must be at least 1024 bytes a second");
+            if !(1024..=MAX_TRACE_BYTES_PER_S).contains(&trace.bytes_per_s) {
+                return invalid(
+                    "--trace-budget",
+                    "must be from 1024 to 1048576 bytes a second (records travel in the \
+                     nodes' snapshots, which must stay under the protocol's frame limit)",
+                );
             }
         }
         for (option, value) in [
@@ -354,6 +361,10 @@ pub async fn run_controlled(
     let run_id = names::new_run_id(&options.cluster_name);
     // Before any machine exists: a scenario too large for the wire would fail every node.
     prepare::check_scenario_fits(scenario, options, &run_id)?;
+    // A trace file that cannot be written is found now, not after machines were paid for.
+    if let Some(trace) = &options.trace {
+        trace_file::TraceWriter::create(&trace.path)?;
+    }
     if backend.billing() == Billing::Billed && options.cost_confirmation.is_none() {
         let estimate = estimate(backend.as_ref(), options).await.ok().flatten();
         require_confirmation(backend.as_ref(), options, estimate.as_ref())?;

@@ -111,7 +111,7 @@ impl Observation<'_> {
             aborted: None,
             cost_cap_reached: false,
             series: std::collections::BTreeMap::new(),
-            coordinator: Coordinator::default(),
+            coordinator: Coordinator::for_scenario(self.scenario),
             trace: match &self.options.trace {
                 Some(trace) => Some(super::trace_file::TraceWriter::create(&trace.path)?),
                 None => None,
@@ -213,8 +213,14 @@ impl Observation<'_> {
             status.send_replace(last);
         }
         if let Some(trace) = p.trace.take() {
-            tracing::info!(records = trace.written, "trace written");
-            trace.finish()?;
+            tracing::info!(
+                records = trace.written,
+                refused = trace.refused,
+                "trace written"
+            );
+            if let Err(e) = trace.finish() {
+                tracing::warn!(error = %e, "the trace file is incomplete");
+            }
         }
         let cost_usd = self.cost_so_far();
         let mut series: Vec<NodeSeries> = p.series.into_values().collect();
@@ -251,7 +257,12 @@ impl Observation<'_> {
         if let AgentMessage::Snapshot(snapshot) | AgentMessage::Finished(snapshot) = &message
             && let Some(trace) = p.trace.as_mut()
         {
-            trace.write(node_id, &snapshot.records)?;
+            let budget = self.options.trace.as_ref().map_or(0, |t| t.bytes_per_s);
+            // A trace that cannot be written (a full disk) ends the trace, not the run.
+            if let Err(e) = trace.write(node_id, &snapshot.records, budget) {
+                tracing::warn!(error = %e, "the trace file stops here");
+                p.trace = None;
+            }
         }
         if let AgentMessage::Snapshot(snapshot) | AgentMessage::Finished(snapshot) = &message {
             let limit = points_per_node(self.live.len());
@@ -299,18 +310,8 @@ impl Observation<'_> {
             AgentMessage::Failed { message } => Err(Error::RunFailed {
                 message: format!("node {node_id}: {message}"),
             }),
-            AgentMessage::Arrived {
-                point,
-                user_id,
-                group,
-                timeout_ms,
-            } => {
-                let timeout = Duration::from_millis(timeout_ms);
-                let now = Instant::now();
-                if let Some(release) =
-                    p.coordinator
-                        .arrive(&point, (i, user_id), group, timeout, now)
-                {
+            AgentMessage::Arrived { point, user_id } => {
+                for release in p.coordinator.arrive(&point, (i, user_id), Instant::now()) {
                     self.send_release(&release);
                 }
                 Ok(Outcome::Merged)

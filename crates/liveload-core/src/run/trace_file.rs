@@ -16,7 +16,15 @@ pub struct TraceWriter {
     path: PathBuf,
     /// Records written so far.
     pub written: u64,
+    /// Records refused because their node sent more than its budget allows.
+    pub refused: u64,
+    /// Bytes written per node, held to its budget (agents are not trusted to keep theirs).
+    per_node: std::collections::HashMap<String, u64>,
+    started: std::time::Instant,
 }
+
+/// Seconds of budget a node may run ahead (its snapshots can arrive late, then together).
+const BUDGET_SLACK_S: u64 = 10;
 
 /// One line: the node, then the record's own fields.
 #[derive(Serialize)]
@@ -35,14 +43,32 @@ impl TraceWriter {
             out: std::io::BufWriter::new(file),
             path: path.to_path_buf(),
             written: 0,
+            refused: 0,
+            per_node: std::collections::HashMap::new(),
+            started: std::time::Instant::now(),
         })
     }
 
-    /// Append `records` of node `node`.
-    pub fn write(&mut self, node: &str, records: &[TraceRecord]) -> Result<()> {
+    /// Append `records` of node `node`, as far as its budget (`bytes_per_s` since the file
+    /// was opened, plus some slack) allows; the rest are counted in `refused`.
+    pub fn write(&mut self, node: &str, records: &[TraceRecord], bytes_per_s: u64) -> Result<()> {
+        let seconds = self
+            .started
+            .elapsed()
+            .as_secs()
+            .saturating_add(BUDGET_SLACK_S);
+        let allowed = bytes_per_s.saturating_mul(seconds);
         for record in records {
-            serde_json::to_writer(&mut self.out, &Line { node, record })
-                .map_err(std::io::Error::from)
+            let line =
+                serde_json::to_vec(&Line { node, record }).map_err(|e| self.error(e.into()))?;
+            let spent = self.per_node.entry(node.to_string()).or_default();
+            if spent.saturating_add(line.len() as u64) > allowed {
+                self.refused += 1;
+                continue;
+            }
+            *spent += line.len() as u64;
+            self.out
+                .write_all(&line)
                 .and_then(|()| self.out.write_all(b"\n"))
                 .map_err(|e| self.error(e))?;
             self.written += 1;
@@ -82,12 +108,23 @@ mod tests {
             url: Some("http://h/x".into()),
             error: None,
         };
-        writer.write("node-1", &[record.clone(), record]).unwrap();
+        writer
+            .write("node-1", &[record.clone(), record.clone()], 1024)
+            .unwrap();
         assert_eq!(writer.written, 2);
+        // A node past its budget (1 KiB/s, 10 s of slack) has the rest refused.
+        let flood = vec![record; 200];
+        writer.write("node-2", &flood, 1024).unwrap();
+        assert!(
+            writer.refused > 0 && writer.written < 202,
+            "{}",
+            writer.refused
+        );
+        let written = writer.written;
         writer.finish().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-        assert_eq!(text.lines().count(), 2);
+        assert_eq!(text.lines().count() as u64, written);
         assert_eq!(first["node"], "node-1");
         assert_eq!(first["kind"], "http");
         assert_eq!(first["status"], 404);

@@ -9,7 +9,7 @@
 //! users outnumber them), `unique` (user `u` gets row `u`, and a run with more users than rows
 //! is refused before any machine exists) or `random` (each user a row drawn at random, with
 //! replacement). Either way each node receives only the rows its own users take
-//! ([`rows_for_node`]), in the order of its users, not the whole file.
+//! ([`rows_for_node`]), in the order of its users, and never more than the file holds.
 
 use std::path::{Path, PathBuf};
 
@@ -47,9 +47,11 @@ pub fn rows_for_node(
         return table.clone();
     }
     let wanted = match mode {
-        // Past `total` users a node's cycle repeats: it needs each row once.
-        DataMode::Cycle => users.clamp(1, total),
-        DataMode::Unique | DataMode::Random => users.max(1),
+        // Past `total` users a node's cycle repeats: it needs each row once. A random node
+        // gets as many drawn rows, which its users past them cycle over: each user's row is
+        // still a random one, and a node's data is never larger than the file.
+        DataMode::Cycle | DataMode::Random => users.clamp(1, total),
+        DataMode::Unique => users.max(1),
     };
     let mut rng = rand::rng();
     let rows = (0..wanted)
@@ -240,10 +242,14 @@ mod tests {
                 assert_eq!(row_of_user(&node, first, u), (u % 10).to_string());
             }
         }
-        // Random: one drawn row per user, each a row of the file.
+        // Random: one drawn row per user, each a row of the file; never more rows than it has.
         let node = rows_for_node(&full, DataMode::Random, 5, 7);
         assert_eq!(node.rows.len(), 7);
         assert!(node.rows.iter().all(|r| full.rows.contains(r)));
+        assert_eq!(
+            rows_for_node(&full, DataMode::Random, 0, 5_000).rows.len(),
+            10
+        );
         // A node without users still gets a row, for users added later.
         assert_eq!(rows_for_node(&full, DataMode::Unique, 10, 0).rows.len(), 1);
     }

@@ -297,6 +297,11 @@ impl Scenario {
         let allow_schemes = lower::lower_schemes(raw.allow_schemes)?;
         let sizing = workload::lower_sizing(raw.sizing, path)?;
         let user_loop = workload::lower_user_loop(raw.iterations, raw.pacing, start_stop, &load)?;
+        workload::check_coordinate(
+            [&on_start, &steps, &on_stop],
+            &load,
+            timings.iteration_timeout,
+        )?;
         let user_loop = UserLoop {
             on_start,
             on_stop,

@@ -117,6 +117,63 @@ pub(super) fn lower_user_loop(
     })
 }
 
+/// `coordinate` steps, wherever they are: closed model only (open-model arrivals reuse user
+/// ids, so two arrivals could wait as one user), and each step's timeout shorter than the
+/// iteration timeout (else the iteration always ends first, and the group waits for a user
+/// who left).
+pub(super) fn check_coordinate(
+    lists: [&[liveload_proto::Step]; 3],
+    load: &Load,
+    iteration_timeout: Duration,
+) -> Result<(), Located> {
+    fn first(steps: &[liveload_proto::Step]) -> Option<(&str, u64)> {
+        use liveload_proto::StepKind;
+        steps.iter().find_map(|step| match &step.kind {
+            StepKind::Coordinate {
+                point, timeout_ms, ..
+            } => Some((point.as_str(), *timeout_ms)),
+            StepKind::Group { steps } | StepKind::Repeat { steps, .. } => first(steps),
+            _ => None,
+        })
+    }
+    fn all(steps: &[liveload_proto::Step], out: &mut Vec<(String, u64)>) {
+        use liveload_proto::StepKind;
+        for step in steps {
+            match &step.kind {
+                StepKind::Coordinate {
+                    point, timeout_ms, ..
+                } => out.push((point.clone(), *timeout_ms)),
+                StepKind::Group { steps } | StepKind::Repeat { steps, .. } => all(steps, out),
+                _ => {}
+            }
+        }
+    }
+    if matches!(load, Load::Open { .. })
+        && let Some((point, _)) = lists.iter().find_map(|steps| first(steps))
+    {
+        return Err(Located::new(
+            format!(
+                "coordinate '{point}' belongs to the closed model: open-model arrivals reuse user ids"
+            ),
+            "coordinate",
+        ));
+    }
+    let mut points = Vec::new();
+    for steps in lists {
+        all(steps, &mut points);
+    }
+    let limit = iteration_timeout.as_millis();
+    if let Some((point, timeout)) = points.iter().find(|(_, t)| u128::from(*t) >= limit) {
+        return Err(Located::new(
+            format!(
+                "coordinate '{point}': its timeout ({timeout} ms) must be shorter than iteration_timeout ({limit} ms), or the iteration ends before the group does"
+            ),
+            "coordinate",
+        ));
+    }
+    Ok(())
+}
+
 /// The throttle; no limits when the section is absent.
 /// `sizing:` — what this scenario's users cost, when the file says.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -392,6 +449,29 @@ mod tests {
         assert!(
             location(err).2.contains("random_int LOW HIGH"),
             "the message lists the generators"
+        );
+    }
+
+    #[test]
+    fn coordinate_is_closed_model_only_and_shorter_than_the_iteration() {
+        let step = "steps:\n  - group: { name: g, steps: [ { coordinate: { name: room, group: 2, timeout: 40s } } ] }\n";
+        let err = parse(&format!("name: d\nbase_url: http://x\n{step}")).unwrap_err();
+        let message = location(err).2;
+        assert!(
+            message.contains("shorter than iteration_timeout"),
+            "{message}"
+        );
+        let open = "name: d\nbase_url: http://x\nload: { model: open, rate: 1, max_users: 2 }\nsteps:\n  - coordinate: { name: room, group: 2 }\n";
+        assert!(
+            location(parse(open).unwrap_err())
+                .2
+                .contains("closed model")
+        );
+        let fine =
+            "name: d\nbase_url: http://x\nsteps:\n  - coordinate: { name: room, group: 2 }\n";
+        assert!(
+            parse(fine).is_ok(),
+            "5 s by default, under the 30 s iteration timeout"
         );
     }
 }
