@@ -130,7 +130,10 @@ mod tests {
         );
         coordination.release("room", 3, 4, &[2, 7]);
         let group = waiter.await.unwrap().unwrap();
-        assert_eq!((group.id, group.index, group.members.clone()), (3, 1, vec![2, 7]));
+        assert_eq!(
+            (group.id, group.index, group.members.clone()),
+            (3, 1, vec![2, 7])
+        );
 
         let abandoned = tokio::time::timeout(
             Duration::from_millis(50),

@@ -49,24 +49,7 @@ fn users_start_once_iterate_their_count_stop_once_each_with_its_own_row() {
     let path = scenario_file(state.path(), "loop.yaml", &scenario());
     let target = demo_target();
     // Two users per node: three nodes, so rows and sequences span nodes.
-    let (code, report, output) = json_output(liveload(state.path()).args([
-        "run",
-        path.to_str().unwrap(),
-        "--base-url",
-        &target,
-        "--local-nodes",
-        "3",
-        "--contexts-per-core",
-        &format!("{}", 2.0 / (host_cores() / 3.0) + 0.01),
-        "--output",
-        "json",
-    ]));
-    assert_eq!(
-        code,
-        0,
-        "{report}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report = run_on_three_nodes(state.path(), &path, &target, 2);
     assert_eq!(report["nodes"].as_array().unwrap().len(), 3, "{report}");
     assert_eq!(report["iterations_ok"], USERS * ITERATIONS);
     assert_eq!(report["users_succeeded"], USERS);
@@ -143,24 +126,7 @@ steps:
 "##,
     );
     let target = demo_target();
-    let (code, report, output) = json_output(liveload(state.path()).args([
-        "run",
-        path.to_str().unwrap(),
-        "--base-url",
-        &target,
-        "--local-nodes",
-        "3",
-        "--contexts-per-core",
-        &format!("{}", 4.0 / (host_cores() / 3.0) + 0.01),
-        "--output",
-        "json",
-    ]));
-    assert_eq!(
-        code,
-        0,
-        "{report}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report = run_on_three_nodes(state.path(), &path, &target, 4);
     let counters = &report["counters"];
     assert_eq!(counters["coordinate:room.groups"], 3, "{counters}");
     assert_eq!(counters["coordinate:room.grouped_users"], 12);
@@ -425,6 +391,32 @@ fn the_user_loop_example_is_valid() {
         "json",
     ]));
     assert_eq!(code, 0, "{json}");
+}
+
+/// Run `path` against `target` on three local nodes of `per_node` users each (sized so by
+/// `--contexts-per-core`); the report, once the run succeeded.
+fn run_on_three_nodes(
+    state: &std::path::Path,
+    path: &std::path::Path,
+    target: &str,
+    per_node: u32,
+) -> serde_json::Value {
+    let contexts_per_core = f64::from(per_node) / (host_cores() / 3.0) + 0.01;
+    let (code, report, output) = json_output(liveload(state).args([
+        "run",
+        path.to_str().unwrap(),
+        "--base-url",
+        target,
+        "--local-nodes",
+        "3",
+        "--contexts-per-core",
+        &contexts_per_core.to_string(),
+        "--output",
+        "json",
+    ]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    report
 }
 
 fn host_cores() -> f64 {

@@ -126,16 +126,6 @@ pub(super) fn check_coordinate(
     load: &Load,
     iteration_timeout: Duration,
 ) -> Result<(), Located> {
-    fn first(steps: &[liveload_proto::Step]) -> Option<(&str, u64)> {
-        use liveload_proto::StepKind;
-        steps.iter().find_map(|step| match &step.kind {
-            StepKind::Coordinate {
-                point, timeout_ms, ..
-            } => Some((point.as_str(), *timeout_ms)),
-            StepKind::Group { steps } | StepKind::Repeat { steps, .. } => first(steps),
-            _ => None,
-        })
-    }
     fn all(steps: &[liveload_proto::Step], out: &mut Vec<(String, u64)>) {
         use liveload_proto::StepKind;
         for step in steps {
@@ -148,8 +138,12 @@ pub(super) fn check_coordinate(
             }
         }
     }
+    let mut points = Vec::new();
+    for steps in lists {
+        all(steps, &mut points);
+    }
     if matches!(load, Load::Open { .. })
-        && let Some((point, _)) = lists.iter().find_map(|steps| first(steps))
+        && let Some((point, _)) = points.first()
     {
         return Err(Located::new(
             format!(
@@ -157,10 +151,6 @@ pub(super) fn check_coordinate(
             ),
             "coordinate",
         ));
-    }
-    let mut points = Vec::new();
-    for steps in lists {
-        all(steps, &mut points);
     }
     let limit = iteration_timeout.as_millis();
     if let Some((point, timeout)) = points.iter().find(|(_, t)| u128::from(*t) >= limit) {
@@ -174,7 +164,6 @@ pub(super) fn check_coordinate(
     Ok(())
 }
 
-/// The throttle; no limits when the section is absent.
 /// `sizing:` — what this scenario's users cost, when the file says.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScenarioSizing {
@@ -256,6 +245,7 @@ pub(super) fn lower_sizing(
     })
 }
 
+/// The throttle; no limits when the section is absent.
 pub(super) fn lower_throttle(throttle: Option<RawThrottle>) -> Result<Throttle, Located> {
     let Some(throttle) = throttle else {
         return Ok(Throttle::default());
