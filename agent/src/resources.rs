@@ -67,10 +67,13 @@ impl Sampler {
 
     /// Memory and CPU now (CPU: since the previous sample; 0 on the first).
     pub fn sample(&mut self) -> NodeResources {
-        let processes = if self.whole_group {
+        // One read of each process's `stat` per sample gives its group, CPU time and start.
+        let processes: Vec<ProcStat> = if self.whole_group {
             group_processes(self.group)
         } else {
-            vec![std::process::id() as i32]
+            ProcStat::read(std::process::id() as i32)
+                .into_iter()
+                .collect()
         };
         let memory_bytes = if self.cgroup_memory {
             let cgroup = crate::cgroup::read();
@@ -81,10 +84,8 @@ impl Sampler {
             None
         }
         .unwrap_or_else(|| self.estimate_pss_bytes(&processes));
-        let ticks: std::collections::HashMap<i32, u64> = processes
-            .iter()
-            .filter_map(|p| Some((*p, cpu_ticks(*p)?)))
-            .collect();
+        let ticks: std::collections::HashMap<i32, u64> =
+            processes.iter().map(|p| (p.pid, p.cpu_ticks)).collect();
         let now = Instant::now();
         let cpu_cores = match &self.last_cpu {
             Some((before, at)) => {
@@ -110,19 +111,14 @@ impl Sampler {
             processes: processes.len() as u32,
         }
     }
-}
 
-impl Sampler {
     /// The group's PSS, in bytes: read exactly for new processes and for a tenth of the others
     /// in turn, estimated for the rest from their resident size's change since their last read.
-    fn estimate_pss_bytes(&mut self, processes: &[i32]) -> u64 {
-        let mut pids = processes.to_vec();
-        pids.sort_unstable();
-        let keys: Vec<(i32, u64)> = pids
-            .iter()
-            .filter_map(|pid| Some((*pid, start_time(*pid)?)))
-            .collect();
-        self.pss.retain(|key, _| keys.contains(key));
+    fn estimate_pss_bytes(&mut self, processes: &[ProcStat]) -> u64 {
+        let mut keys: Vec<(i32, u64)> = processes.iter().map(|p| (p.pid, p.start)).collect();
+        keys.sort_unstable();
+        self.pss.retain(|key, _| keys.binary_search(key).is_ok());
+        let pids: Vec<i32> = keys.iter().map(|(pid, _)| *pid).collect();
         let (due, next) = due_for_reading(&pids, self.next_read);
         self.next_read = next;
         let mut total_kib = 0u64;
@@ -143,6 +139,33 @@ impl Sampler {
             total_kib += kib;
         }
         total_kib * 1024
+    }
+}
+
+/// What a sample needs of one process's `/proc/PID/stat`.
+struct ProcStat {
+    pid: i32,
+    /// Its process group.
+    group: i32,
+    /// User + system CPU time, in clock ticks.
+    cpu_ticks: u64,
+    /// When it started, in clock ticks since boot: with the pid, it names one process even
+    /// when the pid is reused.
+    start: u64,
+}
+
+impl ProcStat {
+    /// `pid`'s stat, if it still runs.
+    fn read(pid: i32) -> Option<ProcStat> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields = stat_fields(&stat)?;
+        let number = |i: usize| fields.get(i)?.parse::<u64>().ok();
+        Some(ProcStat {
+            pid,
+            group: fields.get(2)?.parse().ok()?,
+            cpu_ticks: number(11)? + number(12)?,
+            start: number(19)?,
+        })
     }
 }
 
@@ -167,19 +190,15 @@ fn estimated_kib((pss, rss_then): (u64, u64), rss_now: u64) -> u64 {
     pss.saturating_add(rss_now).saturating_sub(rss_then)
 }
 
-/// The pids of every process in `group`.
-fn group_processes(group: i32) -> Vec<i32> {
+/// Every process in `group`, from one read of each `/proc/PID/stat`.
+fn group_processes(group: i32) -> Vec<ProcStat> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| stat_fields(&stat).and_then(|f| f.get(2)?.parse::<i32>().ok()))
-                == Some(group)
-        })
+        .filter_map(ProcStat::read)
+        .filter(|p| p.group == group)
         .collect()
 }
 
@@ -189,20 +208,6 @@ fn group_processes(group: i32) -> Vec<i32> {
 fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     let after = &stat[stat.rfind(')')? + 1..];
     Some(after.split_whitespace().collect())
-}
-
-/// When `pid` started, in clock ticks since boot (`/proc/PID/stat` field 22): with the pid, it
-/// names one process even when the pid is reused.
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat_fields(&stat)?.get(19)?.parse().ok()
-}
-
-/// User + system CPU time of `pid`, in clock ticks.
-fn cpu_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields = stat_fields(&stat)?;
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 /// The proportional set size of `pid`, in KiB (`None` when unreadable: the process ended).

@@ -84,21 +84,15 @@ pub struct Tuning {
     pub full_devtools: bool,
 }
 
-/// The environment variables [`Tuning::from_env`] reads.
-pub const TUNING_ENV: &[&str] = &[
-    "LIVELOAD_BROWSER_ARGS",
-    "LIVELOAD_BROWSER_IGNORE_DEFAULT_ARGS",
-    "LIVELOAD_BROWSER_DEVTOOLS",
-];
-
 impl Tuning {
     /// The tuning in this process's environment (none when unset).
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).unwrap_or_default();
+        use liveload_proto::launch::tuning;
         Tuning::parse(
-            &var(TUNING_ENV[0]),
-            &var(TUNING_ENV[1]),
-            &var(TUNING_ENV[2]),
+            &var(tuning::ARGS),
+            &var(tuning::IGNORE_DEFAULT_ARGS),
+            &var(tuning::DEVTOOLS),
         )
     }
 

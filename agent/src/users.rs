@@ -12,7 +12,7 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use anyhow::anyhow;
-use liveload_proto::{Assignment, DataTable, ErrorOccurrence, FailureCapture};
+use liveload_proto::{Assignment, DataTable, ErrorOccurrence, FailureCapture, RecordKind};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -290,22 +290,6 @@ pub async fn run_user(
     }
 }
 
-/// A trace record of one whole recorded iteration, its error redacted.
-fn record_iteration(user: &UserState<'_>, elapsed: Duration, error: Option<&anyhow::Error>) {
-    user.recorder.records.push(liveload_proto::TraceRecord {
-        t_ms: 0, // stamped by `push`
-        user: user.user_id,
-        iteration: user.iteration,
-        kind: liveload_proto::RecordKind::Iteration,
-        name: "iteration".into(),
-        duration_ms: elapsed.as_secs_f64() * 1000.0,
-        ok: error.is_none(),
-        status: None,
-        url: None,
-        error: error.map(|e| crate::steps::one_line(&user.secrets.redact(&format!("{e:#}")), 300)),
-    });
-}
-
 /// The stop signals a user listens to: every user's, and its own (`liveload users remove`).
 struct Stops {
     all: watch::Receiver<StopSignal>,
@@ -417,7 +401,8 @@ async fn iterate(
         };
         recorder.latency("iteration", started.elapsed());
         if user.recorded {
-            record_iteration(user, started.elapsed(), outcome.as_ref().err());
+            let iteration = (RecordKind::Iteration, "iteration");
+            crate::steps::record(user, iteration, started.elapsed(), outcome.as_ref().err());
         }
         user.recorded = false;
         if let Some(page) = recording {
@@ -491,7 +476,13 @@ pub async fn run_arrival(env: Arc<UserEnv>, user_id: u64, scheduled: Instant) {
     recorder.latency("iteration", scheduled.elapsed());
     recorder.latency("iteration_service", began.elapsed());
     if user.recorded {
-        record_iteration(&user, scheduled.elapsed(), outcome.as_ref().err());
+        let iteration = (RecordKind::Iteration, "iteration");
+        crate::steps::record(
+            &user,
+            iteration,
+            scheduled.elapsed(),
+            outcome.as_ref().err(),
+        );
     }
     match outcome {
         Ok(()) => {

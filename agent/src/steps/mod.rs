@@ -100,7 +100,8 @@ pub fn run_steps<'s, 'u: 's, 'a: 's>(
                     user.recorder.count(&format!("{metric}:failed"), 1);
                 }
                 if user.recorded {
-                    record_step(user, &metric, elapsed, result.as_ref().err());
+                    let step = (liveload_proto::RecordKind::Step, metric.as_str());
+                    record(user, step, elapsed, result.as_ref().err());
                 }
             }
             let result = match result {
@@ -151,11 +152,11 @@ async fn coordinate(user: &mut UserState<'_>, point: &str, timeout: Duration) ->
     Ok(())
 }
 
-/// A trace record of one step of a recorded iteration (its metric name without `step:`; a
-/// group keeps its `group:` prefix), its error redacted.
-fn record_step(
+/// A trace record of a recorded iteration, or of one of its steps (named by its metric
+/// without `step:`; a group keeps its `group:` prefix), its error redacted.
+pub fn record(
     user: &UserState<'_>,
-    metric: &str,
+    (kind, name): (liveload_proto::RecordKind, &str),
     elapsed: Duration,
     error: Option<&anyhow::Error>,
 ) {
@@ -163,8 +164,8 @@ fn record_step(
         t_ms: 0, // stamped by `push`
         user: user.user_id,
         iteration: user.iteration,
-        kind: liveload_proto::RecordKind::Step,
-        name: metric.strip_prefix("step:").unwrap_or(metric).to_string(),
+        kind,
+        name: name.strip_prefix("step:").unwrap_or(name).to_string(),
         duration_ms: elapsed.as_secs_f64() * 1000.0,
         ok: error.is_none(),
         status: None,

@@ -201,18 +201,6 @@ pub const INHERITED_ENV: &[&str] = &[
     "TMPDIR",
     "RUST_BACKTRACE",
     liveload_core::launch::var::LOG,
-    // An operator's tuning of Chromium's command line (the agent's `switches.rs`).
-    BROWSER_TUNING_ENV[0],
-    BROWSER_TUNING_ENV[1],
-    BROWSER_TUNING_ENV[2],
-];
-
-/// The agent's Chromium tuning variables, passed through to local agents: switches to add, default
-/// switches to leave out, and `full` to keep every per-page DevTools domain (README, "Density").
-pub const BROWSER_TUNING_ENV: &[&str] = &[
-    "LIVELOAD_BROWSER_ARGS",
-    "LIVELOAD_BROWSER_IGNORE_DEFAULT_ARGS",
-    "LIVELOAD_BROWSER_DEVTOOLS",
 ];
 
 /// What the backend records per node, for itself and for later processes.
@@ -359,7 +347,11 @@ impl Backend for LocalBackend {
         // A cleared environment plus an allowlist: the controller's cloud credentials, SSH
         // agent socket and tokens never reach the agent, nor the Chromium it starts.
         command.env_clear();
-        for name in INHERITED_ENV {
+        // The operator's Chromium tuning passes too (`launch::tuning`).
+        for name in INHERITED_ENV
+            .iter()
+            .chain(liveload_core::launch::tuning::ALL)
+        {
             if let Some(value) = std::env::var_os(name) {
                 command.env(name, value);
             }

@@ -56,6 +56,20 @@ pub mod var {
     ];
 }
 
+/// An operator's tuning of the agent's Chromium command line: not part of the launch contract
+/// (no backend sets them); the local backend passes them through from the controller's
+/// environment, for measuring and for memory-bound nodes (README, "Density").
+pub mod tuning {
+    /// Switches to add, whitespace-separated (k6's `K6_BROWSER_ARGS`).
+    pub const ARGS: &str = "LIVELOAD_BROWSER_ARGS";
+    /// Default switches to leave out, comma-separated (k6's `K6_BROWSER_IGNORE_DEFAULT_ARGS`).
+    pub const IGNORE_DEFAULT_ARGS: &str = "LIVELOAD_BROWSER_IGNORE_DEFAULT_ARGS";
+    /// `full`: keep every per-page DevTools domain chromiumoxide enables.
+    pub const DEVTOOLS: &str = "LIVELOAD_BROWSER_DEVTOOLS";
+    /// All three.
+    pub const ALL: &[&str] = &[ARGS, IGNORE_DEFAULT_ARGS, DEVTOOLS];
+}
+
 /// File names of the secrets inside a backend's launch directory.
 pub mod file {
     /// The run token.

@@ -372,7 +372,7 @@ async fn users_bench(
             )
         }
     };
-    let tuning: Vec<String> = liveload_local::BROWSER_TUNING_ENV
+    let tuning: Vec<String> = liveload_core::launch::tuning::ALL
         .iter()
         .filter_map(|name| Some(format!("{name}={}", std::env::var(name).ok()?)))
         .collect();

@@ -49,12 +49,14 @@ impl Coordinator {
     pub fn for_scenario(scenario: &crate::scenario::Scenario) -> Coordinator {
         let mut points = HashMap::new();
         let lists = [
-            &scenario.user_loop.on_start,
+            &scenario.user_loop.on_start[..],
             &scenario.steps,
             &scenario.user_loop.on_stop,
         ];
-        for steps in lists {
-            collect_points(steps, &mut points);
+        for (point, group, timeout_ms) in crate::scenario::coordinate_points(lists) {
+            points
+                .entry(point)
+                .or_insert((group, Duration::from_millis(timeout_ms)));
         }
         Coordinator {
             points,
@@ -136,28 +138,6 @@ impl Coordinator {
             group_id,
             wanted,
             members,
-        }
-    }
-}
-
-/// The `coordinate` steps in `steps`, nested ones included: point -> (group, timeout).
-fn collect_points(steps: &[liveload_proto::Step], points: &mut HashMap<String, (u32, Duration)>) {
-    use liveload_proto::StepKind;
-    for step in steps {
-        match &step.kind {
-            StepKind::Coordinate {
-                point,
-                group,
-                timeout_ms,
-            } => {
-                points
-                    .entry(point.clone())
-                    .or_insert((*group, Duration::from_millis(*timeout_ms)));
-            }
-            StepKind::Group { steps } | StepKind::Repeat { steps, .. } => {
-                collect_points(steps, points)
-            }
-            _ => {}
         }
     }
 }

@@ -49,7 +49,7 @@ mod schema_drift;
 mod text;
 mod workload;
 pub use data::{DataMode, rows_for_node};
-pub use workload::ScenarioSizing;
+pub use workload::{ScenarioSizing, coordinate_points};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

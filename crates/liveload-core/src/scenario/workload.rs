@@ -117,6 +117,30 @@ pub(super) fn lower_user_loop(
     })
 }
 
+/// Every `coordinate` step of a user's three step lists, nested ones included, in order:
+/// (point, group, timeout in ms).
+pub fn coordinate_points(lists: [&[liveload_proto::Step]; 3]) -> Vec<(String, u32, u64)> {
+    fn walk(steps: &[liveload_proto::Step], out: &mut Vec<(String, u32, u64)>) {
+        use liveload_proto::StepKind;
+        for step in steps {
+            match &step.kind {
+                StepKind::Coordinate {
+                    point,
+                    group,
+                    timeout_ms,
+                } => out.push((point.clone(), *group, *timeout_ms)),
+                StepKind::Group { steps } | StepKind::Repeat { steps, .. } => walk(steps, out),
+                _ => {}
+            }
+        }
+    }
+    let mut points = Vec::new();
+    for steps in lists {
+        walk(steps, &mut points);
+    }
+    points
+}
+
 /// `coordinate` steps, wherever they are: closed model only (open-model arrivals reuse user
 /// ids, so two arrivals could wait as one user), and each step's timeout shorter than the
 /// iteration timeout (else the iteration always ends first, and the group waits for a user
@@ -126,24 +150,9 @@ pub(super) fn check_coordinate(
     load: &Load,
     iteration_timeout: Duration,
 ) -> Result<(), Located> {
-    fn all(steps: &[liveload_proto::Step], out: &mut Vec<(String, u64)>) {
-        use liveload_proto::StepKind;
-        for step in steps {
-            match &step.kind {
-                StepKind::Coordinate {
-                    point, timeout_ms, ..
-                } => out.push((point.clone(), *timeout_ms)),
-                StepKind::Group { steps } | StepKind::Repeat { steps, .. } => all(steps, out),
-                _ => {}
-            }
-        }
-    }
-    let mut points = Vec::new();
-    for steps in lists {
-        all(steps, &mut points);
-    }
+    let points = coordinate_points(lists);
     if matches!(load, Load::Open { .. })
-        && let Some((point, _)) = points.first()
+        && let Some((point, _, _)) = points.first()
     {
         return Err(Located::new(
             format!(
@@ -153,7 +162,7 @@ pub(super) fn check_coordinate(
         ));
     }
     let limit = iteration_timeout.as_millis();
-    if let Some((point, timeout)) = points.iter().find(|(_, t)| u128::from(*t) >= limit) {
+    if let Some((point, _, timeout)) = points.iter().find(|(_, _, t)| u128::from(*t) >= limit) {
         return Err(Located::new(
             format!(
                 "coordinate '{point}': its timeout ({timeout} ms) must be shorter than iteration_timeout ({limit} ms), or the iteration ends before the group does"
