@@ -29,6 +29,36 @@ pub struct NodeBrowser {
     _profile_dir: tempfile::TempDir,
     /// Keep chromiumoxide's per-page DevTools domains as they are (see [`trim_devtools`]).
     full_devtools: bool,
+    /// The host rules it was launched with (the resolver's) and applies to each page.
+    hosts: HostPolicy,
+}
+
+/// What a scenario's host rules make of the browser: its resolver's mappings (on the command
+/// line, so for the whole browser) and the URL patterns each page blocks or lets through
+/// (`Network.setBlockedURLs`, so each blocked request is reported as such and counted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostPolicy {
+    /// `--host-resolver-rules`, when hosts are mapped.
+    pub resolver_rules: Option<String>,
+    /// Each page's patterns, in order, with whether they block.
+    pub url_patterns: Vec<(String, bool)>,
+}
+
+impl HostPolicy {
+    /// The policy of an assignment, after checking its rules again: they come from the
+    /// network and end up on Chromium's command line.
+    pub fn for_assignment(assignment: &liveload_proto::Assignment) -> Result<Self, String> {
+        let rules = &assignment.host_rules;
+        rules.check()?;
+        let targets = std::iter::once(&assignment.base_url).chain(&assignment.base_urls);
+        let hosts: Vec<String> = targets
+            .filter_map(|u| liveload_proto::url_host(u))
+            .collect();
+        Ok(HostPolicy {
+            resolver_rules: rules.resolver_rules(),
+            url_patterns: rules.url_patterns(&hosts),
+        })
+    }
 }
 
 /// How long Chromium has to start and answer its first command.
@@ -41,27 +71,33 @@ pub struct UserContext {
     /// Whose iteration the page is in, for its HTTP trace records.
     pub recording: std::sync::Arc<crate::records::PageRecording>,
     id: BrowserContextId,
-    watcher: Option<tokio::task::JoinHandle<()>>,
+    watcher: Option<crate::observe::PageWatcher>,
 }
 
 impl NodeBrowser {
     /// Launch Chromium headless with a fresh profile directory, its DevTools on a pipe (see
     /// `chromium.rs` and `relay.rs`): no process on the node can reach it but this agent.
+    #[cfg(test)]
     pub async fn launch(executable: &Path, no_sandbox: bool) -> Result<Self> {
-        Self::launch_tuned(executable, no_sandbox, &crate::switches::Tuning::from_env()).await
+        let tuning = crate::switches::Tuning::from_env();
+        Self::launch_tuned(executable, no_sandbox, &tuning, HostPolicy::default()).await
     }
 
-    /// [`launch`](Self::launch) with an explicit tuning of the command line.
+    /// [`launch`](Self::launch) with an explicit tuning of the command line and host rules.
     pub async fn launch_tuned(
         executable: &Path,
         no_sandbox: bool,
         tuning: &crate::switches::Tuning,
+        hosts: HostPolicy,
     ) -> Result<Self> {
         let profile_dir = tempfile::Builder::new()
             .prefix("liveload-chromium-")
             .tempdir()
             .context("creating the Chromium profile directory")?;
-        let args = crate::chromium::args(profile_dir.path(), no_sandbox, tuning);
+        let mut args = crate::chromium::args(profile_dir.path(), no_sandbox, tuning);
+        if let Some(rules) = &hosts.resolver_rules {
+            args.push(format!("--host-resolver-rules={rules}"));
+        }
         let mut spawned = crate::chromium::spawn(executable, &args)?;
         let relay = crate::relay::start(spawned.to_chromium, spawned.from_chromium).await?;
         let config = HandlerConfig {
@@ -105,7 +141,13 @@ impl NodeBrowser {
             _relay: relay,
             _profile_dir: profile_dir,
             full_devtools: tuning.full_devtools,
+            hosts,
         })
+    }
+
+    /// The host rules this browser was launched with.
+    pub fn host_policy(&self) -> &HostPolicy {
+        &self.hosts
     }
 
     /// A fresh context with one blank page, for one user, its page events counted into
@@ -136,6 +178,12 @@ impl NodeBrowser {
         {
             tracing::debug!(error = %format!("{e:#}"), "page keeps its default DevTools domains");
         }
+        // A page that would load hosts the scenario blocks is no user of this run.
+        if let Err(e) = block_urls(&page, &self.hosts.url_patterns).await {
+            let _ = page.close().await;
+            let _ = self.browser.dispose_browser_context(id).await;
+            return Err(e.context("applying the scenario's host rules to a page"));
+        }
         let recording = std::sync::Arc::new(crate::records::PageRecording::default());
         let watcher = match crate::observe::watch(&page, recorder, recording.clone()).await {
             Ok(watcher) => Some(watcher),
@@ -155,7 +203,7 @@ impl NodeBrowser {
     /// Close a user's page and dispose of its context (frees its memory in Chromium).
     pub async fn end_user(&self, user: UserContext) {
         if let Some(watcher) = user.watcher {
-            watcher.abort();
+            watcher.finish(&user.page).await;
         }
         let _ = user.page.close().await;
         let _ = self.browser.dispose_browser_context(user.id).await;
@@ -219,6 +267,22 @@ async fn trim_devtools(page: &Page) -> Result<()> {
         .max_resource_buffer_size(NETWORK_BUFFER_BYTES)
         .build();
     page.execute(network).await?;
+    Ok(())
+}
+
+/// Block (or let through) `patterns` on `page`, in order; nothing to do without any.
+async fn block_urls(page: &Page, patterns: &[(String, bool)]) -> Result<()> {
+    use chromiumoxide::cdp::browser_protocol::network::{BlockPattern, SetBlockedUrLsParams};
+    if patterns.is_empty() {
+        return Ok(());
+    }
+    let patterns = patterns
+        .iter()
+        .map(|(pattern, block)| BlockPattern::new(pattern.clone(), *block));
+    let params = SetBlockedUrLsParams::builder()
+        .url_patterns(patterns)
+        .build();
+    page.execute(params).await?;
     Ok(())
 }
 

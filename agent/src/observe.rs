@@ -11,7 +11,9 @@
 //!   `liveview.page_loading` (LiveView's `phx:page-loading-start` to `-stop`), from a small
 //!   observer script injected into every document that reports through `console.debug`;
 //! - `http.duration` (ms from the request to the last byte);
-//! - `browser.console_errors`, `browser.exceptions`.
+//! - `browser.console_errors`, `browser.exceptions`;
+//! - `hosts.blocked`: requests the scenario's host rules blocked (`block_hosts:`,
+//!   `allow_hosts:`), which Chromium fails as "blocked by the inspector".
 //!
 //! While a user is traced (`liveload try`), the console messages and exceptions are also kept
 //! as text for the trace ([`Recorder::console_line`]).
@@ -21,8 +23,8 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use chromiumoxide::cdp::browser_protocol::network::{
-    EventLoadingFinished, EventResponseReceived, EventWebSocketCreated,
-    EventWebSocketFrameReceived, EventWebSocketFrameSent,
+    BlockedReason, EventLoadingFailed, EventLoadingFinished, EventResponseReceived,
+    EventWebSocketCreated, EventWebSocketFrameReceived, EventWebSocketFrameSent,
 };
 use chromiumoxide::cdp::js_protocol::runtime::{
     ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown,
@@ -54,31 +56,72 @@ const LIVEVIEW_OBSERVER: &str = r#"(() => {
   });
 })();"#;
 
-/// Start watching `page`; the task ends when the page's event streams end or it is aborted.
+/// A page's event watcher, running until [`finish`](PageWatcher::finish)ed.
+pub struct PageWatcher {
+    task: JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl PageWatcher {
+    /// Count every event `page` sent so far, then stop. A user's last requests settle just
+    /// before its context is closed, and their DevTools events are still on the pipe: stopping
+    /// the watcher at once lost them (an open-model arrival lost the end of every visit). One
+    /// command's round trip puts every event Chromium sent before its answer into the
+    /// watcher's channels (one connection, in order); the watcher handles what is ready before
+    /// it looks at the stop signal.
+    pub async fn finish(self, page: &Page) {
+        use chromiumoxide::cdp::browser_protocol::page::GetFrameTreeParams;
+        let _ =
+            tokio::time::timeout(FINISH_TIMEOUT, page.execute(GetFrameTreeParams::default())).await;
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(FINISH_TIMEOUT, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// The longest [`PageWatcher::finish`] waits for the page's answer, then for the watcher.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Start watching `page`, until the watcher is finished or the page's event streams end.
 /// HTTP responses of recorded iterations (`recording`) also become trace records.
 pub async fn watch(
     page: &Page,
     recorder: Arc<Recorder>,
     recording: Arc<crate::records::PageRecording>,
-) -> anyhow::Result<JoinHandle<()>> {
+) -> anyhow::Result<PageWatcher> {
     page.evaluate_on_new_document(LIVEVIEW_OBSERVER).await?;
     let mut finished = page.event_listener::<EventLoadingFinished>().await?;
+    let mut failed = page.event_listener::<EventLoadingFailed>().await?;
     let mut responses = page.event_listener::<EventResponseReceived>().await?;
     let mut sockets = page.event_listener::<EventWebSocketCreated>().await?;
     let mut sent = page.event_listener::<EventWebSocketFrameSent>().await?;
     let mut received = page.event_listener::<EventWebSocketFrameReceived>().await?;
     let mut console = page.event_listener::<EventConsoleApiCalled>().await?;
     let mut exceptions = page.event_listener::<EventExceptionThrown>().await?;
-    Ok(tokio::spawn(async move {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
         // Request start times (seconds, the browser's monotonic clock), until the last byte.
         let mut in_flight: std::collections::HashMap<String, f64> = Default::default();
         loop {
             tokio::select! {
+                // Events first: the stop signal is taken only once none is ready.
+                biased;
                 Some(event) = finished.next() => {
                     if let Some(sent) = in_flight.remove(event.request_id.inner())
                         && let Some(elapsed) = page_seconds(event.timestamp.inner() - sent)
                     {
                         recorder.latency("http.duration", elapsed);
+                    }
+                }
+                Some(event) = failed.next() => {
+                    in_flight.remove(event.request_id.inner());
+                    if event.blocked_reason == Some(BlockedReason::Inspector) {
+                        recorder.count("hosts.blocked", 1);
                     }
                 }
                 Some(event) = responses.next() => {
@@ -174,10 +217,12 @@ pub async fn watch(
                         recorder.console_line(format!("exception: {text}"));
                     }
                 }
+                _ = &mut stopped => break,
                 else => break,
             }
         }
-    }))
+    });
+    Ok(PageWatcher { task, stop })
 }
 
 /// A trace record of a response of a recorded iteration: its time to the headers, status and

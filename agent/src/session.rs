@@ -19,7 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::AgentState;
-use crate::browser::{NodeBrowser, UserContext};
+use crate::browser::{HostPolicy, NodeBrowser, UserContext};
 use crate::listener::BusyGuard;
 use crate::recorder::Recorder;
 use crate::users::{Gate, Setup, StopSignal, UserEnv, prepare_contexts, run_arrival, run_user};
@@ -325,20 +325,8 @@ async fn prepare(
                 .into(),
         );
     };
-    let browser = {
-        let mut slot = state.browser.lock().await;
-        if slot.is_none() {
-            let mut browser =
-                NodeBrowser::launch(std::path::Path::new(&info.path), state.no_sandbox)
-                    .await
-                    .map_err(|e| format!("{e:#}"))?;
-            if let Some(pid) = browser.pid() {
-                state.browser_pid.store(pid, Ordering::SeqCst);
-            }
-            *slot = Some(Arc::new(browser));
-        }
-        slot.clone().expect("just filled")
-    };
+    let hosts = HostPolicy::for_assignment(&assignment)?;
+    let browser = node_browser(state, &info, hosts).await?;
     if let Err(e) = browser.watch_crashes(recorder.clone()).await {
         tracing::warn!(error = %format!("{e:#}"), "page crashes will not be counted");
     }
@@ -363,6 +351,38 @@ async fn prepare(
             contexts,
         },
     ))
+}
+
+/// The node's browser, launched on the first `Prepare` and kept for the next ones (a warm
+/// agent's), unless the next run's host rules differ: the resolver's are on its command line,
+/// so it is then closed and launched again with them.
+async fn node_browser(
+    state: &Arc<AgentState>,
+    info: &liveload_proto::BrowserInfo,
+    hosts: HostPolicy,
+) -> Result<Arc<NodeBrowser>, String> {
+    let mut slot = state.browser.lock().await;
+    if let Some(browser) = slot.as_ref()
+        && browser.host_policy() == &hosts
+    {
+        return Ok(browser.clone());
+    }
+    if let Some(old) = slot.take()
+        && let Ok(old) = Arc::try_unwrap(old)
+    {
+        old.close().await;
+    }
+    let tuning = crate::switches::Tuning::from_env();
+    let path = std::path::Path::new(&info.path);
+    let mut browser = NodeBrowser::launch_tuned(path, state.no_sandbox, &tuning, hosts)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    if let Some(pid) = browser.pid() {
+        state.browser_pid.store(pid, Ordering::SeqCst);
+    }
+    let browser = Arc::new(browser);
+    *slot = Some(browser.clone());
+    Ok(browser)
 }
 
 /// Start the users (spread by `start_interval_ms`), take add/remove commands, stream a

@@ -69,7 +69,7 @@ impl UserEnv {
         UserState {
             page,
             vars: initial_vars(&self.assignment, user_id),
-            base_url: &self.assignment.base_url,
+            base_url: self.assignment.base_url_of(user_id),
             allow_schemes: &self.assignment.allow_schemes,
             step_timeout: Duration::from_millis(self.assignment.step_timeout_ms),
             recorder: &self.recorder,
@@ -80,6 +80,18 @@ impl UserEnv {
             recorded: false,
             user_id,
             iteration: 0,
+        }
+    }
+
+    /// With several targets, time an iteration of `user_id` on its target too
+    /// (`target:<base URL>`, and `target:<base URL>:failed` when it failed): the report's
+    /// breakdown by target.
+    fn record_target(&self, user_id: u64, elapsed: Duration, failed: bool) {
+        if let Some(metric) = self.assignment.target_metric(user_id) {
+            self.recorder.latency(&metric, elapsed);
+            if failed {
+                self.recorder.count(&format!("{metric}:failed"), 1);
+            }
         }
     }
 
@@ -400,6 +412,7 @@ async fn iterate(
             _ = stops.force() => break,
         };
         recorder.latency("iteration", started.elapsed());
+        env.record_target(user_id, started.elapsed(), outcome.is_err());
         if user.recorded {
             let iteration = (RecordKind::Iteration, "iteration");
             crate::steps::record(user, iteration, started.elapsed(), outcome.as_ref().err());
@@ -475,6 +488,7 @@ pub async fn run_arrival(env: Arc<UserEnv>, user_id: u64, scheduled: Instant) {
     };
     recorder.latency("iteration", scheduled.elapsed());
     recorder.latency("iteration_service", began.elapsed());
+    env.record_target(user_id, scheduled.elapsed(), outcome.is_err());
     if user.recorded {
         let iteration = (RecordKind::Iteration, "iteration");
         crate::steps::record(

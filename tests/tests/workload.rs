@@ -380,17 +380,108 @@ fn check_trace(path: &std::path::Path, report: &serde_json::Value) {
     );
 }
 
+/// Several targets and host rules in one run: six users spread round robin over two demo
+/// targets (each serves exactly its users, the report times each target), `cdn.test` mapped to
+/// the second target (the server sees it, though no resolver knows the name), and two hosts
+/// mapped to that same server but blocked, one by `block_hosts`, one by `allow_hosts` leaving
+/// it out: the server never sees them, and `hosts.blocked` counts each.
 #[test]
-fn the_user_loop_example_is_valid() {
+fn users_spread_over_targets_and_the_browser_keeps_to_the_host_rules() {
+    let _heavy = heavy();
     let state = tempfile::tempdir().unwrap();
-    let example = repo().join("examples/user-loop.yaml");
-    let (code, json, _) = json_output(liveload(state.path()).args([
-        "validate",
-        example.to_str().unwrap(),
+    let (a, b) = (demo_target(), demo_target());
+    let b_address = b.trim_start_matches("http://");
+    // Credentials in a base URL reach the browser, never a metric's name.
+    let a_with_credentials = a.replace("http://", "http://user:secret@");
+    let fetch = |url: &str| format!("fetch('{url}', {{mode: 'no-cors'}})");
+    let probe = format!(
+        "Promise.allSettled([{}, {}, {}]).then(() => 1)",
+        fetch("http://cdn.test/seen?v=cdn-{{user_id}}"),
+        fetch("http://x.ads.test/seen?v=ads"),
+        fetch("http://other.test/seen?v=other"),
+    );
+    let text = format!(
+        r##"name: targets
+base_urls: ["{a_with_credentials}", "{b}"]
+users: 6
+duration: 60s
+iterations: 2
+block_hosts: ["*.ads.test"]
+allow_hosts: ["cdn.test"]
+map_hosts:
+  cdn.test: "{b_address}"
+  "*.ads.test": "{b_address}"
+  other.test: "{b_address}"
+steps:
+  - navigate: "/seen?v=user-{{{{user_id}}}}"
+  - eval: "{probe}"
+"##
+    );
+    let path = scenario_file(state.path(), "targets.yaml", &text);
+    let (code, report, output) = json_output(liveload(state.path()).args([
+        "run",
+        path.to_str().unwrap(),
         "--output",
         "json",
     ]));
-    assert_eq!(code, 0, "{json}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(report["iterations_ok"], 12, "{report}");
+    let seen = |target: &str| -> Vec<String> {
+        let list = http_get(target.trim_start_matches("http://"), "/seen/list");
+        let mut values: Vec<String> = list
+            .lines()
+            .map(|line| line.split_once(' ').unwrap().1.to_string())
+            .collect();
+        values.sort();
+        values
+    };
+    let twice = |values: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = values
+            .iter()
+            .flat_map(|v| [v.to_string(), v.to_string()])
+            .collect();
+        all.sort();
+        all
+    };
+    assert_eq!(seen(&a), twice(&["user-0", "user-2", "user-4"]));
+    let mut on_b: Vec<&str> = vec!["user-1", "user-3", "user-5"];
+    let cdn: Vec<String> = (0..6).map(|u| format!("cdn-{u}")).collect();
+    on_b.extend(cdn.iter().map(String::as_str));
+    assert_eq!(
+        seen(&b),
+        twice(&on_b),
+        "mapped, and nothing blocked got through"
+    );
+    assert_eq!(
+        report["counters"]["hosts.blocked"],
+        2 * 12,
+        "{}",
+        report["counters"]
+    );
+    for target in [&a, &b] {
+        let metric = &report["latencies"][format!("target:{target}")];
+        assert_eq!(metric["count"], 6, "{target}: {}", report["latencies"]);
+    }
+    assert!(
+        !report.to_string().contains("secret"),
+        "credentials leaked: {report}"
+    );
+}
+
+#[test]
+fn the_workload_examples_are_valid() {
+    let state = tempfile::tempdir().unwrap();
+    for example in ["examples/user-loop.yaml", "examples/targets.yaml"] {
+        let example = repo().join(example);
+        let (code, json, _) = json_output(liveload(state.path()).args([
+            "validate",
+            example.to_str().unwrap(),
+            "--output",
+            "json",
+        ]));
+        assert_eq!(code, 0, "{example:?}: {json}");
+    }
 }
 
 /// Run `path` against `target` on three local nodes of `per_node` users each (sized so by

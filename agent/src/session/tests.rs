@@ -39,6 +39,8 @@ fn assignment(users: u64, duration: Duration) -> Assignment {
         memory_budget_bytes: None,
         user_loop: Default::default(),
         trace_file: None,
+        base_urls: Vec::new(),
+        host_rules: Default::default(),
         run_id: "t".into(),
         scenario: "t".into(),
         base_url: "http://127.0.0.1".into(),

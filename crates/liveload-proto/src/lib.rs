@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 mod diagnostics;
+mod hosts;
 pub mod launch;
 mod records;
 mod step;
@@ -37,6 +38,7 @@ pub mod template;
 pub use diagnostics::{
     Diagnostics, ErrorOccurrence, FailureCapture, StepTrace, TraceOptions, TracePhase,
 };
+pub use hosts::{HostMapping, HostRules, check_address, check_host_pattern, url_host};
 pub use records::{RecordKind, TraceFile, TraceRecord};
 pub use step::{AssertCheck, ExtractFrom, Step, StepKind, WaitCondition};
 pub use template::Generator;
@@ -48,8 +50,9 @@ pub use template::Generator;
 /// columns, [`Diagnostics`], first error occurrences and captures in snapshots, traces.
 /// Version 3: [`UserLoop`] (`on_start`/`on_stop` steps, iterations per user, pacing), which an
 /// older agent would ignore and loop forever without; `coordinate` steps with `Arrived` and
-/// `Release`.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// `Release`. Version 4: several base URLs per node and [`HostRules`], which an older agent
+/// would ignore (sending every user to one target, and loading the hosts a scenario blocks).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest frame either side accepts, in bytes. A snapshot of hundreds of histograms fits
 /// comfortably; anything larger is a bug or an attack.
@@ -325,6 +328,44 @@ pub struct Assignment {
     /// Raw trace records to send with the snapshots (`liveload run --trace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_file: Option<TraceFile>,
+    /// The targets of this node's users when the scenario has several (`base_urls:`): user
+    /// `u` goes to `base_urls[u % len]`. Empty: every user goes to `base_url`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base_urls: Vec<String>,
+    /// Hosts the browser must not reach, the only ones it may, and host names it sends to
+    /// another address (the scenario's `block_hosts:`, `allow_hosts:`, `map_hosts:`).
+    #[serde(default, skip_serializing_if = "HostRules::is_empty")]
+    pub host_rules: HostRules,
+}
+
+impl Assignment {
+    /// The base URL user `user_id` goes to.
+    pub fn base_url_of(&self, user_id: u64) -> &str {
+        match self.base_urls.len() as u64 {
+            0 => &self.base_url,
+            n => &self.base_urls[(user_id % n) as usize],
+        }
+    }
+
+    /// The metric that times user `user_id`'s iterations per target, `target:<base URL>`
+    /// (credentials left out), when the scenario has several targets; `None` with one.
+    pub fn target_metric(&self, user_id: u64) -> Option<String> {
+        if self.base_urls.is_empty() {
+            return None;
+        }
+        let url = self.base_url_of(user_id);
+        let shown = match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                match rest[..authority_end].rfind('@') {
+                    Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                    None => url.to_string(),
+                }
+            }
+            None => url.to_string(),
+        };
+        Some(format!("target:{shown}"))
+    }
 }
 
 /// What each user of the closed model does around its iterations (the scenario's

@@ -134,6 +134,8 @@ fn arb_controller_message() -> impl Strategy<Value = ControllerMessage> {
                     memory_budget_bytes: None,
                     user_loop: Default::default(),
                     trace_file: None,
+                    base_urls: Vec::new(),
+                    host_rules: Default::default(),
                     run_id: "r".into(),
                     scenario: "s".into(),
                     base_url: "http://127.0.0.1".into(),

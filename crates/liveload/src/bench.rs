@@ -485,6 +485,8 @@ async fn users_once(
             memory_budget_bytes: None,
             user_loop: Default::default(),
             trace_file: None,
+            base_urls: Vec::new(),
+            host_rules: Default::default(),
             run_id: run_id.clone(),
             scenario: "bench".into(),
             base_url: url.to_string(),

@@ -102,7 +102,7 @@ async fn calibrate(args: &CalibrateArgs, ctx: &Ctx<'_>) -> Result<CalibratedProf
         .map_err(|e| Error::io(format!("reading {}", args.scenario.display()), e))?;
     let mut scenario = liveload_core::scenario::Scenario::from_file(&args.scenario)?;
     if let Some(url) = &args.base_url {
-        scenario.base_url = url.trim_end_matches('/').to_string();
+        scenario.set_base_url(url);
     }
     // Each step holds exactly its users, all started at once: the scenario's own ramp would
     // leave the steady half without them, and an open model does not hold a user count.

@@ -19,7 +19,7 @@ const DEMO_SCENARIO: &str = include_str!("../../../examples/demo.yaml");
 pub fn load_scenario(path: &Path, flags: &RunFlags) -> Result<Scenario, Error> {
     let mut scenario = Scenario::from_file(path)?;
     if let Some(base_url) = &flags.base_url {
-        scenario.base_url = base_url.trim_end_matches('/').to_string();
+        scenario.set_base_url(base_url);
     }
     Ok(scenario)
 }
@@ -295,9 +295,9 @@ pub async fn demo(args: cli::DemoArgs, ctx: &Ctx<'_>) -> i32 {
         Ok(s) => s,
         Err(e) => return output::error(&e, format),
     };
-    scenario.base_url = format!("http://{address}");
+    scenario.set_base_url(&format!("http://{address}"));
     if let Some(base_url) = &args.run.base_url {
-        scenario.base_url = base_url.clone();
+        scenario.set_base_url(base_url);
     }
     run_scenario(scenario, ctx, &args.backend, &args.run).await
 }

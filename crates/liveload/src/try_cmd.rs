@@ -56,7 +56,7 @@ pub async fn run(args: TryArgs) -> i32 {
         Err(e) => return crate::output::error(&e, OutputFormat::Text),
     };
     if let Some(base_url) = &args.base_url {
-        scenario.base_url = base_url.trim_end_matches('/').to_string();
+        scenario.set_base_url(base_url);
     }
     if let Some(dir) = &args.screenshots
         && let Err(e) = std::fs::create_dir_all(dir)
@@ -66,7 +66,9 @@ pub async fn run(args: TryArgs) -> i32 {
     }
     println!(
         "trying '{}' as user {} against {}",
-        scenario.name, args.user, scenario.base_url
+        scenario.name,
+        args.user,
+        scenario.target_of(args.user)
     );
     let outcome = tokio::select! {
         outcome = try_once(&scenario, &args) => outcome,
@@ -147,7 +149,14 @@ fn assignment(scenario: &Scenario, run_id: &str, args: &TryArgs) -> Assignment {
         trace_file: None,
         run_id: run_id.to_string(),
         scenario: scenario.name.clone(),
-        base_url: scenario.base_url.clone(),
+        base_url: scenario.base_url().to_string(),
+        // As node 0 of a run would have them: the user goes where it would go in a run.
+        base_urls: liveload_core::scenario::targets_for_node(
+            &scenario.base_urls,
+            scenario.target_distribution,
+            0,
+        ),
+        host_rules: scenario.host_rules.clone(),
         first_user_id: args.user,
         users: 1,
         // Room for the one iteration (and `on_start`); `max_iterations` ends the user after it.

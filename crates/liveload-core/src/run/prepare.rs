@@ -43,9 +43,11 @@ pub(super) async fn prepare_and_start(
     let frames = live
         .iter()
         .zip(terms)
-        .map(|(node, terms)| {
+        .enumerate()
+        .map(|(position, (node, terms))| {
             let (first_user_id, users) = (node.report.first_user_id, node.report.users);
-            let mut frame = prepare_frame(scenario, options, run_id, first_user_id, users, terms);
+            let users = (first_user_id, users);
+            let mut frame = prepare_frame(scenario, options, run_id, position, users, terms);
             if let ControllerMessage::Prepare(assignment) = &mut frame {
                 assignment.memory_budget_bytes = Some(memory_budget(&node.report.facts, options));
             }
@@ -83,13 +85,14 @@ pub(super) async fn prepare_and_start(
     Ok(())
 }
 
-/// The `Prepare` frame of one node: users `first_user_id ..` (`users` of them) on `terms`.
+/// The `Prepare` frame of the node at `position` among those that booted (which spreads
+/// `per_node` targets): users `first_user_id ..` (`users` of them) on `terms`.
 fn prepare_frame(
     scenario: &Scenario,
     options: &RunOptions,
     run_id: &str,
-    first_user_id: u64,
-    users: u64,
+    position: usize,
+    (first_user_id, users): (u64, u64),
     terms: NodeTerms,
 ) -> ControllerMessage {
     // Durations are bounded (`MAX_DURATION`, about 3e11 ms), so `as u64` never truncates.
@@ -97,7 +100,7 @@ fn prepare_frame(
     ControllerMessage::Prepare(Box::new(Assignment {
         run_id: run_id.to_string(),
         scenario: scenario.name.clone(),
-        base_url: scenario.base_url.clone(),
+        base_url: scenario.base_url().to_string(),
         first_user_id,
         users,
         duration_ms: ms(options.duration),
@@ -120,6 +123,12 @@ fn prepare_frame(
             sample: t.sample,
             bytes_per_s: t.bytes_per_s,
         }),
+        base_urls: crate::scenario::targets_for_node(
+            &scenario.base_urls,
+            scenario.target_distribution,
+            position,
+        ),
+        host_rules: scenario.host_rules.clone(),
     }))
 }
 
@@ -164,7 +173,7 @@ pub(super) fn check_scenario_fits(
     check_unique_rows(scenario, options.users)?;
     let terms = node_terms(scenario, options, &[options.users]);
     let terms = terms.into_iter().next().expect("one node, one share");
-    let frame = prepare_frame(scenario, options, run_id, 0, options.users, terms);
+    let frame = prepare_frame(scenario, options, run_id, 0, (0, options.users), terms);
     check_frame_size(&frame, scenario)
 }
 
@@ -259,7 +268,7 @@ mod tests {
         let mut first = 0;
         let mut dealt = Vec::new();
         for (users, terms) in shares.iter().zip(terms) {
-            let frame = prepare_frame(&scenario, &options, "r", first, *users, terms);
+            let frame = prepare_frame(&scenario, &options, "r", 0, (first, *users), terms);
             let ControllerMessage::Prepare(assignment) = frame else {
                 panic!()
             };
@@ -278,6 +287,37 @@ mod tests {
             err.to_string()
                 .contains("30 rows, fewer than the run's 31 users"),
             "{err}"
+        );
+    }
+
+    /// `per_node` gives each node one target, in turn; `round_robin` gives every node all of
+    /// them (its users pick by their cluster-wide id).
+    #[test]
+    fn nodes_receive_their_targets() {
+        use crate::scenario::TargetDistribution;
+        let mut scenario = scenario_with("cell", 1);
+        scenario.base_urls = vec!["http://a".into(), "http://b".into()];
+        let options = RunOptions::new("t", 3, Duration::from_secs(1));
+        let targets = |scenario: &Scenario| -> Vec<Vec<String>> {
+            let terms = node_terms(scenario, &options, &[1, 1, 1]);
+            (0..3)
+                .zip(terms)
+                .map(|(position, terms)| {
+                    let users = (position as u64, 1);
+                    match prepare_frame(scenario, &options, "r", position, users, terms) {
+                        ControllerMessage::Prepare(a) => a.base_urls,
+                        _ => panic!(),
+                    }
+                })
+                .collect()
+        };
+        let both = vec!["http://a".to_string(), "http://b".to_string()];
+        assert_eq!(targets(&scenario), [both.clone(), both.clone(), both]);
+        scenario.target_distribution = TargetDistribution::PerNode;
+        let one = |u: &str| vec![u.to_string()];
+        assert_eq!(
+            targets(&scenario),
+            [one("http://a"), one("http://b"), one("http://a")]
         );
     }
 }

@@ -42,6 +42,7 @@
 mod data;
 mod lower;
 mod nesting;
+mod network;
 mod raw;
 mod schema;
 #[cfg(test)]
@@ -49,12 +50,13 @@ mod schema_drift;
 mod text;
 mod workload;
 pub use data::{DataMode, rows_for_node};
+pub use network::{TargetDistribution, targets_for_node};
 pub use workload::{ScenarioSizing, coordinate_points};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use liveload_proto::{DataTable, Diagnostics, Step, UserLoop};
+use liveload_proto::{DataTable, Diagnostics, HostRules, Step, UserLoop};
 
 pub use schema::json_schema;
 pub use text::{MAX_DURATION, MAX_DURATION_TEXT, parse_duration, template_variables};
@@ -69,8 +71,15 @@ use raw::{RawFailureAction, RawOnFailure, RawScenario, RawThreshold, StringOrMap
 pub struct Scenario {
     /// The scenario's name: names the run, the lock, the report.
     pub name: String,
-    /// Base URL that relative step URLs join.
-    pub base_url: String,
+    /// The targets: base URLs that relative step URLs join, at least one (`base_url:`, or
+    /// `base_urls:`). Read the first with [`base_url`](Self::base_url); replace them all with
+    /// [`set_base_url`](Self::set_base_url).
+    pub base_urls: Vec<String>,
+    /// How users are spread over several `base_urls`.
+    pub target_distribution: TargetDistribution,
+    /// Hosts the browsers must not reach, the only ones they may, and host names sent to
+    /// another address.
+    pub host_rules: HostRules,
     /// Users to simulate (overridden by `--users`).
     pub users: u64,
     /// How long users iterate.
@@ -163,7 +172,9 @@ impl Scenario {
     pub fn new(name: &str, base_url: &str, steps: Vec<Step>) -> Scenario {
         Scenario {
             name: name.to_string(),
-            base_url: base_url.trim_end_matches('/').to_string(),
+            base_urls: vec![base_url.trim_end_matches('/').to_string()],
+            target_distribution: TargetDistribution::RoundRobin,
+            host_rules: HostRules::default(),
             users: 1,
             duration: DEFAULT_DURATION,
             iteration_timeout: DEFAULT_ITERATION_TIMEOUT,
@@ -231,6 +242,26 @@ pub const STEP_KINDS: &[&str] = &[
 ];
 
 impl Scenario {
+    /// The (first) target: what a single user, a calibration or a probe uses.
+    pub fn base_url(&self) -> &str {
+        &self.base_urls[0]
+    }
+
+    /// The target user `user_id` goes to on the first node (`liveload try`).
+    pub fn target_of(&self, user_id: u64) -> &str {
+        match self.target_distribution {
+            TargetDistribution::RoundRobin => {
+                &self.base_urls[(user_id % self.base_urls.len() as u64) as usize]
+            }
+            TargetDistribution::PerNode => self.base_url(),
+        }
+    }
+
+    /// Send every user to `url` (`--base-url`), whatever targets the file named.
+    pub fn set_base_url(&mut self, url: &str) {
+        self.base_urls = vec![url.trim_end_matches('/').to_string()];
+    }
+
     /// What agents record for debugging in a run of this scenario: its failure captures
     /// (tracing and iteration limits are for `liveload try`, which sets them itself).
     pub fn diagnostics(&self) -> Diagnostics {
@@ -273,8 +304,19 @@ impl Scenario {
     /// The order is part of the behaviour: a file with several mistakes reports the first one
     /// met here, so reordering these lines changes which error users see. Data comes before
     /// the steps because its columns are variables the steps may use.
-    fn lower(raw: RawScenario, path: &Path) -> std::result::Result<Scenario, Located> {
+    fn lower(mut raw: RawScenario, path: &Path) -> std::result::Result<Scenario, Located> {
+        use std::mem::take;
         check_outline(&raw)?;
+        let (base_urls, target_distribution) = network::lower_targets(
+            raw.base_url.take(),
+            take(&mut raw.base_urls),
+            raw.base_url_distribution,
+        )?;
+        let host_rules = network::lower_host_rules(
+            take(&mut raw.block_hosts),
+            take(&mut raw.allow_hosts),
+            take(&mut raw.map_hosts),
+        )?;
         let timings = Timings::lower(&raw)?;
         let data = data::read_data(path, raw.data.as_ref())?;
         let think_time = raw
@@ -309,7 +351,9 @@ impl Scenario {
         };
         Ok(Scenario {
             name: raw.name,
-            base_url: raw.base_url.trim_end_matches('/').to_string(),
+            base_urls,
+            target_distribution,
+            host_rules,
             users,
             duration: timings.duration,
             iteration_timeout: timings.iteration_timeout,
@@ -329,21 +373,12 @@ impl Scenario {
     }
 }
 
-/// What every scenario needs and serde cannot check: at least one step, and a web URL.
+/// What every scenario needs and serde cannot check: at least one step.
 fn check_outline(raw: &RawScenario) -> std::result::Result<(), Located> {
     if raw.steps.is_empty() {
         return Err(Located::new(
             "steps: a scenario needs at least one step",
             "steps",
-        ));
-    }
-    if !(raw.base_url.starts_with("http://") || raw.base_url.starts_with("https://")) {
-        return Err(Located::new(
-            format!(
-                "base_url '{}' must start with http:// or https://",
-                raw.base_url
-            ),
-            "base_url",
         ));
     }
     Ok(())

@@ -27,7 +27,23 @@ pub(super) struct RawScenario {
     /// `name:` — names the run, the lock and the report.
     pub(super) name: String,
     /// `base_url:` — what relative step URLs join.
-    pub(super) base_url: String,
+    #[serde(default)]
+    pub(super) base_url: Option<String>,
+    /// `base_urls:` — several targets instead of one `base_url`.
+    #[serde(default)]
+    pub(super) base_urls: Vec<String>,
+    /// `base_url_distribution:` — how users are spread over `base_urls`.
+    #[serde(default)]
+    pub(super) base_url_distribution: Option<super::network::TargetDistribution>,
+    /// `block_hosts:` — host patterns the browsers must not reach.
+    #[serde(default)]
+    pub(super) block_hosts: Vec<String>,
+    /// `allow_hosts:` — the only host patterns the browsers may reach (with the targets').
+    #[serde(default)]
+    pub(super) allow_hosts: Vec<String>,
+    /// `map_hosts:` — host names sent to another address.
+    #[serde(default)]
+    pub(super) map_hosts: std::collections::BTreeMap<String, String>,
     /// `users:` — users to simulate (closed model); 1 when absent.
     #[serde(default)]
     pub(super) users: Option<u64>,

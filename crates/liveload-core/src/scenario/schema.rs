@@ -34,11 +34,19 @@ pub fn json_schema() -> Value {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "liveload scenario",
         "type": "object",
-        "required": ["name", "base_url", "steps"],
+        "required": ["name", "steps"],
         "additionalProperties": false,
         "properties": {
             "name": string(),
-            "base_url": {"type": "string", "pattern": "^https?://"},
+            "base_url": {"type": "string", "pattern": "^https?://", "description": "the target: what relative step URLs join (or base_urls for several)"},
+            "base_urls": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^https?://"},
+                "description": "several targets instead of base_url; latency is also reported per target"},
+            "base_url_distribution": {"enum": ["round_robin", "per_node"],
+                "description": "round_robin: user u goes to target u % targets (default); per_node: node n's users go to target n % targets"},
+            "block_hosts": {"type": "array", "items": host_pattern(), "description": "hosts the browsers must not reach (counted as hosts.blocked)"},
+            "allow_hosts": {"type": "array", "items": host_pattern(), "description": "the only hosts the browsers may reach, besides the targets'"},
+            "map_hosts": {"type": "object", "additionalProperties": {"type": "string", "description": "host, IP address, [IPv6], with an optional :port"},
+                "description": "host name (pattern) -> address its requests connect to"},
             "users": {"type": "integer", "minimum": 1},
             "duration": duration,
             "iteration_timeout": duration,
@@ -76,6 +84,11 @@ pub fn json_schema() -> Value {
         },
         "$defs": {"step": {"oneOf": step_variants()}}
     })
+}
+
+/// A host name with `*` wildcards, as `block_hosts:` and `allow_hosts:` take them.
+fn host_pattern() -> Value {
+    json!({"type": "string", "pattern": "^[A-Za-z0-9.*-]+$", "description": "host name; * matches any characters"})
 }
 
 /// One step: a bare kind, or a map of one kind (with its argument) and an optional `name`.

@@ -32,7 +32,7 @@ fn parses_minimal_scenario() {
         )
         .unwrap();
     assert_eq!(s.users, 3);
-    assert_eq!(s.base_url, "http://127.0.0.1:1");
+    assert_eq!(s.base_url(), "http://127.0.0.1:1");
     assert_eq!(s.duration, Duration::from_secs(2));
     assert_eq!(
         s.steps[2].kind,

@@ -63,7 +63,10 @@ pub fn check(
 /// A valid scenario's promises, and the agent's: its assignment crosses the wire intact.
 fn check_scenario(s: &Scenario) -> Result<(), TestCaseError> {
     prop_assert!(!s.steps.is_empty());
-    prop_assert!(s.base_url.starts_with("http://") || s.base_url.starts_with("https://"));
+    for url in &s.base_urls {
+        prop_assert!(url.starts_with("http://") || url.starts_with("https://"));
+    }
+    prop_assert!(s.host_rules.check().is_ok(), "{:?}", s.host_rules);
     prop_assert!(!s.duration.is_zero() && s.duration <= MAX_DURATION);
     prop_assert!(s.iteration_timeout <= MAX_DURATION && s.step_timeout <= MAX_DURATION);
     for t in &s.thresholds {
@@ -78,7 +81,9 @@ fn check_scenario(s: &Scenario) -> Result<(), TestCaseError> {
         trace_file: None,
         run_id: "fuzz-r1".into(),
         scenario: s.name.clone(),
-        base_url: s.base_url.clone(),
+        base_url: s.base_url().to_string(),
+        base_urls: s.base_urls.clone(),
+        host_rules: s.host_rules.clone(),
         first_user_id: 0,
         users: s.users,
         duration_ms: s.duration.as_millis() as u64,

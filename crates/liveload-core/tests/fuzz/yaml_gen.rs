@@ -192,6 +192,11 @@ pub fn scenario() -> impl Strategy<Value = Value> {
         ("thresholds", 2),
         ("load", 2),
         ("throttle", 2),
+        ("base_urls", 5),
+        ("base_url_distribution", 6),
+        ("block_hosts", 5),
+        ("allow_hosts", 6),
+        ("map_hosts", 5),
         ("bogus", 8),
     ];
     let fields: Vec<BoxedStrategy<Option<(String, Value)>>> = top
@@ -236,7 +241,18 @@ fn plausible(key: &str) -> BoxedStrategy<Value> {
         )
         .prop_map(Value::Sequence)
         .boxed(),
-        "load" | "throttle" => argument_map(Just(Value::Null).boxed()).boxed(),
+        "load" | "throttle" | "map_hosts" => argument_map(Just(Value::Null).boxed()).boxed(),
+        "base_urls" | "block_hosts" | "allow_hosts" => {
+            let item = prop_oneof![
+                text("http://127.0.0.1:2"),
+                text("*.ads.test"),
+                odd_string().prop_map(Value::String).boxed()
+            ];
+            proptest::collection::vec(item, 0..3)
+                .prop_map(Value::Sequence)
+                .boxed()
+        }
+        "base_url_distribution" => prop_oneof![text("per_node"), text("round_robin")].boxed(),
         _ => odd_string().prop_map(Value::String).boxed(),
     }
 }

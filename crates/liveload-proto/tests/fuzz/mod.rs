@@ -243,6 +243,8 @@ fn controller_seeds() -> Vec<Value> {
         memory_budget_bytes: None,
         user_loop: Default::default(),
         trace_file: None,
+        base_urls: Vec::new(),
+        host_rules: Default::default(),
         run_id: "r".into(),
         scenario: "s".into(),
         base_url: "http://127.0.0.1".into(),
