@@ -11,6 +11,9 @@
 //!   `liveview.page_loading` (LiveView's `phx:page-loading-start` to `-stop`), from a small
 //!   observer script injected into every document that reports through `console.debug`;
 //! - `http.duration` (ms from the request to the last byte);
+//! - `page.lcp`, `page.cls`, `page.inp`: each document's Web Vitals, measured in the page by
+//!   the same observer script (the `web-vitals` library's rules) and reported when the document
+//!   is left or the user ends (`page.cls` in thousandths of the layout-shift score);
 //! - `browser.console_errors`, `browser.exceptions`;
 //! - `hosts.blocked`: requests the scenario's host rules blocked (`block_hosts:`,
 //!   `allow_hosts:`), which Chromium fails as "blocked by the inspector".
@@ -63,16 +66,16 @@ pub struct PageWatcher {
 }
 
 impl PageWatcher {
-    /// Count every event `page` sent so far, then stop. A user's last requests settle just
+    /// Have the page's document report its Web Vitals, count every event `page` sent so far,
+    /// then stop. A user's last requests settle just
     /// before its context is closed, and their DevTools events are still on the pipe: stopping
     /// the watcher at once lost them (an open-model arrival lost the end of every visit). One
     /// command's round trip puts every event Chromium sent before its answer into the
     /// watcher's channels (one connection, in order); the watcher handles what is ready before
     /// it looks at the stop signal.
     pub async fn finish(self, page: &Page) {
-        use chromiumoxide::cdp::browser_protocol::page::GetFrameTreeParams;
-        let _ =
-            tokio::time::timeout(FINISH_TIMEOUT, page.execute(GetFrameTreeParams::default())).await;
+        // The round trip also has the document report its Web Vitals.
+        report_vitals(page).await;
         let _ = self.stop.send(());
         let mut task = self.task;
         if tokio::time::timeout(FINISH_TIMEOUT, &mut task)
@@ -87,6 +90,113 @@ impl PageWatcher {
 /// The longest [`PageWatcher::finish`] waits for the page's answer, then for the watcher.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Runs in every web document beside [`LIVEVIEW_OBSERVER`]: measures the document's Web
+/// Vitals as Google's `web-vitals` library does and reports them as
+/// `__liveload vitals DOC LCP CLS INP` (a random id of the document; milliseconds, score,
+/// milliseconds; -1 for none yet):
+/// - LCP: the start time of the last `largest-contentful-paint` entry;
+/// - CLS: the largest session window of layout shifts without recent input (shifts less than
+///   1 s apart, a window at most 5 s long);
+/// - INP: of the interactions' longest event durations, the 98th percentile's (the largest
+///   under 50 interactions); the first input counts even under the 16 ms threshold.
+///
+/// It reports 100 ms after a change (changes in between share the report), when the agent asks
+/// (`__liveloadVitals()`, before a `navigate`, a `reload` and the end of the user) and on
+/// `pagehide`. The agent keeps each document's last report and records it once, when the next
+/// document reports or the page's watcher ends ([`Vitals`]). A document left by a click on a
+/// link keeps its values as of its last report; Chromium drops console messages of a document
+/// being unloaded, so `pagehide` cannot be relied on alone.
+const VITALS_OBSERVER: &str = r#"(() => {
+  if (!/^https?:$/.test(location.protocol)) return;
+  const doc = Math.random().toString(36).slice(2);
+  let lcp = -1, cls = 0, session = 0, sessionStart = 0, lastShift = 0, pending = 0;
+  const interactions = new Map();
+  const inp = () => {
+    const longest = [...interactions.values()].sort((a, b) => b - a);
+    return longest.length ? longest[Math.min(longest.length - 1, Math.floor(longest.length / 50))] : -1;
+  };
+  const report = () => {
+    clearTimeout(pending);
+    pending = 0;
+    console.debug("__liveload vitals " + doc + " " + lcp + " " + cls + " " + inp());
+  };
+  const changed = () => { if (!pending) pending = setTimeout(report, 100); };
+  const observe = (type, handle, options) => {
+    try {
+      new PerformanceObserver((list) => { list.getEntries().forEach(handle); changed(); })
+        .observe(Object.assign({ type, buffered: true }, options));
+    } catch (e) {}
+  };
+  observe("largest-contentful-paint", (e) => { lcp = e.startTime; });
+  observe("layout-shift", (e) => {
+    if (e.hadRecentInput) return;
+    if (session && (e.startTime - lastShift > 1000 || e.startTime - sessionStart > 5000)) session = 0;
+    if (!session) sessionStart = e.startTime;
+    session += e.value;
+    lastShift = e.startTime;
+    cls = Math.max(cls, session);
+  });
+  const interaction = (e) => {
+    if (!e.interactionId) return;
+    interactions.set(e.interactionId, Math.max(interactions.get(e.interactionId) || 0, e.duration));
+  };
+  observe("event", interaction, { durationThreshold: 16 });
+  observe("first-input", interaction);
+  addEventListener("pagehide", report, { capture: true });
+  Object.defineProperty(window, "__liveloadVitals", { value: report });
+})();"#;
+
+/// Have the page's document report its Web Vitals now (before it is left).
+pub async fn report_vitals(page: &Page) {
+    let report = "window.__liveloadVitals && window.__liveloadVitals()";
+    let _ = tokio::time::timeout(FINISH_TIMEOUT, page.evaluate(report)).await;
+}
+
+/// The Web Vitals of a page's current document, as last reported; recorded when the page
+/// moves on to another document or stops being watched: one set per document.
+#[derive(Default)]
+struct Vitals {
+    /// The document's id and its `[LCP, CLS, INP]`.
+    current: Option<(String, [f64; 3])>,
+}
+
+impl Vitals {
+    /// Take a report (`DOC LCP CLS INP`); the previous document's values are recorded when
+    /// this one is another's. The page controls the text: anything unparsable is dropped.
+    fn report(&mut self, recorder: &Recorder, text: &str) {
+        let mut parts = text.split(' ');
+        let Some(doc) = parts.next() else { return };
+        let values: Vec<f64> = parts.map_while(|v| v.parse::<f64>().ok()).collect();
+        let Ok(values) = <[f64; 3]>::try_from(values) else {
+            return;
+        };
+        if doc.len() > 32 {
+            return;
+        }
+        if self.current.as_ref().is_some_and(|(d, _)| d != doc) {
+            self.record(recorder);
+        }
+        self.current = Some((doc.to_string(), values));
+    }
+
+    /// Record the current document's values: a latency for each it had.
+    fn record(&mut self, recorder: &Recorder) {
+        let Some((_, [lcp, cls, inp])) = self.current.take() else {
+            return;
+        };
+        for (name, seconds) in [
+            ("page.lcp", lcp / 1000.0),
+            // The score, in thousandths: a latency of `cls` seconds reads as `cls * 1000` ms.
+            ("page.cls", cls),
+            ("page.inp", inp / 1000.0),
+        ] {
+            if let Some(value) = (seconds >= 0.0).then(|| page_seconds(seconds)).flatten() {
+                recorder.latency(name, value);
+            }
+        }
+    }
+}
+
 /// Start watching `page`, until the watcher is finished or the page's event streams end.
 /// HTTP responses of recorded iterations (`recording`) also become trace records.
 pub async fn watch(
@@ -95,6 +205,7 @@ pub async fn watch(
     recording: Arc<crate::records::PageRecording>,
 ) -> anyhow::Result<PageWatcher> {
     page.evaluate_on_new_document(LIVEVIEW_OBSERVER).await?;
+    page.evaluate_on_new_document(VITALS_OBSERVER).await?;
     let mut finished = page.event_listener::<EventLoadingFinished>().await?;
     let mut failed = page.event_listener::<EventLoadingFailed>().await?;
     let mut responses = page.event_listener::<EventResponseReceived>().await?;
@@ -107,6 +218,7 @@ pub async fn watch(
     let task = tokio::spawn(async move {
         // Request start times (seconds, the browser's monotonic clock), until the last byte.
         let mut in_flight: std::collections::HashMap<String, f64> = Default::default();
+        let mut vitals = Vitals::default();
         loop {
             tokio::select! {
                 // Events first: the stop signal is taken only once none is ready.
@@ -195,6 +307,9 @@ pub async fn watch(
                                 Some("lv-connect") => recorder.count("liveview.connects", 1),
                                 Some("lv-disconnect") => recorder.count("liveview.disconnects", 1),
                                 Some("lv-reconnect") => recorder.count("liveview.reconnects", 1),
+                                Some(other) if other.starts_with("vitals ") => {
+                                    vitals.report(&recorder, &other["vitals ".len()..]);
+                                }
                                 Some(other) => {
                                     if let Some(elapsed) = other
                                         .strip_prefix("lv-loading ")
@@ -221,6 +336,7 @@ pub async fn watch(
                 else => break,
             }
         }
+        vitals.record(&recorder);
     });
     Ok(PageWatcher { task, stop })
 }
@@ -280,6 +396,34 @@ fn page_seconds(seconds: f64) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One set of vitals per document, its last report's; a page's garbage is dropped.
+    #[test]
+    fn vitals_are_recorded_once_per_document() {
+        let recorder = Recorder::default();
+        let mut vitals = Vitals::default();
+        for report in [
+            "a 10 0 -1",
+            "a 25 0.05 -1",
+            "b 1e300 nope",
+            "b 30 0 120",
+            "c -1 0 -1",
+        ] {
+            vitals.report(&recorder, report);
+        }
+        vitals.record(&recorder);
+        let taken = recorder.take(Duration::from_secs(1));
+        let counts = |name: &str| -> u64 {
+            let encoded = &taken.histograms[name].0;
+            let h: hdrhistogram::Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+                .deserialize(&mut &encoded[..])
+                .unwrap();
+            h.len()
+        };
+        assert_eq!(counts("page.lcp"), 2, "a and b; c painted nothing");
+        assert_eq!(counts("page.cls"), 3);
+        assert_eq!(counts("page.inp"), 1);
+    }
 
     /// Regression (issue 12): a page logging `lv-loading 1e300` made the observer call
     /// `Duration::from_secs_f64(1e297)`, which panics; finite and non-negative was not enough.

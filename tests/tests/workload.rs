@@ -324,6 +324,71 @@ steps:
     );
 }
 
+/// Web Vitals, one set per document: the demo's `/vitals` page paints a heading, shifts its
+/// layout without input and blocks 120 ms on a click; `/seen` after it paints and never
+/// shifts. Each document's values are recorded once, when the next document reports or its
+/// user ends. (The thinks let the click's event timing entry reach the page, which happens
+/// after the next frame is presented; a navigation in that frame misses it.)
+#[test]
+fn web_vitals_are_measured_once_per_document() {
+    let _heavy = heavy();
+    let state = tempfile::tempdir().unwrap();
+    let path = scenario_file(
+        state.path(),
+        "vitals.yaml",
+        r##"name: vitals
+base_url: http://127.0.0.1:1
+users: 2
+duration: 60s
+iterations: 2
+steps:
+  - navigate: /vitals
+  - wait_for: "body.shifted"
+  - click: "#slow"
+  - wait_for: "body.clicked"
+  - think: 300ms
+  - navigate: "/seen?v=after"
+  - think: 300ms
+"##,
+    );
+    let target = demo_target();
+    let (code, report, output) = json_output(liveload(state.path()).args([
+        "run",
+        path.to_str().unwrap(),
+        "--base-url",
+        &target,
+        "--output",
+        "json",
+    ]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    let latencies = &report["latencies"];
+    println!(
+        "FIGURE vitals lcp {} cls {} inp {}",
+        latencies["page.lcp"], latencies["page.cls"], latencies["page.inp"]
+    );
+    let documents = 2 * 2 * 2;
+    assert_eq!(latencies["page.lcp"]["count"], documents, "{latencies}");
+    assert_eq!(latencies["page.cls"]["count"], documents);
+    assert_eq!(
+        latencies["page.inp"]["count"],
+        documents / 2,
+        "clicked pages only"
+    );
+    let value = |metric: &str, field: &str| latencies[metric][field].as_f64().unwrap();
+    assert!(value("page.lcp", "min_ms") > 0.0);
+    assert!(
+        value("page.inp", "min_ms") >= 120.0,
+        "the click blocked 120 ms"
+    );
+    // Histograms hold at least 1 µs: a score of 0 reads as 0.001.
+    assert!(value("page.cls", "min_ms") <= 0.001, "/seen never shifts");
+    assert!(
+        value("page.cls", "max_ms") > 10.0,
+        "/vitals shifts: a score over 0.01"
+    );
+}
+
 /// The trace at sample 1.0 holds exactly what the metrics counted: a record per HTTP response,
 /// per step and per iteration, each user's in time order.
 fn check_trace(path: &std::path::Path, report: &serde_json::Value) {

@@ -203,10 +203,12 @@ async fn run_step(user: &mut UserState<'_>, step: &Step) -> Result<Flow> {
     match &step.kind {
         StepKind::Navigate { url } => {
             let url = allowed_url(&resolve_url(user.base_url, &t(url)), user.allow_schemes)?;
+            crate::observe::report_vitals(page()?).await;
             page()?.goto(url).await?;
             record_navigation_timing(page()?, user.recorder).await;
         }
         StepKind::Reload => {
+            crate::observe::report_vitals(page()?).await;
             page()?.reload().await?;
             record_navigation_timing(page()?, user.recorder).await;
         }

@@ -24,6 +24,8 @@
 //! - `seen` — `GET /seen?v=VALUE` records the value; `GET /seen/list` lists what was seen, one
 //!   `MS VALUE` line each (ms since start): which data row, generated value or coordinated
 //!   group reached the server, and when.
+//! - `vitals` — `GET /vitals`: a page with a known largest paint, layout shift and slow
+//!   interaction, for the Web Vitals metrics.
 //!
 //! To add a page: write `src/pages/NAME.rs` with its HTML as a `const`, its handlers, and a
 //! `pub(crate) fn routes() -> Router` holding only its own paths; declare it in
@@ -48,6 +50,7 @@ pub fn app() -> Router {
         .merge(pages::table::routes())
         .merge(pages::seen::routes())
         .merge(pages::probe::routes())
+        .merge(pages::vitals::routes())
 }
 
 /// Serve the app on `addr` (port 0 picks a free port). Returns the bound address; the server
@@ -71,7 +74,7 @@ mod tests {
     // Already in the tree through axum: calls the router directly, without a socket.
     use tower::ServiceExt as _;
 
-    use super::pages::{about, actionability, clicks, home};
+    use super::pages::{about, actionability, clicks, home, vitals};
 
     /// The app's answer to `request`: status, `Content-Type`, body.
     async fn answer(request: Request<Body>) -> (StatusCode, String, String) {
@@ -118,6 +121,10 @@ mod tests {
         assert_eq!(
             answer(get("/clicks/total")).await,
             (StatusCode::OK, text.clone(), "0".into())
+        );
+        assert_eq!(
+            answer(get("/vitals")).await,
+            (StatusCode::OK, html.clone(), vitals::VITALS.into())
         );
         assert_eq!(
             answer(get("/actionability")).await,

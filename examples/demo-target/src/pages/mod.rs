@@ -10,3 +10,4 @@ pub(crate) mod home;
 pub(crate) mod probe;
 pub(crate) mod seen;
 pub(crate) mod table;
+pub(crate) mod vitals;
