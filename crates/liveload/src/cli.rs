@@ -85,8 +85,10 @@ pub struct BackendArgs {
 /// Options of `run` and `plan`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// The scenario file (YAML).
-    pub scenario: PathBuf,
+    /// The scenario files (YAML). Several run one after another, each on its own cluster,
+    /// with a combined report.
+    #[arg(required = true, num_args = 1..)]
+    pub scenarios: Vec<PathBuf>,
     #[command(flatten)]
     pub backend: BackendArgs,
     #[command(flatten)]
@@ -169,7 +171,8 @@ pub struct RunFlags {
     /// Create cloud machines without asking (the plan and its estimated cost are still shown).
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// Write result.json, report.html and report.md here (default: liveload-reports/<run id>).
+    /// Write result.json, report.html and report.md here (default: liveload-reports/<run id>;
+    /// several scenarios: each in DIR/<run id>, the combined report in DIR).
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
     /// Write no report files.

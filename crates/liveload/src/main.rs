@@ -17,6 +17,7 @@ mod output;
 mod progress;
 mod registry;
 mod run_cmd;
+mod sequence;
 mod signals;
 mod try_cmd;
 
@@ -174,22 +175,16 @@ async fn dispatch(
 
 async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
     match command {
-        Command::Run(args) => {
-            let scenario = match run_cmd::load_scenario(&args.scenario, &args.run) {
-                Ok(s) => s,
-                Err(e) => return output::error(&e, args.run.output),
-            };
-            run_cmd::run_scenario(scenario, ctx, &args.backend, &args.run).await
-        }
+        Command::Run(args) => sequence::run(&args, ctx).await,
         Command::Plan(args) => {
             let format = args.run.output;
-            match run_cmd::plan(&args.scenario, ctx, &args.backend, &args.run).await {
-                Ok(plan) => {
-                    output::plan(&plan, format);
-                    exit_code::OK
+            for path in &args.scenarios {
+                match run_cmd::plan(path, ctx, &args.backend, &args.run).await {
+                    Ok(plan) => output::plan(&plan, format),
+                    Err(e) => return output::error(&e, format),
                 }
-                Err(e) => output::error(&e, format),
             }
+            exit_code::OK
         }
         Command::Doctor(args) => doctor_cmd::run(args, ctx).await,
         Command::Calibrate(args) => calibrate::run(args, ctx).await,

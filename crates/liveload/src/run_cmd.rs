@@ -10,6 +10,7 @@ use liveload_core::scenario::Scenario;
 use liveload_core::{Backend, Error, RunFilter};
 
 use crate::cli::{self, BackendArgs, OutputFormat, RunFlags};
+use crate::sequence::RunSummary;
 use crate::{Ctx, control, output, progress};
 
 /// The demo scenario, bundled so `liveload demo` works from any directory.
@@ -33,10 +34,23 @@ pub async fn run_scenario(
     backend_args: &BackendArgs,
     flags: &RunFlags,
 ) -> i32 {
+    run_one(scenario, ctx, backend_args, flags, None).await.0
+}
+
+/// One scenario's run, as [`run_scenario`], also returning its summary when it has a report.
+/// Its report files go to `report_root/<run id>/` when given (one of several scenarios), else
+/// where the flags say.
+pub async fn run_one(
+    scenario: Scenario,
+    ctx: &Ctx<'_>,
+    backend_args: &BackendArgs,
+    flags: &RunFlags,
+    report_root: Option<&Path>,
+) -> (i32, Option<RunSummary>) {
     let format = flags.output;
     let mut options = match flags.options(&scenario) {
         Ok(o) => o,
-        Err(e) => return output::error(&e, format),
+        Err(e) => return (output::error(&e, format), None),
     };
     let state_dir = backend_args
         .state_dir
@@ -46,18 +60,18 @@ pub async fn run_scenario(
     options.state_dir = Some(state_dir.clone());
     let _lock = match ScenarioLock::acquire(&state_dir, &scenario.name) {
         Ok(lock) => lock,
-        Err(e) => return output::error(&e, format),
+        Err(e) => return (output::error(&e, format), None),
     };
     let backend = match ctx.backend(backend_args).await {
         Ok(b) => b,
-        Err(e) => return output::error(&e, format),
+        Err(e) => return (output::error(&e, format), None),
     };
     // Cloud machines cost money: show the plan and its cost, and ask (or take --yes). Local
     // processes and your own SSH hosts cost nothing extra.
     if backend.billing() == liveload_core::Billing::Billed {
         match confirm(backend.as_ref(), &options, flags.yes, format).await {
             Ok(confirmation) => options.cost_confirmation = Some(confirmation),
-            Err(e) => return output::error(&e, format),
+            Err(e) => return (output::error(&e, format), None),
         }
     }
     let observer = Arc::new(progress::Progress::new(format == OutputFormat::Text));
@@ -76,7 +90,7 @@ pub async fn run_scenario(
             }
             server
         }
-        Err(e) => return output::error(&e, format),
+        Err(e) => return (output::error(&e, format), None),
     };
     let result = run::run_controlled(
         backend,
@@ -99,9 +113,14 @@ pub async fn run_scenario(
             timeout,
         }) => {
             // A report that cannot be written must not hide what may still run (and bill).
-            if let Err(e) = write_report(&report, flags, format) {
-                eprintln!("error[{}]: {e}", e.code());
-            }
+            let dir = match write_report(&report, flags, format, report_root) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    eprintln!("error[{}]: {e}", e.code());
+                    None
+                }
+            };
+            let summary = RunSummary::of(&report, dir);
             // Text: the report's tables, then the error. JSON: one document, the error with
             // the report inside.
             let report = if format == OutputFormat::Text {
@@ -117,40 +136,56 @@ pub async fn run_scenario(
                 nodes,
                 timeout,
             };
-            output::error(&error, format)
+            (output::error(&error, format), Some(summary))
         }
         Ok(report) => {
-            if let Err(e) = write_report(&report, flags, format) {
-                return output::error(&e, format);
-            }
+            let dir = match write_report(&report, flags, format, report_root) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    return (
+                        output::error(&e, format),
+                        Some(RunSummary::of(&report, None)),
+                    );
+                }
+            };
             output::report(&report, format);
-            if report.cost_cap_reached {
-                exit_code::COST_CAP_REACHED
-            } else if !report.thresholds_passed() {
-                exit_code::THRESHOLD_FAILED
-            } else if report.succeeded() {
-                exit_code::OK
-            } else {
-                exit_code::RUN_FAILED
-            }
+            (
+                report_exit_code(&report),
+                Some(RunSummary::of(&report, dir)),
+            )
         }
-        Err(e) => output::error(&e, format),
+        Err(e) => (output::error(&e, format), None),
     }
 }
 
-/// Write the run's report files (unless `--no-report`) and say where.
+/// The exit code of a run that produced its report.
+fn report_exit_code(report: &run::RunReport) -> i32 {
+    if report.cost_cap_reached {
+        exit_code::COST_CAP_REACHED
+    } else if !report.thresholds_passed() {
+        exit_code::THRESHOLD_FAILED
+    } else if report.succeeded() {
+        exit_code::OK
+    } else {
+        exit_code::RUN_FAILED
+    }
+}
+
+/// Write the run's report files (unless `--no-report`) and say where; their folder.
 fn write_report(
     report: &run::RunReport,
     flags: &RunFlags,
     format: OutputFormat,
-) -> Result<(), Error> {
+    report_root: Option<&Path>,
+) -> Result<Option<std::path::PathBuf>, Error> {
     if flags.no_report {
-        return Ok(());
+        return Ok(None);
     }
-    let dir = flags
-        .report_dir
-        .clone()
-        .unwrap_or_else(|| Path::new("liveload-reports").join(&report.run_id));
+    let dir = match (report_root, &flags.report_dir) {
+        (Some(root), _) => root.join(&report.run_id),
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => Path::new("liveload-reports").join(&report.run_id),
+    };
     output::write_report_files(report, &dir)?;
     if format == OutputFormat::Text {
         eprintln!(
@@ -158,7 +193,7 @@ fn write_report(
             dir.display()
         );
     }
-    Ok(())
+    Ok(Some(dir))
 }
 
 /// Show the plan with its estimated cost; go on only with `--yes` or a "y" typed at a terminal.
