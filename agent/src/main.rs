@@ -154,8 +154,11 @@ pub struct AgentState {
     shutdown: watch::Sender<Option<String>>,
     browser: tokio::sync::Mutex<Option<Arc<NodeBrowser>>>,
     browser_pid: AtomicU32,
-    /// Set by the first `Prepare`: an agent serves one run.
-    run_claimed: AtomicBool,
+    /// A run is prepared or under way (set by `Prepare`, cleared once its `Finished` is
+    /// sent): one run at a time.
+    run_active: AtomicBool,
+    /// The session that owned a run ended: the agent takes no further run.
+    retired: AtomicBool,
 }
 
 /// Why the agent exits when its controller goes silent (the dead-man switch).
@@ -252,7 +255,8 @@ async fn agent(args: Args, secrets: Secrets) -> Result<()> {
         stop,
         shutdown,
         browser: tokio::sync::Mutex::new(None),
-        run_claimed: AtomicBool::new(false),
+        run_active: AtomicBool::new(false),
+        retired: AtomicBool::new(false),
         browser_pid: AtomicU32::new(0),
     });
 

@@ -117,6 +117,7 @@ impl Drop for RunControl {
         let Some(state) = self.owner.take() else {
             return;
         };
+        state.retired.store(true, Ordering::SeqCst);
         force_stop(&state.stop);
         let prepared = self.prepared.clone();
         tokio::spawn(async move {
@@ -132,12 +133,24 @@ impl Drop for RunControl {
     }
 }
 
-/// Take this agent's one run. An agent serves one run: a second `Prepare`, from this session
-/// or a later one, would start a second set of users beside the first.
+/// Take the agent for a run. One run at a time: a second `Prepare` while a run is prepared or
+/// under way would start a second set of users beside the first. Runs follow one another only
+/// within the session that started the first (`liveload run --reuse-cluster`): once that
+/// session ended, the agent takes no further run, so a controller connecting later cannot
+/// take over a node another sized and started.
 fn claim_run(state: &AgentState) -> Result<(), String> {
-    if state.run_claimed.swap(true, Ordering::SeqCst) {
-        return Err("refused: this agent has taken a run already (one run per agent)".into());
+    if state.retired.load(Ordering::SeqCst) {
+        return Err(
+            "refused: this agent's run ended with its controller's session (it takes no \
+             further run)"
+                .into(),
+        );
     }
+    if state.run_active.swap(true, Ordering::SeqCst) {
+        return Err("refused: this agent has a run under way (one run at a time)".into());
+    }
+    // A new run starts from no stop signal, whatever stopped the last one.
+    state.stop.send_replace(StopSignal::Run);
     Ok(())
 }
 
@@ -164,6 +177,9 @@ impl RunControl {
                 }
                 self.owner = Some(state.clone());
                 self.assigned = assignment.users;
+                // A run after another in this session: the last one's users are gone.
+                self.users = None;
+                self.coordination = None;
                 let prepared = self.prepared.clone();
                 let state = state.clone();
                 let out = out.clone();
@@ -175,7 +191,10 @@ impl RunControl {
                             *slot = Some(run);
                             reply
                         }
-                        Err(message) => AgentMessage::Failed { message },
+                        Err(message) => {
+                            state.run_active.store(false, Ordering::SeqCst);
+                            AgentMessage::Failed { message }
+                        }
                     };
                     // Release the slot before answering: the controller's Start may arrive
                     // the moment it reads Prepared, and must find the run ready, not locked.
@@ -204,7 +223,12 @@ impl RunControl {
                 let coordination = Arc::new(crate::coordination::Coordination::new(out.clone()));
                 self.coordination = Some(coordination.clone());
                 let channels = (out.clone(), commands_rx, coordination);
-                tokio::spawn(run_users(state.clone(), run, channels));
+                let state = state.clone();
+                tokio::spawn(async move {
+                    run_users(state.clone(), run, channels).await;
+                    // Every user has ended and `Finished` is sent: the next run may come.
+                    state.run_active.store(false, Ordering::SeqCst);
+                });
             }
             ControllerMessage::Stop { force } => {
                 let signal = if force {

@@ -163,6 +163,17 @@ steps:
 /// the exit code is the failing scenario's.
 #[test]
 fn several_scenarios_run_one_after_another_with_a_combined_report() {
+    several_scenarios(false);
+}
+
+/// The same sequence with `--reuse-cluster`: one cluster booted once serves both scenarios
+/// (the same nodes, the second scenario boots nothing), each with its own run id and report.
+#[test]
+fn several_scenarios_share_one_cluster_when_asked() {
+    several_scenarios(true);
+}
+
+fn several_scenarios(reuse_cluster: bool) {
     let _heavy = heavy();
     let state = tempfile::tempdir().unwrap();
     let target = demo_target();
@@ -190,6 +201,9 @@ fn several_scenarios_run_one_after_another_with_a_combined_report() {
         command.args(files);
         command.args(["--base-url", &target, "--output", "json", "--report-dir"]);
         command.arg(&reports);
+        if reuse_cluster {
+            command.arg("--reuse-cluster");
+        }
         command.output().unwrap()
     };
 
@@ -219,7 +233,22 @@ fn several_scenarios_run_one_after_another_with_a_combined_report() {
         3,
         "one report per scenario, then the combined: {stdout}"
     );
-    assert_ne!(lines[0]["run_id"], lines[1]["run_id"], "a cluster each");
+    assert_ne!(lines[0]["run_id"], lines[1]["run_id"], "a run id each");
+    let node_ids = |report: &serde_json::Value| -> Vec<String> {
+        let nodes = report["nodes"].as_array().unwrap();
+        nodes
+            .iter()
+            .map(|n| n["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    if reuse_cluster {
+        assert_eq!(node_ids(&lines[0]), node_ids(&lines[1]), "the same nodes");
+        assert_eq!(lines[1]["boot_s"], 0.0, "the second booted nothing");
+        let cluster = lines[0]["run_id"].as_str().unwrap().trim_end_matches("-1");
+        assert_eq!(lines[1]["run_id"], format!("{cluster}-2"));
+    } else {
+        assert_ne!(node_ids(&lines[0]), node_ids(&lines[1]), "a cluster each");
+    }
     let combined = &lines[2];
     assert_eq!(combined["exit_code"], 8);
     let entries = combined["scenarios"].as_array().unwrap();

@@ -29,7 +29,8 @@ fn agent_state() -> Arc<AgentState> {
         shutdown,
         browser: tokio::sync::Mutex::new(None),
         browser_pid: AtomicU32::new(0),
-        run_claimed: AtomicBool::new(false),
+        run_active: AtomicBool::new(false),
+        retired: AtomicBool::new(false),
     })
 }
 
@@ -153,7 +154,61 @@ async fn removed_and_abandoned_users_leave_no_context_behind() {
         .expect("the users end when their session does")
         .unwrap();
     assert_eq!(contexts_become(&browser, 0).await, 0);
-    // And the agent takes no second run.
-    let refusal = claim_run(&state).expect_err("one run per agent");
-    assert!(refusal.contains("one run per agent"), "{refusal}");
+    // And the agent takes no further run: its controller's session is gone.
+    let refusal = claim_run(&state).expect_err("retired with its session");
+    assert!(refusal.contains("takes no further run"), "{refusal}");
+}
+
+/// Runs follow one another within one session (`--reuse-cluster`), never overlap, and end
+/// with it: a `Prepare` while a run is under way is refused, one after its `Finished` is taken
+/// (a stop signal of the first run does not stop the second), and none after the session.
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_follow_one_another_within_a_session_and_never_overlap() {
+    let state = agent_state();
+    let (out, mut replies) = mpsc::unbounded_channel();
+    let mut session = RunControl::default();
+    let mut browserless = assignment(1, Duration::from_millis(300));
+    browserless.no_browser = true;
+    for run in 0..2 {
+        let prepare = ControllerMessage::Prepare(Box::new(browserless.clone()));
+        session.handle(prepare, &state, &out);
+        let prepared = next_reply(&mut replies).await;
+        assert!(
+            matches!(prepared, AgentMessage::Prepared { .. }),
+            "run {run}: {prepared:?}"
+        );
+        session.handle(ControllerMessage::Start, &state, &out);
+        let again = ControllerMessage::Prepare(Box::new(browserless.clone()));
+        session.handle(again, &state, &out);
+        match next_reply(&mut replies).await {
+            AgentMessage::Failed { message } => assert!(message.contains("under way"), "{message}"),
+            other => panic!("run {run}: a second run beside the first: {other:?}"),
+        }
+        match next_reply(&mut replies).await {
+            AgentMessage::Finished(s) => assert_eq!(s.counters.get("users_started"), Some(&1)),
+            other => panic!("run {run}: {other:?}"),
+        }
+        // Let the run's task mark the agent free.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A stop of this run must not stop the next one.
+        session.handle(ControllerMessage::Stop { force: true }, &state, &out);
+    }
+    drop(session);
+    let refusal = claim_run(&state).expect_err("retired with its session");
+    assert!(refusal.contains("takes no further run"), "{refusal}");
+}
+
+/// The session's next answer other than a snapshot (at most 10 s).
+async fn next_reply(replies: &mut mpsc::UnboundedReceiver<AgentMessage>) -> AgentMessage {
+    let wanted = async {
+        loop {
+            match replies.recv().await.expect("the session answers") {
+                AgentMessage::Snapshot(_) => continue,
+                other => return other,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wanted)
+        .await
+        .expect("an answer in time")
 }

@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// with a combined report.
     #[arg(required = true, num_args = 1..)]
     pub scenarios: Vec<PathBuf>,
+    /// With several scenarios: run them all on one cluster, booted once and sized for the
+    /// largest (they must size alike), instead of a cluster each.
+    #[arg(long)]
+    pub reuse_cluster: bool,
     #[command(flatten)]
     pub backend: BackendArgs,
     #[command(flatten)]

@@ -16,6 +16,7 @@ mod doctor_cmd;
 mod output;
 mod progress;
 mod registry;
+mod reuse;
 mod run_cmd;
 mod sequence;
 mod signals;

@@ -139,22 +139,26 @@ pub async fn run_one(
             (output::error(&error, format), Some(summary))
         }
         Ok(report) => {
-            let dir = match write_report(&report, flags, format, report_root) {
-                Ok(dir) => dir,
-                Err(e) => {
-                    return (
-                        output::error(&e, format),
-                        Some(RunSummary::of(&report, None)),
-                    );
-                }
-            };
-            output::report(&report, format);
-            (
-                report_exit_code(&report),
-                Some(RunSummary::of(&report, dir)),
-            )
+            let (code, summary) = finish_report(&report, flags, format, report_root);
+            (code, Some(summary))
         }
         Err(e) => (output::error(&e, format), None),
+    }
+}
+
+/// A run that produced its report: write its files, show it; its exit code and summary.
+pub fn finish_report(
+    report: &run::RunReport,
+    flags: &RunFlags,
+    format: OutputFormat,
+    report_root: Option<&Path>,
+) -> (i32, RunSummary) {
+    match write_report(report, flags, format, report_root) {
+        Ok(dir) => {
+            output::report(report, format);
+            (report_exit_code(report), RunSummary::of(report, dir))
+        }
+        Err(e) => (output::error(&e, format), RunSummary::of(report, None)),
     }
 }
 
@@ -199,7 +203,7 @@ fn write_report(
 /// Show the plan with its estimated cost; go on only with `--yes` or a "y" typed at a terminal.
 /// Core computes the estimate and refuses a billed run without the confirmation this returns;
 /// when nobody confirms, the error is core's own `confirmation_required`.
-async fn confirm(
+pub async fn confirm(
     backend: &dyn Backend,
     options: &run::RunOptions,
     yes: bool,

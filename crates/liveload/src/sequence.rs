@@ -21,8 +21,9 @@ use liveload_core::error::exit_code;
 use liveload_core::run::RunReport;
 use serde::Serialize;
 
-use crate::cli::{OutputFormat, RunArgs};
+use crate::cli::{OutputFormat, RunArgs, RunFlags};
 use crate::{Ctx, output, run_cmd};
+use liveload_core::scenario::Scenario;
 
 /// One scenario's line in the combined report.
 #[derive(Debug, Clone, Serialize)]
@@ -74,10 +75,24 @@ impl RunSummary {
 /// One scenario of the sequence: its file, its exit code, and its summary when it ran to a
 /// report (`None`: it failed before one, or was not run).
 #[derive(Debug, Serialize)]
-struct Entry {
-    file: PathBuf,
-    exit_code: Option<i32>,
-    run: Option<RunSummary>,
+pub struct Entry {
+    /// The scenario file.
+    pub file: PathBuf,
+    /// Its exit code (`None`: not run).
+    pub exit_code: Option<i32>,
+    /// Its summary.
+    pub run: Option<RunSummary>,
+}
+
+impl Entry {
+    /// A scenario the sequence stopped before.
+    pub fn not_run(file: &Path) -> Self {
+        Entry {
+            file: file.to_path_buf(),
+            exit_code: None,
+            run: None,
+        }
+    }
 }
 
 /// The combined report (`combined.json`; `--output json` prints it as its last line).
@@ -106,38 +121,14 @@ pub async fn run(args: &RunArgs, ctx: &Ctx<'_>) -> i32 {
         .report_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("liveload-reports"));
-    let total = scenarios.len();
-    let mut entries: Vec<Entry> = Vec::with_capacity(total);
-    let mut stopped = false;
-    for (i, (scenario, file)) in scenarios.into_iter().zip(&args.scenarios).enumerate() {
-        if stopped {
-            entries.push(Entry {
-                file: file.clone(),
-                exit_code: None,
-                run: None,
-            });
-            continue;
-        }
-        if format == OutputFormat::Text {
-            eprintln!(
-                "\n=== scenario {}/{total}: '{}' ({}) ===",
-                i + 1,
-                scenario.name,
-                file.display()
-            );
-        }
-        let (code, run) =
-            run_cmd::run_one(scenario, ctx, &args.backend, &args.run, Some(&runs_root)).await;
-        stopped = matches!(
-            code,
-            exit_code::INTERRUPTED | exit_code::TEARDOWN_INCOMPLETE
-        );
-        entries.push(Entry {
-            file: file.clone(),
-            exit_code: Some(code),
-            run,
-        });
-    }
+    let flags: Vec<RunFlags> = (1..=scenarios.len())
+        .map(|n| numbered_trace(&args.run, n))
+        .collect();
+    let entries = if args.reuse_cluster {
+        crate::reuse::run(args, scenarios, &flags, &runs_root, ctx).await
+    } else {
+        one_cluster_each(args, scenarios, &flags, &runs_root, ctx).await
+    };
     let combined = Combined {
         exit_code: combined_exit_code(entries.iter().filter_map(|e| e.exit_code)),
         scenarios: entries,
@@ -169,6 +160,61 @@ pub async fn run(args: &RunArgs, ctx: &Ctx<'_>) -> i32 {
         OutputFormat::Text => print!("\n{}", markdown(&combined)),
     }
     combined.exit_code
+}
+
+/// Each scenario on a cluster of its own, in turn; stopped by an interruption or a teardown
+/// in doubt.
+async fn one_cluster_each(
+    args: &RunArgs,
+    scenarios: Vec<Scenario>,
+    flags: &[RunFlags],
+    runs_root: &Path,
+    ctx: &Ctx<'_>,
+) -> Vec<Entry> {
+    let total = scenarios.len();
+    let mut entries: Vec<Entry> = Vec::with_capacity(total);
+    let mut stopped = false;
+    for (i, (scenario, file)) in scenarios.into_iter().zip(&args.scenarios).enumerate() {
+        if stopped {
+            entries.push(Entry::not_run(file));
+            continue;
+        }
+        if flags[i].output == OutputFormat::Text {
+            eprintln!(
+                "\n=== scenario {}/{total}: '{}' ({}) ===",
+                i + 1,
+                scenario.name,
+                file.display()
+            );
+        }
+        let (code, run) =
+            run_cmd::run_one(scenario, ctx, &args.backend, &flags[i], Some(runs_root)).await;
+        stopped = matches!(
+            code,
+            exit_code::INTERRUPTED | exit_code::TEARDOWN_INCOMPLETE
+        );
+        entries.push(Entry {
+            file: file.clone(),
+            exit_code: Some(code),
+            run,
+        });
+    }
+    entries
+}
+
+/// The flags of the `n`th scenario: its trace, if any, in a file of its own
+/// (`trace.jsonl` → `trace.2.jsonl`).
+fn numbered_trace(flags: &RunFlags, n: usize) -> RunFlags {
+    let mut flags = flags.clone();
+    if let Some(path) = &flags.trace {
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        let name = match path.extension() {
+            Some(ext) => format!("{stem}.{n}.{}", ext.to_string_lossy()),
+            None => format!("{stem}.{n}"),
+        };
+        flags.trace = Some(path.with_file_name(name));
+    }
+    flags
 }
 
 /// The exit code of the whole sequence from its scenarios' (see the module's comment).

@@ -54,7 +54,32 @@ pub(super) struct Booter<'a> {
     pub inbox_tx: mpsc::UnboundedSender<(usize, Result<AgentMessage>)>,
 }
 
-impl Booter<'_> {
+impl<'a> Booter<'a> {
+    /// A booter for run `run_id`, with the run's TLS material when its link needs TLS.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        options: &'a RunOptions,
+        run_id: &'a str,
+        created: Created,
+        observer: Arc<dyn Observer>,
+        inbox_tx: mpsc::UnboundedSender<(usize, Result<AgentMessage>)>,
+    ) -> Result<Self> {
+        let tls = if super::link_needs_tls(backend.as_ref(), options) {
+            Some(crate::tls::generate_run_certificate()?)
+        } else {
+            None
+        };
+        Ok(Booter {
+            backend,
+            options,
+            run_id,
+            tls,
+            created,
+            observer,
+            inbox_tx,
+        })
+    }
+
     /// The spec of node `index`, with a token of its own: a node's token opens only that node,
     /// so a token read off one machine (Fly's config, EC2's user data) is worth one node.
     fn spec(&self, index: u32) -> NodeSpec {

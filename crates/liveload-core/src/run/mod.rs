@@ -9,7 +9,8 @@
 //! [`plan`] (node size and cost), [`boot`](wait_ready) (create, wait, authenticate),
 //! `size` (every node's facts decide its share; boot the shortfall), `prepare` (assignments,
 //! then a simultaneous start), `observe` (exact merge, thresholds, control), `result` (the
-//! report) and [`teardown`].
+//! report) and [`teardown`]. [`run_sequence`] runs several scenarios on one cluster with the
+//! same phases (`sequence`).
 //!
 //! Two policies are enforced here, before anything is created, for every caller (CLI, library,
 //! server): a backend whose link crosses the network ([`LinkPath::Network`]) always gets TLS,
@@ -23,6 +24,7 @@ mod observe;
 mod plan;
 mod prepare;
 mod result;
+mod sequence;
 pub mod series;
 mod size;
 mod teardown;
@@ -46,6 +48,7 @@ pub use observe::LostNode;
 pub use plan::{Estimate, Plan, estimate, human_duration, max_nodes, plan};
 pub use prepare::check_unique_rows;
 pub use result::{NodeReport, RESULT_SCHEMA_VERSION, RunReport};
+pub use sequence::{SequenceOutcome, run_sequence};
 pub use teardown::teardown;
 pub use terms::{NodeTerms, describe_load, node_terms};
 
@@ -365,28 +368,20 @@ pub async fn run_controlled(
     if let Some(trace) = &options.trace {
         trace_file::TraceWriter::create(&trace.path)?;
     }
-    if backend.billing() == Billing::Billed && options.cost_confirmation.is_none() {
-        let estimate = estimate(backend.as_ref(), options).await.ok().flatten();
-        require_confirmation(backend.as_ref(), options, estimate.as_ref())?;
-    }
-    check_cost_cap(backend.as_ref(), options).await?;
-    let _alive = match &options.state_dir {
-        Some(dir) => Some(crate::state::RunAlive::hold(dir, &run_id)?),
-        None => None,
-    };
+    before_creating(backend.as_ref(), options).await?;
     let created: Created = Arc::default();
-    let outcome = tokio::select! {
-        outcome = run_cluster(backend.clone(), scenario, options, &run_id, created.clone(), observer.clone(), control.as_mut()) => outcome,
-        _ = interrupt => Err(Error::Interrupted),
-    };
-    let teardown_result = teardown(
-        backend.as_ref(),
+    let work = run_cluster(
+        backend.clone(),
+        scenario,
+        options,
         &run_id,
-        &created,
-        observer.as_ref(),
-        options.teardown_timeout,
-    )
-    .await;
+        created.clone(),
+        observer.clone(),
+        control.as_mut(),
+    );
+    let cluster = (backend.as_ref(), options, run_id.as_str(), &created);
+    let (outcome, teardown_result) =
+        on_cluster(cluster, observer.as_ref(), work, interrupt).await?;
     match (outcome, teardown_result) {
         // The run ended and only teardown is in doubt: keep the results with the error.
         (
@@ -413,6 +408,38 @@ pub async fn run_controlled(
     }
 }
 
+/// The policies checked before any machine is created: consent to a billed run, and its
+/// estimate under `--max-cost`.
+async fn before_creating(backend: &dyn Backend, options: &RunOptions) -> Result<()> {
+    if backend.billing() == Billing::Billed && options.cost_confirmation.is_none() {
+        let estimate = estimate(backend, options).await.ok().flatten();
+        require_confirmation(backend, options, estimate.as_ref())?;
+    }
+    check_cost_cap(backend, options).await
+}
+
+/// Do `work` on a cluster (the backend, options, run id and nodes created so far), raced
+/// against `interrupt`, the run marked alive meanwhile (for `cleanup`); then tear down every
+/// node, whatever happened. The work's outcome and the teardown's.
+async fn on_cluster<T>(
+    (backend, options, run_id, created): (&dyn Backend, &RunOptions, &str, &Created),
+    observer: &dyn Observer,
+    work: impl std::future::Future<Output = Result<T>>,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Result<(Result<T>, Result<()>)> {
+    let _alive = match &options.state_dir {
+        Some(dir) => Some(crate::state::RunAlive::hold(dir, run_id)?),
+        None => None,
+    };
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        _ = interrupt => Err(Error::Interrupted),
+    };
+    let teardown_result =
+        teardown(backend, run_id, created, observer, options.teardown_timeout).await;
+    Ok((outcome, teardown_result))
+}
+
 /// The run between plan and teardown, phase by phase.
 async fn run_cluster(
     backend: Arc<dyn Backend>,
@@ -424,51 +451,78 @@ async fn run_cluster(
     control: Option<&mut ControlEnd>,
 ) -> Result<RunReport> {
     let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
-    let booter = Booter {
-        backend: backend.clone(),
+    let booter = Booter::new(
+        backend.clone(),
         options,
         run_id,
-        tls: if link_needs_tls(backend.as_ref(), options) {
-            Some(crate::tls::generate_run_certificate()?)
-        } else {
-            None
-        },
         created,
-        observer: observer.clone(),
+        observer,
         inbox_tx,
-    };
-    let boot_started = Instant::now();
-    let mut live: Vec<LiveNode> = Vec::new();
-    let plan = size::plan_and_boot(&booter, &mut live).await?;
-    size::boot_shortfall(&booter, &mut live).await?;
-    let boot_s = boot_started.elapsed().as_secs_f64();
-
+    )?;
+    let (plan, live, boot_s) = boot_cluster(&booter).await?;
     let live = size::assign(&booter, live).await;
-    let positions = prepare::positions(&live);
-    prepare::prepare_and_start(&live, &positions, &mut inbox, scenario, options, run_id).await?;
-    observer.event(&Event::Started);
-
-    let observation = observe::Observation {
-        live,
-        positions: &positions,
-        scenario,
-        options,
-        run_id,
-        observer: observer.as_ref(),
-        hourly_price: backend.hourly_price(),
-    };
-    let (live, observed) = observation.run(&mut inbox, control).await?;
-    for node in &live {
-        let _ = node.commands.send(ControllerMessage::Shutdown);
-    }
     let booted = result::Booted {
         backend: backend.name(),
         run_id,
         plan,
         boot_s,
     };
+    let (live, report) = run_on_nodes(
+        &booter,
+        live,
+        &mut inbox,
+        (scenario, options),
+        booted,
+        control,
+    )
+    .await?;
+    shut_down(&live);
+    Ok(report)
+}
+
+/// Phases 2 to 4: plan, boot, and boot more where the nodes measured short. The plan, the
+/// nodes, and the seconds they took.
+async fn boot_cluster(booter: &Booter<'_>) -> Result<(Plan, Vec<LiveNode>, f64)> {
+    let boot_started = Instant::now();
+    let mut live: Vec<LiveNode> = Vec::new();
+    let plan = size::plan_and_boot(booter, &mut live).await?;
+    size::boot_shortfall(booter, &mut live).await?;
+    Ok((plan, live, boot_started.elapsed().as_secs_f64()))
+}
+
+/// Phases 5 to 7 on nodes whose users are assigned: prepare and start them, observe the run,
+/// and build its report. The nodes still live, and the report.
+async fn run_on_nodes(
+    booter: &Booter<'_>,
+    live: Vec<LiveNode>,
+    inbox: &mut Inbox,
+    (scenario, options): (&crate::scenario::Scenario, &RunOptions),
+    booted: result::Booted<'_>,
+    control: Option<&mut ControlEnd>,
+) -> Result<(Vec<LiveNode>, RunReport)> {
+    let run_id = booted.run_id;
+    let positions = prepare::positions(&live);
+    prepare::prepare_and_start(&live, &positions, inbox, scenario, options, run_id).await?;
+    booter.observer.event(&Event::Started);
+    let observation = observe::Observation {
+        live,
+        positions: &positions,
+        scenario,
+        options,
+        run_id,
+        observer: booter.observer.as_ref(),
+        hourly_price: booter.backend.hourly_price(),
+    };
+    let (live, observed) = observation.run(inbox, control).await?;
     let nodes = live.iter().map(|n| n.report.clone()).collect();
-    Ok(result::build(booted, scenario, nodes, observed))
+    Ok((live, result::build(booted, scenario, nodes, observed)))
+}
+
+/// Tell every node's agent to exit (teardown destroys the machines anyway).
+fn shut_down(live: &[LiveNode]) {
+    for node in live {
+        let _ = node.commands.send(ControllerMessage::Shutdown);
+    }
 }
 
 /// Send a command to a node's link task.

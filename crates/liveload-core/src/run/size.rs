@@ -93,11 +93,10 @@ fn shortfall(live: &[LiveNode], options: &RunOptions, max_nodes: u64) -> Result<
     Ok(Some(extra))
 }
 
-/// Assign user ranges by capacity, before any browser context exists anywhere; destroy nodes
-/// left without users now rather than idling them until the end. Returns the nodes kept.
-pub(super) async fn assign(booter: &Booter<'_>, mut live: Vec<LiveNode>) -> Vec<LiveNode> {
+/// Give `live`'s nodes ranges of `users` users by capacity (some may get none).
+pub(super) fn share_users(booter: &Booter<'_>, users: u64, live: &mut [LiveNode]) {
     let capacities: Vec<u64> = live.iter().map(|n| n.report.capacity.users).collect();
-    let shares = assign_users(booter.options.users, &capacities);
+    let shares = assign_users(users, &capacities);
     let mut next_user = 0;
     for (node, users) in live.iter_mut().zip(&shares) {
         node.report.users = *users;
@@ -106,6 +105,12 @@ pub(super) async fn assign(booter: &Booter<'_>, mut live: Vec<LiveNode>) -> Vec<
     }
     tracing::info!(run_id = booter.run_id, users = ?shares, "users assigned");
     booter.observer.event(&Event::Assigned { users: shares });
+}
+
+/// Assign user ranges by capacity, before any browser context exists anywhere; destroy nodes
+/// left without users now rather than idling them until the end. Returns the nodes kept.
+pub(super) async fn assign(booter: &Booter<'_>, mut live: Vec<LiveNode>) -> Vec<LiveNode> {
+    share_users(booter, booter.options.users, &mut live);
     let (idle, kept): (Vec<_>, Vec<_>) = live.into_iter().partition(|n| n.report.users == 0);
     for node in idle {
         let _ = node.commands.send(ControllerMessage::Shutdown);
