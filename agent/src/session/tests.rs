@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32};
 
 use liveload_proto::{Step, StepKind};
 
+use crate::browser::NodeBrowser;
+
 use super::*;
 
 /// An agent's state on this machine, with its Chromium.

@@ -20,6 +20,9 @@ use serde::{Deserialize, Deserializer};
 
 use super::STEP_KINDS;
 
+mod workload;
+pub(super) use workload::{RawLoad, RawModel, RawSizing, RawThrottle};
+
 /// The whole file: settings, then the steps of one iteration.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,76 +97,6 @@ pub(super) struct RawScenario {
     /// `on_stop:` — steps each user runs once, after its last iteration.
     #[serde(default)]
     pub(super) on_stop: Vec<RawStep>,
-}
-
-/// `sizing: { profile, browser_memory_mib, context_memory_mib, contexts_per_core }`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawSizing {
-    /// A profile written by `liveload calibrate`, relative to the scenario file.
-    #[serde(default)]
-    pub(super) profile: Option<String>,
-    /// Memory of one browser with no user, MiB.
-    #[serde(default)]
-    pub(super) browser_memory_mib: Option<u64>,
-    /// Memory each user adds, MiB.
-    #[serde(default)]
-    pub(super) context_memory_mib: Option<u64>,
-    /// Users one core drives.
-    #[serde(default)]
-    pub(super) contexts_per_core: Option<f64>,
-}
-
-/// `load: { model, ramp_up, ramp_steps, rate, ramp_to, max_users }`.
-///
-/// One flat map for both models (rather than an enum tagged by `model`) so that a key of the
-/// other model gets a message that says which model it belongs to, instead of serde's generic
-/// "unknown field".
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawLoad {
-    /// `closed` or `open`.
-    pub(super) model: RawModel,
-    /// Closed: time over which users start.
-    #[serde(default)]
-    pub(super) ramp_up: Option<String>,
-    /// Closed: start users in this many batches over `ramp_up`.
-    #[serde(default)]
-    pub(super) ramp_steps: Option<u32>,
-    /// Open: arrivals per second at the start.
-    #[serde(default)]
-    pub(super) rate: Option<f64>,
-    /// Open: arrivals per second at the end.
-    #[serde(default)]
-    pub(super) ramp_to: Option<f64>,
-    /// Open: most arrivals in progress at once.
-    #[serde(default)]
-    pub(super) max_users: Option<u64>,
-}
-
-/// `load.model:` — which workload model.
-#[derive(Deserialize, PartialEq)]
-#[serde(rename_all = "snake_case")]
-pub(super) enum RawModel {
-    /// A fixed number of users, each looping over the steps.
-    Closed,
-    /// A rate of new visitors, each running the steps once.
-    Open,
-}
-
-/// `throttle: { rate, interarrival, parallelism }`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawThrottle {
-    /// `10/s`, `600/1m`: iteration starts per period.
-    #[serde(default)]
-    pub(super) rate: Option<String>,
-    /// Least time between two iteration starts.
-    #[serde(default)]
-    pub(super) interarrival: Option<String>,
-    /// Most iterations at once.
-    #[serde(default)]
-    pub(super) parallelism: Option<u64>,
 }
 
 /// `- "p95(step:x) < 1s"` or `- { expr: "...", abort_on_fail: true }`.
