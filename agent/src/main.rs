@@ -15,6 +15,7 @@ mod coordination;
 mod facts;
 mod listener;
 mod observe;
+mod protocol;
 mod recorder;
 mod records;
 mod relay;

@@ -76,6 +76,7 @@ impl Browser {
             recorded: false,
             user_id: 0,
             iteration: 0,
+            protocol: None,
         }
     }
 

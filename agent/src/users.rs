@@ -80,6 +80,7 @@ impl UserEnv {
             recorded: false,
             user_id,
             iteration: 0,
+            protocol: None,
         }
     }
 

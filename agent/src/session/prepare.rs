@@ -29,7 +29,8 @@ pub(super) async fn prepare(
         cgroup_alone,
         !assignment.no_browser,
     );
-    if assignment.no_browser {
+    // Protocol users need no browser, whatever the controller said.
+    if assignment.no_browser || assignment.engine == liveload_proto::Engine::Http {
         let reply = AgentMessage::Prepared {
             users: assignment.users,
             browser: None,

@@ -44,6 +44,7 @@ fn assignment(users: u64, duration: Duration) -> Assignment {
         trace_file: None,
         base_urls: Vec::new(),
         host_rules: Default::default(),
+        engine: Default::default(),
         run_id: "t".into(),
         scenario: "t".into(),
         base_url: "http://127.0.0.1".into(),

@@ -30,9 +30,9 @@ use crate::recorder::Recorder;
 use crate::secrets::Secrets;
 use crate::trace::Tracer;
 use actions::no_browser;
-use text::{allowed_url, fill_template, js, page_of, resolve_url};
+use text::{allowed_url, js, page_of};
 
-pub use text::{one_line, start_sequence};
+pub use text::{fill_template, one_line, resolve_url, start_sequence};
 
 /// What one user carries from step to step.
 pub struct UserState<'a> {
@@ -64,6 +64,9 @@ pub struct UserState<'a> {
     pub user_id: u64,
     /// The running iteration's number (also `{{iteration}}`, likewise).
     pub iteration: u64,
+    /// A protocol user's HTTP client and WebSocket (`engine: http`), made at its first
+    /// protocol step and kept across its iterations (its cookies and connections).
+    pub protocol: Option<crate::protocol::ProtocolUser>,
 }
 
 /// Whether the iteration goes on after a step.
@@ -310,6 +313,26 @@ async fn run_step(user: &mut UserState<'_>, step: &Step) -> Result<Flow> {
         }
         StepKind::Halt => return Ok(Flow::Halt),
         StepKind::Fail { message } => bail!("{}", t(message)),
+        StepKind::Request(request) => {
+            let timeout = timeout_of(&request.timeout_ms, user);
+            crate::protocol::request(user, request, timeout).await?;
+        }
+        StepKind::ExtractAnswer {
+            var,
+            from,
+            value,
+            secret,
+        } => crate::protocol::extract(user, var, (*from, value), *secret)?,
+        StepKind::WsConnect { url, timeout_ms } => {
+            let timeout = timeout_of(timeout_ms, user);
+            crate::protocol::ws_connect(user, url, timeout).await?;
+        }
+        StepKind::WsSend { text } => crate::protocol::ws_send(user, text).await?,
+        StepKind::WsExpect { expect, timeout_ms } => {
+            let timeout = timeout_of(timeout_ms, user);
+            crate::protocol::ws_expect(user, expect, timeout).await?;
+        }
+        StepKind::WsClose => crate::protocol::ws_close(user).await?,
     }
     Ok(Flow::Continue)
 }
@@ -323,7 +346,7 @@ async fn nested(user: &mut UserState<'_>, steps: &[Step]) -> Result<Flow> {
 }
 
 /// Set a variable; a secret one's value joins the user's secrets.
-fn set_var(user: &mut UserState<'_>, var: &str, value: String, secret: bool) {
+pub fn set_var(user: &mut UserState<'_>, var: &str, value: String, secret: bool) {
     if secret {
         user.secrets.add(&value);
     }

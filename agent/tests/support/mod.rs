@@ -156,6 +156,7 @@ pub fn assignment(base_url: &str, steps: &str, users: u64, duration: Duration) -
         trace_file: None,
         base_urls: Vec::new(),
         host_rules: Default::default(),
+        engine: Default::default(),
         run_id: "t".into(),
         scenario: scenario.name.clone(),
         base_url: scenario.base_url().to_string(),

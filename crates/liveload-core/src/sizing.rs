@@ -50,6 +50,24 @@ impl Default for BrowserProfile {
     }
 }
 
+impl BrowserProfile {
+    /// The built-in profile of an engine's users. Protocol users (`engine: http`) have no
+    /// browser; each is an HTTP client with its own connection pool and cookie jar, and a
+    /// WebSocket: `liveload bench protocol` measured about 60 KiB of the agent's memory per
+    /// idle user with a socket open (README, "Density"), counted here as 1 MiB so a node is
+    /// sized for active users' buffers; one core drives 500 of them at a request per second.
+    pub fn for_engine(engine: liveload_proto::Engine) -> Self {
+        match engine {
+            liveload_proto::Engine::Browser => BrowserProfile::default(),
+            liveload_proto::Engine::Http => BrowserProfile {
+                browser_memory_usage_bytes: 0,
+                context_memory_usage_bytes: MIB,
+                browser_contexts_per_core: 500.0,
+            },
+        }
+    }
+}
+
 /// Every knob of the sizing formula.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct SizingConfig {

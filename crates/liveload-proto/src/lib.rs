@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 
 mod diagnostics;
 mod hosts;
+pub mod json_path;
 pub mod launch;
+mod protocol_step;
 mod records;
 mod step;
 pub mod template;
@@ -39,6 +41,7 @@ pub use diagnostics::{
     Diagnostics, ErrorOccurrence, FailureCapture, StepTrace, TraceOptions, TracePhase,
 };
 pub use hosts::{HostMapping, HostRules, check_address, check_host_pattern, url_host};
+pub use protocol_step::{AnswerCheck, AnswerSource, AnswerValue, Engine, HttpBody, HttpRequest};
 pub use records::{RecordKind, TraceFile, TraceRecord};
 pub use step::{AssertCheck, ExtractFrom, Step, StepKind, WaitCondition};
 pub use template::Generator;
@@ -51,7 +54,8 @@ pub use template::Generator;
 /// Version 3: [`UserLoop`] (`on_start`/`on_stop` steps, iterations per user, pacing), which an
 /// older agent would ignore and loop forever without; `coordinate` steps with `Arrived` and
 /// `Release`. Version 4: several base URLs per node and [`HostRules`], which an older agent
-/// would ignore (sending every user to one target, and loading the hosts a scenario blocks).
+/// would ignore (sending every user to one target, and loading the hosts a scenario blocks);
+/// protocol users (`engine: http` and its steps).
 pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest frame either side accepts, in bytes. A snapshot of hundreds of histograms fits
@@ -336,6 +340,13 @@ pub struct Assignment {
     /// another address (the scenario's `block_hosts:`, `allow_hosts:`, `map_hosts:`).
     #[serde(default, skip_serializing_if = "HostRules::is_empty")]
     pub host_rules: HostRules,
+    /// What the users are: browsers, or protocol users (`engine: http`, no browser launched).
+    #[serde(default, skip_serializing_if = "is_browser")]
+    pub engine: Engine,
+}
+
+fn is_browser(engine: &Engine) -> bool {
+    *engine == Engine::Browser
 }
 
 impl Assignment {

@@ -167,6 +167,48 @@ pub enum StepKind {
         /// The steps.
         steps: Vec<Step>,
     },
+    /// Send an HTTP request and check its answer (`engine: http`).
+    Request(Box<crate::HttpRequest>),
+    /// Read part of the last answer into a variable (`engine: http`).
+    ExtractAnswer {
+        /// The variable's name.
+        var: String,
+        /// Which answer.
+        #[serde(default)]
+        from: crate::AnswerSource,
+        /// What to read of it.
+        value: crate::AnswerValue,
+        /// The value is secret: redact it from everything the agent reports.
+        #[serde(default)]
+        secret: bool,
+    },
+    /// Open the user's WebSocket (`engine: http`): the URL is templated; a relative one joins
+    /// the base URL, `http` becoming `ws`. The user's cookies go with the handshake.
+    WsConnect {
+        /// The URL.
+        url: String,
+        /// Give up after this many milliseconds; `None` waits the assignment's
+        /// `step_timeout_ms`.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    /// Send a text message on the user's WebSocket (templated).
+    WsSend {
+        /// The message.
+        text: String,
+    },
+    /// Wait for a message on the user's WebSocket that passes `expect` (messages before it
+    /// are skipped); the time from the last `ws_send` to it is `ws.reply`.
+    WsExpect {
+        /// What the message must hold (`contains`, `json`).
+        expect: crate::AnswerCheck,
+        /// Give up after this many milliseconds; `None` waits the assignment's
+        /// `step_timeout_ms`.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    /// Close the user's WebSocket.
+    WsClose,
     /// End this iteration now, successfully.
     Halt,
     /// End this iteration now, as a failure.

@@ -487,6 +487,7 @@ async fn users_once(
             trace_file: None,
             base_urls: Vec::new(),
             host_rules: Default::default(),
+            engine: Default::default(),
             run_id: run_id.clone(),
             scenario: "bench".into(),
             base_url: url.to_string(),

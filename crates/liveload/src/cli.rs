@@ -374,7 +374,9 @@ impl RunFlags {
         // stop a run that names another).
         let defaults = match &self.profile {
             Some(path) => liveload_core::profile::CalibratedProfile::load(path)?.browser_profile(),
-            None => scenario.sizing.apply(BrowserProfile::default())?,
+            None => scenario
+                .sizing
+                .apply(BrowserProfile::for_engine(scenario.engine))?,
         };
         let sizing = SizingConfig {
             memory_safety_factor: self.memory_safety_factor,
@@ -414,6 +416,8 @@ impl RunFlags {
             })?,
         };
         options.tls = self.tls;
+        // Protocol users need no browser: the nodes start none.
+        options.no_browser = scenario.engine == liveload_core::proto::Engine::Http;
         options.start_interval = self.start_interval;
         options.sizing = sizing;
         options.on_node_loss = match self.on_node_loss {

@@ -111,7 +111,7 @@ async fn try_once(scenario: &Scenario, args: &TryArgs) -> Result<Verdict, Error>
         ttl: scenario.iteration_timeout + Duration::from_secs(300),
         grace: Duration::from_secs(30),
         tls: None,
-        no_browser: false,
+        no_browser: scenario.engine == liveload_core::proto::Engine::Http,
     };
     let handle = backend.create(&spec).await?;
     let result = async {
@@ -157,6 +157,7 @@ fn assignment(scenario: &Scenario, run_id: &str, args: &TryArgs) -> Assignment {
             0,
         ),
         host_rules: scenario.host_rules.clone(),
+        engine: scenario.engine,
         first_user_id: args.user,
         users: 1,
         // Room for the one iteration (and `on_start`); `max_iterations` ends the user after it.
@@ -174,7 +175,7 @@ fn assignment(scenario: &Scenario, run_id: &str, args: &TryArgs) -> Assignment {
         }),
         workload: Default::default(),
         throttle: None,
-        no_browser: false,
+        no_browser: scenario.engine == liveload_core::proto::Engine::Http,
         diagnostics: Diagnostics {
             captures_per_error: 0,
             trace: Some(TraceOptions {

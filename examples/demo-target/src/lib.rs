@@ -24,6 +24,8 @@
 //! - `seen` — `GET /seen?v=VALUE` records the value; `GET /seen/list` lists what was seen, one
 //!   `MS VALUE` line each (ms since start): which data row, generated value or coordinated
 //!   group reached the server, and when.
+//! - `api` — `POST /api/login`, `GET /api/me`: a JSON API with a session cookie and a bearer
+//!   token, for protocol users.
 //! - `vitals` — `GET /vitals`: a page with a known largest paint, layout shift and slow
 //!   interaction, for the Web Vitals metrics.
 //!
@@ -51,6 +53,7 @@ pub fn app() -> Router {
         .merge(pages::seen::routes())
         .merge(pages::probe::routes())
         .merge(pages::vitals::routes())
+        .merge(pages::api::routes())
 }
 
 /// Serve the app on `addr` (port 0 picks a free port). Returns the bound address; the server
@@ -121,6 +124,11 @@ mod tests {
         assert_eq!(
             answer(get("/clicks/total")).await,
             (StatusCode::OK, text.clone(), "0".into())
+        );
+        let (status, _, body) = answer(get("/api/me")).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::UNAUTHORIZED, "log in first")
         );
         assert_eq!(
             answer(get("/vitals")).await,

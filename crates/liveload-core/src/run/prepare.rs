@@ -129,6 +129,7 @@ fn prepare_frame(
             position,
         ),
         host_rules: scenario.host_rules.clone(),
+        engine: scenario.engine,
     }))
 }
 

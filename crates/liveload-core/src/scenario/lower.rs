@@ -15,11 +15,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use liveload_proto::{AssertCheck, DataTable, ExtractFrom, Step, StepKind, WaitCondition};
+use liveload_proto::{AssertCheck, DataTable, Step, StepKind, WaitCondition};
 
 use super::raw::{
-    AssertArg, CoordinateArg, EvalArg, ExtractArg, FieldValue, GroupArg, IdleArg, PressArg,
-    RawKind, RawStep, RepeatArg, SubmitArg, TimeoutArg, WaitArg, WaitState,
+    AssertArg, CoordinateArg, EvalArg, FieldValue, GroupArg, IdleArg, PressArg, RawKind, RawStep,
+    RepeatArg, SubmitArg, TimeoutArg, WaitArg, WaitState,
 };
 use super::{BUILTIN_VARIABLES, parse_duration, template_variables};
 use crate::Error;
@@ -142,15 +142,15 @@ const DEFAULT_COORDINATE_TIMEOUT_MS: u64 = 5_000;
 pub const GROUP_VARIABLES: [&str; 4] = ["group_id", "group_index", "group_peers", "group_size"];
 
 /// A lowered step before its name is settled: the default name, and what it does.
-type Lowered = (String, StepKind);
+pub(super) type Lowered = (String, StepKind);
 
 /// Turns raw steps into protocol steps, checking durations and template variables in order.
 ///
 /// Steps are lowered in file order, depth first, so `known` grows exactly as it will when an
 /// agent runs them: a variable is usable only after the step that sets it.
-struct Lowering<'a> {
+pub(super) struct Lowering<'a> {
     /// Variables defined at this point of the scenario.
-    known: BTreeSet<String>,
+    pub(super) known: BTreeSet<String>,
     /// What a bare `- think` waits.
     think_time: &'a str,
 }
@@ -158,7 +158,7 @@ struct Lowering<'a> {
 impl Lowering<'_> {
     /// Check that every `{{variable}}` in `text` is known here; the text itself is kept as is
     /// (agents substitute at run time).
-    fn template(&self, text: &str) -> Result<String, Located> {
+    pub(super) fn template(&self, text: &str) -> Result<String, Located> {
         for name in template_variables(text) {
             if self.known.contains(name) {
                 continue;
@@ -191,7 +191,7 @@ impl Lowering<'_> {
 
     /// A step's `timeout:`; `None` lets the agent wait the scenario's `step_timeout`, so the
     /// one setting governs every wait that does not name its own.
-    fn timeout_ms(&self, timeout: &Option<String>) -> Result<Option<u64>, Located> {
+    pub(super) fn timeout_ms(&self, timeout: &Option<String>) -> Result<Option<u64>, Located> {
         timeout
             .as_deref()
             .map(|text| self.duration_ms(text))
@@ -256,6 +256,11 @@ impl Lowering<'_> {
             RawKind::Repeat(r) => self.repeat(r)?,
             RawKind::Halt => ("halt".into(), StepKind::Halt),
             RawKind::Fail(message) => self.fail(message)?,
+            RawKind::Request(r) => self.request(*r)?,
+            RawKind::WsConnect(a) => self.ws_connect(a)?,
+            RawKind::WsSend(text) => self.ws_send(text)?,
+            RawKind::WsExpect(a) => self.ws_expect(a)?,
+            RawKind::WsClose => ("ws_close".into(), StepKind::WsClose),
         };
         Ok(Step {
             name: raw.name.unwrap_or(default_name),
@@ -446,32 +451,6 @@ impl Lowering<'_> {
             AssertCheck::Visible { selector } => format!("assert visible {selector}"),
         };
         Ok((name, StepKind::Assert { check }))
-    }
-
-    /// `extract`: read an element into a variable, known from the next step on.
-    fn extract(&mut self, extract: ExtractArg) -> Result<Lowered, Located> {
-        let from = match (extract.attribute, extract.value) {
-            (Some(name), false) => ExtractFrom::Attribute { name },
-            (None, true) => ExtractFrom::Value,
-            (None, false) => ExtractFrom::Text,
-            (Some(_), true) => {
-                return Err(Located::new(
-                    "extract reads an attribute or the value, not both",
-                    "extract",
-                ));
-            }
-        };
-        let selector = self.template(&extract.selector)?;
-        self.known.insert(extract.var.clone());
-        Ok((
-            format!("extract {}", extract.var),
-            StepKind::Extract {
-                var: extract.var,
-                selector,
-                from,
-                secret: extract.secret,
-            },
-        ))
     }
 
     /// `eval`: run JavaScript, optionally keeping its result in a variable.

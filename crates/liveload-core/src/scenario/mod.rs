@@ -43,6 +43,7 @@ mod data;
 mod lower;
 mod nesting;
 mod network;
+mod protocol;
 mod raw;
 mod schema;
 #[cfg(test)]
@@ -56,7 +57,7 @@ pub use workload::{ScenarioSizing, coordinate_points};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use liveload_proto::{DataTable, Diagnostics, HostRules, Step, UserLoop};
+use liveload_proto::{DataTable, Diagnostics, Engine, HostRules, Step, UserLoop};
 
 pub use schema::json_schema;
 pub use text::{MAX_DURATION, MAX_DURATION_TEXT, parse_duration, template_variables};
@@ -77,6 +78,8 @@ pub struct Scenario {
     pub base_urls: Vec<String>,
     /// How users are spread over several `base_urls`.
     pub target_distribution: TargetDistribution,
+    /// What users are: browsers (the default) or protocol users (`engine: http`).
+    pub engine: Engine,
     /// Hosts the browsers must not reach, the only ones they may, and host names sent to
     /// another address.
     pub host_rules: HostRules,
@@ -174,6 +177,7 @@ impl Scenario {
             name: name.to_string(),
             base_urls: vec![base_url.trim_end_matches('/').to_string()],
             target_distribution: TargetDistribution::RoundRobin,
+            engine: Engine::Browser,
             host_rules: HostRules::default(),
             users: 1,
             duration: DEFAULT_DURATION,
@@ -239,6 +243,11 @@ pub const STEP_KINDS: &[&str] = &[
     "repeat",
     "halt",
     "fail",
+    "request",
+    "ws_connect",
+    "ws_send",
+    "ws_expect",
+    "ws_close",
 ];
 
 impl Scenario {
@@ -339,6 +348,8 @@ impl Scenario {
         let allow_schemes = lower::lower_schemes(raw.allow_schemes)?;
         let sizing = workload::lower_sizing(raw.sizing, path)?;
         let user_loop = workload::lower_user_loop(raw.iterations, raw.pacing, start_stop, &load)?;
+        let engine = raw.engine.unwrap_or_default();
+        protocol::check_engine(engine, [&on_start, &steps, &on_stop])?;
         workload::check_coordinate(
             [&on_start, &steps, &on_stop],
             &load,
@@ -353,6 +364,7 @@ impl Scenario {
             name: raw.name,
             base_urls,
             target_distribution,
+            engine,
             host_rules,
             users,
             duration: timings.duration,

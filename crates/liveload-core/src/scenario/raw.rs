@@ -20,7 +20,9 @@ use serde::{Deserialize, Deserializer};
 
 use super::STEP_KINDS;
 
+mod protocol;
 mod workload;
+pub(super) use protocol::{ExpectArg, RequestArg, Statuses, WsConnectArg, WsExpectArg};
 pub(super) use workload::{RawLoad, RawModel, RawSizing, RawThrottle};
 
 /// The whole file: settings, then the steps of one iteration.
@@ -77,6 +79,9 @@ pub(super) struct RawScenario {
     /// `throttle:` — cluster-wide limits on iterations.
     #[serde(default)]
     pub(super) throttle: Option<RawThrottle>,
+    /// `engine:` — what users are: `browser` (the default) or `http` (protocol users).
+    #[serde(default)]
+    pub(super) engine: Option<liveload_proto::Engine>,
     /// `allow_schemes:` — URL schemes users may open beyond the web's (`[file]`).
     #[serde(default)]
     pub(super) allow_schemes: Vec<String>,
@@ -232,6 +237,16 @@ pub(super) enum RawKind {
     Halt,
     /// `fail` or `fail: MESSAGE`.
     Fail(Option<String>),
+    /// `request: URL` or `request: { method, url, ... }`.
+    Request(Box<RequestArg>),
+    /// `ws_connect: URL` or `ws_connect: { url, timeout }`.
+    WsConnect(WsConnectArg),
+    /// `ws_send: TEXT`.
+    WsSend(String),
+    /// `ws_expect: TEXT` or `ws_expect: { contains, json, timeout }`.
+    WsExpect(WsExpectArg),
+    /// `ws_close`.
+    WsClose,
 }
 
 /// The argument of `fill` and `select`: which field, and what to put in it.
@@ -354,14 +369,28 @@ pub(super) struct AssertArg {
     pub(super) visible: Option<String>,
 }
 
-/// The argument of `extract`: read an element into a variable.
+/// The argument of `extract`: read an element (browser) or part of the last answer
+/// (`engine: http`) into a variable.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ExtractArg {
     /// The variable to set; later steps may use `{{var}}`.
     pub(super) var: String,
     /// The element to read.
-    pub(super) selector: String,
+    #[serde(default)]
+    pub(super) selector: Option<String>,
+    /// A JSON path of the last answer's body.
+    #[serde(default)]
+    pub(super) json: Option<String>,
+    /// A header of the last HTTP answer.
+    #[serde(default)]
+    pub(super) header: Option<String>,
+    /// A regular expression on the last answer's body (its first group).
+    #[serde(default)]
+    pub(super) regex: Option<String>,
+    /// Which answer: `http` (the default) or `ws` (the last message `ws_expect` matched).
+    #[serde(default)]
+    pub(super) from: Option<liveload_proto::AnswerSource>,
     /// Read this attribute instead of the text.
     #[serde(default)]
     pub(super) attribute: Option<String>,
@@ -503,6 +532,7 @@ impl<'de> Visitor<'de> for StepVisitor {
             "think" => RawKind::Think(None),
             "halt" => RawKind::Halt,
             "fail" => RawKind::Fail(None),
+            "ws_close" => RawKind::WsClose,
             known if STEP_KINDS.contains(&known) => {
                 return Err(E::custom(format!(
                     "step '{known}' needs an argument, e.g. `- {known}: ...`"
@@ -577,6 +607,14 @@ fn read_kind<'de, A: MapAccess<'de>>(key: &str, map: &mut A) -> Result<RawKind, 
             RawKind::Halt
         }
         "fail" => RawKind::Fail(map.next_value()?),
+        "request" => RawKind::Request(Box::new(map.next_value::<StringOrMap<RequestArg>>()?.0)),
+        "ws_connect" => RawKind::WsConnect(map.next_value::<StringOrMap<WsConnectArg>>()?.0),
+        "ws_send" => RawKind::WsSend(map.next_value()?),
+        "ws_expect" => RawKind::WsExpect(map.next_value::<StringOrMap<WsExpectArg>>()?.0),
+        "ws_close" => {
+            map.next_value::<de::IgnoredAny>()?;
+            RawKind::WsClose
+        }
         other => return Err(de::Error::unknown_variant(other, STEP_KINDS)),
     })
 }

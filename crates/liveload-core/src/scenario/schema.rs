@@ -12,13 +12,14 @@ use serde_json::{Value, json};
 use super::STEP_KINDS;
 
 /// The step kinds that may be written bare, without an argument (`- reload`).
-const BARE_STEP_KINDS: [&str; 6] = [
+const BARE_STEP_KINDS: [&str; 7] = [
     "reload",
     "liveview_connected",
     "liveview_idle",
     "think",
     "halt",
     "fail",
+    "ws_close",
 ];
 
 /// The JSON Schema (draft 2020-12) of scenario files, for editors (YAML language servers read
@@ -41,6 +42,7 @@ pub fn json_schema() -> Value {
             "base_url": {"type": "string", "pattern": "^https?://", "description": "the target: what relative step URLs join (or base_urls for several)"},
             "base_urls": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^https?://"},
                 "description": "several targets instead of base_url; latency is also reported per target"},
+            "engine": {"enum": ["browser", "http"], "description": "browser: a Chromium context per user (default); http: protocol users (request, extract, ws_* steps), no browser"},
             "base_url_distribution": {"enum": ["round_robin", "per_node"],
                 "description": "round_robin: user u goes to target u % targets (default); per_node: node n's users go to target n % targets"},
             "block_hosts": {"type": "array", "items": host_pattern(), "description": "hosts the browsers must not reach (counted as hosts.blocked)"},
@@ -84,6 +86,21 @@ pub fn json_schema() -> Value {
         },
         "$defs": {"step": {"oneOf": step_variants()}}
     })
+}
+
+/// `expect:` of a `request` (with `status`) or a `ws_expect` (with `timeout`).
+fn expect(http: bool) -> Value {
+    let mut keys = json!({"contains": string(),
+        "json": {"type": "object", "description": "JSON path -> the value there", "additionalProperties": {}}});
+    if http {
+        // `additionalProperties` applies to objects only: here it tells the drift test that
+        // the parser reads this value whole (an untagged number-or-list).
+        keys["status"] = json!({"type": ["integer", "array"],
+            "description": "one status or a list of them (default: any below 400)", "additionalProperties": {}});
+    } else {
+        keys["timeout"] = duration();
+    }
+    object(keys, &[])
 }
 
 /// A host name with `*` wildcards, as `block_hosts:` and `allow_hosts:` take them.
@@ -146,9 +163,27 @@ fn step_argument(kind: &str) -> Option<Value> {
         ),
         "extract" => object(
             json!({"var": string(), "selector": selector(), "attribute": string(),
-            "value": {"type": "boolean"}, "secret": secret()}),
-            &["var", "selector"],
+            "value": {"type": "boolean"}, "secret": secret(),
+            "json": {"type": "string", "description": "engine: http: a JSON path of the last answer ($.a.b[0])"},
+            "header": {"type": "string", "description": "engine: http: a header of the last HTTP answer"},
+            "regex": {"type": "string", "description": "engine: http: a regular expression on the last answer (its first group)"},
+            "from": {"enum": ["http", "ws"], "description": "engine: http: the last HTTP answer (default) or the last WebSocket message ws_expect matched"}}),
+            &["var"],
         ),
+        "request" => json!({"oneOf": [
+            {"type": "string", "description": "a URL to GET"},
+            object(json!({"method": string(), "url": string(),
+                "headers": {"type": "object", "additionalProperties": string()},
+                "body": string(), "json": {"description": "a JSON body, written as YAML", "additionalProperties": {}},
+                "form": {"type": "object", "additionalProperties": string()},
+                "expect": expect(true), "timeout": duration()}), &["url"])]}),
+        "ws_connect" => {
+            json!({"oneOf": [string(), object(json!({"url": string(), "timeout": duration()}), &["url"])]})
+        }
+        "ws_send" => string(),
+        "ws_expect" => json!({"oneOf": [
+            {"type": "string", "description": "text the message contains"},
+            with_description(expect(false), "what the awaited message holds")]}),
         "coordinate" => with_description(
             object(
                 json!({"name": string(), "group": {"type": "integer", "minimum": 1},

@@ -84,6 +84,7 @@ fn check_scenario(s: &Scenario) -> Result<(), TestCaseError> {
         base_url: s.base_url().to_string(),
         base_urls: s.base_urls.clone(),
         host_rules: s.host_rules.clone(),
+        engine: s.engine,
         first_user_id: 0,
         users: s.users,
         duration_ms: s.duration.as_millis() as u64,

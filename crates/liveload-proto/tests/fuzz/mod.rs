@@ -245,6 +245,7 @@ fn controller_seeds() -> Vec<Value> {
         trace_file: None,
         base_urls: Vec::new(),
         host_rules: Default::default(),
+        engine: Default::default(),
         run_id: "r".into(),
         scenario: "s".into(),
         base_url: "http://127.0.0.1".into(),

@@ -4,6 +4,7 @@
 
 pub(crate) mod about;
 pub(crate) mod actionability;
+pub(crate) mod api;
 pub(crate) mod clicks;
 pub(crate) mod health;
 pub(crate) mod home;
