@@ -156,15 +156,24 @@ pub fn derive_facts(
 pub const BOUND_BYTES_PER_USER: u64 = 4 << 20;
 
 /// The most users this agent accepts at once, from its own facts: the operator's `max_users`
-/// when set, else its memory (`effective_memory_bytes`) / 4 MiB, and never less than 1. The
+/// when set, else its memory (`effective_memory_bytes`) / 4 MiB (16 KiB for protocol users),
+/// and never less than 1. The
 /// controller sizes nodes well below it; a token holder talking to the agent directly cannot
 /// make it create more contexts than the node could ever hold.
-pub fn user_bound(facts: &NodeFacts) -> u64 {
+pub fn user_bound(facts: &NodeFacts, engine: liveload_proto::Engine) -> u64 {
+    let per_user = match engine {
+        liveload_proto::Engine::Browser => BOUND_BYTES_PER_USER,
+        liveload_proto::Engine::Http => BOUND_BYTES_PER_PROTOCOL_USER,
+    };
     match facts.max_users {
         Some(max) => u64::from(max),
-        None => (facts.effective_memory_bytes / BOUND_BYTES_PER_USER).max(1),
+        None => (facts.effective_memory_bytes / per_user).max(1),
     }
 }
+
+/// Memory per protocol user (`engine: http`) in the agent's own bound: a sixteenth of what
+/// sizing plans per protocol user (256 KiB), a few times what one measured (18-24 KiB).
+pub const BOUND_BYTES_PER_PROTOCOL_USER: u64 = 16 << 10;
 
 #[cfg(test)]
 mod tests {
@@ -194,18 +203,21 @@ mod tests {
         assert_eq!(facts.cgroup_cpu_limit, Some(2.0));
         assert_eq!(facts.effective_memory_bytes, (2 << 30) - (512 << 20));
         assert_eq!(facts.effective_cores, 2.0);
-        // 1.5 GiB / 4 MiB; an operator's cap replaces the memory rule.
-        assert_eq!(user_bound(&facts), 384);
+        // 1.5 GiB / 4 MiB (16 KiB for protocol users); an operator's cap replaces the memory
+        // rule.
+        use liveload_proto::Engine;
+        assert_eq!(user_bound(&facts, Engine::Browser), 384);
+        assert_eq!(user_bound(&facts, Engine::Http), 98_304);
         let capped = NodeFacts {
             max_users: Some(10),
             ..facts.clone()
         };
-        assert_eq!(user_bound(&capped), 10);
+        assert_eq!(user_bound(&capped, Engine::Http), 10);
         let tiny = NodeFacts {
             effective_memory_bytes: 1 << 20,
             ..facts
         };
-        assert_eq!(user_bound(&tiny), 1);
+        assert_eq!(user_bound(&tiny, Engine::Browser), 1);
     }
 
     #[test]

@@ -162,6 +162,19 @@ pub struct AgentState {
     retired: AtomicBool,
 }
 
+/// Raise the soft limit of open files to the hard one: a protocol user holds a socket or two,
+/// and the usual soft limit (1,024) would cap a node at a few hundred of them.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::debug!(error = %e, "the open-file limit stays as it was");
+        }
+    }
+}
+
 /// Why the agent exits when its controller goes silent (the dead-man switch).
 pub const SILENT_CONTROLLER: &str = "the controller has been silent past the grace period";
 
@@ -201,6 +214,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

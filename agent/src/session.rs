@@ -104,6 +104,8 @@ struct RunControl {
     coordination: Option<Arc<crate::coordination::Coordination>>,
     /// Users assigned so far (prepared plus added, less removed), held to the agent's bound.
     assigned: u64,
+    /// What the run's users are (the bound depends on it).
+    engine: liveload_proto::Engine,
     /// The agent, once this session took its run (see `Drop`).
     owner: Option<Arc<AgentState>>,
 }
@@ -170,8 +172,9 @@ impl RunControl {
             }
             ControllerMessage::Heartbeat => {}
             ControllerMessage::Prepare(assignment) => {
-                let claimed =
-                    within_bound(state, 0, assignment.users).and_then(|()| claim_run(state));
+                self.engine = assignment.engine;
+                let claimed = within_bound(state, self.engine, 0, assignment.users)
+                    .and_then(|()| claim_run(state));
                 if let Err(message) = claimed {
                     let _ = out.send(AgentMessage::Failed { message });
                     return;
@@ -243,7 +246,7 @@ impl RunControl {
                 first_user_id,
                 count,
             } => {
-                if let Err(message) = within_bound(state, self.assigned, count) {
+                if let Err(message) = within_bound(state, self.engine, self.assigned, count) {
                     let _ = out.send(AgentMessage::Failed { message });
                     return;
                 }
@@ -294,8 +297,13 @@ impl RunControl {
 /// Refuse `more` users on top of `assigned` beyond the agent's own bound (see
 /// `facts::user_bound`), whatever the controller planned: a token holder talking to the agent
 /// directly must not make it open more browser contexts than the node could ever hold.
-fn within_bound(state: &AgentState, assigned: u64, more: u64) -> Result<(), String> {
-    let bound = crate::facts::user_bound(&state.facts);
+fn within_bound(
+    state: &AgentState,
+    engine: liveload_proto::Engine,
+    assigned: u64,
+    more: u64,
+) -> Result<(), String> {
+    let bound = crate::facts::user_bound(&state.facts, engine);
     let total = assigned.saturating_add(more);
     if total <= bound {
         return Ok(());

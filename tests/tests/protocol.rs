@@ -98,8 +98,9 @@ fn protocol_users_keep_their_cookies_check_answers_and_count_what_they_sent() {
     assert_eq!(latencies["http.ttfb"]["count"], counted("http.requests"));
     let reply = &latencies["ws.reply"];
     assert_eq!(reply["count"], visits);
+    // The server answers after 150 ms; histograms keep 3 significant digits.
     assert!(
-        reply["min_ms"].as_f64().unwrap() >= 150.0,
+        reply["min_ms"].as_f64().unwrap() >= 149.0,
         "the server answers after 150 ms: {reply}"
     );
     assert!(

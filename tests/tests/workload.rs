@@ -383,7 +383,11 @@ fn check_trace(path: &std::path::Path, report: &serde_json::Value) {
 #[test]
 fn the_workload_examples_are_valid() {
     let state = tempfile::tempdir().unwrap();
-    for example in ["examples/user-loop.yaml", "examples/targets.yaml"] {
+    for example in [
+        "examples/user-loop.yaml",
+        "examples/targets.yaml",
+        "examples/api.yaml",
+    ] {
         let example = repo().join(example);
         let (code, json, _) = json_output(liveload(state.path()).args([
             "validate",

@@ -45,11 +45,13 @@ impl ProtocolUser {
         // One TLS stack for the whole program: rustls with ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let jar = Arc::new(reqwest::cookie::Jar::default());
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .cookie_provider(jar.clone())
-            .user_agent(concat!("liveload/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the user's HTTP client")?;
+            .user_agent(concat!("liveload/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = shared_tls() {
+            builder = builder.tls_backend_preconfigured(tls);
+        }
+        let client = builder.build().context("building the user's HTTP client")?;
         Ok(ProtocolUser {
             client,
             jar,
@@ -58,6 +60,22 @@ impl ProtocolUser {
             ws: None,
         })
     }
+}
+
+/// One TLS configuration for every user of the agent (each gets a cheap clone: its parts are
+/// shared). Without it each user's client built its own, loading the system's trust store:
+/// most of an idle protocol user's memory (`liveload bench protocol`).
+fn shared_tls() -> Option<rustls::ClientConfig> {
+    use rustls_platform_verifier::ConfigVerifierExt as _;
+    static TLS: std::sync::OnceLock<Option<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| match rustls::ClientConfig::with_platform_verifier() {
+        Ok(config) => Some(config),
+        Err(e) => {
+            tracing::warn!(error = %e, "each protocol user builds its own TLS configuration");
+            None
+        }
+    })
+    .clone()
 }
 
 /// The user's protocol state, made at its first protocol step.

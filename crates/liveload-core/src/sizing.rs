@@ -53,16 +53,18 @@ impl Default for BrowserProfile {
 impl BrowserProfile {
     /// The built-in profile of an engine's users. Protocol users (`engine: http`) have no
     /// browser; each is an HTTP client with its own connection pool and cookie jar, and a
-    /// WebSocket: `liveload bench protocol` measured about 60 KiB of the agent's memory per
-    /// idle user with a socket open (README, "Density"), counted here as 1 MiB so a node is
-    /// sized for active users' buffers; one core drives 500 of them at a request per second.
+    /// WebSocket. `liveload bench protocol` measured 18 KiB of the agent's memory per idle
+    /// user and 24 KiB per active one (a message and its reply a second), and 5,000 active
+    /// users took 37 % of one core (README, "Density"). Counted here: 256 KiB per user (room
+    /// for real answers' bodies, up to 1 MiB kept per request) and 1,000 users per core
+    /// (room for TLS and JSON, which the bench's plain `ws://` does not cost).
     pub fn for_engine(engine: liveload_proto::Engine) -> Self {
         match engine {
             liveload_proto::Engine::Browser => BrowserProfile::default(),
             liveload_proto::Engine::Http => BrowserProfile {
                 browser_memory_usage_bytes: 0,
-                context_memory_usage_bytes: MIB,
-                browser_contexts_per_core: 500.0,
+                context_memory_usage_bytes: 256 * 1024,
+                browser_contexts_per_core: 1_000.0,
             },
         }
     }

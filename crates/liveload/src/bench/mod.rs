@@ -5,6 +5,8 @@
 //! - `users`: per-user cost of real Chromium on the demo page: PSS of the browser's whole process
 //!   tree at 0, 10 and 40 users, marginal MiB per user, CPU % per user, the agent's own RSS, and
 //!   the median time to set up one user (context + page).
+//! - `protocol`: per-user cost of protocol users (`engine: http`) with a WebSocket each, idle
+//!   or active: the agent's RSS and CPU, and `ws.reply` (`protocol.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,11 @@ use liveload_core::sizing::{BrowserProfile, SizingConfig};
 use liveload_core::{Backend, Error, NodeSpec, RunFilter, names};
 use liveload_local::LocalBackend;
 use tokio::time::Instant;
+
+mod link;
+mod protocol;
+
+use link::{clock_ticks_per_second, expect_prepared, read_one, sample_group, settle};
 
 /// Options of `bench`.
 #[derive(Debug, Clone, Args)]
@@ -73,6 +80,20 @@ pub enum Bench {
         /// `heavy` (`/table`: 2,000 rows re-rendered every second).
         #[arg(long, value_enum, default_value = "demo")]
         page: DemoPage,
+    },
+    /// Per-user memory and CPU of protocol users (`engine: http`), each with a WebSocket to the
+    /// demo target: idle (reading the server's pushes) or active (a message and its reply a
+    /// second).
+    Protocol {
+        /// User counts to measure, comma-separated (0 = the agent alone).
+        #[arg(long, value_delimiter = ',', default_value = "0,1000,5000")]
+        users: Vec<u64>,
+        /// Users send a message and wait for its reply once a second.
+        #[arg(long)]
+        active: bool,
+        /// Seconds of CPU sampling at steady state, per count.
+        #[arg(long, default_value_t = 10)]
+        window: u64,
     },
 }
 
@@ -127,6 +148,11 @@ pub async fn run(args: BenchArgs) -> i32 {
             url,
             page,
         } => users_bench(&users, Duration::from_secs(window), chromium, url, page).await,
+        Bench::Protocol {
+            users,
+            active,
+            window,
+        } => protocol::bench(&users, active, Duration::from_secs(window)).await,
     };
     match result {
         Ok(()) => exit_code::OK,
@@ -286,54 +312,6 @@ fn merge(nodes: u32, metrics: u32, seconds: u32) {
         per_second * 100.0
     );
     assert_eq!(aggregate.series.len(), seconds as usize);
-}
-
-/// Memory and CPU of an agent's process group: the agent itself and everything else (Chromium).
-#[derive(Debug, Clone, Copy, Default)]
-struct GroupSample {
-    agent_rss_kib: u64,
-    browser_pss_kib: u64,
-    browser_processes: u32,
-    /// The whole group's CPU, and the agent's own part of it.
-    cpu_ticks: u64,
-    agent_cpu_ticks: u64,
-}
-
-fn sample_group(agent_pid: i32) -> GroupSample {
-    let mut sample = GroupSample::default();
-    for process in liveload_local::procfs::group(agent_pid) {
-        sample.cpu_ticks += process.cpu_ticks;
-        if process.pid == agent_pid {
-            sample.agent_cpu_ticks = process.cpu_ticks;
-            sample.agent_rss_kib = status_kib(process.pid, "VmRSS:");
-        } else {
-            sample.browser_processes += 1;
-            sample.browser_pss_kib += smaps_pss_kib(process.pid);
-        }
-    }
-    sample
-}
-
-fn status_kib(pid: i32, key: &str) -> u64 {
-    read_kib(&format!("/proc/{pid}/status"), key)
-}
-
-fn smaps_pss_kib(pid: i32) -> u64 {
-    read_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
-}
-
-fn read_kib(path: &str, key: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn clock_ticks_per_second() -> f64 {
-    rustix::param::clock_ticks_per_second().max(1) as f64
 }
 
 struct UsersFigure {
@@ -605,48 +583,4 @@ async fn users_once(
     let left = backend.list(&RunFilter::Run(run_id)).await?;
     debug_assert!(left.is_empty());
     result
-}
-
-async fn expect_prepared(connection: &mut AgentConnection) -> Result<(), Error> {
-    match connection.recv().await? {
-        AgentMessage::Prepared { .. } => Ok(()),
-        AgentMessage::Failed { message } => Err(Error::RunFailed { message }),
-        _ => Err(Error::RunFailed {
-            message: "unexpected message before prepared".into(),
-        }),
-    }
-}
-
-async fn read_one(
-    connection: &mut AgentConnection,
-    metrics: &mut MetricsAggregate,
-) -> Result<(), Error> {
-    match connection.recv().await? {
-        AgentMessage::Snapshot(s) | AgentMessage::Finished(s) => metrics.merge("bench", &s),
-        AgentMessage::Failed { message } => Err(Error::RunFailed { message }),
-        _ => Ok(()),
-    }
-}
-
-/// Keep the link alive (heartbeats) and read snapshots for `period`.
-async fn settle(
-    connection: &mut AgentConnection,
-    metrics: &mut MetricsAggregate,
-    period: Duration,
-) -> Result<(), Error> {
-    // `--window` is any u64 of seconds: past the clock's range is a usage error, not a panic.
-    let end = Instant::now()
-        .checked_add(period)
-        .ok_or_else(|| Error::InvalidOption {
-            option: "--window".into(),
-            message: format!("{} s is past what this clock can count", period.as_secs()),
-        })?;
-    while Instant::now() < end {
-        connection.send(&ControllerMessage::Heartbeat).await?;
-        let wait = (end - Instant::now()).min(Duration::from_secs(1));
-        if let Ok(result) = tokio::time::timeout(wait, read_one(connection, metrics)).await {
-            result?;
-        }
-    }
-    Ok(())
 }

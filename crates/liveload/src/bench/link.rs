@@ -1,0 +1,107 @@
+//! What the benchmarks share: talking to one agent directly (prepared, snapshots, heartbeats)
+//! and measuring its process group (memory, CPU).
+
+use std::time::Duration;
+
+use liveload_core::Error;
+use liveload_core::agent_client::AgentConnection;
+use liveload_core::metrics::MetricsAggregate;
+use liveload_core::proto::{AgentMessage, ControllerMessage};
+use tokio::time::Instant;
+
+/// Memory and CPU of an agent's process group: the agent itself and everything else (Chromium).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct GroupSample {
+    /// The agent's resident memory.
+    pub agent_rss_kib: u64,
+    /// The browser's processes' proportional memory.
+    pub browser_pss_kib: u64,
+    /// How many browser processes.
+    pub browser_processes: u32,
+    /// The whole group's CPU, and the agent's own part of it.
+    pub cpu_ticks: u64,
+    /// The agent's own CPU.
+    pub agent_cpu_ticks: u64,
+}
+
+/// Sample the process group led by the agent `agent_pid`.
+pub(super) fn sample_group(agent_pid: i32) -> GroupSample {
+    let mut sample = GroupSample::default();
+    for process in liveload_local::procfs::group(agent_pid) {
+        sample.cpu_ticks += process.cpu_ticks;
+        if process.pid == agent_pid {
+            sample.agent_cpu_ticks = process.cpu_ticks;
+            sample.agent_rss_kib = status_kib(process.pid, "VmRSS:");
+        } else {
+            sample.browser_processes += 1;
+            sample.browser_pss_kib += smaps_pss_kib(process.pid);
+        }
+    }
+    sample
+}
+
+fn status_kib(pid: i32, key: &str) -> u64 {
+    read_kib(&format!("/proc/{pid}/status"), key)
+}
+
+fn smaps_pss_kib(pid: i32) -> u64 {
+    read_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
+fn read_kib(path: &str, key: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub(super) fn clock_ticks_per_second() -> f64 {
+    rustix::param::clock_ticks_per_second().max(1) as f64
+}
+
+pub(super) async fn expect_prepared(connection: &mut AgentConnection) -> Result<(), Error> {
+    match connection.recv().await? {
+        AgentMessage::Prepared { .. } => Ok(()),
+        AgentMessage::Failed { message } => Err(Error::RunFailed { message }),
+        _ => Err(Error::RunFailed {
+            message: "unexpected message before prepared".into(),
+        }),
+    }
+}
+
+pub(super) async fn read_one(
+    connection: &mut AgentConnection,
+    metrics: &mut MetricsAggregate,
+) -> Result<(), Error> {
+    match connection.recv().await? {
+        AgentMessage::Snapshot(s) | AgentMessage::Finished(s) => metrics.merge("bench", &s),
+        AgentMessage::Failed { message } => Err(Error::RunFailed { message }),
+        _ => Ok(()),
+    }
+}
+
+/// Keep the link alive (heartbeats) and read snapshots for `period`.
+pub(super) async fn settle(
+    connection: &mut AgentConnection,
+    metrics: &mut MetricsAggregate,
+    period: Duration,
+) -> Result<(), Error> {
+    // `--window` is any u64 of seconds: past the clock's range is a usage error, not a panic.
+    let end = Instant::now()
+        .checked_add(period)
+        .ok_or_else(|| Error::InvalidOption {
+            option: "--window".into(),
+            message: format!("{} s is past what this clock can count", period.as_secs()),
+        })?;
+    while Instant::now() < end {
+        connection.send(&ControllerMessage::Heartbeat).await?;
+        let wait = (end - Instant::now()).min(Duration::from_secs(1));
+        if let Ok(result) = tokio::time::timeout(wait, read_one(connection, metrics)).await {
+            result?;
+        }
+    }
+    Ok(())
+}
