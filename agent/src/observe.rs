@@ -90,7 +90,8 @@ impl PageWatcher {
 /// The longest [`PageWatcher::finish`] waits for the page's answer, then for the watcher.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs in every web document beside [`LIVEVIEW_OBSERVER`]: measures the document's Web
+/// Runs in every top-level web document (not in frames: a frame's paints are not the page's)
+/// beside [`LIVEVIEW_OBSERVER`]: measures the document's Web
 /// Vitals as Google's `web-vitals` library does and reports them as
 /// `__liveload vitals DOC LCP CLS INP` (a random id of the document; milliseconds, score,
 /// milliseconds; -1 for none yet):
@@ -107,7 +108,7 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 /// link keeps its values as of its last report; Chromium drops console messages of a document
 /// being unloaded, so `pagehide` cannot be relied on alone.
 const VITALS_OBSERVER: &str = r#"(() => {
-  if (!/^https?:$/.test(location.protocol)) return;
+  if (window !== window.top || !/^https?:$/.test(location.protocol)) return;
   const doc = Math.random().toString(36).slice(2);
   let lcp = -1, cls = 0, session = 0, sessionStart = 0, lastShift = 0, pending = 0;
   const interactions = new Map();

@@ -172,13 +172,15 @@ impl RunControl {
             }
             ControllerMessage::Heartbeat => {}
             ControllerMessage::Prepare(assignment) => {
-                self.engine = assignment.engine;
-                let claimed = within_bound(state, self.engine, 0, assignment.users)
+                let claimed = within_bound(state, assignment.engine, 0, assignment.users)
                     .and_then(|()| claim_run(state));
                 if let Err(message) = claimed {
                     let _ = out.send(AgentMessage::Failed { message });
                     return;
                 }
+                // Only a claimed run sets the bound's engine: a refused `Prepare{engine:
+                // http}` must not loosen the bound of the browser run under way.
+                self.engine = assignment.engine;
                 self.owner = Some(state.clone());
                 self.assigned = assignment.users;
                 // A run after another in this session: the last one's users are gone.
@@ -228,11 +230,7 @@ impl RunControl {
                 self.coordination = Some(coordination.clone());
                 let channels = (out.clone(), commands_rx, coordination);
                 let state = state.clone();
-                tokio::spawn(async move {
-                    run_users(state.clone(), run, channels).await;
-                    // Every user has ended and `Finished` is sent: the next run may come.
-                    state.run_active.store(false, Ordering::SeqCst);
-                });
+                tokio::spawn(run_users(state.clone(), run, channels));
             }
             ControllerMessage::Stop { force } => {
                 let signal = if force {
@@ -311,14 +309,26 @@ fn within_bound(
     let rule = match state.facts.max_users {
         Some(max) => format!("its max_users ({max})"),
         None => format!(
-            "{} MiB of memory / {} MiB per user",
+            "{} MiB of memory / {} KiB per user",
             state.facts.effective_memory_bytes >> 20,
-            crate::facts::BOUND_BYTES_PER_USER >> 20
+            (state.facts.effective_memory_bytes / bound.max(1)) >> 10
         ),
     };
     Err(format!(
         "refused: {total} users exceed this node's bound of {bound} users ({rule})"
     ))
+}
+
+/// The run is over (every user has ended): free the agent for a next run of this session,
+/// then say so. Freed first, so a controller answering `Finished` with the next `Prepare` at
+/// once finds the agent free.
+fn finished(
+    state: &AgentState,
+    out: &mpsc::UnboundedSender<AgentMessage>,
+    last: liveload_proto::MetricsSnapshot,
+) {
+    state.run_active.store(false, Ordering::SeqCst);
+    let _ = out.send(AgentMessage::Finished(last));
 }
 
 /// Start the users (spread by `start_interval_ms`), take add/remove commands, stream a
@@ -338,7 +348,7 @@ async fn run_users(
         recorder,
         contexts,
     } = run;
-    let browser = if assignment.no_browser {
+    let browser = if assignment.no_browser || assignment.engine == liveload_proto::Engine::Http {
         None
     } else {
         state.browser.lock().await.clone()
@@ -371,7 +381,7 @@ async fn run_users(
         );
         run_arrivals(env, rate_per_s, ramp_to_per_s, started, &out).await;
         if !state.gave_up_on_controller() {
-            let _ = out.send(AgentMessage::Finished(recorder.take(started.elapsed())));
+            finished(&state, &out, recorder.take(started.elapsed()));
         }
         return;
     }
@@ -464,7 +474,7 @@ async fn run_users(
         }
     }
     if !state.gave_up_on_controller() {
-        let _ = out.send(AgentMessage::Finished(recorder.take(started.elapsed())));
+        finished(&state, &out, recorder.take(started.elapsed()));
     }
 }
 

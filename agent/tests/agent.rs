@@ -230,5 +230,5 @@ async fn user_counts_past_the_nodes_own_bound_are_refused() {
         refusal.contains(&format!("bound of {bound} users")),
         "{refusal}"
     );
-    assert!(refusal.contains("MiB per user"), "{refusal}");
+    assert!(refusal.contains("4096 KiB per user"), "{refusal}");
 }

@@ -36,8 +36,8 @@ pub async fn ws_connect(user: &mut UserState<'_>, url: &str, timeout: Duration) 
     };
     let recorder = user.recorder;
     let protocol = protocol_of(user)?;
-    if let Some(mut old) = protocol.ws.take() {
-        let _ = old.stream.close(None).await;
+    if let Some(old) = protocol.ws.take() {
+        close(old).await;
     }
     let mut request = ws_url
         .as_str()
@@ -66,10 +66,23 @@ pub async fn ws_connect(user: &mut UserState<'_>, url: &str, timeout: Duration) 
 /// all of a user's memory (`liveload bench protocol`: 131 KiB per idle user). A 4 KiB read
 /// chunk still takes messages of any size (they are assembled apart), and messages are written
 /// as they are sent.
+/// Messages and frames are capped at what a user keeps of an HTTP answer
+/// ([`MAX_KEPT_BODY`](super::MAX_KEPT_BODY)): tungstenite's 64 MiB default would let one
+/// server message take a node's memory sized at 256 KiB a user.
 fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
+        .max_message_size(Some(super::MAX_KEPT_BODY))
+        .max_frame_size(Some(super::MAX_KEPT_BODY))
+}
+
+/// How long closing a socket may take (a server that stops reading must not hold the user).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Close `socket`, giving up after [`CLOSE_TIMEOUT`] (dropping it closes the connection).
+async fn close(mut socket: Socket) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.stream.close(None)).await;
 }
 
 /// The user's open socket.
@@ -80,18 +93,21 @@ fn socket<'p>(protocol: &'p mut super::ProtocolUser, step: &str) -> Result<&'p m
         .ok_or_else(|| anyhow!("{step}: no WebSocket is open (ws_connect first)"))
 }
 
-/// `ws_send`: one text message.
-pub async fn ws_send(user: &mut UserState<'_>, text: &str) -> Result<()> {
+/// `ws_send`: one text message, sent within `timeout` (a server that stops reading fills the
+/// socket's buffers).
+pub async fn ws_send(user: &mut UserState<'_>, text: &str, timeout: Duration) -> Result<()> {
     let text = crate::steps::fill_template(text, &user.vars);
     let recorder = user.recorder;
     let socket = socket(protocol_of(user)?, "ws_send")?;
     let bytes = text.len() as u64;
-    socket
-        .stream
-        .send(Message::text(text))
+    // `ws.reply` counts from the moment the message goes out: the server may have it (and
+    // start answering) before this task sees its send completed.
+    let sending = Instant::now();
+    tokio::time::timeout(timeout, socket.stream.send(Message::text(text)))
         .await
+        .map_err(|_| anyhow!("ws_send: not sent within {timeout:?}"))?
         .map_err(|e| anyhow!("ws_send: {e}"))?;
-    socket.last_sent = Some(Instant::now());
+    socket.last_sent = Some(sending);
     recorder.count("ws.frames_sent", 1);
     recorder.count("ws.bytes_sent", bytes);
     Ok(())
@@ -143,8 +159,8 @@ pub async fn ws_expect(
 
 /// `ws_close`: close the user's socket (nothing to do when none is open).
 pub async fn ws_close(user: &mut UserState<'_>) -> Result<()> {
-    if let Some(mut socket) = protocol_of(user)?.ws.take() {
-        let _ = socket.stream.close(None).await;
+    if let Some(socket) = protocol_of(user)?.ws.take() {
+        close(socket).await;
     }
     Ok(())
 }

@@ -93,10 +93,19 @@ async fn node_browser(
     {
         return Ok(browser.clone());
     }
-    if let Some(old) = slot.take()
-        && let Ok(old) = Arc::try_unwrap(old)
-    {
-        old.close().await;
+    if let Some(mut old) = slot.take() {
+        // Tasks of the last run may still hold it for a moment (a context being disposed):
+        // wait for them, so the old Chromium is closed, not left beside the new one.
+        for _ in 0..50 {
+            match Arc::try_unwrap(old) {
+                Ok(browser) => {
+                    browser.close().await;
+                    break;
+                }
+                Err(shared) => old = shared,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
     let tuning = crate::switches::Tuning::from_env();
     let path = std::path::Path::new(&info.path);

@@ -191,8 +191,6 @@ async fn runs_follow_one_another_within_a_session_and_never_overlap() {
             AgentMessage::Finished(s) => assert_eq!(s.counters.get("users_started"), Some(&1)),
             other => panic!("run {run}: {other:?}"),
         }
-        // Let the run's task mark the agent free.
-        tokio::time::sleep(Duration::from_millis(50)).await;
         // A stop of this run must not stop the next one.
         session.handle(ControllerMessage::Stop { force: true }, &state, &out);
     }

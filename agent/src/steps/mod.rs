@@ -89,6 +89,12 @@ pub fn run_steps<'s, 'u: 's, 'a: 's>(
             if container && let Some(tracer) = user.tracer {
                 tracer.begin(user, step);
             }
+            // The document about to be left reports its Web Vitals, outside the step's time.
+            if let (StepKind::Navigate { .. } | StepKind::Reload, Some(page)) =
+                (&step.kind, user.page)
+            {
+                crate::observe::report_vitals(page).await;
+            }
             let started = Instant::now();
             let result = run_step(user, step).await;
             let elapsed = started.elapsed();
@@ -206,12 +212,10 @@ async fn run_step(user: &mut UserState<'_>, step: &Step) -> Result<Flow> {
     match &step.kind {
         StepKind::Navigate { url } => {
             let url = allowed_url(&resolve_url(user.base_url, &t(url)), user.allow_schemes)?;
-            crate::observe::report_vitals(page()?).await;
             page()?.goto(url).await?;
             record_navigation_timing(page()?, user.recorder).await;
         }
         StepKind::Reload => {
-            crate::observe::report_vitals(page()?).await;
             page()?.reload().await?;
             record_navigation_timing(page()?, user.recorder).await;
         }
@@ -327,7 +331,7 @@ async fn run_step(user: &mut UserState<'_>, step: &Step) -> Result<Flow> {
             let timeout = timeout_of(timeout_ms, user);
             crate::protocol::ws_connect(user, url, timeout).await?;
         }
-        StepKind::WsSend { text } => crate::protocol::ws_send(user, text).await?,
+        StepKind::WsSend { text } => crate::protocol::ws_send(user, text, timeout).await?,
         StepKind::WsExpect { expect, timeout_ms } => {
             let timeout = timeout_of(timeout_ms, user);
             crate::protocol::ws_expect(user, expect, timeout).await?;

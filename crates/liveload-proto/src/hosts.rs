@@ -183,15 +183,27 @@ pub fn check_address(address: &str) -> Result<(), String> {
 /// The host of a base URL (`http://127.0.0.1:4000/app` → `127.0.0.1`), for the hosts an
 /// `allow_hosts:` list always lets through.
 pub fn url_host(url: &str) -> Option<String> {
-    let after_scheme = url.split_once("://")?.1;
-    let authority = after_scheme.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let clean = without_credentials(url);
+    let host_port = clean.split_once("://")?.1.split(['/', '?', '#']).next()?;
     let host = if host_port.starts_with('[') {
         host_port.split_once(']').map(|(v6, _)| format!("{v6}]"))?
     } else {
         host_port.split(':').next()?.to_string()
     };
     (!host.is_empty()).then_some(host)
+}
+
+/// A URL without the credentials in its authority (`https://u:p@h/x` → `https://h/x`), for
+/// what is shown: metric names, messages.
+pub fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 /// At most 80 characters of an untrusted value, for a message.
@@ -284,6 +296,11 @@ mod tests {
         assert_eq!(url_host("http://[::1]:80/").unwrap(), "[::1]");
         assert_eq!(url_host("http://"), None);
         assert_eq!(url_host("nope"), None);
+        assert_eq!(
+            without_credentials("https://u:p@h:1/x?a@b"),
+            "https://h:1/x?a@b"
+        );
+        assert_eq!(without_credentials("http://h/p@q"), "http://h/p@q");
     }
 
     proptest! {

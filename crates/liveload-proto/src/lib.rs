@@ -364,17 +364,7 @@ impl Assignment {
         if self.base_urls.is_empty() {
             return None;
         }
-        let url = self.base_url_of(user_id);
-        let shown = match url.split_once("://") {
-            Some((scheme, rest)) => {
-                let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-                match rest[..authority_end].rfind('@') {
-                    Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-                    None => url.to_string(),
-                }
-            }
-            None => url.to_string(),
-        };
+        let shown = hosts::without_credentials(self.base_url_of(user_id));
         Some(format!("target:{shown}"))
     }
 }

@@ -114,7 +114,8 @@ fn prepare_frame(
         }),
         workload: terms.workload,
         throttle: terms.throttle,
-        no_browser: options.no_browser,
+        // Protocol users never have a browser, whatever the options say.
+        no_browser: options.no_browser || scenario.engine == liveload_proto::Engine::Http,
         diagnostics: scenario.diagnostics(),
         allow_schemes: scenario.allow_schemes.clone(),
         memory_budget_bytes: None,

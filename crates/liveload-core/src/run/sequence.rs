@@ -12,7 +12,10 @@
 //! Each scenario gets its own run id, `<cluster run id>-<n>`, for its report and trace; the
 //! machines carry the cluster's. The first report's `boot_s` is the cluster's boot; the others'
 //! is 0. A scenario that fails ends the sequence (the cluster's state is then unknown): the
-//! scenarios after it are not run. Interrupted, the sequence keeps the reports it has.
+//! scenarios after it are not run; a node lost during a scenario is left out of the next ones.
+//! Interrupted, the sequence keeps the reports it has. Each report's `cost_usd` counts its
+//! nodes from their creation, so the last report's is (about) the sequence's, and `--max-cost`
+//! holds over the whole sequence as it runs.
 
 use std::sync::{Arc, Mutex};
 
@@ -148,6 +151,12 @@ impl OneCluster<'_> {
                     return Err(e);
                 }
             };
+            // A node lost in this scenario takes no part in the next (teardown destroys it).
+            let lost: Vec<&str> = report.lost_nodes.iter().map(|n| n.id.as_str()).collect();
+            let active: Vec<LiveNode> = active
+                .into_iter()
+                .filter(|n| !lost.contains(&n.report.id.as_str()))
+                .collect();
             runs.lock().expect("not poisoned").push(Ok(report));
             live = active.into_iter().chain(idle).collect();
             live.sort_by_key(|n| n.report.index);

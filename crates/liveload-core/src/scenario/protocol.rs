@@ -244,8 +244,8 @@ impl Lowering<'_> {
     }
 }
 
-/// A header's name is an HTTP token and its value holds no line break (which would let a
-/// CSV value add headers of its own).
+/// A header's name is an HTTP token and its value, as written, holds no line break. (A value
+/// a template fills at run time is checked by the agent's HTTP client, which refuses one.)
 fn check_header(name: &str, value: &str) -> Result<(), Located> {
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if name.is_empty() || !name.chars().all(token) {

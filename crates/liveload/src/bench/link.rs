@@ -58,10 +58,12 @@ fn read_kib(path: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The kernel's clock ticks per second (CPU times in `/proc` are counted in them).
 pub(super) fn clock_ticks_per_second() -> f64 {
     rustix::param::clock_ticks_per_second().max(1) as f64
 }
 
+/// Wait for the agent's `Prepared` (a `Failed` is the run's error).
 pub(super) async fn expect_prepared(connection: &mut AgentConnection) -> Result<(), Error> {
     match connection.recv().await? {
         AgentMessage::Prepared { .. } => Ok(()),
@@ -72,6 +74,7 @@ pub(super) async fn expect_prepared(connection: &mut AgentConnection) -> Result<
     }
 }
 
+/// Read one message from the agent, merging a snapshot into `metrics`.
 pub(super) async fn read_one(
     connection: &mut AgentConnection,
     metrics: &mut MetricsAggregate,
