@@ -38,36 +38,18 @@ fn agent_state() -> Arc<AgentState> {
 
 /// `users` users thinking 100 ms per iteration for `duration`, with a browser.
 fn assignment(users: u64, duration: Duration) -> Assignment {
+    let think = Step {
+        name: "think".into(),
+        kind: StepKind::Think {
+            min_ms: 100,
+            max_ms: 100,
+        },
+    };
     Assignment {
-        memory_budget_bytes: None,
-        user_loop: Default::default(),
-        trace_file: None,
-        base_urls: Vec::new(),
-        host_rules: Default::default(),
-        engine: Default::default(),
-        run_id: "t".into(),
-        scenario: "t".into(),
-        base_url: "http://127.0.0.1".into(),
-        first_user_id: 0,
-        users,
         duration_ms: duration.as_millis() as u64,
         iteration_timeout_ms: 10_000,
-        start_interval_ms: 0,
-        start_batch: 1,
-        steps: vec![Step {
-            name: "think".into(),
-            kind: StepKind::Think {
-                min_ms: 100,
-                max_ms: 100,
-            },
-        }],
         step_timeout_ms: 5_000,
-        data: None,
-        workload: Workload::default(),
-        throttle: None,
-        no_browser: false,
-        diagnostics: Default::default(),
-        allow_schemes: Vec::new(),
+        ..Assignment::new("t", "t", "http://127.0.0.1", users, vec![think])
     }
 }
 

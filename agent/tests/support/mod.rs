@@ -151,28 +151,16 @@ pub fn assignment(base_url: &str, steps: &str, users: u64, duration: Duration) -
             .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let no_browser = steps.lines().all(|l| l.trim().starts_with("- think"));
     Assignment {
-        memory_budget_bytes: None,
-        user_loop: Default::default(),
-        trace_file: None,
-        base_urls: Vec::new(),
-        host_rules: Default::default(),
-        engine: Default::default(),
-        run_id: "t".into(),
-        scenario: scenario.name.clone(),
-        base_url: scenario.base_url().to_string(),
-        first_user_id: 0,
-        users,
         duration_ms: duration.as_millis() as u64,
         iteration_timeout_ms: 10_000,
-        start_interval_ms: 0,
-        start_batch: 1,
-        steps: scenario.steps.clone(),
         step_timeout_ms: 5_000,
-        data: None,
-        workload: Default::default(),
-        throttle: None,
         no_browser,
-        diagnostics: Default::default(),
-        allow_schemes: Vec::new(),
+        ..Assignment::new(
+            "t",
+            &scenario.name,
+            scenario.base_url(),
+            users,
+            scenario.steps.clone(),
+        )
     }
 }

@@ -350,6 +350,37 @@ fn is_browser(engine: &Engine) -> bool {
 }
 
 impl Assignment {
+    /// `users` users (ids from 0) of run `run_id` doing `steps` against `base_url`, every
+    /// other setting at its default: 30 s of iterations of at most 30 s, all users at once,
+    /// the closed model, a browser. Callers set what they need with `..Assignment::new(..)`.
+    pub fn new(run_id: &str, scenario: &str, base_url: &str, users: u64, steps: Vec<Step>) -> Self {
+        Assignment {
+            run_id: run_id.to_string(),
+            scenario: scenario.to_string(),
+            base_url: base_url.to_string(),
+            first_user_id: 0,
+            users,
+            duration_ms: 30_000,
+            iteration_timeout_ms: 30_000,
+            start_interval_ms: 0,
+            start_batch: 1,
+            steps,
+            step_timeout_ms: default_step_timeout_ms(),
+            data: None,
+            workload: Workload::default(),
+            throttle: None,
+            no_browser: false,
+            diagnostics: Diagnostics::default(),
+            allow_schemes: Vec::new(),
+            memory_budget_bytes: None,
+            user_loop: UserLoop::default(),
+            trace_file: None,
+            base_urls: Vec::new(),
+            host_rules: HostRules::default(),
+            engine: Engine::default(),
+        }
+    }
+
     /// The base URL user `user_id` goes to.
     pub fn base_url_of(&self, user_id: u64) -> &str {
         match self.base_urls.len() as u64 {

@@ -459,62 +459,45 @@ async fn users_once(
             .trim_start_matches("pid ")
             .parse()
             .unwrap_or(0);
+        let steps = vec![
+            Step {
+                name: "open".into(),
+                kind: StepKind::Navigate { url: url.into() },
+            },
+            Step {
+                name: "connected".into(),
+                kind: StepKind::WaitFor {
+                    condition: WaitCondition::Visible {
+                        selector: ready_selector.into(),
+                    },
+                    timeout_ms: Some(10_000),
+                },
+            },
+            // Stay on the live page, like a person watching it, past the CPU window ...
+            Step {
+                name: "watch".into(),
+                kind: StepKind::Think {
+                    min_ms: watch_ms,
+                    max_ms: watch_ms,
+                },
+            },
+            // ... then check it still behaves: an iteration fails if it does not.
+            Step {
+                name: "still behaving".into(),
+                kind: StepKind::WaitFor {
+                    condition: WaitCondition::Js {
+                        expression: behaving.into(),
+                    },
+                    timeout_ms: Some(1_000),
+                },
+            },
+        ];
         let assignment = Assignment {
-            memory_budget_bytes: None,
-            user_loop: Default::default(),
-            trace_file: None,
-            base_urls: Vec::new(),
-            host_rules: Default::default(),
-            engine: Default::default(),
-            run_id: run_id.clone(),
-            scenario: "bench".into(),
-            base_url: url.to_string(),
-            first_user_id: 0,
-            users,
             duration_ms: 600_000,
             iteration_timeout_ms: watch_ms.saturating_add(15_000),
             start_interval_ms: 50,
-            start_batch: 1,
-            steps: vec![
-                Step {
-                    name: "open".into(),
-                    kind: StepKind::Navigate { url: url.into() },
-                },
-                Step {
-                    name: "connected".into(),
-                    kind: StepKind::WaitFor {
-                        condition: WaitCondition::Visible {
-                            selector: ready_selector.into(),
-                        },
-                        timeout_ms: Some(10_000),
-                    },
-                },
-                // Stay on the live page, like a person watching it, past the CPU window ...
-                Step {
-                    name: "watch".into(),
-                    kind: StepKind::Think {
-                        min_ms: watch_ms,
-                        max_ms: watch_ms,
-                    },
-                },
-                // ... then check it still behaves: an iteration fails if it does not.
-                Step {
-                    name: "still behaving".into(),
-                    kind: StepKind::WaitFor {
-                        condition: WaitCondition::Js {
-                            expression: behaving.into(),
-                        },
-                        timeout_ms: Some(1_000),
-                    },
-                },
-            ],
             step_timeout_ms: 10_000,
-            data: None,
-            workload: Default::default(),
-            throttle: None,
-            no_browser: false,
-            diagnostics: Default::default(),
-            allow_schemes: Vec::new(),
+            ..Assignment::new(&run_id, "bench", url, users, steps)
         };
         connection
             .send(&ControllerMessage::Prepare(Box::new(assignment)))

@@ -165,29 +165,20 @@ async fn measure(
             .parse()
             .unwrap_or(0);
         let assignment = Assignment {
-            memory_budget_bytes: None,
-            user_loop: Default::default(),
-            trace_file: None,
-            base_urls: Vec::new(),
-            host_rules: Default::default(),
             engine: Engine::Http,
-            run_id: run_id.clone(),
-            scenario: "bench-protocol".into(),
-            base_url: url.to_string(),
-            first_user_id: 0,
-            users,
             duration_ms: seconds * 1000,
             iteration_timeout_ms: (seconds + 60) * 1000,
             start_interval_ms: 10,
             start_batch: 50,
-            steps: steps(active, seconds),
             step_timeout_ms: 30_000,
-            data: None,
-            workload: Default::default(),
-            throttle: None,
             no_browser: true,
-            diagnostics: Default::default(),
-            allow_schemes: Vec::new(),
+            ..Assignment::new(
+                &run_id,
+                "bench-protocol",
+                url,
+                users,
+                steps(active, seconds),
+            )
         };
         connection
             .send(&ControllerMessage::Prepare(Box::new(assignment)))
