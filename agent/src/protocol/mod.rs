@@ -37,6 +37,8 @@ pub struct ProtocolUser {
     /// The last message `ws_expect` matched.
     last_ws: Option<String>,
     ws: Option<ws::Socket>,
+    /// `extract: { regex }` expressions, compiled once per user rather than per iteration.
+    regexes: std::collections::HashMap<String, regex::Regex>,
 }
 
 impl ProtocolUser {
@@ -58,6 +60,7 @@ impl ProtocolUser {
             last_http: None,
             last_ws: None,
             ws: None,
+            regexes: Default::default(),
         })
     }
 }
@@ -259,7 +262,11 @@ pub fn extract(
             .map(str::to_string)
             .ok_or_else(|| anyhow!("extract {var}: no header '{name}' in the answer"))?,
         AnswerValue::Regex { pattern } => {
-            let regex = regex::Regex::new(pattern).map_err(|e| anyhow!("extract {var}: {e}"))?;
+            let regex = match protocol.regexes.entry(pattern.clone()) {
+                std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                std::collections::hash_map::Entry::Vacant(new) => new
+                    .insert(regex::Regex::new(pattern).map_err(|e| anyhow!("extract {var}: {e}"))?),
+            };
             let captures = regex
                 .captures(body)
                 .ok_or_else(|| anyhow!("extract {var}: /{pattern}/ matches nothing"))?;

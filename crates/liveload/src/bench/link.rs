@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use liveload_core::Error;
 use liveload_core::agent_client::AgentConnection;
 use liveload_core::metrics::MetricsAggregate;
 use liveload_core::proto::{AgentMessage, ControllerMessage};
+use liveload_core::{Backend, Error, NodeSpec, RunFilter, names};
+use liveload_local::LocalBackend;
 use tokio::time::Instant;
 
 /// Memory and CPU of an agent's process group: the agent itself and everything else (Chromium).
@@ -107,4 +108,59 @@ pub(super) async fn settle(
         }
     }
     Ok(())
+}
+
+/// One local agent booted for a benchmark and connected.
+pub(super) struct BenchAgent {
+    /// The link to it.
+    pub connection: AgentConnection,
+    /// Its process id (it leads its process group: Chromium's processes are in it).
+    pub pid: i32,
+    /// The run id it was booted under.
+    pub run_id: String,
+}
+
+/// Boot one agent on `backend` (run `<name>-...`, living `ttl`), connect to it, and run `body`
+/// with it; the agent is destroyed, and checked gone, whatever `body` returned.
+pub(super) async fn with_agent<T>(
+    backend: &LocalBackend,
+    (name, ttl, no_browser): (&str, Duration, bool),
+    body: impl AsyncFnOnce(&mut BenchAgent) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let run_id = names::new_run_id(name);
+    let token = names::new_token();
+    let spec = NodeSpec {
+        run_id: run_id.clone(),
+        index: 0,
+        token: token.clone(),
+        ttl,
+        grace: Duration::from_secs(30),
+        tls: None,
+        no_browser,
+    };
+    let handle = backend.create(&spec).await?;
+    let result = async {
+        let endpoint =
+            liveload_core::run::wait_ready_or_destroy(backend, &handle, Duration::from_secs(30))
+                .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (connection, _) =
+            AgentConnection::connect(&handle.id, &endpoint, &token, deadline).await?;
+        let pid = handle
+            .detail
+            .trim_start_matches("pid ")
+            .parse()
+            .unwrap_or(0);
+        let mut agent = BenchAgent {
+            connection,
+            pid,
+            run_id: run_id.clone(),
+        };
+        body(&mut agent).await
+    }
+    .await;
+    backend.destroy(&handle).await?;
+    let left = backend.list(&RunFilter::Run(run_id)).await?;
+    debug_assert!(left.is_empty());
+    result
 }

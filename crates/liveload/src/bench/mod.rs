@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use liveload_core::agent_client::AgentConnection;
 use liveload_core::error::exit_code;
 use liveload_core::metrics::{LatencySummary, MetricsAggregate};
 use liveload_core::proto::{
@@ -21,14 +20,14 @@ use liveload_core::proto::{
 use liveload_core::run::{self, Quiet, RunOptions};
 use liveload_core::scenario::Scenario;
 use liveload_core::sizing::{BrowserProfile, SizingConfig};
-use liveload_core::{Backend, Error, NodeSpec, RunFilter, names};
+use liveload_core::{Backend, Error};
 use liveload_local::LocalBackend;
 use tokio::time::Instant;
 
 mod link;
 mod protocol;
 
-use link::{clock_ticks_per_second, expect_prepared, read_one, sample_group, settle};
+use link::{clock_ticks_per_second, expect_prepared, read_one, sample_group, settle, with_agent};
 
 /// Options of `bench`.
 #[derive(Debug, Clone, Args)]
@@ -436,134 +435,114 @@ async fn users_once(
         .state_dir(state.path())
         .chromium(chromium)
         .build()?;
-    let run_id = names::new_run_id("bench-users");
-    let token = names::new_token();
-    let spec = NodeSpec {
-        run_id: run_id.clone(),
-        index: 0,
-        token: token.clone(),
-        ttl: Duration::from_secs(600),
-        grace: Duration::from_secs(30),
-        tls: None,
-        no_browser: false,
-    };
-    let handle = backend.create(&spec).await?;
-    let result = async {
-        let endpoint =
-            run::wait_ready_or_destroy(&backend, &handle, Duration::from_secs(30)).await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let (mut connection, _) =
-            AgentConnection::connect(&handle.id, &endpoint, &token, deadline).await?;
-        let agent_pid: i32 = handle
-            .detail
-            .trim_start_matches("pid ")
-            .parse()
-            .unwrap_or(0);
-        let steps = vec![
-            Step {
-                name: "open".into(),
-                kind: StepKind::Navigate { url: url.into() },
-            },
-            Step {
-                name: "connected".into(),
-                kind: StepKind::WaitFor {
-                    condition: WaitCondition::Visible {
-                        selector: ready_selector.into(),
+    with_agent(
+        &backend,
+        ("bench-users", Duration::from_secs(600), false),
+        async |agent| {
+            let (connection, agent_pid, run_id) =
+                (&mut agent.connection, agent.pid, agent.run_id.clone());
+            let steps = vec![
+                Step {
+                    name: "open".into(),
+                    kind: StepKind::Navigate { url: url.into() },
+                },
+                Step {
+                    name: "connected".into(),
+                    kind: StepKind::WaitFor {
+                        condition: WaitCondition::Visible {
+                            selector: ready_selector.into(),
+                        },
+                        timeout_ms: Some(10_000),
                     },
-                    timeout_ms: Some(10_000),
                 },
-            },
-            // Stay on the live page, like a person watching it, past the CPU window ...
-            Step {
-                name: "watch".into(),
-                kind: StepKind::Think {
-                    min_ms: watch_ms,
-                    max_ms: watch_ms,
-                },
-            },
-            // ... then check it still behaves: an iteration fails if it does not.
-            Step {
-                name: "still behaving".into(),
-                kind: StepKind::WaitFor {
-                    condition: WaitCondition::Js {
-                        expression: behaving.into(),
+                // Stay on the live page, like a person watching it, past the CPU window ...
+                Step {
+                    name: "watch".into(),
+                    kind: StepKind::Think {
+                        min_ms: watch_ms,
+                        max_ms: watch_ms,
                     },
-                    timeout_ms: Some(1_000),
                 },
-            },
-        ];
-        let assignment = Assignment {
-            duration_ms: 600_000,
-            iteration_timeout_ms: watch_ms.saturating_add(15_000),
-            start_interval_ms: 50,
-            step_timeout_ms: 10_000,
-            ..Assignment::new(&run_id, "bench", url, users, steps)
-        };
-        connection
-            .send(&ControllerMessage::Prepare(Box::new(assignment)))
-            .await?;
-        expect_prepared(&mut connection).await?;
-        let mut metrics = MetricsAggregate::default();
-        if users > 0 {
-            connection.send(&ControllerMessage::Start).await?;
-            // Wait until every user has set up, then let the page settle.
-            let ramp_deadline = Instant::now() + Duration::from_secs(60);
-            while metrics.active_users() < users
-                || metrics
-                    .histograms
-                    .get("user_setup")
-                    .is_none_or(|h| h.len() < users)
-            {
-                if Instant::now() > ramp_deadline {
-                    break;
+                // ... then check it still behaves: an iteration fails if it does not.
+                Step {
+                    name: "still behaving".into(),
+                    kind: StepKind::WaitFor {
+                        condition: WaitCondition::Js {
+                            expression: behaving.into(),
+                        },
+                        timeout_ms: Some(1_000),
+                    },
+                },
+            ];
+            let assignment = Assignment {
+                duration_ms: 600_000,
+                iteration_timeout_ms: watch_ms.saturating_add(15_000),
+                start_interval_ms: 50,
+                step_timeout_ms: 10_000,
+                ..Assignment::new(&run_id, "bench", url, users, steps)
+            };
+            connection
+                .send(&ControllerMessage::Prepare(Box::new(assignment)))
+                .await?;
+            expect_prepared(connection).await?;
+            let mut metrics = MetricsAggregate::default();
+            if users > 0 {
+                connection.send(&ControllerMessage::Start).await?;
+                // Wait until every user has set up, then let the page settle.
+                let ramp_deadline = Instant::now() + Duration::from_secs(60);
+                while metrics.active_users() < users
+                    || metrics
+                        .histograms
+                        .get("user_setup")
+                        .is_none_or(|h| h.len() < users)
+                {
+                    if Instant::now() > ramp_deadline {
+                        break;
+                    }
+                    read_one(connection, &mut metrics).await?;
                 }
-                read_one(&mut connection, &mut metrics).await?;
             }
-        }
-        settle(&mut connection, &mut metrics, Duration::from_secs(3)).await?;
-        let frames = |m: &MetricsAggregate| m.counters.get("ws.frames_received").copied();
-        let frames_before = frames(&metrics).unwrap_or(0);
-        let before = sample_group(agent_pid);
-        let started = Instant::now();
-        settle(&mut connection, &mut metrics, window).await?;
-        let after = sample_group(agent_pid);
-        let seconds = started.elapsed().as_secs_f64();
-        let frames_in_window = frames(&metrics).unwrap_or(0).saturating_sub(frames_before);
-        // Every user's first iteration ends with its check: wait for them (bounded).
-        let ended = |m: &MetricsAggregate| {
-            ["iterations_ok", "iterations_failed"]
+            settle(connection, &mut metrics, Duration::from_secs(3)).await?;
+            let frames = |m: &MetricsAggregate| m.counters.get("ws.frames_received").copied();
+            let frames_before = frames(&metrics).unwrap_or(0);
+            let before = sample_group(agent_pid);
+            let started = Instant::now();
+            settle(connection, &mut metrics, window).await?;
+            let after = sample_group(agent_pid);
+            let seconds = started.elapsed().as_secs_f64();
+            let frames_in_window = frames(&metrics).unwrap_or(0).saturating_sub(frames_before);
+            // Every user's first iteration ends with its check: wait for them (bounded).
+            let ended = |m: &MetricsAggregate| {
+                ["iterations_ok", "iterations_failed"]
+                    .iter()
+                    .filter_map(|name| m.counters.get(*name))
+                    .sum::<u64>()
+            };
+            let checks_deadline = Instant::now() + Duration::from_millis(margin_ms + 10_000);
+            while users > 0 && ended(&metrics) < users && Instant::now() < checks_deadline {
+                settle(connection, &mut metrics, Duration::from_secs(1)).await?;
+            }
+            let failed = ["iterations_failed", "browser.page_crashes"]
                 .iter()
-                .filter_map(|name| m.counters.get(*name))
-                .sum::<u64>()
-        };
-        let checks_deadline = Instant::now() + Duration::from_millis(margin_ms + 10_000);
-        while users > 0 && ended(&metrics) < users && Instant::now() < checks_deadline {
-            settle(&mut connection, &mut metrics, Duration::from_secs(1)).await?;
-        }
-        let failed = ["iterations_failed", "browser.page_crashes"]
-            .iter()
-            .filter_map(|name| metrics.counters.get(*name))
-            .sum();
-        let percent = |ticks: u64| ticks as f64 / clock_ticks_per_second() / seconds * 100.0;
-        let cpu_percent = percent(after.cpu_ticks.saturating_sub(before.cpu_ticks));
-        let agent_cpu_percent =
-            percent(after.agent_cpu_ticks.saturating_sub(before.agent_cpu_ticks));
-        let _ = connection.send(&ControllerMessage::Shutdown).await;
-        Ok(UsersFigure {
-            users,
-            browser_pss_mib: after.browser_pss_kib as f64 / 1024.0,
-            browser_processes: after.browser_processes,
-            agent_rss_mib: after.agent_rss_kib as f64 / 1024.0,
-            cpu_percent,
-            agent_cpu_percent,
-            setup: metrics.histograms.get("user_setup").map(LatencySummary::of),
-            frames_per_user_s: frames_in_window as f64 / seconds / users.max(1) as f64,
-            failed,
-        })
-    }
-    .await;
-    backend.destroy(&handle).await?;
-    let left = backend.list(&RunFilter::Run(run_id)).await?;
-    debug_assert!(left.is_empty());
-    result
+                .filter_map(|name| metrics.counters.get(*name))
+                .sum();
+            let percent = |ticks: u64| ticks as f64 / clock_ticks_per_second() / seconds * 100.0;
+            let cpu_percent = percent(after.cpu_ticks.saturating_sub(before.cpu_ticks));
+            let agent_cpu_percent =
+                percent(after.agent_cpu_ticks.saturating_sub(before.agent_cpu_ticks));
+            let _ = connection.send(&ControllerMessage::Shutdown).await;
+            Ok(UsersFigure {
+                users,
+                browser_pss_mib: after.browser_pss_kib as f64 / 1024.0,
+                browser_processes: after.browser_processes,
+                agent_rss_mib: after.agent_rss_kib as f64 / 1024.0,
+                cpu_percent,
+                agent_cpu_percent,
+                setup: metrics.histograms.get("user_setup").map(LatencySummary::of),
+                frames_per_user_s: frames_in_window as f64 / seconds / users.max(1) as f64,
+                failed,
+            })
+        },
+    )
+    .await
 }

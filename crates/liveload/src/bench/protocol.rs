@@ -10,14 +10,13 @@
 
 use std::time::Duration;
 
-use liveload_core::agent_client::AgentConnection;
+use liveload_core::Error;
 use liveload_core::metrics::MetricsAggregate;
 use liveload_core::proto::{AnswerCheck, Assignment, ControllerMessage, Engine, Step, StepKind};
-use liveload_core::{Backend, Error, NodeSpec, RunFilter, names};
 use liveload_local::LocalBackend;
 use tokio::time::Instant;
 
-use super::link::{clock_ticks_per_second, expect_prepared, sample_group, settle};
+use super::link::{clock_ticks_per_second, expect_prepared, sample_group, settle, with_agent};
 
 /// One measured user count.
 struct ProtocolFigure {
@@ -140,87 +139,66 @@ async fn measure(
     let seconds = ramp_s + 5 + window.as_secs() + 10;
     let state = super::bench_state_dir()?;
     let backend = LocalBackend::builder().state_dir(state.path()).build()?;
-    let run_id = names::new_run_id("bench-protocol");
-    let token = names::new_token();
-    let spec = NodeSpec {
-        run_id: run_id.clone(),
-        index: 0,
-        token: token.clone(),
-        ttl: Duration::from_secs(seconds + 300),
-        grace: Duration::from_secs(30),
-        tls: None,
-        no_browser: true,
-    };
-    let handle = backend.create(&spec).await?;
-    let result = async {
-        let endpoint =
-            liveload_core::run::wait_ready_or_destroy(&backend, &handle, Duration::from_secs(30))
+    with_agent(
+        &backend,
+        ("bench-protocol", Duration::from_secs(seconds + 300), true),
+        async |agent| {
+            let (connection, agent_pid, run_id) =
+                (&mut agent.connection, agent.pid, agent.run_id.clone());
+            let assignment = Assignment {
+                engine: Engine::Http,
+                duration_ms: seconds * 1000,
+                iteration_timeout_ms: (seconds + 60) * 1000,
+                start_interval_ms: 10,
+                start_batch: 50,
+                step_timeout_ms: 30_000,
+                no_browser: true,
+                ..Assignment::new(
+                    &run_id,
+                    "bench-protocol",
+                    url,
+                    users,
+                    steps(active, seconds),
+                )
+            };
+            connection
+                .send(&ControllerMessage::Prepare(Box::new(assignment)))
                 .await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let (mut connection, _) =
-            AgentConnection::connect(&handle.id, &endpoint, &token, deadline).await?;
-        let agent_pid: i32 = handle
-            .detail
-            .trim_start_matches("pid ")
-            .parse()
-            .unwrap_or(0);
-        let assignment = Assignment {
-            engine: Engine::Http,
-            duration_ms: seconds * 1000,
-            iteration_timeout_ms: (seconds + 60) * 1000,
-            start_interval_ms: 10,
-            start_batch: 50,
-            step_timeout_ms: 30_000,
-            no_browser: true,
-            ..Assignment::new(
-                &run_id,
-                "bench-protocol",
-                url,
+            expect_prepared(connection).await?;
+            let mut metrics = MetricsAggregate::default();
+            if users > 0 {
+                connection.send(&ControllerMessage::Start).await?;
+            }
+            let connected =
+                |m: &MetricsAggregate| m.counters.get("ws.connections").copied().unwrap_or(0);
+            let ramp_end = Instant::now() + Duration::from_secs(ramp_s + 30);
+            while connected(&metrics) < users && Instant::now() < ramp_end {
+                settle(connection, &mut metrics, Duration::from_secs(1)).await?;
+            }
+            settle(connection, &mut metrics, Duration::from_secs(5)).await?;
+            let before = sample_group(agent_pid);
+            let started = Instant::now();
+            settle(connection, &mut metrics, window).await?;
+            let after = sample_group(agent_pid);
+            let elapsed = started.elapsed().as_secs_f64();
+            let ticks = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64;
+            let reply = metrics.histograms.get("ws.reply").filter(|h| !h.is_empty());
+            let ms = |q: f64| reply.map(|h| h.value_at_quantile(q) as f64 / 1000.0);
+            let failed = ["iterations_failed", "users_failed"]
+                .iter()
+                .filter_map(|name| metrics.counters.get(*name))
+                .sum();
+            let _ = connection.send(&ControllerMessage::Shutdown).await;
+            Ok(ProtocolFigure {
                 users,
-                steps(active, seconds),
-            )
-        };
-        connection
-            .send(&ControllerMessage::Prepare(Box::new(assignment)))
-            .await?;
-        expect_prepared(&mut connection).await?;
-        let mut metrics = MetricsAggregate::default();
-        if users > 0 {
-            connection.send(&ControllerMessage::Start).await?;
-        }
-        let connected =
-            |m: &MetricsAggregate| m.counters.get("ws.connections").copied().unwrap_or(0);
-        let ramp_end = Instant::now() + Duration::from_secs(ramp_s + 30);
-        while connected(&metrics) < users && Instant::now() < ramp_end {
-            settle(&mut connection, &mut metrics, Duration::from_secs(1)).await?;
-        }
-        settle(&mut connection, &mut metrics, Duration::from_secs(5)).await?;
-        let before = sample_group(agent_pid);
-        let started = Instant::now();
-        settle(&mut connection, &mut metrics, window).await?;
-        let after = sample_group(agent_pid);
-        let elapsed = started.elapsed().as_secs_f64();
-        let ticks = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64;
-        let reply = metrics.histograms.get("ws.reply").filter(|h| !h.is_empty());
-        let ms = |q: f64| reply.map(|h| h.value_at_quantile(q) as f64 / 1000.0);
-        let failed = ["iterations_failed", "users_failed"]
-            .iter()
-            .filter_map(|name| metrics.counters.get(*name))
-            .sum();
-        let _ = connection.send(&ControllerMessage::Shutdown).await;
-        Ok(ProtocolFigure {
-            users,
-            connected: connected(&metrics),
-            agent_rss_mib: after.agent_rss_kib as f64 / 1024.0,
-            cpu_percent: ticks / clock_ticks_per_second() / elapsed * 100.0,
-            reply_p50_ms: ms(0.5),
-            reply_p99_ms: ms(0.99),
-            failed,
-        })
-    }
-    .await;
-    backend.destroy(&handle).await?;
-    let left = backend.list(&RunFilter::Run(run_id)).await?;
-    debug_assert!(left.is_empty());
-    result
+                connected: connected(&metrics),
+                agent_rss_mib: after.agent_rss_kib as f64 / 1024.0,
+                cpu_percent: ticks / clock_ticks_per_second() / elapsed * 100.0,
+                reply_p50_ms: ms(0.5),
+                reply_p99_ms: ms(0.99),
+                failed,
+            })
+        },
+    )
+    .await
 }
