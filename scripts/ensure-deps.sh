@@ -48,6 +48,29 @@ ensure_prism() {
     "@stoplight/prism-cli@$PRISM_VERSION" >&2
 }
 
+# Phoenix's own JavaScript clients (npm `phoenix` and `phoenix_live_view`, pinned) for the demo
+# target's LiveView page (`/lv`): the real client proves the demo's LiveView server, which then
+# proves liveload's native LiveView engine. Installed into .tools/phoenix-js, never copied into
+# the repository; the demo target serves them from there (or from $LIVELOAD_PHOENIX_JS).
+PHOENIX_JS_VERSION=1.8.16
+PHOENIX_LIVE_VIEW_JS_VERSION=1.2.12
+ensure_phoenix_js() {
+  local here
+  here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  local modules="$here/.tools/phoenix-js/node_modules"
+  if [ "$(node -p "require('$modules/phoenix_live_view/package.json').version" 2>/dev/null)" = "$PHOENIX_LIVE_VIEW_JS_VERSION" ] \
+    && [ "$(node -p "require('$modules/phoenix/package.json').version" 2>/dev/null)" = "$PHOENIX_JS_VERSION" ]; then
+    return
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "installing Debian's nodejs and npm ..." >&2
+    apt_install nodejs npm
+  fi
+  echo "installing phoenix $PHOENIX_JS_VERSION and phoenix_live_view $PHOENIX_LIVE_VIEW_JS_VERSION into .tools/phoenix-js ..." >&2
+  npm install --prefix "$here/.tools/phoenix-js" --no-audit --no-fund --loglevel=error \
+    "phoenix@$PHOENIX_JS_VERSION" "phoenix_live_view@$PHOENIX_LIVE_VIEW_JS_VERSION" >&2
+}
+
 # The EC2 emulator (moto's server, from PyPI, pinned) in a virtual environment inside the
 # repository, for the EC2 backend's tests. Each test starts its own server on a free port.
 MOTO_VERSION=5.2.5

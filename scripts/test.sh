@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 export CARGO_INCREMENTAL=0
 source scripts/ensure-deps.sh
 ensure_prism
+ensure_phoenix_js
 ensure_sshd
 ensure_registry
 ensure_moto

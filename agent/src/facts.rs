@@ -163,7 +163,9 @@ pub const BOUND_BYTES_PER_USER: u64 = 4 << 20;
 pub fn user_bound(facts: &NodeFacts, engine: liveload_proto::Engine) -> u64 {
     let per_user = match engine {
         liveload_proto::Engine::Browser => BOUND_BYTES_PER_USER,
-        liveload_proto::Engine::Http => BOUND_BYTES_PER_PROTOCOL_USER,
+        liveload_proto::Engine::Http | liveload_proto::Engine::Liveview => {
+            BOUND_BYTES_PER_PROTOCOL_USER
+        }
     };
     match facts.max_users {
         Some(max) => u64::from(max),

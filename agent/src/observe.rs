@@ -5,8 +5,11 @@
 //! - `http.ttfb` (ms from sending the request to the response headers) and
 //!   `http.status.2xx` ... `http.status.5xx`, `http.requests`;
 //! - `ws.connections`, `ws.frames_sent`/`ws.frames_received`, `ws.bytes_sent`/`ws.bytes_received`;
-//! - `liveview.joins`, `liveview.events` (messages a LiveView client pushes) and
-//!   `liveview.replies` (the server's `phx_reply`);
+//! - `liveview.joins`, `liveview.events` (events and patches a LiveView client pushes),
+//!   `liveview.replies` (the server's replies to them), `liveview.diffs` and
+//!   `liveview.diff_bytes`, and the latencies `liveview.join`, `liveview.event` and
+//!   `liveview.patch` (a push to its reply), read from the socket's frames
+//!   ([`LiveviewPushes`]), as the native LiveView client counts them;
 //! - `liveview.connects`, `liveview.disconnects`, `liveview.reconnects` and the latency
 //!   `liveview.page_loading` (LiveView's `phx:page-loading-start` to `-stop`), from a small
 //!   observer script injected into every document that reports through `console.debug`;
@@ -220,6 +223,7 @@ pub async fn watch(
         // Request start times (seconds, the browser's monotonic clock), until the last byte.
         let mut in_flight: std::collections::HashMap<String, f64> = Default::default();
         let mut vitals = Vitals::default();
+        let mut pushes = LiveviewPushes::default();
         loop {
             tokio::select! {
                 // Events first: the stop signal is taken only once none is ready.
@@ -273,19 +277,15 @@ pub async fn watch(
                     let payload = &event.response.payload_data;
                     recorder.count("ws.frames_sent", 1);
                     recorder.count("ws.bytes_sent", payload.len() as u64);
-                    if payload.contains("\"phx_join\"") {
-                        recorder.count("liveview.joins", 1);
-                    } else if payload.contains(",\"event\",") {
-                        recorder.count("liveview.events", 1);
-                    }
+                    let socket = event.request_id.inner();
+                    pushes.sent(&recorder, socket, payload, *event.timestamp.inner());
                 }
                 Some(event) = received.next() => {
                     let payload = &event.response.payload_data;
                     recorder.count("ws.frames_received", 1);
                     recorder.count("ws.bytes_received", payload.len() as u64);
-                    if payload.contains("\"phx_reply\"") {
-                        recorder.count("liveview.replies", 1);
-                    }
+                    let socket = event.request_id.inner();
+                    pushes.received(&recorder, socket, payload, *event.timestamp.inner());
                 }
                 Some(event) = console.next() => {
                     if recorder.traces_console()
@@ -433,6 +433,85 @@ mod tests {
         assert_eq!(page_seconds(0.25), Some(Duration::from_millis(250)));
         for bad in [1e300 / 1000.0, f64::INFINITY, f64::NAN, -1.0, 2e19] {
             assert_eq!(page_seconds(bad), None, "{bad}");
+        }
+    }
+}
+
+/// A page's LiveView pushes awaiting their replies, read from its socket's frames (Phoenix's
+/// serializer 2.0.0: `[join_ref, ref, topic, event, payload]`), so the browser engine times
+/// `liveview.join` and `liveview.event` (`live_patch`: `liveview.patch`) as the native client
+/// does: from the frame that pushed to the reply with its ref. Also counted: `liveview.joins`,
+/// `liveview.events`, `liveview.replies`, and `liveview.diffs`/`liveview.diff_bytes` (the
+/// messages carrying a diff).
+#[derive(Default)]
+struct LiveviewPushes {
+    /// (socket, ref) -> (metric, sent at, the browser's monotonic seconds).
+    waiting: std::collections::HashMap<(String, String), (&'static str, f64)>,
+}
+
+/// A frame as a channel message: its ref, event and payload (`None`: not one).
+fn channel_message(payload: &str) -> Option<(String, String, serde_json::Value)> {
+    if !payload.starts_with('[') {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+    let [_, r#ref, _, event, body] =
+        <[serde_json::Value; 5]>::try_from(value.as_array()?.clone()).ok()?;
+    let r#ref = match r#ref {
+        serde_json::Value::String(text) => text,
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    };
+    Some((r#ref, event.as_str()?.to_string(), body))
+}
+
+impl LiveviewPushes {
+    fn sent(&mut self, recorder: &Recorder, socket: &str, payload: &str, at: f64) {
+        let Some((r#ref, event, _)) = channel_message(payload) else {
+            return;
+        };
+        let metric = match event.as_str() {
+            "phx_join" => {
+                recorder.count("liveview.joins", 1);
+                "liveview.join"
+            }
+            "event" => {
+                recorder.count("liveview.events", 1);
+                "liveview.event"
+            }
+            "live_patch" => {
+                recorder.count("liveview.events", 1);
+                "liveview.patch"
+            }
+            _ => return,
+        };
+        // A page that never hears back must not grow this without bound.
+        if self.waiting.len() < 1_000 {
+            self.waiting
+                .insert((socket.to_string(), r#ref), (metric, at));
+        }
+    }
+
+    fn received(&mut self, recorder: &Recorder, socket: &str, payload: &str, at: f64) {
+        let Some((r#ref, event, body)) = channel_message(payload) else {
+            return;
+        };
+        let diff = event == "diff" || body["response"].get("diff").is_some();
+        if diff {
+            recorder.count("liveview.diffs", 1);
+            recorder.count("liveview.diff_bytes", payload.len() as u64);
+        }
+        if event != "phx_reply" {
+            return;
+        }
+        let Some((metric, sent)) = self.waiting.remove(&(socket.to_string(), r#ref)) else {
+            return; // A heartbeat's reply, or a push made before the watcher started.
+        };
+        if metric != "liveview.join" {
+            recorder.count("liveview.replies", 1);
+        }
+        if let Some(elapsed) = page_seconds(at - sent) {
+            recorder.latency(metric, elapsed);
         }
     }
 }

@@ -348,7 +348,7 @@ async fn run_users(
         recorder,
         contexts,
     } = run;
-    let browser = if assignment.no_browser || assignment.engine == liveload_proto::Engine::Http {
+    let browser = if assignment.no_browser || assignment.engine.is_protocol() {
         None
     } else {
         state.browser.lock().await.clone()

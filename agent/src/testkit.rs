@@ -77,6 +77,7 @@ impl Browser {
             user_id: 0,
             iteration: 0,
             protocol: None,
+            engine: liveload_proto::Engine::Browser,
         }
     }
 

@@ -56,6 +56,9 @@ impl Tracer {
             .iter()
             .map(|line| user.secrets.redact(line))
             .collect();
+        if let Some(url) = user.protocol.as_ref().and_then(|p| p.liveview_url()) {
+            trace.url = Some(user.secrets.redact(url));
+        }
         if let Some(page) = user.page {
             trace.url = page
                 .url()

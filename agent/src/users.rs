@@ -81,6 +81,7 @@ impl UserEnv {
             user_id,
             iteration: 0,
             protocol: None,
+            engine: self.assignment.engine,
         }
     }
 

@@ -60,7 +60,7 @@ source "amazon-ebs" "agent" {
     "liveload:image" = "agent"
     # The protocol the agent speaks (liveload_proto::PROTOCOL_VERSION; a test keeps them
     # equal): `liveload doctor` reads it to tell an AMI this controller cannot use.
-    "liveload:protocol" = "4"
+    "liveload:protocol" = "5"
     Name             = "liveload-agent-${var.arch}"
   }
 }

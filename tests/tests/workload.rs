@@ -387,6 +387,7 @@ fn the_workload_examples_are_valid() {
         "examples/user-loop.yaml",
         "examples/targets.yaml",
         "examples/api.yaml",
+        "examples/liveview.yaml",
     ] {
         let example = repo().join(example);
         let (code, json, _) = json_output(liveload(state.path()).args([

@@ -11,7 +11,8 @@
 //! An answer's body is kept for `expect` and `extract` up to [`MAX_KEPT_BODY`]; the rest is
 //! read (so the connection can be reused and `http.duration` is true) and counted, not kept.
 
-mod ws;
+pub mod liveview;
+pub(crate) mod ws;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,19 +38,27 @@ pub struct ProtocolUser {
     /// The last message `ws_expect` matched.
     last_ws: Option<String>,
     ws: Option<ws::Socket>,
+    /// The LiveView the user has joined (`engine: liveview`).
+    liveview: Option<liveview::LiveView>,
     /// `extract: { regex }` expressions, compiled once per user rather than per iteration.
     regexes: std::collections::HashMap<String, regex::Regex>,
 }
 
 impl ProtocolUser {
-    /// A user with a fresh client: no connection, no cookie.
-    pub fn new() -> Result<Self> {
+    /// A user with a fresh client: no connection, no cookie. A LiveView user's client keeps
+    /// no idle connection: after the page its traffic is on the socket, and a kept page
+    /// connection would double the descriptors a node of thousands of users holds (and the
+    /// server's).
+    pub fn new(engine: liveload_proto::Engine) -> Result<Self> {
         // One TLS stack for the whole program: rustls with ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let jar = Arc::new(reqwest::cookie::Jar::default());
         let mut builder = reqwest::Client::builder()
             .cookie_provider(jar.clone())
             .user_agent(concat!("liveload/", env!("CARGO_PKG_VERSION")));
+        if engine == liveload_proto::Engine::Liveview {
+            builder = builder.pool_max_idle_per_host(0);
+        }
         if let Some(tls) = shared_tls() {
             builder = builder.tls_backend_preconfigured(tls);
         }
@@ -60,8 +69,16 @@ impl ProtocolUser {
             last_http: None,
             last_ws: None,
             ws: None,
+            liveview: None,
             regexes: Default::default(),
         })
+    }
+}
+
+impl ProtocolUser {
+    /// The URL of the LiveView the user has open (`engine: liveview`).
+    pub fn liveview_url(&self) -> Option<&str> {
+        self.liveview.as_ref().map(|view| view.url.as_str())
     }
 }
 
@@ -82,9 +99,9 @@ fn shared_tls() -> Option<rustls::ClientConfig> {
 }
 
 /// The user's protocol state, made at its first protocol step.
-fn protocol_of<'u>(user: &'u mut UserState<'_>) -> Result<&'u mut ProtocolUser> {
+pub(crate) fn protocol_of<'u>(user: &'u mut UserState<'_>) -> Result<&'u mut ProtocolUser> {
     if user.protocol.is_none() {
-        user.protocol = Some(ProtocolUser::new()?);
+        user.protocol = Some(ProtocolUser::new(user.engine)?);
     }
     Ok(user.protocol.as_mut().expect("just made"))
 }
@@ -138,7 +155,7 @@ pub async fn request(user: &mut UserState<'_>, r: &HttpRequest, timeout: Duratio
 
 /// Send, read the headers (`http.ttfb`), the body (`http.duration`, at most
 /// [`MAX_KEPT_BODY`] kept), and count the answer by status class.
-async fn read_answer(
+pub(crate) async fn read_answer(
     builder: reqwest::RequestBuilder,
     recorder: &Recorder,
     sent: Instant,

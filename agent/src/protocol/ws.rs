@@ -19,30 +19,45 @@ use crate::steps::UserState;
 
 /// An open socket and when the user last sent on it.
 pub struct Socket {
-    stream: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    stream: Stream,
     last_sent: Option<Instant>,
 }
+
+/// A socket to a protocol user's server.
+pub type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// `ws_connect`: open the user's socket (closing one already open).
 pub async fn ws_connect(user: &mut UserState<'_>, url: &str, timeout: Duration) -> Result<()> {
     let url =
         crate::steps::resolve_url(user.base_url, &crate::steps::fill_template(url, &user.vars));
-    let (http_url, ws_url) = match url.split_once("://") {
-        Some(("http" | "ws", rest)) => (format!("http://{rest}"), format!("ws://{rest}")),
-        Some(("https" | "wss", _)) => bail!("ws_connect {url}: wss:// is not supported yet"),
-        _ => bail!("ws_connect {url}: not an http(s) or ws URL"),
-    };
     let recorder = user.recorder;
     let protocol = protocol_of(user)?;
     if let Some(old) = protocol.ws.take() {
         close(old).await;
     }
+    let stream = open(protocol, &url, timeout)
+        .await
+        .map_err(|e| e.context("ws_connect"))?;
+    recorder.count("ws.connections", 1);
+    protocol.ws = Some(Socket {
+        stream,
+        last_sent: None,
+    });
+    Ok(())
+}
+
+/// Open a WebSocket to `url` (`ws://` or `http://`), the user's cookies in its handshake.
+pub async fn open(protocol: &super::ProtocolUser, url: &str, timeout: Duration) -> Result<Stream> {
+    let (http_url, ws_url) = match url.split_once("://") {
+        Some(("http" | "ws", rest)) => (format!("http://{rest}"), format!("ws://{rest}")),
+        Some(("https" | "wss", _)) => bail!("{url}: wss:// is not supported yet"),
+        _ => bail!("{url}: not an http(s) or ws URL"),
+    };
     let mut request = ws_url
         .as_str()
         .into_client_request()
-        .map_err(|e| anyhow!("ws_connect {ws_url}: {e}"))?;
+        .map_err(|e| anyhow!("{ws_url}: {e}"))?;
     if let Ok(parsed) = url::Url::parse(&http_url)
         && let Some(cookies) = reqwest::cookie::CookieStore::cookies(&*protocol.jar, &parsed)
     {
@@ -51,14 +66,9 @@ pub async fn ws_connect(user: &mut UserState<'_>, url: &str, timeout: Duration) 
     let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true);
     let (stream, _) = tokio::time::timeout(timeout, connect)
         .await
-        .map_err(|_| anyhow!("ws_connect {ws_url}: no handshake within {timeout:?}"))?
-        .map_err(|e| anyhow!("ws_connect {ws_url}: {e}"))?;
-    recorder.count("ws.connections", 1);
-    protocol.ws = Some(Socket {
-        stream,
-        last_sent: None,
-    });
-    Ok(())
+        .map_err(|_| anyhow!("{ws_url}: no handshake within {timeout:?}"))?
+        .map_err(|e| anyhow!("{ws_url}: {e}"))?;
+    Ok(stream)
 }
 
 /// A protocol user's socket buffers. tungstenite allocates a 128 KiB read buffer per socket

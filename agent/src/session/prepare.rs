@@ -30,7 +30,7 @@ pub(super) async fn prepare(
         !assignment.no_browser,
     );
     // Protocol users need no browser, whatever the controller said.
-    if assignment.no_browser || assignment.engine == liveload_proto::Engine::Http {
+    if assignment.no_browser || assignment.engine.is_protocol() {
         let reply = AgentMessage::Prepared {
             users: assignment.users,
             browser: None,

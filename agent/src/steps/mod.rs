@@ -67,6 +67,9 @@ pub struct UserState<'a> {
     /// A protocol user's HTTP client and WebSocket (`engine: http`), made at its first
     /// protocol step and kept across its iterations (its cookies and connections).
     pub protocol: Option<crate::protocol::ProtocolUser>,
+    /// What the user runs as: `engine: liveview` does the element steps through its native
+    /// LiveView client instead of a page.
+    pub engine: liveload_proto::Engine,
 }
 
 /// Whether the iteration goes on after a step.
@@ -114,7 +117,10 @@ pub fn run_steps<'s, 'u: 's, 'a: 's>(
                 }
             }
             let result = match result {
-                Err(e) if !container => Err(e.context(where_(user.page, step).await)),
+                Err(e) if !container => {
+                    let view = user.protocol.as_ref().and_then(|p| p.liveview_url());
+                    Err(e.context(where_((user.page, view), step).await))
+                }
                 Err(e) if matches!(step.kind, StepKind::Group { .. }) => {
                     Err(e.context(format!("group '{}'", step.name)))
                 }
@@ -185,10 +191,10 @@ pub fn record(
 
 /// `step 'NAME' at PAGE`: which step failed, and on which page (its URL without the query,
 /// which may hold tokens and would make every message distinct).
-async fn where_(page: Option<&Page>, step: &Step) -> String {
+async fn where_((page, view): (Option<&Page>, Option<&str>), step: &Step) -> String {
     let url = match page {
         Some(page) => page.url().await.ok().flatten(),
-        None => None,
+        None => view.map(str::to_string),
     };
     match url {
         Some(url) if !url.is_empty() => format!("step '{}' at {}", step.name, page_of(&url)),
@@ -204,6 +210,12 @@ fn timeout_of(timeout_ms: &Option<u64>, user: &UserState<'_>) -> Duration {
 /// Run one step. The dispatch over every step kind: each arm is short, the work is in
 /// `actions` and `waits`.
 async fn run_step(user: &mut UserState<'_>, step: &Step) -> Result<Flow> {
+    if user.engine == liveload_proto::Engine::Liveview
+        && crate::protocol::liveview::takes(&step.kind)
+    {
+        crate::protocol::liveview::run_step(user, &step.kind).await?;
+        return Ok(Flow::Continue);
+    }
     let vars = &user.vars;
     let t = |text: &str| fill_template(text, vars);
     let timeout = user.step_timeout;

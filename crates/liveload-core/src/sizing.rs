@@ -50,6 +50,9 @@ impl Default for BrowserProfile {
     }
 }
 
+/// What a protocol-users agent costs before its first user (see [`BrowserProfile::for_engine`]).
+pub const PROTOCOL_AGENT_BYTES: u64 = 32 << 20;
+
 impl BrowserProfile {
     /// The built-in profile of an engine's users. Protocol users (`engine: http`) have no
     /// browser; each is an HTTP client with its own connection pool and cookie jar, and a
@@ -57,12 +60,17 @@ impl BrowserProfile {
     /// user and 24 KiB per active one (a message and its reply a second), and 5,000 active
     /// users took 37 % of one core (README, "Density"). Counted here: 256 KiB per user (room
     /// for real answers' bodies, up to 1 MiB kept per request) and 1,000 users per core
-    /// (room for TLS and JSON, which the bench's plain `ws://` does not cost).
+    /// (room for TLS and JSON, which the bench's plain `ws://` does not cost). LiveView users
+    /// (`engine: liveview`) are protocol users too, with the view's merged tree and a task
+    /// that keeps their socket alive: see the README's density table.
     pub fn for_engine(engine: liveload_proto::Engine) -> Self {
         match engine {
             liveload_proto::Engine::Browser => BrowserProfile::default(),
-            liveload_proto::Engine::Http => BrowserProfile {
-                browser_memory_usage_bytes: 0,
+            liveload_proto::Engine::Http | liveload_proto::Engine::Liveview => BrowserProfile {
+                // No browser: the fixed cost is the agent's own (its runtime, one TLS
+                // configuration), 20-25 MiB measured with one user. Counting it keeps the
+                // memory watchdog from charging it to the first users.
+                browser_memory_usage_bytes: PROTOCOL_AGENT_BYTES,
                 context_memory_usage_bytes: 256 * 1024,
                 browser_contexts_per_core: 1_000.0,
             },

@@ -55,8 +55,9 @@ pub use template::Generator;
 /// older agent would ignore and loop forever without; `coordinate` steps with `Arrived` and
 /// `Release`. Version 4: several base URLs per node and [`HostRules`], which an older agent
 /// would ignore (sending every user to one target, and loading the hosts a scenario blocks);
-/// protocol users (`engine: http` and its steps).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// protocol users (`engine: http` and its steps). Version 5: `engine: liveview`, which an
+/// older agent would refuse as an unknown engine after the handshake rather than at it.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest frame either side accepts, in bytes. A snapshot of hundreds of histograms fits
 /// comfortably; anything larger is a bug or an attack.

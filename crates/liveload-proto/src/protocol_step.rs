@@ -15,6 +15,16 @@ pub enum Engine {
     Browser,
     /// A protocol user per user: its own HTTP client (connections, cookies) and WebSocket.
     Http,
+    /// A native Phoenix LiveView client per user: the page over HTTP, then the LiveView
+    /// socket; element steps act as LiveView's bindings do, on the HTML merged from diffs.
+    Liveview,
+}
+
+impl Engine {
+    /// Its users run without a browser.
+    pub fn is_protocol(self) -> bool {
+        self != Engine::Browser
+    }
 }
 
 /// One HTTP request of a `request` step.

@@ -417,7 +417,7 @@ impl RunFlags {
         };
         options.tls = self.tls;
         // Protocol users need no browser: the nodes start none.
-        options.no_browser = scenario.engine == liveload_core::proto::Engine::Http;
+        options.no_browser = scenario.engine.is_protocol();
         options.start_interval = self.start_interval;
         options.sizing = sizing;
         options.on_node_loss = match self.on_node_loss {

@@ -111,7 +111,7 @@ async fn try_once(scenario: &Scenario, args: &TryArgs) -> Result<Verdict, Error>
         ttl: scenario.iteration_timeout + Duration::from_secs(300),
         grace: Duration::from_secs(30),
         tls: None,
-        no_browser: scenario.engine == liveload_core::proto::Engine::Http,
+        no_browser: scenario.engine.is_protocol(),
     };
     let handle = backend.create(&spec).await?;
     let result = async {
@@ -175,7 +175,7 @@ fn assignment(scenario: &Scenario, run_id: &str, args: &TryArgs) -> Assignment {
         }),
         workload: Default::default(),
         throttle: None,
-        no_browser: scenario.engine == liveload_core::proto::Engine::Http,
+        no_browser: scenario.engine.is_protocol(),
         diagnostics: Diagnostics {
             captures_per_error: 0,
             trace: Some(TraceOptions {

@@ -28,6 +28,10 @@
 //!   token, for protocol users.
 //! - `vitals` — `GET /vitals`: a page with a known largest paint, layout shift and slow
 //!   interaction, for the Web Vitals metrics.
+//! - `liveview` — `GET /lv`, `GET /lv/other`, the socket `GET /live/websocket`: Phoenix
+//!   LiveView's wire protocol, which Phoenix's own JavaScript client (from npm) runs against
+//!   in a browser and liveload's native LiveView client (`engine: liveview`) speaks; the
+//!   server counts what it did (`GET /lv/stats`).
 //!
 //! To add a page: write `src/pages/NAME.rs` with its HTML as a `const`, its handlers, and a
 //! `pub(crate) fn routes() -> Router` holding only its own paths; declare it in
@@ -54,6 +58,7 @@ pub fn app() -> Router {
         .merge(pages::probe::routes())
         .merge(pages::vitals::routes())
         .merge(pages::api::routes())
+        .merge(pages::liveview::routes())
 }
 
 /// Serve the app on `addr` (port 0 picks a free port). Returns the bound address; the server

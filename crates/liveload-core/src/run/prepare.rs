@@ -115,7 +115,7 @@ fn prepare_frame(
         workload: terms.workload,
         throttle: terms.throttle,
         // Protocol users never have a browser, whatever the options say.
-        no_browser: options.no_browser || scenario.engine == liveload_proto::Engine::Http,
+        no_browser: options.no_browser || scenario.engine.is_protocol(),
         diagnostics: scenario.diagnostics(),
         allow_schemes: scenario.allow_schemes.clone(),
         memory_budget_bytes: None,

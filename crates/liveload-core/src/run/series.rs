@@ -174,12 +174,12 @@ impl NodeSeries {
             let ratio = per_user / self.profile_user_bytes as f64;
             if ratio > PROFILE_TOLERANCE {
                 self.memory_warning = Some(format!(
-                    "{:.0} MiB per user with {} users at {:.0} s, {:.1}x the profile's {} MiB: the plan under-estimates this scenario (calibrate it, or raise --context-memory-mib)",
-                    per_user / (1024.0 * 1024.0),
+                    "{} per user with {} users at {:.0} s, {:.1}x the profile's {}: the plan under-estimates this scenario (calibrate it, or raise --context-memory-mib)",
+                    shown_size(per_user),
                     users,
                     point.t_s,
                     ratio,
-                    self.profile_user_bytes >> 20
+                    shown_size(self.profile_user_bytes as f64)
                 ));
             }
         }
@@ -351,5 +351,14 @@ mod tests {
         let usable = series.usable_memory_bytes >> 20;
         series.push(&snapshot(1, 1, usable * 95 / 100, 0.1), 600);
         assert!(series.hot.unwrap().starts_with("memory at 95 %"));
+    }
+}
+
+/// A size in MiB, or in KiB below one MiB (protocol users cost kilobytes).
+fn shown_size(bytes: f64) -> String {
+    if bytes < (1 << 20) as f64 {
+        format!("{:.0} KiB", bytes / 1024.0)
+    } else {
+        format!("{:.0} MiB", bytes / (1024.0 * 1024.0))
     }
 }

@@ -1,4 +1,5 @@
-//! Protocol users (`engine: http`): their steps lowered, and each step kept to its engine.
+//! Protocol users (`engine: http`, `engine: liveview`): their steps lowered, and each step
+//! kept to its engine.
 //!
 //! A protocol user is its own HTTP client (connection pool and cookie jar, like a browser
 //! context) and at most one WebSocket. It runs `request`, `extract` (from the last answer:
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 
 use liveload_proto::{
     AnswerCheck, AnswerSource, AnswerValue, Engine, ExtractFrom, HttpBody, HttpRequest, Step,
-    StepKind,
+    StepKind, WaitCondition,
 };
 use serde_json::Value;
 
@@ -281,7 +282,34 @@ fn runs_in(engine: Engine, kind: &StepKind) -> bool {
             | StepKind::Halt
             | StepKind::Fail { .. }
     );
-    neutral || protocol == (engine == Engine::Http)
+    match engine {
+        Engine::Browser => !protocol,
+        Engine::Http => neutral || protocol,
+        Engine::Liveview => neutral || protocol || liveview_runs(kind),
+    }
+}
+
+/// The page steps the native LiveView client does (what LiveView's bindings do; no layout,
+/// no JavaScript of the page's own).
+fn liveview_runs(kind: &StepKind) -> bool {
+    match kind {
+        StepKind::WaitFor { condition, .. } => !matches!(
+            condition,
+            WaitCondition::Js { .. } | WaitCondition::NetworkIdle { .. }
+        ),
+        _ => matches!(
+            kind,
+            StepKind::Navigate { .. }
+                | StepKind::Reload
+                | StepKind::Click { .. }
+                | StepKind::Fill { .. }
+                | StepKind::Clear { .. }
+                | StepKind::Select { .. }
+                | StepKind::LiveviewSubmit { .. }
+                | StepKind::Assert { .. }
+                | StepKind::Extract { .. }
+        ),
+    }
 }
 
 /// Every step of `lists`, nested ones included, runs in `engine`; else the first that does
@@ -296,9 +324,17 @@ pub(super) fn check_engine(engine: Engine, lists: [&[Step]; 3]) -> Result<(), Lo
                         "an `engine: http` user has no page: use request, extract (json, \
                          header, regex) and ws_* steps",
                     ),
+                    Engine::Liveview => (
+                        "a step that needs a browser",
+                        "an `engine: liveview` user runs navigate, reload, click, fill, clear, \
+                         select, wait_for (not js or network_idle), liveview_submit, \
+                         liveview_connected, liveview_idle, assert, extract and the http \
+                         engine's steps; use `engine: browser` for the rest",
+                    ),
                     Engine::Browser => (
                         "a protocol step",
-                        "request, ws_* and extract from an answer need `engine: http`",
+                        "request, ws_* and extract from an answer need `engine: http` or \
+                         `engine: liveview`",
                     ),
                 };
                 // The kind's keyword finds the step in the file (default names start with it).

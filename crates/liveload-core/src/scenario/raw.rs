@@ -79,7 +79,8 @@ pub(super) struct RawScenario {
     /// `throttle:` — cluster-wide limits on iterations.
     #[serde(default)]
     pub(super) throttle: Option<RawThrottle>,
-    /// `engine:` — what users are: `browser` (the default) or `http` (protocol users).
+    /// `engine:` — what users are: `browser` (the default), `http` (protocol users) or
+    /// `liveview` (native LiveView clients).
     #[serde(default)]
     pub(super) engine: Option<liveload_proto::Engine>,
     /// `allow_schemes:` — URL schemes users may open beyond the web's (`[file]`).

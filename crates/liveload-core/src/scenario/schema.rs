@@ -42,7 +42,7 @@ pub fn json_schema() -> Value {
             "base_url": {"type": "string", "pattern": "^https?://", "description": "the target: what relative step URLs join (or base_urls for several)"},
             "base_urls": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^https?://"},
                 "description": "several targets instead of base_url; latency is also reported per target"},
-            "engine": {"enum": ["browser", "http"], "description": "browser: a Chromium context per user (default); http: protocol users (request, extract, ws_* steps), no browser"},
+            "engine": {"enum": ["browser", "http", "liveview"], "description": "browser: a Chromium context per user (default); http: protocol users (request, extract, ws_* steps), no browser; liveview: native Phoenix LiveView clients, no browser (page steps act as LiveView's bindings do, plus the http steps)"},
             "base_url_distribution": {"enum": ["round_robin", "per_node"],
                 "description": "round_robin: user u goes to target u % targets (default); per_node: node n's users go to target n % targets"},
             "block_hosts": {"type": "array", "items": host_pattern(), "description": "hosts the browsers must not reach (counted as hosts.blocked)"},

@@ -90,10 +90,22 @@ pub enum Bench {
         /// Users send a message and wait for its reply once a second.
         #[arg(long)]
         active: bool,
+        /// The users' engine: `http` (a WebSocket each) or `liveview` (a joined LiveView each).
+        #[arg(long, value_enum, default_value = "http")]
+        engine: ProtocolEngine,
         /// Seconds of CPU sampling at steady state, per count.
         #[arg(long, default_value_t = 10)]
         window: u64,
     },
+}
+
+/// The engines `bench protocol` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtocolEngine {
+    /// `engine: http`.
+    Http,
+    /// `engine: liveview`.
+    Liveview,
 }
 
 /// A page of the bundled demo target to measure users on.
@@ -150,8 +162,15 @@ pub async fn run(args: BenchArgs) -> i32 {
         Bench::Protocol {
             users,
             active,
+            engine,
             window,
-        } => protocol::bench(&users, active, Duration::from_secs(window)).await,
+        } => {
+            let engine = match engine {
+                ProtocolEngine::Http => liveload_core::proto::Engine::Http,
+                ProtocolEngine::Liveview => liveload_core::proto::Engine::Liveview,
+            };
+            protocol::bench(&users, (engine, active), Duration::from_secs(window)).await
+        }
     };
     match result {
         Ok(()) => exit_code::OK,

@@ -8,6 +8,7 @@ pub(crate) mod api;
 pub(crate) mod clicks;
 pub(crate) mod health;
 pub(crate) mod home;
+pub(crate) mod liveview;
 pub(crate) mod probe;
 pub(crate) mod seen;
 pub(crate) mod table;

@@ -1,0 +1,247 @@
+//! LiveView users two ways, proven by one server: the demo target's LiveView (`/lv`), which
+//! speaks Phoenix LiveView's wire protocol. Phoenix's own JavaScript client (npm
+//! `phoenix_live_view`, pinned, installed by the test command) runs it in real Chromium
+//! (`engine: browser`): that proves the server. The same scenario then runs with liveload's
+//! native client (`engine: liveview`), and both must cause the same server-side effects
+//! (joins, clicks, form changes and saves, patches, leaves, counted by the server) and
+//! measure the same server delay in `liveview.event`.
+
+use liveload_e2e::*;
+
+const USERS: u64 = 2;
+const ITERATIONS: u64 = 2;
+
+/// The scenario, for `engine`. Each iteration: load the page, click twice (a `phx-value`
+/// each), type into a `phx-change` form and submit it (the server takes 100 ms to save), patch
+/// the URL, navigate live to another view and back, and leave through a server-side
+/// `live_redirect`.
+fn scenario(engine: &str) -> String {
+    format!(
+        r##"name: lv-{engine}
+engine: {engine}
+base_url: http://127.0.0.1:1
+users: {USERS}
+duration: 90s
+iterations: {ITERATIONS}
+iteration_timeout: 60s
+steps:
+  - navigate: /lv
+  - liveview_connected
+  - click: "#inc"
+  - wait_for: {{ text: "Count: 1" }}
+  - click: "#add5"
+  - wait_for: {{ selector: "#count", state: visible }}
+  - wait_for: {{ text: "Count: 6" }}
+  - fill: {{ selector: "#note-text", value: "note{{{{user_id}}}}" }}
+  - wait_for: {{ text: "Typed 5 characters" }}
+  - liveview_submit: {{ form: "#note", wait_for: "li.note" }}
+  - assert: {{ text: "Saved: note{{{{user_id}}}}" }}
+  - assert: {{ selector: "li.note", count: 1 }}
+  - extract: {{ var: count, selector: "#count" }}
+  - click: "#next-page"
+  - wait_for: {{ url: "*page=2" }}
+  - wait_for: {{ text: "Page 2" }}
+  - click: "#to-other"
+  - wait_for: {{ text: "Visits: 1" }}
+  - click: "#back"
+  - wait_for: {{ text: "Count: 0" }}
+  - click: "#leave"
+  - wait_for: {{ text: "Visits: 2" }}
+  - wait_for: {{ url: "*/lv/other" }}
+"##
+    )
+}
+
+/// Run `engine`'s scenario against a fresh demo target: the report and the server's counts.
+fn run(engine: &str) -> (serde_json::Value, serde_json::Value) {
+    let state = tempfile::tempdir().unwrap();
+    let path = scenario_file(state.path(), "lv.yaml", &scenario(engine));
+    let target = demo_target();
+    let address = target.trim_start_matches("http://").to_string();
+    if engine == "browser" {
+        let (status, body) = http_request(&address, "/lv/assets/phoenix_live_view.js", &[]);
+        assert_eq!(
+            status, 200,
+            "the real LiveView client must be installed: {body}"
+        );
+    }
+    let (code, report, output) = json_output(liveload(state.path()).args([
+        "run",
+        path.to_str().unwrap(),
+        "--base-url",
+        &target,
+        "--output",
+        "json",
+    ]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(code, 0, "{engine}: {report}\n{stderr}");
+    let stats: serde_json::Value = serde_json::from_str(&http_get(&address, "/lv/stats")).unwrap();
+    (report, stats)
+}
+
+#[test]
+fn the_real_client_and_the_native_client_cause_the_same_server_effects() {
+    let (browser, browser_stats) = run("browser");
+    let (native, native_stats) = run("liveview");
+    let visits = USERS * ITERATIONS;
+    for (engine, report) in [("browser", &browser), ("liveview", &native)] {
+        assert_eq!(report["iterations_ok"], visits, "{engine}: {report}");
+    }
+    // Per iteration: joins on load, /lv/other, back to /lv, /lv/other again; two clicks; one
+    // change (the typed text arrives as one input); one save; one patch; three live
+    // navigations (two links, one server-side) leave a view.
+    let per_iteration = serde_json::json!({
+        "joins": 4, "clicks": 2, "changes": 1, "saves": 1, "patches": 1, "leaves": 3,
+    });
+    for (engine, stats) in [("browser", &browser_stats), ("liveview", &native_stats)] {
+        for (name, count) in per_iteration.as_object().unwrap() {
+            assert_eq!(
+                stats[name].as_u64().unwrap(),
+                count.as_u64().unwrap() * visits,
+                "{engine}: {name} in {stats}"
+            );
+        }
+    }
+    for (engine, report) in [("browser", &browser), ("liveview", &native)] {
+        let latencies = &report["latencies"];
+        // Events pushed: inc, add5, validate, save, leave; plus one patch; four joins.
+        assert_eq!(
+            latencies["liveview.event"]["count"],
+            5 * visits,
+            "{engine}: {latencies}"
+        );
+        assert_eq!(latencies["liveview.patch"]["count"], visits, "{engine}");
+        assert_eq!(latencies["liveview.join"]["count"], 4 * visits, "{engine}");
+        // The save takes the server 100 ms: both clients see it in the push-to-reply time,
+        // and nothing else is slow on this machine.
+        let event = &latencies["liveview.event"];
+        let max = event["max_ms"].as_f64().unwrap();
+        assert!((99.0..2_000.0).contains(&max), "{engine}: {event}");
+        assert!(
+            event["min_ms"].as_f64().unwrap() < 99.0,
+            "{engine}: {event}"
+        );
+        let counters = &report["counters"];
+        assert_eq!(
+            counters["liveview.events"],
+            6 * visits,
+            "{engine}: {counters}"
+        );
+        assert_eq!(
+            counters["liveview.replies"],
+            6 * visits,
+            "{engine}: {counters}"
+        );
+        assert!(
+            counters["liveview.diffs"].as_u64().unwrap() >= 5 * visits,
+            "{engine}"
+        );
+    }
+}
+
+#[test]
+fn the_native_client_merges_server_pushes_and_says_what_it_cannot_do() {
+    let state = tempfile::tempdir().unwrap();
+    let target = demo_target();
+    // `tick=1`: the server pushes a `diff` every second, outside any reply.
+    let ticks = "name: ticks\nengine: liveview\nbase_url: http://127.0.0.1:1\nusers: 1\n\
+                 iterations: 1\nsteps:\n  - navigate: /lv?tick=1\n  \
+                 - wait_for: { text: \"tick 2\", timeout: 10s }\n  - click: \"#title\"\n";
+    let path = scenario_file(state.path(), "ticks.yaml", ticks);
+    let (code, report, _) = json_output(liveload(state.path()).args([
+        "run",
+        path.to_str().unwrap(),
+        "--base-url",
+        &target,
+        "--output",
+        "json",
+    ]));
+    assert_eq!(
+        code, 7,
+        "the click on a plain heading fails the user: {report}"
+    );
+    assert_eq!(
+        report["latencies"]["step:wait_for text tick 2"]["count"], 1,
+        "{report}"
+    );
+    assert_eq!(
+        report["counters"]["step:wait_for text tick 2:failed"],
+        serde_json::Value::Null
+    );
+    let failures = report.to_string();
+    assert!(
+        failures.contains("has nothing LiveView acts on"),
+        "the failure says why: {failures}"
+    );
+}
+
+#[test]
+fn the_liveview_example_runs_without_a_browser() {
+    let state = tempfile::tempdir().unwrap();
+    let example = repo().join("examples/liveview.yaml");
+    let target = demo_target();
+    let (code, report, output) = json_output(liveload(state.path()).args([
+        "run",
+        example.to_str().unwrap(),
+        "--base-url",
+        &target,
+        "--users",
+        "20",
+        "--duration",
+        "3s",
+        "--output",
+        "json",
+    ]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(report["users_failed"], 0, "{report}");
+    let ok = report["iterations_ok"].as_u64().unwrap();
+    assert!(ok >= 20, "every user finished an iteration: {report}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&http_get(target.trim_start_matches("http://"), "/lv/stats")).unwrap();
+    assert!(stats["saves"].as_u64().unwrap() >= ok, "{stats}");
+    assert_eq!(
+        report["nodes"][0]["facts"]["chromium"],
+        serde_json::Value::Null
+    );
+}
+
+#[test]
+fn steps_that_need_a_browser_are_refused_in_the_liveview_engine() {
+    let state = tempfile::tempdir().unwrap();
+    for (name, text, line) in [
+        (
+            "hover.yaml",
+            "name: a\nengine: liveview\nbase_url: http://x\nsteps:\n  - navigate: /\n  - hover: '#b'\n",
+            6,
+        ),
+        (
+            "js.yaml",
+            "name: a\nengine: liveview\nbase_url: http://x\nsteps:\n  - navigate: /\n  - wait_for: { js: \"window.x\" }\n",
+            6,
+        ),
+    ] {
+        let path = scenario_file(state.path(), name, text);
+        let (code, json, _) = json_output(liveload(state.path()).args([
+            "validate",
+            path.to_str().unwrap(),
+            "--output",
+            "json",
+        ]));
+        assert_eq!(code, 3, "{name}: {json}");
+        let message = json["message"].as_str().unwrap();
+        assert!(message.contains("needs a browser"), "{name}: {message}");
+        assert_eq!(json["line"], line, "{name}: located at the step: {json}");
+    }
+    // Protocol steps and the page steps mix in one liveview scenario.
+    let mixed = "name: a\nengine: liveview\nbase_url: http://x\nsteps:\n  - request: /api\n  \
+                 - navigate: /lv\n  - click: '#inc'\n";
+    let path = scenario_file(state.path(), "mixed.yaml", mixed);
+    let (code, json, _) = json_output(liveload(state.path()).args([
+        "validate",
+        path.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
+    assert_eq!(code, 0, "{json}");
+}
