@@ -1,15 +1,16 @@
 //! Reading a LiveView's rendered HTML as a person reads the page: elements by CSS selector
-//! (`tl`'s: tag, `#id`, `.class`, `[attr]`, `[attr=value]` and its `~= ^= $= *=` forms,
-//! compounds, descendant and child combinators, lists), their attributes and text, the page's
-//! text, and a form's fields as the browser would submit them.
+//! ([`Selector`]), their attributes and text, the page's text, and a form's fields as the
+//! browser would submit them. `tl` parses the HTML; the page is then kept as a flat list of
+//! elements in document order, each with its parent, which the selector matcher walks.
 //!
-//! There is no layout: "visible" means present and not `hidden` (nor inside a `hidden`
-//! element's subtree as far as the selector's element itself carries it); text is the text
-//! nodes with a line break after each block element, entities decoded.
+//! There is no layout: "visible" means present and neither it nor an ancestor `hidden`; text
+//! is the text nodes with a line break after each block element, entities decoded.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Result, anyhow};
+
+use super::selector::{self, Selector};
 
 /// One element: tag name, attributes (entities decoded) and text.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +27,15 @@ impl Element {
     /// An attribute's value.
     pub fn attr(&self, name: &str) -> Option<&str> {
         self.attrs.get(name).map(String::as_str)
+    }
+}
+
+impl selector::Node for Element {
+    fn tag(&self) -> &str {
+        &self.tag
+    }
+    fn attrs(&self) -> &BTreeMap<String, String> {
+        &self.attrs
     }
 }
 
@@ -48,141 +58,200 @@ const BLOCKS: [&str; 16] = [
     "section", "table",
 ];
 
-fn parse(html: &str) -> Result<tl::VDom<'_>> {
-    tl::parse(html, tl::ParserOptions::default())
-        .map_err(|e| anyhow!("the LiveView's HTML could not be read: {e}"))
+/// How deep the page's elements may nest (deeper ones are not read).
+const MAX_DEPTH: usize = 256;
+
+/// A page: its elements in document order, each with its parent's index and the part of the
+/// page's text it holds, and that text.
+struct Page {
+    /// The elements, their `text` left empty (see [`Page::element`]).
+    elements: Vec<Element>,
+    parents: Vec<Option<usize>>,
+    /// Each element's text as a range of `text` (its text nodes come in document order).
+    ranges: Vec<(usize, usize)>,
+    text: String,
 }
 
-fn unsupported(selector: &str) -> anyhow::Error {
-    anyhow!(
-        "'{selector}' is not a selector the liveview engine reads (tag, #id, .class, [attr], \
-         [attr=value], compounds, descendant and child combinators)"
-    )
+impl Page {
+    fn read(html: &str) -> Result<Page> {
+        let dom = tl::parse(html, tl::ParserOptions::default())
+            .map_err(|e| anyhow!("the LiveView's HTML could not be read: {e}"))?;
+        let parser = dom.parser();
+        let mut page = Page {
+            elements: Vec::new(),
+            parents: Vec::new(),
+            ranges: Vec::new(),
+            text: String::new(),
+        };
+        let mut open = Vec::new();
+        for handle in dom.children() {
+            if let Some(node) = handle.get(parser) {
+                page.add(node, parser, &mut open);
+            }
+        }
+        Ok(page)
+    }
+
+    /// Add `node` and what it holds; `open` are the indexes of its ancestors.
+    fn add(&mut self, node: &tl::Node<'_>, parser: &tl::Parser<'_>, open: &mut Vec<usize>) {
+        match node {
+            tl::Node::Raw(raw) => self.text.push_str(&decode(&raw.as_utf8_str())),
+            tl::Node::Tag(tag) if open.len() < MAX_DEPTH => {
+                let name = tag.name().as_utf8_str().to_ascii_lowercase();
+                let attrs = tag
+                    .attributes()
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), decode(&v.unwrap_or_default())))
+                    .collect();
+                let index = self.elements.len();
+                self.parents.push(open.last().copied());
+                self.ranges.push((self.text.len(), self.text.len()));
+                let hides_text = matches!(name.as_str(), "script" | "style" | "template");
+                self.elements.push(Element {
+                    tag: name.clone(),
+                    attrs,
+                    text: String::new(),
+                });
+                if hides_text {
+                    return;
+                }
+                open.push(index);
+                for child in tag.children().top().iter() {
+                    if let Some(child) = child.get(parser) {
+                        self.add(child, parser, open);
+                    }
+                }
+                open.pop();
+                if BLOCKS.contains(&name.as_str()) && !self.text.ends_with('\n') {
+                    self.text.push('\n');
+                }
+                self.ranges[index].1 = self.text.len();
+            }
+            _ => {}
+        }
+    }
+
+    /// The element at `index`, with its text.
+    fn element(&self, index: usize) -> Element {
+        let (start, end) = self.ranges[index];
+        Element {
+            text: self.text[start..end].trim().to_string(),
+            ..self.elements[index].clone()
+        }
+    }
+
+    /// The element at `index` and its ancestors, the root first.
+    fn chain(&self, index: usize) -> Vec<&Element> {
+        let mut chain = vec![&self.elements[index]];
+        let mut at = self.parents[index];
+        while let Some(parent) = at {
+            chain.push(&self.elements[parent]);
+            at = self.parents[parent];
+        }
+        chain.reverse();
+        chain
+    }
+
+    /// Indexes of the elements matching `selector`, in document order.
+    fn select(&self, selector: &Selector) -> Vec<usize> {
+        (0..self.elements.len())
+            .filter(|&i| selector.may_match(&self.elements[i]) && selector.matches(&self.chain(i)))
+            .collect()
+    }
+
+    /// Whether `index` is inside `ancestor`.
+    fn inside(&self, index: usize, ancestor: usize) -> bool {
+        let mut at = self.parents[index];
+        while let Some(parent) = at {
+            if parent == ancestor {
+                return true;
+            }
+            at = self.parents[parent];
+        }
+        false
+    }
+
+    fn hidden(&self, index: usize) -> bool {
+        self.chain(index).iter().any(|e| e.attr("hidden").is_some())
+    }
+}
+
+fn parse_selector(selector: &str) -> Result<Selector> {
+    Selector::parse(selector).map_err(|e| anyhow!(e))
 }
 
 /// Every element matching `selector`, in document order.
 pub fn query(html: &str, selector: &str) -> Result<Vec<Element>> {
-    let dom = parse(html)?;
-    let parser = dom.parser();
-    let found = dom
-        .query_selector(selector)
-        .ok_or_else(|| unsupported(selector))?;
-    Ok(found
-        .filter_map(|handle| handle.get(parser)?.as_tag().map(|t| element(t, parser)))
+    let selector = parse_selector(selector)?;
+    let page = Page::read(html)?;
+    Ok(page
+        .select(&selector)
+        .into_iter()
+        .map(|i| page.element(i))
         .collect())
 }
 
-/// The first element matching `selector` that is not `hidden`.
+/// The first element matching `selector` that is visible (neither it nor an ancestor
+/// `hidden`).
 pub fn visible(html: &str, selector: &str) -> Result<Option<Element>> {
-    Ok(query(html, selector)?
+    let selector = parse_selector(selector)?;
+    let page = Page::read(html)?;
+    Ok(page
+        .select(&selector)
         .into_iter()
-        .find(|e| e.attr("hidden").is_none()))
+        .find(|&i| !page.hidden(i))
+        .map(|i| page.element(i)))
 }
 
 /// The page's text.
 pub fn text(html: &str) -> Result<String> {
-    let dom = parse(html)?;
-    let parser = dom.parser();
-    let mut out = String::new();
-    for handle in dom.children() {
-        if let Some(node) = handle.get(parser) {
-            write_text(node, parser, &mut out, 0);
-        }
-    }
-    Ok(out)
+    Ok(Page::read(html)?.text)
 }
 
-fn element(tag: &tl::HTMLTag<'_>, parser: &tl::Parser<'_>) -> Element {
-    let attrs = tag
-        .attributes()
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), decode(&v.unwrap_or_default())))
-        .collect();
-    let mut text = String::new();
-    for child in tag.children().top().iter() {
-        if let Some(node) = child.get(parser) {
-            write_text(node, parser, &mut text, 0);
-        }
-    }
-    Element {
-        tag: tag.name().as_utf8_str().to_ascii_lowercase(),
-        attrs,
-        text: text.trim().to_string(),
-    }
-}
-
-fn write_text(node: &tl::Node<'_>, parser: &tl::Parser<'_>, out: &mut String, depth: u32) {
-    match node {
-        tl::Node::Raw(raw) => out.push_str(&decode(&raw.as_utf8_str())),
-        tl::Node::Tag(tag) if depth < 256 => {
-            let name = tag.name().as_utf8_str().to_ascii_lowercase();
-            if matches!(name.as_str(), "script" | "style" | "template") {
-                return;
-            }
-            for child in tag.children().top().iter() {
-                if let Some(child) = child.get(parser) {
-                    write_text(child, parser, out, depth + 1);
-                }
-            }
-            if BLOCKS.contains(&name.as_str()) && !out.ends_with('\n') {
-                out.push('\n');
-            }
-        }
-        _ => {}
-    }
-}
-
-/// The first `form` matching `form_selector` with its fields, or the first form holding an
-/// element matching `inner` (a submit button), when `form_selector` is `None`.
+/// The first element matching `form_selector` with its fields (the `input`, `select` and
+/// `textarea` inside it); with `inner`, the first such element holding an element matching
+/// `inner` (the submit button clicked).
 pub fn form(
     html: &str,
     form_selector: &str,
     inner: Option<&str>,
 ) -> Result<Option<(Element, Vec<Field>)>> {
-    let dom = parse(html)?;
-    let parser = dom.parser();
-    let forms = dom
-        .query_selector(form_selector)
-        .ok_or_else(|| unsupported(form_selector))?;
-    for handle in forms {
-        let Some(form) = handle.get(parser).and_then(tl::Node::as_tag) else {
+    let form_selector = parse_selector(form_selector)?;
+    let inner = inner.map(parse_selector).transpose()?;
+    let page = Page::read(html)?;
+    let inner = inner.map(|s| page.select(&s));
+    for form in page.select(&form_selector) {
+        if let Some(inner) = &inner
+            && !inner.iter().any(|&i| page.inside(i, form))
+        {
             continue;
-        };
-        if let Some(inner) = inner {
-            let mut holds = form
-                .query_selector(parser, inner)
-                .ok_or_else(|| unsupported(inner))?;
-            if holds.next().is_none() {
-                continue;
-            }
         }
-        let mut fields = Vec::new();
-        let inputs = form
-            .query_selector(parser, "input, select, textarea")
-            .expect("a valid selector");
-        for input in inputs {
-            if let Some(input) = input.get(parser).and_then(tl::Node::as_tag) {
-                fields.extend(field(input, parser));
-            }
-        }
-        return Ok(Some((element(form, parser), fields)));
+        let fields = (form + 1..page.elements.len())
+            .filter(|&i| page.inside(i, form))
+            .filter_map(|i| field(&page, i))
+            .collect();
+        return Ok(Some((page.element(form), fields)));
     }
     Ok(None)
 }
 
-/// A form control as a field (`None` without a name).
-fn field(input: &tl::HTMLTag<'_>, parser: &tl::Parser<'_>) -> Option<Field> {
-    let control = element(input, parser);
+/// A form control as a field (`None` for anything else, or without a name).
+fn field(page: &Page, index: usize) -> Option<Field> {
+    if !matches!(
+        page.elements[index].tag.as_str(),
+        "input" | "select" | "textarea"
+    ) {
+        return None;
+    }
+    let control = &page.element(index);
     let name = control.attr("name")?.to_string();
     let checked = control.attr("checked").is_some();
     let (kind, value) = match control.tag.as_str() {
         "textarea" => ("textarea".to_string(), control.text.clone()),
         "select" => {
-            let options = input
-                .query_selector(parser, "option")
-                .expect("a valid selector");
-            let options: Vec<Element> = options
-                .filter_map(|o| o.get(parser)?.as_tag().map(|t| element(t, parser)))
+            let options: Vec<Element> = (index + 1..page.elements.len())
+                .filter(|&i| page.elements[i].tag == "option" && page.inside(i, index))
+                .map(|i| page.element(i))
                 .collect();
             let chosen = options
                 .iter()
@@ -271,7 +340,18 @@ mod tests {
         assert_eq!(inc[0].attr("phx-click"), Some("inc"));
         assert_eq!(inc[0].attr("phx-value-by"), Some("1"));
         assert_eq!(query(PAGE, "li.note").unwrap().len(), 2);
-        assert_eq!(query(PAGE, "ul > li").unwrap()[1].text, "two");
+        assert_eq!(query(PAGE, "ul li").unwrap()[1].text, "two");
+        assert_eq!(query(PAGE, "form [type=checkbox]").unwrap().len(), 1);
+        assert_eq!(query(PAGE, "ul .note, #title").unwrap()[0].text, "Counter");
+        assert_eq!(query(PAGE, "p li").unwrap().len(), 0);
+        assert_eq!(query(PAGE, "ul > li").unwrap().len(), 2);
+        for unsupported in ["li:first-child", "h1 + p"] {
+            let err = query(PAGE, unsupported).unwrap_err().to_string();
+            assert!(
+                err.contains("not a selector the liveview engine reads"),
+                "{err}"
+            );
+        }
         assert_eq!(query(PAGE, "[name=\"note[kind]\"]").unwrap().len(), 1);
         assert_eq!(query(PAGE, "#t").unwrap()[0].attr("value"), Some("a & b"));
         assert!(visible(PAGE, "#gone").unwrap().is_none());
@@ -301,6 +381,7 @@ mod tests {
         );
         assert!(fields[2].checked);
         assert!(form(PAGE, "form", Some("#inc")).unwrap().is_none());
+        assert!(form(PAGE, "form", Some("form button")).unwrap().is_some());
         assert!(form(PAGE, "#note", None).unwrap().is_some());
     }
 

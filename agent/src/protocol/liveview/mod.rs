@@ -25,7 +25,10 @@
 //! `liveview.diff_bytes` (the diffs' messages), beside the page loads' `http.*`.
 
 pub mod dom;
+#[cfg(test)]
+mod props;
 pub mod rendered;
+pub mod selector;
 pub mod socket;
 mod steps;
 

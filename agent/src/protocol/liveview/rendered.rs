@@ -19,7 +19,8 @@ use serde_json::{Map, Value};
 /// The merged tree of one joined LiveView.
 #[derive(Default)]
 pub struct Rendered {
-    tree: Map<String, Value>,
+    /// The view's tree (an object once a tree has been merged).
+    tree: Value,
     components: Map<String, Value>,
     /// A part of the format this client does not follow, once met.
     pub unsupported: Option<&'static str>,
@@ -44,10 +45,11 @@ impl Rendered {
         if let Some(Value::Object(new)) = diff_map.remove("c") {
             self.merge_components(new);
         }
-        if diff_map.contains_key("s") {
-            self.tree = std::mem::take(diff_map);
-        } else {
-            merge_into(&mut self.tree, std::mem::take(diff_map));
+        match &mut self.tree {
+            Value::Object(tree) if !diff_map.contains_key("s") => {
+                merge_into(tree, std::mem::take(diff_map))
+            }
+            tree => *tree = Value::Object(std::mem::take(diff_map)),
         }
     }
 
@@ -67,8 +69,7 @@ impl Rendered {
     /// The HTML the tree renders.
     pub fn to_html(&self) -> String {
         let mut out = String::new();
-        let tree = Value::Object(self.tree.clone());
-        self.write(&tree, None, None, &mut out, 0);
+        self.write(&self.tree, None, None, &mut out, 0);
         out
     }
 

@@ -256,6 +256,12 @@ fn receive(shared: &Shared, text: &str) {
     shared.changed.notify_waiters();
 }
 
+/// [`receive`], for the property tests.
+#[cfg(test)]
+pub fn receive_for_test(shared: &Shared, text: &str) {
+    receive(shared, text);
+}
+
 /// A navigation's target (`to`).
 fn to(payload: &Value) -> String {
     payload["to"].as_str().unwrap_or_default().to_string()
