@@ -160,17 +160,39 @@ pub const BOUND_BYTES_PER_USER: u64 = 4 << 20;
 /// and never less than 1. The
 /// controller sizes nodes well below it; a token holder talking to the agent directly cannot
 /// make it create more contexts than the node could ever hold.
-pub fn user_bound(facts: &NodeFacts, engine: liveload_proto::Engine) -> u64 {
-    let per_user = match engine {
-        liveload_proto::Engine::Browser => BOUND_BYTES_PER_USER,
-        liveload_proto::Engine::Http | liveload_proto::Engine::Liveview => {
-            BOUND_BYTES_PER_PROTOCOL_USER
-        }
-    };
+pub fn user_bound(facts: &NodeFacts, per_user: u64) -> u64 {
+    let per_user = per_user.max(1);
     match facts.max_users {
         Some(max) => u64::from(max),
         None => (facts.effective_memory_bytes / per_user).max(1),
     }
+}
+
+/// The bound's memory per user of an engine: [`BOUND_BYTES_PER_USER`] for a browser user,
+/// [`BOUND_BYTES_PER_PROTOCOL_USER`] for the others.
+pub fn bound_bytes_per_user(engine: liveload_proto::Engine) -> u64 {
+    match engine {
+        liveload_proto::Engine::Browser => BOUND_BYTES_PER_USER,
+        liveload_proto::Engine::Http | liveload_proto::Engine::Liveview => {
+            BOUND_BYTES_PER_PROTOCOL_USER
+        }
+    }
+}
+
+/// The bound's memory per user of an assignment: its engine's, or a mixed run's average over
+/// its groups' users (a node holding 200 browsers and 20,000 protocol users is bounded by
+/// what they cost together, not as 20,200 browsers).
+pub fn assignment_bytes_per_user(assignment: &liveload_proto::Assignment) -> u64 {
+    let users: u64 = assignment.groups.iter().map(|g| g.users).sum();
+    if users == 0 {
+        return bound_bytes_per_user(assignment.engine);
+    }
+    let total: u128 = assignment
+        .groups
+        .iter()
+        .map(|g| u128::from(g.users) * u128::from(bound_bytes_per_user(g.engine)))
+        .sum();
+    u64::try_from(total / u128::from(users)).unwrap_or(u64::MAX)
 }
 
 /// Memory per protocol user (`engine: http`) in the agent's own bound: a sixteenth of what
@@ -208,18 +230,34 @@ mod tests {
         // 1.5 GiB / 4 MiB (16 KiB for protocol users); an operator's cap replaces the memory
         // rule.
         use liveload_proto::Engine;
-        assert_eq!(user_bound(&facts, Engine::Browser), 384);
-        assert_eq!(user_bound(&facts, Engine::Http), 98_304);
+        let per = bound_bytes_per_user;
+        assert_eq!(user_bound(&facts, per(Engine::Browser)), 384);
+        assert_eq!(user_bound(&facts, per(Engine::Http)), 98_304);
+        // A mix: 1 browser and 3 protocol users cost (4 MiB + 3 x 16 KiB) / 4 each.
+        let mut mixed = liveload_proto::Assignment::new("r", "m", "http://x", 4, vec![]);
+        let group = |engine, first, users| liveload_proto::UserGroup {
+            name: format!("{engine:?}"),
+            engine,
+            first_user_id: first,
+            users,
+            steps: vec![],
+            user_loop: Default::default(),
+        };
+        mixed.groups = vec![group(Engine::Browser, 0, 1), group(Engine::Http, 1, 3)];
+        assert_eq!(
+            assignment_bytes_per_user(&mixed),
+            ((4 << 20) + 3 * (16 << 10)) / 4
+        );
         let capped = NodeFacts {
             max_users: Some(10),
             ..facts.clone()
         };
-        assert_eq!(user_bound(&capped, Engine::Http), 10);
+        assert_eq!(user_bound(&capped, per(Engine::Http)), 10);
         let tiny = NodeFacts {
             effective_memory_bytes: 1 << 20,
             ..facts
         };
-        assert_eq!(user_bound(&tiny, Engine::Browser), 1);
+        assert_eq!(user_bound(&tiny, per(Engine::Browser)), 1);
     }
 
     #[test]

@@ -104,8 +104,8 @@ struct RunControl {
     coordination: Option<Arc<crate::coordination::Coordination>>,
     /// Users assigned so far (prepared plus added, less removed), held to the agent's bound.
     assigned: u64,
-    /// What the run's users are (the bound depends on it).
-    engine: liveload_proto::Engine,
+    /// The bound's memory per user of the run's users (it depends on their engines).
+    bound_bytes_per_user: u64,
     /// The agent, once this session took its run (see `Drop`).
     owner: Option<Arc<AgentState>>,
 }
@@ -172,7 +172,8 @@ impl RunControl {
             }
             ControllerMessage::Heartbeat => {}
             ControllerMessage::Prepare(assignment) => {
-                let claimed = within_bound(state, assignment.engine, 0, assignment.users)
+                let per_user = crate::facts::assignment_bytes_per_user(&assignment);
+                let claimed = within_bound(state, per_user, 0, assignment.users)
                     .and_then(|()| claim_run(state));
                 if let Err(message) = claimed {
                     let _ = out.send(AgentMessage::Failed { message });
@@ -180,7 +181,7 @@ impl RunControl {
                 }
                 // Only a claimed run sets the bound's engine: a refused `Prepare{engine:
                 // http}` must not loosen the bound of the browser run under way.
-                self.engine = assignment.engine;
+                self.bound_bytes_per_user = per_user;
                 self.owner = Some(state.clone());
                 self.assigned = assignment.users;
                 // A run after another in this session: the last one's users are gone.
@@ -244,7 +245,9 @@ impl RunControl {
                 first_user_id,
                 count,
             } => {
-                if let Err(message) = within_bound(state, self.engine, self.assigned, count) {
+                if let Err(message) =
+                    within_bound(state, self.bound_bytes_per_user, self.assigned, count)
+                {
                     let _ = out.send(AgentMessage::Failed { message });
                     return;
                 }
@@ -295,13 +298,8 @@ impl RunControl {
 /// Refuse `more` users on top of `assigned` beyond the agent's own bound (see
 /// `facts::user_bound`), whatever the controller planned: a token holder talking to the agent
 /// directly must not make it open more browser contexts than the node could ever hold.
-fn within_bound(
-    state: &AgentState,
-    engine: liveload_proto::Engine,
-    assigned: u64,
-    more: u64,
-) -> Result<(), String> {
-    let bound = crate::facts::user_bound(&state.facts, engine);
+fn within_bound(state: &AgentState, per_user: u64, assigned: u64, more: u64) -> Result<(), String> {
+    let bound = crate::facts::user_bound(&state.facts, per_user);
     let total = assigned.saturating_add(more);
     if total <= bound {
         return Ok(());
@@ -317,6 +315,24 @@ fn within_bound(
     Err(format!(
         "refused: {total} users exceed this node's bound of {bound} users ({rule})"
     ))
+}
+
+/// How user `user_id` starts: with its context made at `Prepare` (the next of `contexts`),
+/// after its failed setup, with one to make now, or with none (a protocol user, or no
+/// browser on this node).
+fn setup_of(
+    env: &UserEnv,
+    user_id: u64,
+    contexts: &mut impl Iterator<Item = Option<crate::browser::UserContext>>,
+) -> Setup {
+    if env.browser.is_none() || env.assignment.engine_of(user_id).is_protocol() {
+        return Setup::None;
+    }
+    match contexts.next() {
+        Some(Some(context)) => Setup::Ready(context),
+        Some(None) => Setup::Failed,
+        None => Setup::CreateNow,
+    }
 }
 
 /// The run is over (every user has ended): free the agent for a next run of this session,
@@ -348,7 +364,7 @@ async fn run_users(
         recorder,
         contexts,
     } = run;
-    let browser = if assignment.no_browser || assignment.engine.is_protocol() {
+    let browser = if !assignment.needs_browser() {
         None
     } else {
         state.browser.lock().await.clone()
@@ -389,23 +405,11 @@ async fn run_users(
     let first = env.assignment.first_user_id;
     // Users not started yet (the initial ones, spread by the start interval), and the stop
     // switches of the started ones, most recent last.
-    let mut waiting: std::collections::VecDeque<(u64, Setup)> = contexts
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let setup = match (c, env.browser.is_some()) {
-                (Some(context), _) => Setup::Ready(context),
-                (None, true) => Setup::Failed,
-                (None, false) => Setup::None,
-            };
-            (first + i as u64, setup)
-        })
+    // The contexts made at `Prepare` are the browser users', in user order.
+    let mut contexts = contexts.into_iter();
+    let mut waiting: std::collections::VecDeque<(u64, Setup)> = (0..env.assignment.users)
+        .map(|i| (first + i, setup_of(&env, first + i, &mut contexts)))
         .collect();
-    if env.browser.is_none() {
-        waiting = (0..env.assignment.users)
-            .map(|i| (first + i, Setup::None))
-            .collect();
-    }
     let batch = env.assignment.start_batch.max(1);
     let mut started_in_batch = 0;
     let mut running: Vec<watch::Sender<StopSignal>> = Vec::new();
@@ -443,8 +447,10 @@ async fn run_users(
             Some(_) = users.join_next(), if !users.is_empty() => {}
             command = commands.recv(), if commands_open => match command {
                 Some(UserCommand::Add { first_user_id, count }) => {
-                    let setup = if env.browser.is_some() { || Setup::CreateNow } else { || Setup::None };
-                    waiting.extend((0..count).map(|i| (first_user_id + i, setup())));
+                    let mut none = std::iter::empty();
+                    waiting.extend(
+                        (0..count).map(|i| (first_user_id + i, setup_of(&env, first_user_id + i, &mut none))),
+                    );
                 }
                 Some(UserCommand::Remove { count, force }) => {
                     // Users still waiting to start go first, then the most recent ones.

@@ -81,15 +81,19 @@ impl UserEnv {
             user_id,
             iteration: 0,
             protocol: None,
-            engine: self.assignment.engine,
+            engine: self.assignment.engine_of(user_id),
         }
     }
 
     /// With several targets, time an iteration of `user_id` on its target too
     /// (`target:<base URL>`, and `target:<base URL>:failed` when it failed): the report's
-    /// breakdown by target.
+    /// breakdown by target; in a mixed run, by scenario too (`iteration:<scenario>`).
     fn record_target(&self, user_id: u64, elapsed: Duration, failed: bool) {
-        if let Some(metric) = self.assignment.target_metric(user_id) {
+        let metrics = [
+            self.assignment.target_metric(user_id),
+            self.assignment.group_metric(user_id),
+        ];
+        for metric in metrics.into_iter().flatten() {
             self.recorder.latency(&metric, elapsed);
             if failed {
                 self.recorder.count(&format!("{metric}:failed"), 1);
@@ -259,7 +263,7 @@ pub async fn run_user(
     };
     let mut user = env.user_state(context.as_ref().map(|c| &c.page), user_id);
     user.vars.insert("iteration".into(), "0".into());
-    let user_loop = &env.assignment.user_loop;
+    let user_loop = env.assignment.user_loop_of(user_id);
     // A user starting after the duration (a late `users add`) or already stopped does nothing,
     // `on_start` and `on_stop` included.
     let live = Instant::now() < env.deadline && stops.running();
@@ -353,12 +357,12 @@ async fn iterate(
     let timeout = Duration::from_millis(env.assignment.iteration_timeout_ms);
     let limits = [
         env.assignment.diagnostics.max_iterations,
-        env.assignment.user_loop.iterations,
+        env.assignment.user_loop_of(user_id).iterations,
     ];
     let max_iterations = limits.into_iter().flatten().min().unwrap_or(u64::MAX);
     let pacing = env
         .assignment
-        .user_loop
+        .user_loop_of(user_id)
         .pacing_ms
         .map(Duration::from_millis);
     let mut next_start: Option<Instant> = None;
@@ -405,7 +409,7 @@ async fn iterate(
         if let Some(page) = recording {
             page.set(user.recorded, user_id, iterations, &user.secrets);
         }
-        let iteration = run_steps(user, &env.assignment.steps);
+        let iteration = run_steps(user, env.assignment.steps_of(user_id));
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(timeout, iteration) => match outcome {
                 Ok(result) => result.map(|_| ()),
@@ -482,7 +486,7 @@ pub async fn run_arrival(env: Arc<UserEnv>, user_id: u64, scheduled: Instant) {
     let timeout = Duration::from_millis(env.assignment.iteration_timeout_ms);
     let began = Instant::now();
     let outcome = tokio::select! {
-        outcome = tokio::time::timeout(timeout, run_steps(&mut user, &env.assignment.steps)) => match outcome {
+        outcome = tokio::time::timeout(timeout, run_steps(&mut user, env.assignment.steps_of(user_id))) => match outcome {
             Ok(result) => result.map(|_| ()),
             Err(_) => Err(anyhow!("iteration timed out after {timeout:?}")),
         },

@@ -245,3 +245,74 @@ fn steps_that_need_a_browser_are_refused_in_the_liveview_engine() {
     ]));
     assert_eq!(code, 0, "{json}");
 }
+
+#[test]
+fn a_mixed_run_sizes_for_each_engine_and_reports_each_scenario_apart() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path();
+    let page = "  - navigate: /lv\n  - liveview_connected\n  - click: \"#inc\"\n  \
+                - wait_for: { text: \"Count: 1\" }\n";
+    let browse = format!("name: browse\nbase_url: http://x\niterations: 2\nsteps:\n{page}");
+    let native = format!(
+        "name: native\nengine: liveview\nbase_url: http://x\niterations: 2\nsteps:\n{page}"
+    );
+    let api = "name: api\nengine: http\nbase_url: http://x\niterations: 2\nsteps:\n  - request: /health\n";
+    scenario_file(dir, "browse.yaml", &browse);
+    scenario_file(dir, "native.yaml", &native);
+    scenario_file(dir, "api.yaml", api);
+    let mix = "name: mixed\nbase_url: http://127.0.0.1:1\nduration: 60s\nmix:\n  \
+               - { scenario: browse.yaml, users: 2 }\n  - { scenario: native.yaml, users: 20 }\n  \
+               - { scenario: api.yaml, users: 20 }\n";
+    let path = scenario_file(dir, "mix.yaml", mix);
+    let target = demo_target();
+    let (code, report, output) = json_output(liveload(dir).args([
+        "run",
+        path.to_str().unwrap(),
+        "--base-url",
+        &target,
+        "--output",
+        "json",
+    ]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(report["users"], 42, "{report}");
+    assert_eq!(report["iterations_ok"], 84, "{report}");
+    // Each scenario's steps and iterations apart, with its own users' counts.
+    let latencies = &report["latencies"];
+    for (name, users) in [("browse", 2), ("native", 20)] {
+        assert_eq!(
+            latencies[format!("step:{name}/click #inc")]["count"],
+            2 * users,
+            "{latencies}"
+        );
+        assert_eq!(latencies[format!("iteration:{name}")]["count"], 2 * users);
+    }
+    assert_eq!(
+        latencies["step:api/GET /health"]["count"], 40,
+        "{latencies}"
+    );
+    assert_eq!(latencies["iteration:api"]["count"], 40);
+    // Browsers and native clients both joined the server's LiveView, each user twice.
+    let stats: serde_json::Value =
+        serde_json::from_str(&http_get(target.trim_start_matches("http://"), "/lv/stats")).unwrap();
+    assert_eq!(stats["joins"], 44, "{stats}");
+    assert_eq!(stats["clicks"], 44, "{stats}");
+    // The plan sized the node for both engines: a browser's fixed cost, and per user the
+    // average of 2 browser contexts and 40 protocol users.
+    let profile = &report["plan"]["sizing"]["profile"];
+    let mib = 1u64 << 20;
+    assert_eq!(
+        profile["browser_memory_usage_bytes"],
+        160 * mib,
+        "{profile}"
+    );
+    let memory = (2 * 24 * mib + 40 * 256 * 1024).div_ceil(42);
+    assert_eq!(profile["context_memory_usage_bytes"], memory, "{profile}");
+    let per_core = profile["browser_contexts_per_core"].as_f64().unwrap();
+    let wanted = 42.0 / (2.0 / 15.0 + 40.0 / 1000.0);
+    assert!((per_core - wanted).abs() < 1e-6, "{profile}");
+    assert!(
+        !report["nodes"][0]["facts"]["chromium"].is_null(),
+        "the node started a browser"
+    );
+}

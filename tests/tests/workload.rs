@@ -388,6 +388,7 @@ fn the_workload_examples_are_valid() {
         "examples/targets.yaml",
         "examples/api.yaml",
         "examples/liveview.yaml",
+        "examples/mix.yaml",
     ] {
         let example = repo().join(example);
         let (code, json, _) = json_output(liveload(state.path()).args([

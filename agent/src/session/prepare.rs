@@ -30,7 +30,7 @@ pub(super) async fn prepare(
         !assignment.no_browser,
     );
     // Protocol users need no browser, whatever the controller said.
-    if assignment.no_browser || assignment.engine.is_protocol() {
+    if !assignment.needs_browser() {
         let reply = AgentMessage::Prepared {
             users: assignment.users,
             browser: None,
@@ -62,7 +62,14 @@ pub(super) async fn prepare(
     // ahead (they would sit unused, holding memory sizing never counted).
     let closed_users = match assignment.workload {
         Workload::Open { .. } => 0,
-        _ => assignment.users,
+        // A mixed run's protocol users need none.
+        _ => (0..assignment.users)
+            .filter(|i| {
+                !assignment
+                    .engine_of(assignment.first_user_id + i)
+                    .is_protocol()
+            })
+            .count() as u64,
     };
     let contexts = prepare_contexts(&browser, closed_users, concurrency, &recorder).await;
     let reply = AgentMessage::Prepared {

@@ -241,3 +241,107 @@ mod tests {
         assert!(!context_gone("Request timed out"));
     }
 }
+
+/// How long a navigation may take at least (Playwright's default navigation timeout): a step
+/// timeout shorter than a page load is meant for elements, not for loading documents.
+const NAVIGATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Load `url` (or, `None`, reload the page) and wait for the new document's `load` event, as
+/// Playwright's `goto` does.
+///
+/// Not chromiumoxide's `goto`, and the `load` event is what ends the wait, not the answer to
+/// `Page.navigate`: with the LiveView page under load, about one navigation in a hundred had
+/// its document committed and loaded yet no answer to its `Page.navigate` reach the agent
+/// (chromiumoxide timed the command out after 30 s; `goto` hung on it the same way). The
+/// answer still counts when it comes: an error (`net::ERR_CONNECTION_REFUSED`) fails the
+/// step, and a same-document navigation (no new loader) ends it.
+pub async fn navigate(
+    page: &Page,
+    url: Option<&str>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use chromiumoxide::cdp::browser_protocol::page::{
+        EventLoadEventFired, NavigateParams, ReloadParams,
+    };
+    use futures_util::StreamExt as _;
+    let timeout = timeout.max(NAVIGATION_TIMEOUT);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut loaded = page.event_listener::<EventLoadEventFired>().await?;
+    // The document being left carries a mark; the new one, once complete, does not (a
+    // fallback to the load event, polled: see `document_loaded`).
+    let mark = format!("ll{}", rand::random::<u64>());
+    let _ = evaluate(page, format!("window.__liveloadLeaving = {mark:?}")).await;
+    // `Some(error)`: the navigation failed; `None` with `done`: nothing to load.
+    let started = async {
+        match url {
+            Some(url) => match page.execute(NavigateParams::new(url)).await {
+                Ok(answer) => {
+                    let result = &answer.result;
+                    let error = result.error_text.clone().filter(|e| !e.is_empty());
+                    (
+                        error.map(|e| format!("{url}: {e}")),
+                        result.loader_id.is_none(),
+                    )
+                }
+                // No answer (see above): the load event decides.
+                Err(_) => (None, false),
+            },
+            None => match page.execute(ReloadParams::default()).await {
+                Ok(_) | Err(_) => (None, false),
+            },
+        }
+    };
+    tokio::pin!(started);
+    let mut answered = false;
+    loop {
+        tokio::select! {
+            (error, same_document) = &mut started, if !answered => {
+                if let Some(error) = error {
+                    return Err(anyhow!(error));
+                }
+                if same_document {
+                    return Ok(());
+                }
+                answered = true;
+            }
+            event = loaded.next() => {
+                return match event {
+                    Some(_) => Ok(()),
+                    None => Err(anyhow!("the page closed while loading")),
+                };
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+                if document_loaded(page, &mark).await {
+                    return Ok(());
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return Err(not_loaded(page, timeout).await),
+        }
+    }
+}
+
+/// Whether the document that replaced the one marked `mark` is complete: what the load event
+/// says, read from the page, for when the event does not reach the agent.
+async fn document_loaded(page: &Page, mark: &str) -> bool {
+    let check =
+        format!("document.readyState === 'complete' && window.__liveloadLeaving !== {mark:?}");
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(1), evaluate(page, check));
+    matches!(answer.await, Ok(Ok(serde_json::Value::Bool(true))))
+}
+
+/// A navigation's timeout, saying how far the document got (still loading, or loaded
+/// without the event).
+async fn not_loaded(page: &Page, timeout: std::time::Duration) -> anyhow::Error {
+    let state = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        evaluate(page, "document.readyState".into()),
+    )
+    .await;
+    let state = match state {
+        Ok(Ok(serde_json::Value::String(state))) => state,
+        _ => "unknown".into(),
+    };
+    anyhow!(
+        "the page did not finish loading (its load event) within {timeout:?} (document.readyState: {state})"
+    )
+}

@@ -224,11 +224,11 @@ async fn run_step(user: &mut UserState<'_>, step: &Step) -> Result<Flow> {
     match &step.kind {
         StepKind::Navigate { url } => {
             let url = allowed_url(&resolve_url(user.base_url, &t(url)), user.allow_schemes)?;
-            page()?.goto(url).await?;
+            cdp::navigate(page()?, Some(&url), timeout).await?;
             record_navigation_timing(page()?, user.recorder).await;
         }
         StepKind::Reload => {
-            page()?.reload().await?;
+            cdp::navigate(page()?, None, timeout).await?;
             record_navigation_timing(page()?, user.recorder).await;
         }
         StepKind::Click { selector } => actions::click(page()?, &t(selector), timeout).await?,

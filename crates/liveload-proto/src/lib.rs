@@ -32,6 +32,7 @@ mod diagnostics;
 mod hosts;
 pub mod json_path;
 pub mod launch;
+mod mix;
 mod protocol_step;
 mod records;
 mod step;
@@ -41,6 +42,7 @@ pub use diagnostics::{
     Diagnostics, ErrorOccurrence, FailureCapture, StepTrace, TraceOptions, TracePhase,
 };
 pub use hosts::{HostMapping, HostRules, check_address, check_host_pattern, url_host};
+pub use mix::UserGroup;
 pub use protocol_step::{AnswerCheck, AnswerSource, AnswerValue, Engine, HttpBody, HttpRequest};
 pub use records::{RecordKind, TraceFile, TraceRecord};
 pub use step::{AssertCheck, ExtractFrom, Step, StepKind, WaitCondition};
@@ -56,7 +58,9 @@ pub use template::Generator;
 /// `Release`. Version 4: several base URLs per node and [`HostRules`], which an older agent
 /// would ignore (sending every user to one target, and loading the hosts a scenario blocks);
 /// protocol users (`engine: http` and its steps). Version 5: `engine: liveview`, which an
-/// older agent would refuse as an unknown engine after the handshake rather than at it.
+/// older agent would refuse as an unknown engine after the handshake rather than at it;
+/// mixed runs' [`UserGroup`]s, which an older agent would ignore (running every user as the
+/// first scenario).
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest frame either side accepts, in bytes. A snapshot of hundreds of histograms fits
@@ -344,6 +348,10 @@ pub struct Assignment {
     /// What the users are: browsers, or protocol users (`engine: http`, no browser launched).
     #[serde(default, skip_serializing_if = "is_browser")]
     pub engine: Engine,
+    /// A mixed run's scenarios on this node (`mix:`): which users run which steps as which
+    /// engine. Empty: every user runs `steps` as `engine`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<UserGroup>,
 }
 
 fn is_browser(engine: &Engine) -> bool {
@@ -379,6 +387,7 @@ impl Assignment {
             base_urls: Vec::new(),
             host_rules: HostRules::default(),
             engine: Engine::default(),
+            groups: Vec::new(),
         }
     }
 

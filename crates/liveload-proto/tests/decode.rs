@@ -137,6 +137,7 @@ fn arb_controller_message() -> impl Strategy<Value = ControllerMessage> {
                     base_urls: Vec::new(),
                     host_rules: Default::default(),
                     engine: Default::default(),
+                    groups: Vec::new(),
                     run_id: "r".into(),
                     scenario: "s".into(),
                     base_url: "http://127.0.0.1".into(),

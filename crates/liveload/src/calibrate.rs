@@ -104,6 +104,14 @@ async fn calibrate(args: &CalibrateArgs, ctx: &Ctx<'_>) -> Result<CalibratedProf
     if let Some(url) = &args.base_url {
         scenario.set_base_url(url);
     }
+    if !scenario.mix.is_empty() {
+        return Err(Error::InvalidOption {
+            option: "calibrate".into(),
+            message: "the file is a mix (mix:): calibrate each of its scenarios, and give each \
+                      its profile with `sizing:`; the mix sizes from them"
+                .into(),
+        });
+    }
     // Each step holds exactly its users, all started at once: the scenario's own ramp would
     // leave the steady half without them, and an open model does not hold a user count.
     if matches!(scenario.load, Load::Open { .. }) {

@@ -374,6 +374,10 @@ impl RunFlags {
         // stop a run that names another).
         let defaults = match &self.profile {
             Some(path) => liveload_core::profile::CalibratedProfile::load(path)?.browser_profile(),
+            // A mix's users cost what its scenarios' cost, in their proportions.
+            None if !scenario.mix.is_empty() => scenario
+                .sizing
+                .apply(liveload_core::scenario::mixed_profile(&scenario.mix))?,
             None => scenario
                 .sizing
                 .apply(BrowserProfile::for_engine(scenario.engine))?,

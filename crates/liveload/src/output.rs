@@ -44,8 +44,25 @@ pub fn valid(
             "{}",
             serde_json::json!({"valid": true, "file": path, "name": scenario.name, "steps": steps,
                 "users": scenario.users, "duration_s": scenario.duration.as_secs_f64(),
-                "data_rows": scenario.data.as_ref().map(|d| d.rows.len())})
+                "data_rows": scenario.data.as_ref().map(|d| d.rows.len()),
+                "mix": scenario.mix.iter().map(|p| serde_json::json!({
+                    "scenario": p.name, "engine": p.engine, "users": p.users})).collect::<Vec<_>>()})
         ),
+        OutputFormat::Text if !scenario.mix.is_empty() => {
+            let parts: Vec<String> = scenario
+                .mix
+                .iter()
+                .map(|p| format!("{} ({:?}, {} users)", p.name, p.engine, p.users).to_lowercase())
+                .collect();
+            println!(
+                "{}: valid mix '{}': {}; {} users for {:?}",
+                path.display(),
+                scenario.name,
+                parts.join(", "),
+                scenario.users,
+                scenario.duration,
+            );
+        }
         OutputFormat::Text => println!(
             "{}: valid scenario '{}': {} steps, {} users for {:?}{}",
             path.display(),
@@ -98,8 +115,8 @@ fn plan_text(plan: &Plan) -> String {
         "Plan: {nodes} node(s) x up to {upn} users for {users} users (limit {max} nodes)\n\
          Node size ({source}): {mem:.1} GiB memory, {cores:.2} cores\n\
          Why: usable = {mem:.1} GiB x {f} - {head:.0} MiB = {usable:.0} MiB; \
-         by memory = ({usable:.0} - {bm:.0} browser) / {cm:.0} per user = {bym}; \
-         by cpu = {cores:.2} cores x {cpc} per core = {byc}; users per node = min = {upn}\n",
+         by memory = ({usable:.0} - {bm:.0} browser) / {cm:.3} per user = {bym}; \
+         by cpu = {cores:.2} cores x {cpc:.1} per core = {byc}; users per node = min = {upn}\n",
         nodes = plan.nodes,
         upn = plan.users_per_node,
         users = plan.users,

@@ -64,6 +64,18 @@ pub async fn run(args: TryArgs) -> i32 {
         let e = Error::io(format!("creating {}", dir.display()), e);
         return crate::output::error(&e, OutputFormat::Text);
     }
+    if let Some(first) = scenario.mix.first().cloned() {
+        println!(
+            "'{}' is a mix: trying its first scenario, '{}' ({})",
+            scenario.name,
+            first.name,
+            first.file.display()
+        );
+        scenario.engine = first.engine;
+        scenario.steps = first.steps;
+        scenario.user_loop = first.user_loop;
+        scenario.mix.clear();
+    }
     println!(
         "trying '{}' as user {} against {}",
         scenario.name,
@@ -158,6 +170,7 @@ fn assignment(scenario: &Scenario, run_id: &str, args: &TryArgs) -> Assignment {
         ),
         host_rules: scenario.host_rules.clone(),
         engine: scenario.engine,
+        groups: Vec::new(),
         first_user_id: args.user,
         users: 1,
         // Room for the one iteration (and `on_start`); `max_iterations` ends the user after it.

@@ -114,7 +114,8 @@ fn prepare_frame(
         }),
         workload: terms.workload,
         throttle: terms.throttle,
-        // Protocol users never have a browser, whatever the options say.
+        // Protocol users never have a browser, whatever the options say (a mix's engine is a
+        // browser's when any of its scenarios' is).
         no_browser: options.no_browser || scenario.engine.is_protocol(),
         diagnostics: scenario.diagnostics(),
         allow_schemes: scenario.allow_schemes.clone(),
@@ -131,6 +132,7 @@ fn prepare_frame(
         ),
         host_rules: scenario.host_rules.clone(),
         engine: scenario.engine,
+        groups: crate::scenario::node_groups(&scenario.mix, (first_user_id, users)),
     }))
 }
 

@@ -41,6 +41,7 @@
 
 mod data;
 mod lower;
+mod mix;
 mod nesting;
 mod network;
 mod protocol;
@@ -51,6 +52,7 @@ mod schema_drift;
 mod text;
 mod workload;
 pub use data::{DataMode, rows_for_node};
+pub use mix::{MixPart, mixed_profile, node_groups};
 pub use network::{TargetDistribution, targets_for_node};
 pub use workload::{ScenarioSizing, coordinate_points};
 
@@ -115,6 +117,8 @@ pub struct Scenario {
     /// What each user does around its iterations: `on_start`/`on_stop` steps, a number of
     /// iterations, a pacing (closed model).
     pub user_loop: UserLoop,
+    /// A run file's scenarios (`mix:`), run together; empty for a scenario.
+    pub mix: Vec<MixPart>,
 }
 
 /// How users arrive (the workload model).
@@ -194,6 +198,7 @@ impl Scenario {
             allow_schemes: Vec::new(),
             sizing: ScenarioSizing::default(),
             user_loop: UserLoop::default(),
+            mix: Vec::new(),
         }
     }
 }
@@ -304,8 +309,15 @@ impl Scenario {
             column,
             message,
         })?;
-        let raw: RawScenario = serde_yaml_ng::from_str(text).map_err(|e| source.parse_error(e))?;
-        Self::lower(raw, path).map_err(|e| source.locate(e))
+        let mut raw: RawScenario =
+            serde_yaml_ng::from_str(text).map_err(|e| source.parse_error(e))?;
+        let mix = std::mem::take(&mut raw.mix);
+        check_outline(&raw, !mix.is_empty()).map_err(|e| source.locate(e))?;
+        let mut scenario = Self::lower(raw, path).map_err(|e| source.locate(e))?;
+        if !mix.is_empty() {
+            mix::load(path, &mut scenario, mix)?;
+        }
+        Ok(scenario)
     }
 
     /// Everything after parsing, one section at a time.
@@ -315,7 +327,6 @@ impl Scenario {
     /// the steps because its columns are variables the steps may use.
     fn lower(mut raw: RawScenario, path: &Path) -> std::result::Result<Scenario, Located> {
         use std::mem::take;
-        check_outline(&raw)?;
         let (base_urls, target_distribution) = network::lower_targets(
             raw.base_url.take(),
             take(&mut raw.base_urls),
@@ -381,12 +392,30 @@ impl Scenario {
             allow_schemes,
             sizing,
             user_loop,
+            mix: Vec::new(),
         })
     }
 }
 
-/// What every scenario needs and serde cannot check: at least one step.
-fn check_outline(raw: &RawScenario) -> std::result::Result<(), Located> {
+/// What every scenario needs and serde cannot check: at least one step; a run file (`mix:`)
+/// none, and no engine or users of its own.
+fn check_outline(raw: &RawScenario, mixing: bool) -> std::result::Result<(), Located> {
+    if mixing {
+        let own = [
+            (!raw.steps.is_empty(), "steps"),
+            (!raw.on_start.is_empty(), "on_start"),
+            (!raw.on_stop.is_empty(), "on_stop"),
+            (raw.engine.is_some(), "engine"),
+            (raw.users.is_some(), "users"),
+        ];
+        if let Some((_, key)) = own.iter().find(|(set, _)| *set) {
+            return Err(Located::new(
+                format!("{key}: a run file with mix: takes it from its scenarios"),
+                *key,
+            ));
+        }
+        return Ok(());
+    }
     if raw.steps.is_empty() {
         return Err(Located::new(
             "steps: a scenario needs at least one step",

@@ -79,6 +79,9 @@ pub(super) struct RawScenario {
     /// `throttle:` — cluster-wide limits on iterations.
     #[serde(default)]
     pub(super) throttle: Option<RawThrottle>,
+    /// `mix:` — a run file: the scenarios run together and their users.
+    #[serde(default)]
+    pub(super) mix: Vec<super::mix::RawMixPart>,
     /// `engine:` — what users are: `browser` (the default), `http` (protocol users) or
     /// `liveview` (native LiveView clients).
     #[serde(default)]
@@ -98,7 +101,8 @@ pub(super) struct RawScenario {
     /// `on_start:` — steps each user runs once, before its first iteration.
     #[serde(default)]
     pub(super) on_start: Vec<RawStep>,
-    /// `steps:` — what one iteration does.
+    /// `steps:` — what one iteration does (none in a run file with `mix:`).
+    #[serde(default)]
     pub(super) steps: Vec<RawStep>,
     /// `on_stop:` — steps each user runs once, after its last iteration.
     #[serde(default)]

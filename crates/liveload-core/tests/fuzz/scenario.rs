@@ -85,6 +85,7 @@ fn check_scenario(s: &Scenario) -> Result<(), TestCaseError> {
         base_urls: s.base_urls.clone(),
         host_rules: s.host_rules.clone(),
         engine: s.engine,
+        groups: Vec::new(),
         first_user_id: 0,
         users: s.users,
         duration_ms: s.duration.as_millis() as u64,

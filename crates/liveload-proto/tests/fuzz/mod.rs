@@ -246,6 +246,7 @@ fn controller_seeds() -> Vec<Value> {
         base_urls: Vec::new(),
         host_rules: Default::default(),
         engine: Default::default(),
+        groups: Vec::new(),
         run_id: "r".into(),
         scenario: "s".into(),
         base_url: "http://127.0.0.1".into(),
