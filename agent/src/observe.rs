@@ -485,7 +485,11 @@ impl LiveviewPushes {
             }
             _ => return,
         };
-        // A page that never hears back must not grow this without bound.
+        // A page that never hears back (a socket closed, a join retried while reconnecting)
+        // must not grow this without bound: pushes older than a minute are given up.
+        if self.waiting.len() >= 1_000 {
+            self.waiting.retain(|_, (_, sent)| at - *sent < 60.0);
+        }
         if self.waiting.len() < 1_000 {
             self.waiting
                 .insert((socket.to_string(), r#ref), (metric, at));

@@ -49,15 +49,18 @@ pub async fn ws_connect(user: &mut UserState<'_>, url: &str, timeout: Duration) 
 
 /// Open a WebSocket to `url` (`ws://` or `http://`), the user's cookies in its handshake.
 pub async fn open(protocol: &super::ProtocolUser, url: &str, timeout: Duration) -> Result<Stream> {
+    // Errors name the URL without its query, which may carry tokens (LiveView's CSRF token)
+    // and would make every user's message distinct.
+    let shown = url.split(['?', '#']).next().unwrap_or_default().to_string();
     let (http_url, ws_url) = match url.split_once("://") {
         Some(("http" | "ws", rest)) => (format!("http://{rest}"), format!("ws://{rest}")),
-        Some(("https" | "wss", _)) => bail!("{url}: wss:// is not supported yet"),
-        _ => bail!("{url}: not an http(s) or ws URL"),
+        Some(("https" | "wss", _)) => bail!("{shown}: wss:// is not supported yet"),
+        _ => bail!("{shown}: not an http(s) or ws URL"),
     };
     let mut request = ws_url
         .as_str()
         .into_client_request()
-        .map_err(|e| anyhow!("{ws_url}: {e}"))?;
+        .map_err(|e| anyhow!("{shown}: {e}"))?;
     if let Ok(parsed) = url::Url::parse(&http_url)
         && let Some(cookies) = reqwest::cookie::CookieStore::cookies(&*protocol.jar, &parsed)
     {
@@ -66,8 +69,8 @@ pub async fn open(protocol: &super::ProtocolUser, url: &str, timeout: Duration) 
     let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true);
     let (stream, _) = tokio::time::timeout(timeout, connect)
         .await
-        .map_err(|_| anyhow!("{ws_url}: no handshake within {timeout:?}"))?
-        .map_err(|e| anyhow!("{ws_url}: {e}"))?;
+        .map_err(|_| anyhow!("{shown}: no handshake within {timeout:?}"))?
+        .map_err(|e| anyhow!("{shown}: {e}"))?;
     Ok(stream)
 }
 

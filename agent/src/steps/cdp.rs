@@ -270,7 +270,11 @@ pub async fn navigate(
     // The document being left carries a mark; the new one, once complete, does not (a
     // fallback to the load event, polled: see `document_loaded`).
     let mark = format!("ll{}", rand::random::<u64>());
-    let _ = evaluate(page, format!("window.__liveloadLeaving = {mark:?}")).await;
+    let marking = evaluate(page, format!("window.__liveloadLeaving = {mark:?}"));
+    let marked = matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), marking).await,
+        Ok(Ok(_))
+    );
     // `Some(error)`: the navigation failed; `None` with `done`: nothing to load.
     let started = async {
         match url {
@@ -304,13 +308,14 @@ pub async fn navigate(
                 }
                 answered = true;
             }
-            event = loaded.next() => {
-                return match event {
-                    Some(_) => Ok(()),
-                    None => Err(anyhow!("the page closed while loading")),
-                };
-            }
-            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+            event = loaded.next() => match event {
+                // The load of the new document, not of the one being left (a click may have
+                // started loading it): the mark says which.
+                Some(_) if !marked || document_loaded(page, &mark).await => return Ok(()),
+                Some(_) => {}
+                None => return Err(anyhow!("the page closed while loading")),
+            },
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)), if marked => {
                 if document_loaded(page, &mark).await {
                     return Ok(());
                 }

@@ -26,17 +26,29 @@ pub struct UserGroup {
 }
 
 impl Assignment {
-    /// The group user `user_id` belongs to: the one whose range holds it; a user beyond every
-    /// range (added while the run goes on) takes the groups in turn.
+    /// The group user `user_id` belongs to: the one whose range holds it. A user beyond the
+    /// node's ids (added while the run goes on) is placed as the node's own user at the same
+    /// offset modulo its count, so added users keep the node's proportions (and never land in
+    /// a group the node has no user of, such as browsers on a node without a browser).
     pub fn group_of(&self, user_id: u64) -> Option<&UserGroup> {
-        let held = self.groups.iter().find(|g| {
-            (g.first_user_id..g.first_user_id.saturating_add(g.users)).contains(&user_id)
-        });
-        match (held, self.groups.len() as u64) {
-            (Some(group), _) => Some(group),
-            (None, 0) => None,
-            (None, n) => self.groups.get((user_id % n) as usize),
+        let holds = |g: &&UserGroup, id: u64| {
+            (g.first_user_id..g.first_user_id.saturating_add(g.users)).contains(&id)
+        };
+        if let Some(group) = self.groups.iter().find(|g| holds(g, user_id)) {
+            return Some(group);
         }
+        let mine = self.groups.iter().map(|g| g.users).sum::<u64>();
+        if mine == 0 {
+            return self.groups.first();
+        }
+        let first = self
+            .groups
+            .iter()
+            .map(|g| g.first_user_id)
+            .min()
+            .unwrap_or(0);
+        let inside = first + user_id.wrapping_sub(first) % mine;
+        self.groups.iter().find(|g| holds(g, inside))
     }
 
     /// The steps user `user_id` iterates over.
@@ -61,7 +73,9 @@ impl Assignment {
         let browsers = if self.groups.is_empty() {
             self.engine == Engine::Browser
         } else {
-            self.groups.iter().any(|g| g.engine == Engine::Browser)
+            self.groups
+                .iter()
+                .any(|g| g.engine == Engine::Browser && g.users > 0)
         };
         browsers && !self.no_browser
     }
@@ -106,9 +120,10 @@ mod tests {
             assignment.group_metric(10).as_deref(),
             Some("iteration:browse")
         );
-        // Added users: 16 and 17 alternate.
-        assert_eq!(assignment.group_of(16).unwrap().name, "browse");
-        assert_eq!(assignment.group_of(17).unwrap().name, "api");
+        // Added users take the node's proportions: 15 is placed as 10, 16 as 11.
+        assert_eq!(assignment.group_of(15).unwrap().name, "browse");
+        assert_eq!(assignment.group_of(16).unwrap().name, "api");
+        assert_eq!(assignment.group_of(20).unwrap().name, "browse");
         assert!(assignment.needs_browser());
         assignment.groups.remove(0);
         assert!(!assignment.needs_browser());

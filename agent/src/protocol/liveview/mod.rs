@@ -270,6 +270,10 @@ impl LiveView {
             tokio::pin!(changed);
             changed.as_mut().enable();
             self.follow((protocol, recorder), deadline).await?;
+            if !Arc::ptr_eq(&shared, &self.socket.shared) {
+                // A redirect loaded a new page: listen to its socket.
+                continue;
+            }
             let html = self.html()?;
             if check(&html, &self.url)? {
                 return Ok(());
@@ -282,7 +286,7 @@ impl LiveView {
     }
 
     /// Follow a navigation the server asked for, if any.
-    async fn follow(
+    pub(super) async fn follow(
         &mut self,
         (protocol, recorder): (&mut ProtocolUser, &Recorder),
         deadline: Instant,

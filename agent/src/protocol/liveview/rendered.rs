@@ -8,11 +8,13 @@
 //! of one item), `kc` (how many) and `km` (items moved). A diff carries only what changed; a
 //! part with `s` replaces the old one, a part without merges into it.
 //!
-//! Supported: statics, dynamics, nested trees, shared templates (`p`), keyed comprehensions
-//! (new, changed, moved and dropped entries), components (`c`, with statics shared by id),
-//! root markers (`r`, ignored: they only drive the JS client's DOM patching). Not supported,
-//! and reported when met so element steps fail with the reason rather than read a wrong
-//! page: streams (`stream`: their items live only in a browser's DOM).
+//! Supported (LiveView 1.1 and later): statics, dynamics, nested trees, shared templates
+//! (`p`, resolved against the diff that brought them), keyed comprehensions (new, changed,
+//! moved and dropped entries), components (`c`, with statics shared by id), root markers
+//! (`r`, ignored: they only drive the JS client's DOM patching). Not supported, and reported
+//! when met so element steps fail with the reason rather than read a wrong page: streams
+//! (`stream`: their items live only in a browser's DOM) and LiveView 1.0's comprehensions
+//! (`d`).
 
 use serde_json::{Map, Value};
 
@@ -39,12 +41,33 @@ impl Rendered {
         let Some(diff_map) = diff.as_object_mut() else {
             return;
         };
-        if diff_map.contains_key("stream") || diff_map.values().any(|v| contains_key(v, "stream")) {
-            self.unsupported = Some("LiveView streams");
+        // Events pushed to hooks (`e`), a hook's reply (`r` at the top of a reply's diff is
+        // the root flag or a reply; neither renders) and the page title (`t`) are not parts of
+        // the tree: leave them out, so a payload's keys are not read as the format's.
+        diff_map.remove("e");
+        diff_map.remove("t");
+        if !diff_map.contains_key("s") {
+            diff_map.remove("r");
         }
-        if let Some(Value::Object(new)) = diff_map.remove("c") {
+        let tree_value = Value::Object(std::mem::take(diff_map));
+        if contains_key(&tree_value, "stream") {
+            self.unsupported = Some("LiveView streams");
+        } else if contains_key(&tree_value, "d") {
+            self.unsupported = Some("LiveView 1.0 comprehensions (`d`; 1.1 or later is read)");
+        }
+        let Value::Object(mut diff_map) = tree_value else {
+            return;
+        };
+        resolve_templates(&mut diff_map, None, 0);
+        if let Some(Value::Object(mut new)) = diff_map.remove("c") {
+            for component in new.values_mut() {
+                if let Value::Object(component) = component {
+                    resolve_templates(component, None, 0);
+                }
+            }
             self.merge_components(new);
         }
+        let diff_map = &mut diff_map;
         match &mut self.tree {
             Value::Object(tree) if !diff_map.contains_key("s") => {
                 merge_into(tree, std::mem::take(diff_map))
@@ -122,6 +145,43 @@ impl Rendered {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// Replace every template reference (`s` as a number) with the statics it names, from the
+/// nearest `p` at or above it in this diff, and drop the `p`s: LiveView sends templates with
+/// each diff, numbered afresh, so they must be resolved against the diff they came with (the
+/// JS client does the same at render time), never merged into the tree.
+fn resolve_templates(tree: &mut Map<String, Value>, templates: Option<&Value>, depth: u32) {
+    if depth > 64 {
+        return;
+    }
+    let own = tree.remove("p");
+    let templates = own.as_ref().or(templates);
+    if let (Some(Value::Number(index)), Some(templates)) = (tree.get("s"), templates)
+        && let Some(statics) = templates.get(index.to_string())
+    {
+        let statics = statics.clone();
+        tree.insert("s".into(), statics);
+    }
+    for (key, value) in tree.iter_mut() {
+        match value {
+            Value::Object(child) if key == "k" => {
+                for entry in child.values_mut() {
+                    match entry {
+                        Value::Object(entry) => resolve_templates(entry, templates, depth + 1),
+                        Value::Array(moved) => {
+                            if let Some(Value::Object(entry)) = moved.get_mut(1) {
+                                resolve_templates(entry, templates, depth + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Value::Object(child) if key != "c" => resolve_templates(child, templates, depth + 1),
+            _ => {}
         }
     }
 }
@@ -231,7 +291,8 @@ fn resolve_component(
             let base = if shared > 0 {
                 resolve_component(&shared.to_string(), new, old, resolved, depth + 1)
             } else {
-                old.get(&(-shared).to_string()).cloned().unwrap_or_default()
+                let id = shared.checked_neg().unwrap_or(0);
+                old.get(&id.to_string()).cloned().unwrap_or_default()
             };
             let mut merged = merge(&base, diff);
             merged.insert("s".into(), base.get("s").cloned().unwrap_or_default());

@@ -228,7 +228,7 @@ fn receive(shared: &Shared, text: &str) {
     let mut state = shared.lock();
     let current = topic.as_str() == Some(state.topic.as_str()) && join_ref == state.join_ref;
     match event.as_str().unwrap_or_default() {
-        "phx_reply" => reply(&mut state, &r#ref, payload, text.len()),
+        "phx_reply" => reply(&mut state, (&r#ref, current), payload, text.len()),
         "diff" if current => {
             if let Some(rendered) = state.rendered.as_mut() {
                 rendered.merge(payload);
@@ -267,9 +267,22 @@ fn to(payload: &Value) -> String {
     payload["to"].as_str().unwrap_or_default().to_string()
 }
 
-/// A `phx_reply`: the join's tree, or the reply's diff, applied before its waiter hears.
-fn reply(state: &mut ViewState, r#ref: &str, payload: Value, bytes: usize) {
+/// A `phx_reply`: the join's tree, or the reply's diff, applied before its waiter hears. A
+/// reply to a push given up on (its step timed out) still brings its diff: later diffs build
+/// on it.
+fn reply(state: &mut ViewState, (r#ref, current): (&str, bool), payload: Value, bytes: usize) {
     let Some(waiter) = state.waiting.remove(r#ref) else {
+        let late_diff = payload["response"].get("diff").cloned();
+        if let (true, "ok", Some(diff)) =
+            (current, payload["status"].as_str().unwrap_or(""), late_diff)
+            && state.joining.is_none()
+            && let Some(rendered) = state.rendered.as_mut()
+        {
+            rendered.merge(diff);
+            state.html = None;
+            state.diffs += 1;
+            state.diff_bytes += bytes as u64;
+        }
         return; // A heartbeat's, or one given up on.
     };
     if payload["status"].as_str() != Some("ok") {

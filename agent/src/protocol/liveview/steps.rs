@@ -119,6 +119,9 @@ async fn act(
 ) -> Result<Option<String>> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
+    // A navigation the last reply or a server push asked for comes first: every step acts
+    // on the page the user is on.
+    view.follow((protocol, recorder), deadline).await?;
     match action {
         Action::Click(selector) => {
             let element = ready(view, (protocol, recorder), &selector, timeout).await?;
@@ -139,6 +142,9 @@ async fn act(
             Ok(None)
         }
         Action::Submit(form, then, timeout) => {
+            // The step's own timeout covers the submit and the wait after it.
+            let deadline = Instant::now() + timeout;
+            ready(view, (protocol, recorder), &form, timeout).await?;
             let html = view.html()?;
             let (form_element, fields) = dom::form(&html, &form, None)?
                 .ok_or_else(|| anyhow!("no form matches '{form}'"))?;

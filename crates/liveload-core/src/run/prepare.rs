@@ -132,7 +132,7 @@ fn prepare_frame(
         ),
         host_rules: scenario.host_rules.clone(),
         engine: scenario.engine,
-        groups: crate::scenario::node_groups(&scenario.mix, (first_user_id, users)),
+        groups: crate::scenario::node_groups(&scenario.mix, (first_user_id, users), options.users),
     }))
 }
 

@@ -184,41 +184,74 @@ pub fn mixed_profile(mix: &[MixPart]) -> BrowserProfile {
     }
 }
 
-/// The groups of the node holding users `first .. first + users` of a run of `total` users:
-/// scenario i takes the share `users_i / mix_total` of the ids, by cumulative rounding, so the
-/// nodes' groups add up to each scenario's users exactly (in proportion when `--users`
-/// changed the total).
-pub fn node_groups(mix: &[MixPart], (first, users): (u64, u64)) -> Vec<UserGroup> {
-    let mix_total: u128 = mix.iter().map(|p| u128::from(p.users)).sum::<u128>().max(1);
-    // The ids below `at` that belong to the first `i` scenarios, cluster-wide.
-    let below = |at: u64, parts: &[MixPart]| -> u64 {
-        let share: u128 = parts.iter().map(|p| u128::from(p.users)).sum();
-        let scaled = u128::from(at) * share / mix_total;
-        u64::try_from(scaled).unwrap_or(u64::MAX)
-    };
-    let end = first.saturating_add(users);
-    let mut groups = Vec::new();
-    let mut next_id = first;
-    for i in 0..mix.len() {
-        // Users of scenario i on this node: its share of [first, end).
-        let upto = |at: u64| below(at, &mix[..=i]) - below(at, &mix[..i]);
-        let count = if i + 1 == mix.len() {
-            end - next_id
-        } else {
-            upto(end) - upto(first)
-        };
-        let part = &mix[i];
-        groups.push(UserGroup {
-            name: part.name.clone(),
-            engine: part.engine,
-            first_user_id: next_id,
-            users: count,
-            steps: part.steps.clone(),
-            user_loop: part.user_loop.clone(),
-        });
-        next_id += count;
+/// The groups of the node holding users `first .. first + users` of a run of `total` users.
+///
+/// Each user id of the run belongs to one scenario by a fixed rule: id `u` is placed at
+/// `u * stride mod total` (a stride coprime with `total`, near 0.618 of it, so consecutive
+/// ids spread over the whole range), and scenario `i` owns the positions from
+/// `total * users_before_i / mix_total` up to the next scenario's. Every id is owned once, so
+/// the scenarios' users add up exactly (in proportion when `--users` changed the total), and
+/// any node's run of consecutive ids holds each scenario in about its share. The node's
+/// counts are then laid out as consecutive ranges of its ids, one per scenario, in the mix's
+/// order. The cost is one step per user of the node.
+pub fn node_groups(mix: &[MixPart], (first, users): (u64, u64), total: u64) -> Vec<UserGroup> {
+    if mix.is_empty() {
+        return Vec::new();
     }
-    groups
+    let counts = node_counts(mix, (first, users), total);
+    let mut next_id = first;
+    mix.iter()
+        .zip(counts)
+        .map(|(part, count)| {
+            let group = UserGroup {
+                name: part.name.clone(),
+                engine: part.engine,
+                first_user_id: next_id,
+                users: count,
+                steps: part.steps.clone(),
+                user_loop: part.user_loop.clone(),
+            };
+            next_id += count;
+            group
+        })
+        .collect()
+}
+
+/// How many of the node's users each scenario has (see [`node_groups`]).
+fn node_counts(mix: &[MixPart], (first, users): (u64, u64), total: u64) -> Vec<u64> {
+    let total = u128::from(total.max(first.saturating_add(users)).max(1));
+    let mix_total: u128 = mix.iter().map(|p| u128::from(p.users)).sum::<u128>().max(1);
+    // Where each scenario's positions end.
+    let mut before = 0u128;
+    let ends: Vec<u128> = mix
+        .iter()
+        .map(|p| {
+            before += u128::from(p.users);
+            total * before / mix_total
+        })
+        .collect();
+    let stride = coprime_stride(total);
+    let mut counts = vec![0u64; mix.len()];
+    for id in first..first.saturating_add(users) {
+        let position = u128::from(id) * stride % total;
+        let owner = ends
+            .partition_point(|&end| end <= position)
+            .min(mix.len() - 1);
+        counts[owner] += 1;
+    }
+    counts
+}
+
+/// A stride near 0.618 of `total` that shares no factor with it (a permutation of the ids).
+fn coprime_stride(total: u128) -> u128 {
+    fn gcd(a: u128, b: u128) -> u128 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let mut stride = (total * 618 / 1000).max(1);
+    while gcd(stride, total) != 1 {
+        stride += 1;
+    }
+    stride
 }
 
 #[cfg(test)]
@@ -286,6 +319,10 @@ mod tests {
 
     #[test]
     fn nodes_hold_each_scenario_in_proportion_and_the_sums_are_exact() {
+        // A node's share is near its proportion: 120 users in 2 nodes of 60.
+        let mix2 = [part("a", Engine::Browser, 20), part("b", Engine::Http, 100)];
+        let half = node_groups(&mix2, (0, 60), 120);
+        assert!((8..=12).contains(&half[0].users), "{half:?}");
         let mix = [
             part("a", Engine::Browser, 3),
             part("b", Engine::Http, 100),
@@ -298,7 +335,7 @@ mod tests {
             for n in 0..nodes {
                 let first = total * n / nodes;
                 let users = total * (n + 1) / nodes - first;
-                let groups = node_groups(&mix, (first, users));
+                let groups = node_groups(&mix, (first, users), total);
                 assert_eq!(groups.iter().map(|g| g.users).sum::<u64>(), users);
                 for (i, group) in groups.iter().enumerate() {
                     assert_eq!(group.first_user_id, next, "contiguous ids");
@@ -308,9 +345,29 @@ mod tests {
             }
             assert_eq!(sums, [3, 100, 17], "{nodes} nodes");
         }
-        // `--users` halving the total halves each share (within one user).
-        let groups = node_groups(&mix, (0, 60));
+        // `--users` halving the total halves each share (cumulative rounding down).
+        let groups = node_groups(&mix, (0, 60), 60);
         let counts: Vec<u64> = groups.iter().map(|g| g.users).collect();
         assert_eq!(counts, [1, 50, 9]);
+        // The review's counter-examples of a rule that was not monotone: three or more
+        // scenarios over many nodes never give a node a negative count, and add up.
+        for (sizes, nodes) in [(vec![1000u64, 10, 500], 26u64), (vec![100, 20, 1000], 31)] {
+            let mix: Vec<MixPart> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| part(&format!("s{i}"), Engine::Http, n))
+                .collect();
+            let total: u64 = sizes.iter().sum();
+            let mut sums = vec![0u64; sizes.len()];
+            for n in 0..nodes {
+                let first = total * n / nodes;
+                let users = total * (n + 1) / nodes - first;
+                for (i, group) in node_groups(&mix, (first, users), total).iter().enumerate() {
+                    assert!(group.users <= users);
+                    sums[i] += group.users;
+                }
+            }
+            assert_eq!(sums, sizes);
+        }
     }
 }

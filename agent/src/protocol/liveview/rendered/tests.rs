@@ -105,3 +105,37 @@ fn malformed_trees_render_what_they_can_without_panicking() {
         let _ = view.to_html();
     }
 }
+
+#[test]
+fn templates_are_resolved_with_the_diff_that_brought_them() {
+    // Each diff numbers its templates from 0: an untouched part keeps the statics it was
+    // rendered with.
+    let mut view = Rendered::new(json!({
+        "s": ["", "|", ""],
+        "0": {"s": 0, "0": "a"},
+        "1": {"s": 1, "0": "b"},
+        "p": {"0": ["<i>", "</i>"], "1": ["<b>", "</b>"]}
+    }));
+    assert_eq!(view.to_html(), "<i>a</i>|<b>b</b>");
+    view.merge(json!({"1": {"s": 0, "0": "c"}, "p": {"0": ["<u>", "</u>"]}}));
+    assert_eq!(view.to_html(), "<i>a</i>|<u>c</u>");
+    // A comprehension's entries share the diff's templates too.
+    view.merge(
+        json!({"0": {"s": 0, "k": {"0": {"0": {"s": 1, "0": "x"}}, "kc": 1}},
+        "p": {"0": ["[", "]"], "1": ["(", ")"]}}),
+    );
+    assert_eq!(view.to_html(), "[(x)]|<u>c</u>");
+}
+
+#[test]
+fn hook_events_and_old_comprehensions_are_not_read_as_the_tree() {
+    let mut view = Rendered::new(json!({"s": ["<p>", "</p>"], "0": "x"}));
+    view.merge(json!({"0": "y", "e": [["saved", {"stream": 1, "d": 2}]], "t": "Title"}));
+    assert_eq!(view.unsupported, None);
+    assert_eq!(view.to_html(), "<p>y</p>");
+    view.merge(json!({"0": {"s": ["<li>", "</li>"], "d": [["a"], ["b"]]}}));
+    assert_eq!(
+        view.unsupported,
+        Some("LiveView 1.0 comprehensions (`d`; 1.1 or later is read)")
+    );
+}
