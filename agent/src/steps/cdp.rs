@@ -204,44 +204,6 @@ pub async fn press_key(page: &Page, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn details(json: serde_json::Value) -> ExceptionDetails {
-        serde_json::from_value(json).unwrap()
-    }
-
-    #[test]
-    fn exceptions_read_as_message_and_place() {
-        let thrown = details(serde_json::json!({
-            "exceptionId": 1, "text": "Uncaught", "lineNumber": 0, "columnNumber": 6,
-            "exception": {"type": "object", "subtype": "error", "className": "Error",
-                "description": "Error: count is 4\n    at <anonymous>:1:7\n    at x (y.js:2:3)"}
-        }));
-        assert_eq!(
-            exception_text(&thrown),
-            "Error: count is 4 (at <anonymous>:1:7)"
-        );
-        let plain = details(serde_json::json!({
-            "exceptionId": 2, "text": "Uncaught", "lineNumber": 0, "columnNumber": 0,
-            "exception": {"type": "string", "value": "no"}
-        }));
-        assert_eq!(exception_text(&plain), "Uncaught no");
-        let bare = details(serde_json::json!({
-            "exceptionId": 3, "text": "SyntaxError", "lineNumber": 2, "columnNumber": 4
-        }));
-        assert_eq!(exception_text(&bare), "SyntaxError (line 3, column 5)");
-    }
-
-    #[test]
-    fn navigation_errors_are_recognised() {
-        assert!(context_gone("Execution context was destroyed."));
-        assert!(context_gone("Cannot find context with specified id"));
-        assert!(!context_gone("Request timed out"));
-    }
-}
-
 /// How long a navigation may take at least (Playwright's default navigation timeout): a step
 /// timeout shorter than a page load is meant for elements, not for loading documents.
 const NAVIGATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -349,4 +311,42 @@ async fn not_loaded(page: &Page, timeout: std::time::Duration) -> anyhow::Error 
     anyhow!(
         "the page did not finish loading (its load event) within {timeout:?} (document.readyState: {state})"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn details(json: serde_json::Value) -> ExceptionDetails {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn exceptions_read_as_message_and_place() {
+        let thrown = details(serde_json::json!({
+            "exceptionId": 1, "text": "Uncaught", "lineNumber": 0, "columnNumber": 6,
+            "exception": {"type": "object", "subtype": "error", "className": "Error",
+                "description": "Error: count is 4\n    at <anonymous>:1:7\n    at x (y.js:2:3)"}
+        }));
+        assert_eq!(
+            exception_text(&thrown),
+            "Error: count is 4 (at <anonymous>:1:7)"
+        );
+        let plain = details(serde_json::json!({
+            "exceptionId": 2, "text": "Uncaught", "lineNumber": 0, "columnNumber": 0,
+            "exception": {"type": "string", "value": "no"}
+        }));
+        assert_eq!(exception_text(&plain), "Uncaught no");
+        let bare = details(serde_json::json!({
+            "exceptionId": 3, "text": "SyntaxError", "lineNumber": 2, "columnNumber": 4
+        }));
+        assert_eq!(exception_text(&bare), "SyntaxError (line 3, column 5)");
+    }
+
+    #[test]
+    fn navigation_errors_are_recognised() {
+        assert!(context_gone("Execution context was destroyed."));
+        assert!(context_gone("Cannot find context with specified id"));
+        assert!(!context_gone("Request timed out"));
+    }
 }

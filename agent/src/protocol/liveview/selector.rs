@@ -30,8 +30,12 @@ struct Compound {
     tag: Option<String>,
     id: Option<String>,
     classes: Vec<String>,
-    attributes: Vec<(String, Option<(char, String)>)>,
+    attributes: Vec<AttributeTest>,
 }
+
+/// An attribute's name and, unless only its presence is tested, an operator (`=`, `~`, `^`,
+/// `$`, `*`, `|`) and a value.
+type AttributeTest = (String, Option<(char, String)>);
 
 /// What the matcher needs of an element: its tag, attributes and parent.
 pub trait Node {
@@ -212,7 +216,7 @@ fn compound(
 /// The inside of `[...]`, after the `[`.
 fn attribute(
     chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
-) -> Result<(String, Option<(char, String)>), &'static str> {
+) -> Result<AttributeTest, &'static str> {
     while chars.next_if(|c| c.is_whitespace()).is_some() {}
     let attribute = name(chars).to_ascii_lowercase();
     if attribute.is_empty() {

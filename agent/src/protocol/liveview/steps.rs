@@ -216,9 +216,12 @@ async fn click(
         Some("redirect") => return view.live_redirect(recorder, href, timeout).await,
         _ => {}
     }
-    let kind = element.attr("type").unwrap_or("submit");
-    let submits = (element.tag == "button" && kind == "submit")
-        || (element.tag == "input" && kind == "submit");
+    // A button submits unless typed otherwise; an input only as `type=submit`.
+    let submits = match element.tag.as_str() {
+        "button" => element.attr("type").unwrap_or("submit") == "submit",
+        "input" => element.attr("type") == Some("submit"),
+        _ => false,
+    };
     if submits {
         let html = view.html()?;
         if let Some((form, fields)) = dom::form(&html, "form", Some(selector))?

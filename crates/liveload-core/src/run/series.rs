@@ -217,6 +217,15 @@ fn merge(a: &SeriesPoint, b: &SeriesPoint) -> SeriesPoint {
     }
 }
 
+/// A size in MiB, or in KiB below one MiB (protocol users cost kilobytes).
+fn shown_size(bytes: f64) -> String {
+    if bytes < (1 << 20) as f64 {
+        format!("{:.0} KiB", bytes / 1024.0)
+    } else {
+        format!("{:.0} MiB", bytes / (1024.0 * 1024.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,14 +360,5 @@ mod tests {
         let usable = series.usable_memory_bytes >> 20;
         series.push(&snapshot(1, 1, usable * 95 / 100, 0.1), 600);
         assert!(series.hot.unwrap().starts_with("memory at 95 %"));
-    }
-}
-
-/// A size in MiB, or in KiB below one MiB (protocol users cost kilobytes).
-fn shown_size(bytes: f64) -> String {
-    if bytes < (1 << 20) as f64 {
-        format!("{:.0} KiB", bytes / 1024.0)
-    } else {
-        format!("{:.0} MiB", bytes / (1024.0 * 1024.0))
     }
 }
