@@ -52,6 +52,25 @@ steps:
     )
 }
 
+/// `liveload run FILE --base-url TARGET --output json` with `extra` arguments, in `state`.
+fn run_json(
+    state: &std::path::Path,
+    file: &std::path::Path,
+    target: &str,
+    extra: &[&str],
+) -> (i32, serde_json::Value, std::process::Output) {
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--base-url",
+        target,
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    json_output(liveload(state).args(args))
+}
+
 /// Run `engine`'s scenario against a fresh demo target: the report and the server's counts.
 fn run(engine: &str) -> (serde_json::Value, serde_json::Value) {
     let state = tempfile::tempdir().unwrap();
@@ -65,14 +84,7 @@ fn run(engine: &str) -> (serde_json::Value, serde_json::Value) {
             "the real LiveView client must be installed: {body}"
         );
     }
-    let (code, report, output) = json_output(liveload(state.path()).args([
-        "run",
-        path.to_str().unwrap(),
-        "--base-url",
-        &target,
-        "--output",
-        "json",
-    ]));
+    let (code, report, output) = run_json(state.path(), &path, &target, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(code, 0, "{engine}: {report}\n{stderr}");
     let stats: serde_json::Value = serde_json::from_str(&http_get(&address, "/lv/stats")).unwrap();
@@ -148,14 +160,7 @@ fn the_native_client_merges_server_pushes_and_says_what_it_cannot_do() {
                  iterations: 1\nsteps:\n  - navigate: /lv?tick=1\n  \
                  - wait_for: { text: \"tick 2\", timeout: 10s }\n  - click: \"#title\"\n";
     let path = scenario_file(state.path(), "ticks.yaml", ticks);
-    let (code, report, _) = json_output(liveload(state.path()).args([
-        "run",
-        path.to_str().unwrap(),
-        "--base-url",
-        &target,
-        "--output",
-        "json",
-    ]));
+    let (code, report, _) = run_json(state.path(), &path, &target, &[]);
     assert_eq!(
         code, 7,
         "the click on a plain heading fails the user: {report}"
@@ -180,18 +185,8 @@ fn the_liveview_example_runs_without_a_browser() {
     let state = tempfile::tempdir().unwrap();
     let example = repo().join("examples/liveview.yaml");
     let target = demo_target();
-    let (code, report, output) = json_output(liveload(state.path()).args([
-        "run",
-        example.to_str().unwrap(),
-        "--base-url",
-        &target,
-        "--users",
-        "20",
-        "--duration",
-        "3s",
-        "--output",
-        "json",
-    ]));
+    let extra = ["--users", "20", "--duration", "3s"];
+    let (code, report, output) = run_json(state.path(), &example, &target, &extra);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(code, 0, "{report}\n{stderr}");
     assert_eq!(report["users_failed"], 0, "{report}");
@@ -265,14 +260,7 @@ fn a_mixed_run_sizes_for_each_engine_and_reports_each_scenario_apart() {
                - { scenario: api.yaml, users: 20 }\n";
     let path = scenario_file(dir, "mix.yaml", mix);
     let target = demo_target();
-    let (code, report, output) = json_output(liveload(dir).args([
-        "run",
-        path.to_str().unwrap(),
-        "--base-url",
-        &target,
-        "--output",
-        "json",
-    ]));
+    let (code, report, output) = run_json(dir, &path, &target, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(code, 0, "{report}\n{stderr}");
     assert_eq!(report["users"], 42, "{report}");

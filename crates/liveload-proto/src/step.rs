@@ -285,6 +285,32 @@ pub enum AssertCheck {
     },
 }
 
+impl StepKind {
+    /// A page step the native LiveView client (`engine: liveview`) does itself, as LiveView's
+    /// bindings would: one list for the scenario's validation and the agent's dispatch.
+    /// Waits on JavaScript or the network need a browser.
+    pub fn is_liveview_page_step(&self) -> bool {
+        match self {
+            StepKind::WaitFor { condition, .. } => !matches!(
+                condition,
+                WaitCondition::Js { .. } | WaitCondition::NetworkIdle { .. }
+            ),
+            _ => matches!(
+                self,
+                StepKind::Navigate { .. }
+                    | StepKind::Reload
+                    | StepKind::Click { .. }
+                    | StepKind::Fill { .. }
+                    | StepKind::Clear { .. }
+                    | StepKind::Select { .. }
+                    | StepKind::LiveviewSubmit { .. }
+                    | StepKind::Assert { .. }
+                    | StepKind::Extract { .. }
+            ),
+        }
+    }
+}
+
 /// What `extract` reads from an element.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "snake_case")]

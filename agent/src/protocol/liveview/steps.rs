@@ -16,21 +16,9 @@ use crate::steps::text::allowed_url;
 use crate::steps::{UserState, fill_template, resolve_url, set_var};
 
 /// Whether the liveview engine runs this step kind itself (the others are the engines'
-/// shared steps, or refused at validation).
+/// shared steps, or refused at validation): [`StepKind::is_liveview_page_step`].
 pub fn takes(kind: &StepKind) -> bool {
-    matches!(
-        kind,
-        StepKind::Navigate { .. }
-            | StepKind::Reload
-            | StepKind::Click { .. }
-            | StepKind::Fill { .. }
-            | StepKind::Clear { .. }
-            | StepKind::Select { .. }
-            | StepKind::WaitFor { .. }
-            | StepKind::LiveviewSubmit { .. }
-            | StepKind::Assert { .. }
-            | StepKind::Extract { .. }
-    )
+    kind.is_liveview_page_step()
 }
 
 /// Run one of the steps [`takes`] accepts.

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use liveload_proto::{
     AnswerCheck, AnswerSource, AnswerValue, Engine, ExtractFrom, HttpBody, HttpRequest, Step,
-    StepKind, WaitCondition,
+    StepKind,
 };
 use serde_json::Value;
 
@@ -285,30 +285,7 @@ fn runs_in(engine: Engine, kind: &StepKind) -> bool {
     match engine {
         Engine::Browser => !protocol,
         Engine::Http => neutral || protocol,
-        Engine::Liveview => neutral || protocol || liveview_runs(kind),
-    }
-}
-
-/// The page steps the native LiveView client does (what LiveView's bindings do; no layout,
-/// no JavaScript of the page's own).
-fn liveview_runs(kind: &StepKind) -> bool {
-    match kind {
-        StepKind::WaitFor { condition, .. } => !matches!(
-            condition,
-            WaitCondition::Js { .. } | WaitCondition::NetworkIdle { .. }
-        ),
-        _ => matches!(
-            kind,
-            StepKind::Navigate { .. }
-                | StepKind::Reload
-                | StepKind::Click { .. }
-                | StepKind::Fill { .. }
-                | StepKind::Clear { .. }
-                | StepKind::Select { .. }
-                | StepKind::LiveviewSubmit { .. }
-                | StepKind::Assert { .. }
-                | StepKind::Extract { .. }
-        ),
+        Engine::Liveview => neutral || protocol || kind.is_liveview_page_step(),
     }
 }
 
