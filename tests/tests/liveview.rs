@@ -12,9 +12,9 @@ const USERS: u64 = 2;
 const ITERATIONS: u64 = 2;
 
 /// The scenario, for `engine`. Each iteration: load the page, click twice (a `phx-value`
-/// each), type into a `phx-change` form and submit it (the server takes 100 ms to save), patch
-/// the URL, navigate live to another view and back, and leave through a server-side
-/// `live_redirect`.
+/// each), type into a `phx-change` form and submit it (the server takes 100 ms to save), type
+/// again and clear the field, patch the URL, navigate live to another view and back, leave through a
+/// server-side `live_redirect`, and reload.
 fn scenario(engine: &str) -> String {
     format!(
         r##"name: lv-{engine}
@@ -38,6 +38,10 @@ steps:
   - assert: {{ text: "Saved: note{{{{user_id}}}}" }}
   - assert: {{ selector: "li.note", count: 1 }}
   - extract: {{ var: count, selector: "#count" }}
+  - fill: {{ selector: "#note-text", value: "abc" }}
+  - wait_for: {{ text: "Typed 3 characters" }}
+  - clear: "#note-text"
+  - wait_for: {{ text: "Typed 0 characters" }}
   - click: "#next-page"
   - wait_for: {{ url: "*page=2" }}
   - wait_for: {{ text: "Page 2" }}
@@ -48,6 +52,8 @@ steps:
   - click: "#leave"
   - wait_for: {{ text: "Visits: 2" }}
   - wait_for: {{ url: "*/lv/other" }}
+  - reload
+  - wait_for: {{ text: "Visits: 1" }}
 "##
     )
 }
@@ -99,11 +105,11 @@ fn the_real_client_and_the_native_client_cause_the_same_server_effects() {
     for (engine, report) in [("browser", &browser), ("liveview", &native)] {
         assert_eq!(report["iterations_ok"], visits, "{engine}: {report}");
     }
-    // Per iteration: joins on load, /lv/other, back to /lv, /lv/other again; two clicks; one
-    // change (the typed text arrives as one input); one save; one patch; three live
-    // navigations (two links, one server-side) leave a view.
+    // Per iteration: joins on load, /lv/other, back to /lv, /lv/other again, the reload; two
+    // clicks; three changes (each typed text arrives as one input, the clearing as another);
+    // one save; one patch; three live navigations (two links, one server-side) leave a view.
     let per_iteration = serde_json::json!({
-        "joins": 4, "clicks": 2, "changes": 1, "saves": 1, "patches": 1, "leaves": 3,
+        "joins": 5, "clicks": 2, "changes": 3, "saves": 1, "patches": 1, "leaves": 3,
     });
     for (engine, stats) in [("browser", &browser_stats), ("liveview", &native_stats)] {
         for (name, count) in per_iteration.as_object().unwrap() {
@@ -116,14 +122,14 @@ fn the_real_client_and_the_native_client_cause_the_same_server_effects() {
     }
     for (engine, report) in [("browser", &browser), ("liveview", &native)] {
         let latencies = &report["latencies"];
-        // Events pushed: inc, add5, validate, save, leave; plus one patch; four joins.
+        // Events pushed: inc, add5, three changes, save, leave; plus one patch; five joins.
         assert_eq!(
             latencies["liveview.event"]["count"],
-            5 * visits,
+            7 * visits,
             "{engine}: {latencies}"
         );
         assert_eq!(latencies["liveview.patch"]["count"], visits, "{engine}");
-        assert_eq!(latencies["liveview.join"]["count"], 4 * visits, "{engine}");
+        assert_eq!(latencies["liveview.join"]["count"], 5 * visits, "{engine}");
         // The save takes the server 100 ms: both clients see it in the push-to-reply time,
         // and nothing else is slow on this machine.
         let event = &latencies["liveview.event"];
@@ -136,12 +142,12 @@ fn the_real_client_and_the_native_client_cause_the_same_server_effects() {
         let counters = &report["counters"];
         assert_eq!(
             counters["liveview.events"],
-            6 * visits,
+            8 * visits,
             "{engine}: {counters}"
         );
         assert_eq!(
             counters["liveview.replies"],
-            6 * visits,
+            8 * visits,
             "{engine}: {counters}"
         );
         assert!(

@@ -273,7 +273,12 @@ async fn enter(
     let name = element
         .attr("name")
         .ok_or_else(|| anyhow!("'{selector}' has no name: LiveView would not send it"))?;
+    // A browser fires `input` (and LiveView pushes the change) only when the value changes.
+    let before = entered_value(view, element);
     view.entered.insert(name.to_string(), value.to_string());
+    if before == value {
+        return Ok(());
+    }
     let html = view.html()?;
     let form = dom::form(&html, "form", Some(selector))?;
     let change = element
