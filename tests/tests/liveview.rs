@@ -42,6 +42,10 @@ steps:
   - wait_for: {{ text: "Typed 3 characters" }}
   - clear: "#note-text"
   - wait_for: {{ text: "Typed 0 characters" }}
+  - select: {{ selector: "#size", value: "large" }}
+  - extract: {{ var: size, selector: "#size", value: true }}
+  - fill: {{ selector: "#note-text", value: "{{{{size}}}}" }}
+  - wait_for: {{ text: "Typed 5 characters" }}
   - click: "#next-page"
   - wait_for: {{ url: "*page=2" }}
   - wait_for: {{ text: "Page 2" }}
@@ -106,10 +110,10 @@ fn the_real_client_and_the_native_client_cause_the_same_server_effects() {
         assert_eq!(report["iterations_ok"], visits, "{engine}: {report}");
     }
     // Per iteration: joins on load, /lv/other, back to /lv, /lv/other again, the reload; two
-    // clicks; three changes (each typed text arrives as one input, the clearing as another);
+    // clicks; five changes (each typing arrives as one input; the clearing, the select);
     // one save; one patch; three live navigations (two links, one server-side) leave a view.
     let per_iteration = serde_json::json!({
-        "joins": 5, "clicks": 2, "changes": 3, "saves": 1, "patches": 1, "leaves": 3,
+        "joins": 5, "clicks": 2, "changes": 5, "saves": 1, "patches": 1, "leaves": 3,
     });
     for (engine, stats) in [("browser", &browser_stats), ("liveview", &native_stats)] {
         for (name, count) in per_iteration.as_object().unwrap() {
@@ -122,10 +126,10 @@ fn the_real_client_and_the_native_client_cause_the_same_server_effects() {
     }
     for (engine, report) in [("browser", &browser), ("liveview", &native)] {
         let latencies = &report["latencies"];
-        // Events pushed: inc, add5, three changes, save, leave; plus one patch; five joins.
+        // Events pushed: inc, add5, five changes (type, type, clear, select, type), save, leave; plus one patch; five joins.
         assert_eq!(
             latencies["liveview.event"]["count"],
-            7 * visits,
+            9 * visits,
             "{engine}: {latencies}"
         );
         assert_eq!(latencies["liveview.patch"]["count"], visits, "{engine}");
@@ -142,12 +146,12 @@ fn the_real_client_and_the_native_client_cause_the_same_server_effects() {
         let counters = &report["counters"];
         assert_eq!(
             counters["liveview.events"],
-            8 * visits,
+            10 * visits,
             "{engine}: {counters}"
         );
         assert_eq!(
             counters["liveview.replies"],
-            8 * visits,
+            10 * visits,
             "{engine}: {counters}"
         );
         assert!(

@@ -12,7 +12,7 @@ const COUNTER: [&str; 8] = [
     r#"<h1 id="title">Counter</h1><p>Count: <span id="count">"#,
     r#"</span></p><button id="inc" phx-click="inc" phx-value-by="1">+1</button> <button id="add5" phx-click="inc" phx-value-by="5">+5</button> <button id="leave" phx-click="leave">leave</button><p>Page <span id="page">"#,
     r#"</span> <a id="next-page" href="/lv?page=2" data-phx-link="patch" data-phx-link-state="push">page 2</a> <a id="to-other" href="/lv/other" data-phx-link="redirect" data-phx-link-state="push">other view</a></p><form id="note" phx-change="validate" phx-submit="save"><input id="note-text" type="text" name="note[text]" value=""#,
-    r#""/><input type="hidden" name="note[kind]" value="memo"/><button id="save" type="submit">Save</button></form><p>Typed <span id="chars">"#,
+    r#""/><input type="hidden" name="note[kind]" value="memo"/><select id="size" name="note[size]"><option value="small">small</option><option value="large">large</option></select><button id="save" type="submit">Save</button></form><p>Typed <span id="chars">"#,
     r#"</span> characters</p><p>Saved: <span id="saved">"#,
     r#"</span></p><ul id="notes">"#,
     r#"</ul><p id="tick">"#,
