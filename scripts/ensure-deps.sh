@@ -132,6 +132,18 @@ ensure_registry() {
   apt_install_no_service docker-registry
 }
 
+# PostgreSQL (Debian's `postgresql`, bookworm: 15), for the server's PostgreSQL run history:
+# the tests make their own cluster in a temp dir and start its server on a free port of
+# 127.0.0.1, as the `postgres` user when they run as root (the package creates that user)
+# (crates/liveload-test-support/src/postgres.rs). Debian's system service is not started.
+ensure_postgres() {
+  if compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    return
+  fi
+  echo "installing Debian's postgresql (its system service is not started) ..." >&2
+  apt_install_no_service postgresql
+}
+
 # podman and what the image tests need, all from Debian's own packages (bookworm: podman 4.3):
 # runc (Debian's crun refuses a hybrid cgroup v1/v2 host), netavark and aardvark-dns (podman's
 # networks), slirp4netns (the tests' containers reach a target on this host's loopback through

@@ -10,6 +10,7 @@ source scripts/ensure-deps.sh
 ensure_prism
 ensure_phoenix_js
 ensure_sshd
+ensure_postgres
 ensure_registry
 ensure_moto
 ensure_podman

@@ -27,6 +27,31 @@ pub fn validate_cluster_name(name: &str) -> Result<()> {
     }
 }
 
+/// Check a caller-chosen run id: `<cluster>-` and eight lower-case hex digits, the shape
+/// [`new_run_id`] makes (backends tag machines with it and match on it).
+pub fn validate_run_id(run_id: &str, cluster_name: &str) -> Result<()> {
+    let suffix = run_id
+        .strip_prefix(cluster_name)
+        .and_then(|rest| rest.strip_prefix('-'));
+    match suffix {
+        Some(hex)
+            if hex.len() == 8
+                && hex
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) =>
+        {
+            Ok(())
+        }
+        _ => Err(Error::InvalidOption {
+            option: "run_id".into(),
+            message: format!(
+                "'{run_id}' is not a run id of cluster '{cluster_name}' (expected \
+                 {cluster_name}-<8 hex digits>)"
+            ),
+        }),
+    }
+}
+
 /// A cluster name derived from a scenario name: lower-cased, other characters turned to `-`.
 pub fn cluster_name_from(scenario: &str) -> String {
     let mut name: String = scenario

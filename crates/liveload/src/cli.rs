@@ -59,6 +59,9 @@ pub enum Command {
     /// Measure liveload itself: cluster boot and per-user cost. Prints figures, never fails on
     /// time.
     Bench(crate::bench::BenchArgs),
+    /// Serve an API, a run history and a live dashboard: a long-running controller a team
+    /// starts runs on (`liveload serve token create NAME` makes its tokens).
+    Serve(crate::serve_cmd::ServeArgs),
 }
 
 /// How results and errors are printed.
@@ -93,6 +96,10 @@ pub struct RunArgs {
     /// largest (they must size alike), instead of a cluster each.
     #[arg(long)]
     pub reuse_cluster: bool,
+    /// Submit the run to a liveload server (`liveload serve`) instead of running it here, and
+    /// follow it in the terminal; the token comes from LIVELOAD_SERVER_TOKEN.
+    #[arg(long, env = "LIVELOAD_SERVER", value_name = "URL")]
+    pub server: Option<String>,
     #[command(flatten)]
     pub backend: BackendArgs,
     #[command(flatten)]
@@ -225,6 +232,13 @@ pub struct UsersArgs {
     /// The running test's cluster name (needed when several run).
     #[arg(long, global = true)]
     pub name: Option<String>,
+    /// A liveload server holding the run (with --run); the token comes from
+    /// LIVELOAD_SERVER_TOKEN.
+    #[arg(long, global = true, env = "LIVELOAD_SERVER", value_name = "URL", requires = "run")]
+    pub server: Option<String>,
+    /// The server's run id.
+    #[arg(long, global = true)]
+    pub run: Option<String>,
     /// Where local state lives.
     #[arg(long, env = "LIVELOAD_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
@@ -251,8 +265,13 @@ pub enum UsersChange {
 /// Options of `report`.
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
-    /// A result.json.
+    /// A result.json (with --server: a run id, whose result.json and report.html are
+    /// downloaded).
     pub result: PathBuf,
+    /// A liveload server to download the run's report from; the token comes from
+    /// LIVELOAD_SERVER_TOKEN.
+    #[arg(long, env = "LIVELOAD_SERVER", value_name = "URL", conflicts_with = "compare")]
+    pub server: Option<String>,
     /// A second result.json to compare with the first.
     pub compare: Option<PathBuf>,
     /// Where to write (default: next to the first result.json).
@@ -342,6 +361,10 @@ pub struct NodesArgs {
     /// Only this run's nodes.
     #[arg(long)]
     pub run: Option<String>,
+    /// List what a liveload server's backends hold instead; the token comes from
+    /// LIVELOAD_SERVER_TOKEN.
+    #[arg(long, env = "LIVELOAD_SERVER", value_name = "URL")]
+    pub server: Option<String>,
     #[command(flatten)]
     pub backend: BackendArgs,
     /// Print the list as JSON.
@@ -374,13 +397,7 @@ impl RunFlags {
         // stop a run that names another).
         let defaults = match &self.profile {
             Some(path) => liveload_core::profile::CalibratedProfile::load(path)?.browser_profile(),
-            // A mix's users cost what its scenarios' cost, in their proportions.
-            None if !scenario.mix.is_empty() => scenario
-                .sizing
-                .apply(liveload_core::scenario::mixed_profile(&scenario.mix))?,
-            None => scenario
-                .sizing
-                .apply(BrowserProfile::for_engine(scenario.engine))?,
+            None => scenario.sizing_profile()?,
         };
         let sizing = SizingConfig {
             memory_safety_factor: self.memory_safety_factor,

@@ -40,6 +40,7 @@ pub const LAYERED: &[&str] = &[
     "cleanup",
     "nodes",
     "config",
+    "serve",
 ];
 
 /// One value the config file sets.

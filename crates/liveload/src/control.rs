@@ -4,6 +4,10 @@
 //! - `GET /metrics`: Prometheus text format;
 //! - `POST /users` with `{"add": 50}` or `{"remove": 20, "force": false}`.
 //!
+//! Its types, its Prometheus samples and its client are `liveload_server::control`'s: the
+//! server's `/api/v1/runs/{id}/…` routes use the same, and `liveload users` has one client
+//! for both.
+//!
 //! Its address is written to `<state-dir>/control/<cluster>.json` and a bearer token to
 //! `<cluster>.token` next to it (both mode 0600 in the private state directory) so
 //! `liveload users add 50` finds and authenticates to it; both go when the run ends.
@@ -13,7 +17,6 @@
 //! resolves to 127.0.0.1). Every request must carry `Authorization: Bearer <token>`, and its
 //! `Host` must be this endpoint's own loopback address, which a rebound name never is.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -26,22 +29,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use liveload_core::Error;
-use liveload_core::run::{ControlHandle, ControlRequest};
-use serde::{Deserialize, Serialize};
-
-/// What `POST /users` takes.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct UsersChange {
-    /// Users to add.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub add: Option<u64>,
-    /// Users to remove.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remove: Option<u64>,
-    /// Remove at once rather than after the current iteration.
-    #[serde(default)]
-    pub force: bool,
-}
+use liveload_core::run::ControlHandle;
+use liveload_server::control;
 
 /// A running control server; its record and token files go when it is dropped.
 pub struct ControlServer {
@@ -151,94 +140,30 @@ async fn status(State(handle): State<ControlHandle>) -> Response {
     Json(handle.status.borrow().clone()).into_response()
 }
 
-/// Prometheus text exposition of the live status.
+/// Prometheus text exposition of the live status (the server's `/metrics` writes the same
+/// samples, labelled by run).
 async fn metrics(State(handle): State<ControlHandle>) -> Response {
     let status = handle.status.borrow().clone();
-    let mut out = String::new();
-    let label = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-    let _ = writeln!(
-        out,
-        "# HELP liveload_active_users Users running now.\n# TYPE liveload_active_users gauge\nliveload_active_users {}",
-        status.active_users
-    );
-    let _ = writeln!(
-        out,
-        "# HELP liveload_target_users Users the run should have now.\n# TYPE liveload_target_users gauge\nliveload_target_users {}",
-        status.target_users
-    );
-    if let Some(cost) = status.cost_usd {
-        let _ = writeln!(
-            out,
-            "# HELP liveload_cost_usd What the run's nodes have cost so far.\n# TYPE liveload_cost_usd gauge\nliveload_cost_usd {cost}"
-        );
-    }
-    out.push_str("# HELP liveload_events_total Counters of the run (iterations, users, HTTP, WebSocket, errors).\n# TYPE liveload_events_total counter\n");
-    for (name, value) in &status.counters {
-        let _ = writeln!(
-            out,
-            "liveload_events_total{{name=\"{}\"}} {value}",
-            label(name)
-        );
-    }
-    out.push_str("# HELP liveload_latency_ms Latency percentiles so far, merged over every node.\n# TYPE liveload_latency_ms summary\n");
-    for (name, s) in &status.latencies {
-        let metric = label(name);
-        for (q, v) in [
-            ("0.5", s.p50_ms),
-            ("0.9", s.p90_ms),
-            ("0.95", s.p95_ms),
-            ("0.99", s.p99_ms),
-        ] {
-            let _ = writeln!(
-                out,
-                "liveload_latency_ms{{metric=\"{metric}\",quantile=\"{q}\"}} {v}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "liveload_latency_ms_count{{metric=\"{metric}\"}} {}",
-            s.count
-        );
-    }
+    let mut out = String::from(control::PROMETHEUS_HEADER);
+    control::prometheus(&status, false, &mut out);
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
-async fn users(State(handle): State<ControlHandle>, Json(change): Json<UsersChange>) -> Response {
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let request = match (change.add, change.remove) {
-        (Some(count), None) => ControlRequest::AddUsers { count, reply },
-        (None, Some(count)) => ControlRequest::RemoveUsers {
-            count,
-            force: change.force,
-            reply,
-        },
-        _ => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({"error": "send {\"add\": N} or {\"remove\": N}"})),
-            )
-                .into_response();
+/// `POST /users`: the same change, answer and errors as the server's `/runs/{id}/users`.
+async fn users(State(handle): State<ControlHandle>, body: axum::body::Bytes) -> Response {
+    let change: control::UsersChange = match serde_json::from_slice(&body) {
+        Ok(change) => change,
+        Err(e) => {
+            let body = control::ErrorBody::new(
+                "invalid_users_change",
+                format!("send {{\"add\": N}} or {{\"remove\": N}}: {e}"),
+            );
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
         }
     };
-    if handle.requests.send(request).is_err() {
-        return (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({"error": "the run has ended"})),
-        )
-            .into_response();
-    }
-    match answer.await {
-        Ok(Ok(users)) => Json(serde_json::json!({ "target_users": users })).into_response(),
-        Ok(Err(message)) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": message })),
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({"error": "the run has ended"})),
-        )
-            .into_response(),
+    match control::change_users(&handle, &change).await {
+        Ok(target_users) => Json(control::UsersAnswer { target_users }).into_response(),
+        Err(refusal) => (refusal.status, Json(refusal.body)).into_response(),
     }
 }
 
@@ -249,6 +174,16 @@ pub struct Endpoint {
     pub address: SocketAddr,
     /// Its bearer token.
     pub token: liveload_core::Secret,
+}
+
+impl Endpoint {
+    /// The one runtime-control client, pointed at this endpoint.
+    pub fn client(self) -> control::ControlClient {
+        control::ControlClient {
+            base: format!("http://{}", self.address),
+            token: self.token,
+        }
+    }
 }
 
 /// Find the control endpoint of a running test: the one for `cluster`, or the only one.
@@ -301,36 +236,5 @@ pub fn find(state_dir: &Path, cluster: Option<&str>) -> Result<Endpoint, Error> 
                     .join(", ")
             ),
         }),
-    }
-}
-
-/// Send a users change to a running test; returns its new target user count.
-pub async fn change_users(endpoint: Endpoint, change: &UsersChange) -> Result<u64, Error> {
-    let fail = |message: String| Error::RunFailed { message };
-    let address = endpoint.address;
-    let response = reqwest::Client::new()
-        .post(format!("http://{address}/users"))
-        .bearer_auth(endpoint.token.expose())
-        .header("content-type", "application/json")
-        .body(serde_json::to_string(change).expect("serialises"))
-        .send()
-        .await
-        .map_err(|e| fail(format!("cannot reach the running test at {address}: {e}")))?;
-    let ok = response.status().is_success();
-    let body: serde_json::Value = serde_json::from_str(
-        &response
-            .text()
-            .await
-            .map_err(|e| fail(format!("reading the answer: {e}")))?,
-    )
-    .map_err(|e| fail(format!("the running test answered something else: {e}")))?;
-    if ok {
-        body["target_users"]
-            .as_u64()
-            .ok_or_else(|| fail(format!("unexpected answer: {body}")))
-    } else {
-        Err(fail(
-            body["error"].as_str().unwrap_or("refused").to_string(),
-        ))
     }
 }

@@ -16,9 +16,11 @@ mod doctor_cmd;
 mod output;
 mod progress;
 mod registry;
+mod remote;
 mod reuse;
 mod run_cmd;
 mod sequence;
+mod serve_cmd;
 mod signals;
 mod try_cmd;
 
@@ -53,7 +55,8 @@ impl Ctx<'_> {
         entry.build(self.matches, &common).await
     }
 
-    fn entry(&self, name: &str) -> Result<&dyn Registered, Error> {
+    /// The registered backend named `name`, or an error listing the known ones.
+    pub fn entry(&self, name: &str) -> Result<&dyn Registered, Error> {
         self.backends
             .iter()
             .find(|b| b.name() == name)
@@ -176,7 +179,10 @@ async fn dispatch(
 
 async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
     match command {
-        Command::Run(args) => sequence::run(&args, ctx).await,
+        Command::Run(args) => match &args.server {
+            Some(server) => remote::run(server, &args).await,
+            None => sequence::run(&args, ctx).await,
+        },
         Command::Plan(args) => {
             let format = args.run.output;
             for path in &args.scenarios {
@@ -208,10 +214,21 @@ async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
         Command::Demo(args) => run_cmd::demo(args, ctx).await,
         Command::Try(args) => try_cmd::run(args).await,
         Command::Users(args) => users(args).await,
-        Command::Report(args) => match output::rerender(&args) {
-            Ok(()) => exit_code::OK,
-            Err(e) => output::error(&e, OutputFormat::Text),
-        },
+        Command::Report(args) => {
+            let done = match &args.server {
+                Some(server) => {
+                    let id = args.result.to_string_lossy();
+                    remote::report(server, &id, args.out.clone())
+                        .await
+                        .map(|dir| eprintln!("report: {}/report.html", dir.display()))
+                }
+                None => output::rerender(&args),
+            };
+            match done {
+                Ok(()) => exit_code::OK,
+                Err(e) => output::error(&e, OutputFormat::Text),
+            }
+        }
         Command::Cleanup(args) => match run_cmd::cleanup(ctx, &args).await {
             Ok(cleaned) => {
                 output::cleanup(&cleaned, args.output);
@@ -219,6 +236,13 @@ async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
             }
             Err(e) => output::error(&e, args.output),
         },
+        Command::Nodes(args) if args.server.is_some() => {
+            let server = args.server.as_deref().unwrap_or_default();
+            match remote::nodes(server, args.output).await {
+                Ok(()) => exit_code::OK,
+                Err(e) => output::error(&e, args.output),
+            }
+        }
         Command::Nodes(args) => {
             let listed = match ctx.backend(&args.backend).await {
                 Ok(b) => b.list(&filter(args.run)).await,
@@ -233,6 +257,7 @@ async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
             }
         }
         Command::Bench(args) => bench::run(args).await,
+        Command::Serve(args) => serve_cmd::run(args, ctx).await,
     }
 }
 
@@ -247,20 +272,23 @@ fn filter(run: Option<String>) -> RunFilter {
 async fn users(args: cli::UsersArgs) -> i32 {
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let change = match args.change {
-        cli::UsersChange::Add { count } => control::UsersChange {
+        cli::UsersChange::Add { count } => liveload_server::control::UsersChange {
             add: Some(count),
             remove: None,
             force: false,
         },
-        cli::UsersChange::Remove { count, force } => control::UsersChange {
+        cli::UsersChange::Remove { count, force } => liveload_server::control::UsersChange {
             add: None,
             remove: Some(count),
             force,
         },
     };
-    let result = match control::find(&state_dir, args.name.as_deref()) {
-        Ok(endpoint) => control::change_users(endpoint, &change).await,
-        Err(e) => Err(e),
+    let result = match (&args.server, &args.run) {
+        (Some(server), Some(run)) => remote::users(server, run, &change).await,
+        _ => match control::find(&state_dir, args.name.as_deref()) {
+            Ok(endpoint) => endpoint.client().change_users(&change).await,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(users) => {

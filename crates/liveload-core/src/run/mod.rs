@@ -155,7 +155,10 @@ pub async fn run_controlled(
     mut control: Option<ControlEnd>,
 ) -> Result<RunReport> {
     options.validate()?;
-    let run_id = names::new_run_id(&options.cluster_name);
+    let run_id = options
+        .run_id
+        .clone()
+        .unwrap_or_else(|| names::new_run_id(&options.cluster_name));
     // Before any machine exists: a scenario too large for the wire would fail every node.
     prepare::check_scenario_fits(scenario, options, &run_id)?;
     // A trace file that cannot be written is found now, not after machines were paid for.

@@ -80,6 +80,10 @@ pub struct RunOptions {
     pub state_dir: Option<std::path::PathBuf>,
     /// Write raw trace records to a file (`--trace`).
     pub trace: Option<TraceOutput>,
+    /// The run's id, when the caller must know it before the run starts (the server records
+    /// it first, so a run it was holding when it died can be torn down at its next start);
+    /// `<cluster name>-<8 hex digits>` from [`names::new_run_id`]. Default: a new one.
+    pub run_id: Option<String>,
 }
 
 /// The largest `--trace-budget`: a second's records must fit in a snapshot with room to spare.
@@ -121,12 +125,16 @@ impl RunOptions {
             state_dir: None,
             max_cost_usd: None,
             trace: None,
+            run_id: None,
         }
     }
 
     /// Check every option before anything is created.
     pub fn validate(&self) -> Result<()> {
         names::validate_cluster_name(&self.cluster_name)?;
+        if let Some(run_id) = &self.run_id {
+            names::validate_run_id(run_id, &self.cluster_name)?;
+        }
         if self.max_allowed_nodes == 0 {
             return Err(Error::MaxAllowedNodesInvalid { value: 0 });
         }

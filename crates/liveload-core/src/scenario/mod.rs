@@ -288,6 +288,18 @@ impl Scenario {
         }
     }
 
+    /// The sizing profile this scenario's users cost by default: the built-in one of its
+    /// engine (a mix: its scenarios' in their proportions) under its own `sizing:` block.
+    /// `--profile` and the sizing flags override it (the CLI; the server takes no such flags).
+    pub fn sizing_profile(&self) -> Result<crate::sizing::BrowserProfile> {
+        if self.mix.is_empty() {
+            self.sizing
+                .apply(crate::sizing::BrowserProfile::for_engine(self.engine))
+        } else {
+            self.sizing.apply(mixed_profile(&self.mix))
+        }
+    }
+
     /// Read and validate a scenario file (and its CSV data file, if any).
     pub fn from_file(path: &Path) -> Result<Scenario> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Scenario {

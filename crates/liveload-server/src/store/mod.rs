@@ -1,0 +1,269 @@
+//! Run history: scenarios, runs, their results and per-second points, behind one [`Store`]
+//! interface with two implementations — SQLite ([`sqlite`], the default: a file in the state
+//! directory, nothing to install) and PostgreSQL ([`postgres`], `--database postgres://…`, for
+//! a team sharing one server's history).
+//!
+//! Both speak the same SQL ([`sql`]): standard types (`TEXT`, `BIGINT`) and `$1`-style
+//! parameters, which SQLite reads as numbered parameters too. Each implementation is only the
+//! glue to its driver, so the two cannot drift in what they store; one test suite
+//! (`tests/store.rs`) runs against both.
+
+pub mod postgres;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// What a store operation failed with: the database's own words, with what was being done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "run history: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A store operation's result.
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Nodes are being created, or users run.
+    Running,
+    /// It ended and every threshold held.
+    Passed,
+    /// It ended and a threshold failed.
+    Failed,
+    /// It could not run (or ended early): the message says why.
+    Error,
+    /// Stopped through the API (`DELETE /runs/{id}`) or the dashboard; torn down.
+    Stopped,
+    /// The server died while it ran; its nodes were torn down at the next start.
+    Interrupted,
+}
+
+impl RunStatus {
+    /// The word stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Passed => "passed",
+            RunStatus::Failed => "failed",
+            RunStatus::Error => "error",
+            RunStatus::Stopped => "stopped",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// The status a stored word names; an unknown word (a newer server's) reads as an error.
+    pub fn parse(word: &str) -> RunStatus {
+        match word {
+            "running" => RunStatus::Running,
+            "passed" => RunStatus::Passed,
+            "failed" => RunStatus::Failed,
+            "stopped" => RunStatus::Stopped,
+            "interrupted" => RunStatus::Interrupted,
+            _ => RunStatus::Error,
+        }
+    }
+
+    /// Has the run ended?
+    pub fn ended(self) -> bool {
+        self != RunStatus::Running
+    }
+}
+
+/// One run as the history holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunRecord {
+    /// The run's id (what its machines are tagged with).
+    pub id: String,
+    /// The scenario's name.
+    pub scenario: String,
+    /// The backend that provides its nodes.
+    pub backend: String,
+    /// Where it is.
+    pub status: RunStatus,
+    /// Users asked for at the start.
+    pub users: u64,
+    /// When it was submitted, seconds since the Unix epoch.
+    pub created_unix_s: u64,
+    /// When it ended.
+    pub ended_unix_s: Option<u64>,
+    /// Why it ended as it did (an error's message), when there is more to say than the status.
+    pub message: Option<String>,
+}
+
+/// How a run ended: its status, and what it left.
+#[derive(Debug, Clone, Default)]
+pub struct RunEnd {
+    /// The final status (not `Running`).
+    pub status: Option<RunStatus>,
+    /// The error's message, when it ended in one.
+    pub message: Option<String>,
+    /// `result.json`, when the run produced a report.
+    pub result_json: Option<String>,
+    /// `report.html`.
+    pub report_html: Option<String>,
+}
+
+/// Which of a run's documents to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Artifact {
+    /// `result.json`.
+    Result,
+    /// `report.html`.
+    Report,
+    /// The scenario's YAML as submitted.
+    Scenario,
+}
+
+/// The run history. Every method is one statement or a short transaction; none holds a lock
+/// across an await of the caller's.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Record a token's hash under a name (names are unique: creating one again replaces it).
+    async fn put_token(&self, name: &str, hash: &str) -> StoreResult<()>;
+    /// The name of the token with this hash, if any.
+    async fn token_name(&self, hash: &str) -> StoreResult<Option<String>>;
+    /// Remove a token; whether it existed.
+    async fn delete_token(&self, name: &str) -> StoreResult<bool>;
+    /// The token names.
+    async fn token_names(&self) -> StoreResult<Vec<String>>;
+    /// Store (or replace) a named scenario's YAML.
+    async fn put_scenario(&self, name: &str, yaml: &str) -> StoreResult<()>;
+    /// A stored scenario's YAML.
+    async fn scenario(&self, name: &str) -> StoreResult<Option<String>>;
+    /// Stored scenario names, sorted.
+    async fn scenario_names(&self) -> StoreResult<Vec<String>>;
+    /// Record a new run (status `running`) with the scenario it runs.
+    async fn insert_run(&self, run: &RunRecord, scenario_yaml: &str) -> StoreResult<()>;
+    /// Record how a run ended.
+    async fn end_run(&self, id: &str, end: &RunEnd, ended_unix_s: u64) -> StoreResult<()>;
+    /// Append one second's point (JSON) of a run's live series.
+    async fn add_point(&self, id: &str, second: u64, point_json: &str) -> StoreResult<()>;
+    /// Every run, newest first.
+    async fn runs(&self) -> StoreResult<Vec<RunRecord>>;
+    /// One run.
+    async fn run(&self, id: &str) -> StoreResult<Option<RunRecord>>;
+    /// A run's points (JSON), in time order.
+    async fn points(&self, id: &str) -> StoreResult<Vec<String>>;
+    /// One of a run's documents.
+    async fn artifact(&self, id: &str, which: Artifact) -> StoreResult<Option<String>>;
+    /// At start-up: mark every run still `running` (the server died under it) `interrupted`,
+    /// returning them so their nodes can be torn down.
+    async fn interrupt_unfinished(&self, now_unix_s: u64) -> StoreResult<Vec<RunRecord>>;
+}
+
+/// Open the store a `--database` value names: `postgres://…` / `postgresql://…`, else a
+/// SQLite file path.
+pub async fn open(database: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(
+            postgres::PostgresStore::connect(database).await?,
+        ))
+    } else {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(
+            std::path::Path::new(database),
+        )?))
+    }
+}
+
+/// The SQL both stores run, with `$n` parameters.
+pub mod sql {
+    /// The schema, one statement per entry; each is idempotent.
+    pub const SCHEMA: &[&str] = &[
+        "CREATE TABLE IF NOT EXISTS tokens (name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE)",
+        "CREATE TABLE IF NOT EXISTS scenarios (name TEXT PRIMARY KEY, yaml TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, scenario TEXT NOT NULL, \
+         backend TEXT NOT NULL, status TEXT NOT NULL, users BIGINT NOT NULL, \
+         created BIGINT NOT NULL, ended BIGINT, message TEXT, scenario_yaml TEXT NOT NULL, \
+         result TEXT, report TEXT)",
+        "CREATE TABLE IF NOT EXISTS points (run_id TEXT NOT NULL, second BIGINT NOT NULL, \
+         point TEXT NOT NULL, PRIMARY KEY (run_id, second))",
+    ];
+    /// Replace a token: delete by name, then insert (`$1` name, `$2` hash).
+    pub const DELETE_TOKEN: &str = "DELETE FROM tokens WHERE name = $1";
+    /// Insert a token.
+    pub const INSERT_TOKEN: &str = "INSERT INTO tokens (name, hash) VALUES ($1, $2)";
+    /// A token's name by hash.
+    pub const TOKEN_NAME: &str = "SELECT name FROM tokens WHERE hash = $1";
+    /// Token names.
+    pub const TOKEN_NAMES: &str = "SELECT name FROM tokens ORDER BY name";
+    /// Replace a scenario: delete, then insert.
+    pub const DELETE_SCENARIO: &str = "DELETE FROM scenarios WHERE name = $1";
+    /// Insert a scenario.
+    pub const INSERT_SCENARIO: &str = "INSERT INTO scenarios (name, yaml) VALUES ($1, $2)";
+    /// A scenario's YAML.
+    pub const SCENARIO: &str = "SELECT yaml FROM scenarios WHERE name = $1";
+    /// Scenario names.
+    pub const SCENARIO_NAMES: &str = "SELECT name FROM scenarios ORDER BY name";
+    /// Insert a run.
+    pub const INSERT_RUN: &str = "INSERT INTO runs (id, scenario, backend, status, users, \
+         created, scenario_yaml) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    /// End a run (`$1` id, `$2` status, `$3` ended, `$4` message, `$5` result, `$6` report).
+    pub const END_RUN: &str = "UPDATE runs SET status = $2, ended = $3, message = $4, \
+         result = $5, report = $6 WHERE id = $1";
+    /// Add a point.
+    pub const INSERT_POINT: &str = "INSERT INTO points (run_id, second, point) VALUES ($1, $2, $3)";
+    /// A run's points.
+    pub const POINTS: &str = "SELECT point FROM points WHERE run_id = $1 ORDER BY second";
+    /// Mark runs still `running` interrupted (`$1`: now).
+    pub const MARK_INTERRUPTED: &str = "UPDATE runs SET status = 'interrupted', ended = $1, \
+         message = 'the server stopped while this run was in progress; its nodes were torn \
+         down when the server started again' WHERE status = 'running'";
+    /// Every run, newest first.
+    pub const RUNS: &str = "SELECT id, scenario, backend, status, users, created, ended, message \
+         FROM runs ORDER BY created DESC, id";
+    /// One run.
+    pub const RUN: &str = "SELECT id, scenario, backend, status, users, created, ended, message \
+         FROM runs WHERE id = $1";
+    /// Runs still running.
+    pub const UNFINISHED: &str = "SELECT id, scenario, backend, status, users, created, ended, \
+         message FROM runs WHERE status = 'running'";
+
+    /// The column holding a run's document.
+    pub fn column(which: super::Artifact) -> &'static str {
+        match which {
+            super::Artifact::Result => "result",
+            super::Artifact::Report => "report",
+            super::Artifact::Scenario => "scenario_yaml",
+        }
+    }
+}
+
+/// A run record from row (id, scenario, backend, status, users, created, ended, message).
+pub(crate) fn run_record(
+    (id, scenario, backend, status, users, created, ended, message): (
+        String,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        Option<i64>,
+        Option<String>,
+    ),
+) -> RunRecord {
+    RunRecord {
+        id,
+        scenario,
+        backend,
+        status: RunStatus::parse(&status),
+        users: users.max(0) as u64,
+        created_unix_s: created.max(0) as u64,
+        ended_unix_s: ended.map(|e| e.max(0) as u64),
+        message,
+    }
+}
+
+/// A `u64` as a `BIGINT` (values liveload stores — seconds, users — fit easily; larger ones
+/// are clamped rather than wrapped).
+pub(crate) fn bigint(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
