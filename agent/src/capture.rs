@@ -26,7 +26,7 @@ use crate::steps::cdp;
 pub const MAX_DOM_BYTES: usize = 512 * 1024;
 
 /// The longest a capture may take: a hung page must not hold its user.
-const CAPTURE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CAPTURE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Draws fields holding a secret as dots; returns how many it masked. The previous inline
 /// value of the property is kept on the element to be put back.

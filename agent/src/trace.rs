@@ -60,17 +60,24 @@ impl Tracer {
             trace.url = Some(user.secrets.redact(url));
         }
         if let Some(page) = user.page {
-            trace.url = page
-                .url()
+            // Bounded: a step that started a navigation (a click on a link, a script setting
+            // `location`) leaves a page that may not answer until the new document commits,
+            // and a trace must never hold the user (or `liveload try`) forever.
+            let bound = crate::capture::CAPTURE_TIMEOUT;
+            trace.url = tokio::time::timeout(bound, page.url())
                 .await
                 .ok()
+                .and_then(Result::ok)
                 .flatten()
                 .map(|url| user.secrets.redact(&url));
             // A container's last step already showed the page.
             let container = matches!(step.kind, StepKind::Group { .. } | StepKind::Repeat { .. });
             if self.screenshots && !container {
-                trace.screenshot = crate::capture::screenshot(page, &user.secrets)
+                let shot = crate::capture::screenshot(page, &user.secrets);
+                trace.screenshot = tokio::time::timeout(bound, shot)
                     .await
+                    .ok()
+                    .and_then(Result::ok)
                     .unwrap_or_default();
             }
         }

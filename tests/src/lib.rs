@@ -1,6 +1,8 @@
 //! Helpers for liveload's end-to-end tests: locate the built binaries, run the CLI, watch
 //! processes. The tests themselves are in `tests/tests/`.
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};

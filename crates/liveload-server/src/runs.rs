@@ -449,7 +449,9 @@ impl Job {
 
     /// Record the outcome in the history, then let go of the run.
     async fn finish(self, outcome: Result<run::RunReport, Error>) {
+        tracing::debug!(run = %self.run_id, ok = outcome.is_ok(), "run ended");
         let end = run_end(outcome);
+        tracing::debug!(run = %self.run_id, "documents made");
         if let Err(e) = self
             .store
             .end_run(&self.run_id, &end, names::unix_now_s())

@@ -4,7 +4,7 @@
 //! a team sharing one server's history).
 //!
 //! Both speak the same SQL ([`sql`]): standard types (`TEXT`, `BIGINT`) and `$1`-style
-//! parameters, which SQLite reads as numbered parameters too. Each implementation is only the
+//! parameters (which the SQLite store rewrites to its numbered `?1`). Each implementation is only the
 //! glue to its driver, so the two cannot drift in what they store; one test suite
 //! (`tests/store.rs`) runs against both.
 

@@ -59,6 +59,13 @@ impl SqliteStore {
     }
 }
 
+/// The shared SQL in SQLite's terms: `$1` there is a *named* parameter, numbered in order of
+/// first appearance (so `SET a = $2 … WHERE id = $1` would bind backwards); `?1` is the
+/// explicitly numbered form PostgreSQL's `$1` means.
+fn q(statement: &str) -> String {
+    statement.replace('$', "?")
+}
+
 /// Read one text column of every row.
 fn texts(connection: &Connection, query: &str, arg: Option<&str>) -> rusqlite::Result<Vec<String>> {
     let mut statement = connection.prepare(query)?;
@@ -88,8 +95,8 @@ impl Store for SqliteStore {
         self.with(
             move |c| {
                 let t = c.transaction()?;
-                t.execute(sql::DELETE_TOKEN, [&name])?;
-                t.execute(sql::INSERT_TOKEN, [&name, &hash])?;
+                t.execute(&q(sql::DELETE_TOKEN), [&name])?;
+                t.execute(&q(sql::INSERT_TOKEN), [&name, &hash])?;
                 t.commit()
             },
             "storing a token",
@@ -101,7 +108,7 @@ impl Store for SqliteStore {
         let hash = hash.to_string();
         self.with(
             move |c| {
-                c.query_row(sql::TOKEN_NAME, [&hash], |r| r.get(0))
+                c.query_row(&q(sql::TOKEN_NAME), [&hash], |r| r.get(0))
                     .optional()
             },
             "checking a token",
@@ -112,14 +119,14 @@ impl Store for SqliteStore {
     async fn delete_token(&self, name: &str) -> StoreResult<bool> {
         let name = name.to_string();
         self.with(
-            move |c| Ok(c.execute(sql::DELETE_TOKEN, [&name])? > 0),
+            move |c| Ok(c.execute(&q(sql::DELETE_TOKEN), [&name])? > 0),
             "removing a token",
         )
         .await
     }
 
     async fn token_names(&self) -> StoreResult<Vec<String>> {
-        self.with(|c| texts(c, sql::TOKEN_NAMES, None), "listing tokens")
+        self.with(|c| texts(c, &q(sql::TOKEN_NAMES), None), "listing tokens")
             .await
     }
 
@@ -128,8 +135,8 @@ impl Store for SqliteStore {
         self.with(
             move |c| {
                 let t = c.transaction()?;
-                t.execute(sql::DELETE_SCENARIO, [&name])?;
-                t.execute(sql::INSERT_SCENARIO, [&name, &yaml])?;
+                t.execute(&q(sql::DELETE_SCENARIO), [&name])?;
+                t.execute(&q(sql::INSERT_SCENARIO), [&name, &yaml])?;
                 t.commit()
             },
             "storing a scenario",
@@ -140,14 +147,14 @@ impl Store for SqliteStore {
     async fn scenario(&self, name: &str) -> StoreResult<Option<String>> {
         let name = name.to_string();
         self.with(
-            move |c| c.query_row(sql::SCENARIO, [&name], |r| r.get(0)).optional(),
+            move |c| c.query_row(&q(sql::SCENARIO), [&name], |r| r.get(0)).optional(),
             "reading a scenario",
         )
         .await
     }
 
     async fn scenario_names(&self) -> StoreResult<Vec<String>> {
-        self.with(|c| texts(c, sql::SCENARIO_NAMES, None), "listing scenarios")
+        self.with(|c| texts(c, &q(sql::SCENARIO_NAMES), None), "listing scenarios")
             .await
     }
 
@@ -156,7 +163,7 @@ impl Store for SqliteStore {
         self.with(
             move |c| {
                 c.execute(
-                    sql::INSERT_RUN,
+                    &q(sql::INSERT_RUN),
                     params![
                         run.id,
                         run.scenario,
@@ -179,7 +186,7 @@ impl Store for SqliteStore {
         self.with(
             move |c| {
                 c.execute(
-                    sql::END_RUN,
+                    &q(sql::END_RUN),
                     params![
                         id,
                         end.status.unwrap_or(super::RunStatus::Error).as_str(),
@@ -200,7 +207,7 @@ impl Store for SqliteStore {
         let (id, point) = (id.to_string(), point_json.to_string());
         self.with(
             move |c| {
-                c.execute(sql::INSERT_POINT, params![id, bigint(second), point])
+                c.execute(&q(sql::INSERT_POINT), params![id, bigint(second), point])
                     .map(drop)
             },
             "recording a point",
@@ -211,7 +218,7 @@ impl Store for SqliteStore {
     async fn runs(&self) -> StoreResult<Vec<RunRecord>> {
         self.with(
             |c| {
-                let mut statement = c.prepare(sql::RUNS)?;
+                let mut statement = c.prepare(&q(sql::RUNS))?;
                 let rows = statement.query_map([], record)?;
                 rows.collect()
             },
@@ -223,7 +230,7 @@ impl Store for SqliteStore {
     async fn run(&self, id: &str) -> StoreResult<Option<RunRecord>> {
         let id = id.to_string();
         self.with(
-            move |c| c.query_row(sql::RUN, [&id], record).optional(),
+            move |c| c.query_row(&q(sql::RUN), [&id], record).optional(),
             "reading a run",
         )
         .await
@@ -231,7 +238,7 @@ impl Store for SqliteStore {
 
     async fn points(&self, id: &str) -> StoreResult<Vec<String>> {
         let id = id.to_string();
-        self.with(move |c| texts(c, sql::POINTS, Some(&id)), "reading points")
+        self.with(move |c| texts(c, &q(sql::POINTS), Some(&id)), "reading points")
             .await
     }
 
@@ -239,7 +246,7 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.with(
             move |c| {
-                let query = format!("SELECT {} FROM runs WHERE id = $1", sql::column(which));
+                let query = format!("SELECT {} FROM runs WHERE id = ?1", sql::column(which));
                 Ok(
                     c.query_row(&query, [&id], |r| r.get::<_, Option<String>>(0))
                         .optional()?
@@ -256,10 +263,10 @@ impl Store for SqliteStore {
             move |c| {
                 let t = c.transaction()?;
                 let unfinished: Vec<RunRecord> = {
-                    let mut statement = t.prepare(sql::UNFINISHED)?;
+                    let mut statement = t.prepare(&q(sql::UNFINISHED))?;
                     statement.query_map([], record)?.collect::<Result<_, _>>()?
                 };
-                t.execute(sql::MARK_INTERRUPTED, [bigint(now_unix_s)])?;
+                t.execute(&q(sql::MARK_INTERRUPTED), [bigint(now_unix_s)])?;
                 t.commit()?;
                 Ok(unfinished)
             },

@@ -1,0 +1,150 @@
+//! A `liveload serve` process for the server tests: started on a free port of 127.0.0.1 with a
+//! test's state directory (its SQLite history is `server.db` there unless `LIVELOAD_DATABASE`
+//! says otherwise), its stderr kept in a file the tests read (to prove no token is logged),
+//! and killed when dropped.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::{eventually, liveload};
+
+/// A running server.
+pub struct Served {
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+    /// Its stderr, as a file.
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Served {
+    /// Start `liveload serve` with `state` as its state directory and `env` added, at debug
+    /// log level (everything it could log, it logs).
+    pub fn start(state: &Path, env: &[(&str, &str)], args: &[&str]) -> Served {
+        let log = state.join(format!("serve-{}.log", rand_suffix()));
+        let child = liveload(state)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .env("LIVELOAD_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("liveload serve starts");
+        let mut address = String::new();
+        let listening = eventually(Duration::from_secs(60), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            match text.split("liveload server on http://").nth(1) {
+                Some(rest) => {
+                    address = rest.split_whitespace().next().unwrap_or("").to_string();
+                    true
+                }
+                None => false,
+            }
+        });
+        assert!(
+            listening,
+            "the server did not start:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Served {
+            address,
+            log,
+            child,
+        }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kill it with SIGKILL, as a crash would, and wait for it.
+    pub fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A request to the API (`path` under `/api/v1`) with `token` (none when empty); the
+    /// status and the body.
+    pub fn call(&self, method: &str, path: &str, token: &str, body: Option<&str>) -> (u16, String) {
+        let mut headers = Vec::new();
+        if !token.is_empty() {
+            headers.push(format!("Authorization: Bearer {token}"));
+        }
+        self.raw(method, &format!("/api/v1{path}"), &headers, body)
+    }
+
+    /// A request with these header lines.
+    pub fn raw(&self, method: &str, path: &str, headers: &[String], body: Option<&str>) -> (u16, String) {
+        let mut stream = std::net::TcpStream::connect(&self.address).expect("connects");
+        let body = body.unwrap_or("");
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        let host = if extra.to_ascii_lowercase().contains("host:") {
+            String::new()
+        } else {
+            format!("Host: {}\r\n", self.address)
+        };
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\n{host}{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, body.to_string())
+    }
+
+    /// `call`, expecting `status`, the body as JSON.
+    pub fn json(&self, method: &str, path: &str, token: &str, body: Option<&str>, status: u16) -> serde_json::Value {
+        let (got, text) = self.call(method, path, token, body);
+        assert_eq!(got, status, "{method} {path}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+    }
+
+    /// Wait until run `id` has ended; its record.
+    pub fn wait_ended(&self, id: &str, token: &str, timeout: Duration) -> serde_json::Value {
+        let mut record = serde_json::Value::Null;
+        let ended = eventually(timeout, || {
+            record = self.json("GET", &format!("/runs/{id}"), token, None, 200);
+            record["status"] != "running"
+        });
+        assert!(ended, "run {id} did not end: {record}");
+        record
+    }
+}
+
+/// Create a token named `name` in the history of the server of `state` (with `env`).
+pub fn create_token(state: &Path, env: &[(&str, &str)], name: &str) -> String {
+    let output = liveload(state)
+        .args(["serve", "token", "create", name])
+        .envs(env.iter().copied())
+        .output()
+        .expect("liveload serve token create runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000_007
+}
