@@ -85,7 +85,13 @@ impl Served {
     }
 
     /// A request with these header lines.
-    pub fn raw(&self, method: &str, path: &str, headers: &[String], body: Option<&str>) -> (u16, String) {
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[String],
+        body: Option<&str>,
+    ) -> (u16, String) {
         let mut stream = std::net::TcpStream::connect(&self.address).expect("connects");
         let body = body.unwrap_or("");
         let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
@@ -112,10 +118,18 @@ impl Served {
     }
 
     /// `call`, expecting `status`, the body as JSON.
-    pub fn json(&self, method: &str, path: &str, token: &str, body: Option<&str>, status: u16) -> serde_json::Value {
+    pub fn json(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&str>,
+        status: u16,
+    ) -> serde_json::Value {
         let (got, text) = self.call(method, path, token, body);
         assert_eq!(got, status, "{method} {path}: {text}");
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
     }
 
     /// Wait until run `id` has ended; its record.
@@ -137,7 +151,11 @@ pub fn create_token(state: &Path, env: &[(&str, &str)], name: &str) -> String {
         .envs(env.iter().copied())
         .output()
         .expect("liveload serve token create runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 

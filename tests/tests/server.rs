@@ -53,9 +53,23 @@ fn the_api_authenticates_validates_runs_streams_and_stops() {
     // Auth: none, wrong, right.
     assert_eq!(server.call("GET", "/runs", "", None).0, 401);
     assert_eq!(server.call("GET", "/runs", "not-a-token", None).0, 401);
-    let wrong_host = server.raw("GET", "/api/v1/runs", &[format!("Authorization: Bearer {token}"), "Host: evil.example".into()], None);
-    assert_eq!(wrong_host.0, 421, "a rebound name is refused: {wrong_host:?}");
-    assert_eq!(server.json("GET", "/runs", &token, None, 200), serde_json::json!([]));
+    let wrong_host = server.raw(
+        "GET",
+        "/api/v1/runs",
+        &[
+            format!("Authorization: Bearer {token}"),
+            "Host: evil.example".into(),
+        ],
+        None,
+    );
+    assert_eq!(
+        wrong_host.0, 421,
+        "a rebound name is refused: {wrong_host:?}"
+    );
+    assert_eq!(
+        server.json("GET", "/runs", &token, None, 200),
+        serde_json::json!([])
+    );
 
     // The OpenAPI document lists every route, and only those.
     let (status, document) = server.call("GET", "/openapi.json", "", None);
@@ -65,17 +79,26 @@ fn the_api_authenticates_validates_runs_streams_and_stops() {
         .as_object()
         .unwrap()
         .iter()
-        .flat_map(|(path, item)| item.as_object().unwrap().keys().map(move |m| (m.clone(), path.clone())))
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.clone(), path.clone()))
+        })
         .collect();
     listed.sort();
-    let wanted: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let wanted: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
     assert_eq!(listed, wanted);
 
     // An invalid scenario: 422 with the CLI's code, message, line and column.
     let bad = "name: bad\nbase_url: http://x\nusers: [\n";
     let answer = server.json("POST", "/runs", &token, Some(&request(bad)), 422);
     scenario_file(state.path(), "scenario.yaml", bad);
-    let (code, cli, _) = json_output(liveload(state.path()).args(["validate", "scenario.yaml", "--output", "json"]));
+    let (code, cli, _) =
+        json_output(liveload(state.path()).args(["validate", "scenario.yaml", "--output", "json"]));
     assert_eq!(code, 3);
     for field in ["error", "message", "line", "column"] {
         assert_eq!(answer[field], cli[field], "{field}: API {answer} CLI {cli}");
@@ -83,13 +106,41 @@ fn the_api_authenticates_validates_runs_streams_and_stops() {
     assert_eq!(answer["error"], "scenario_invalid");
 
     // Two scenarios at once; the same scenario twice is refused.
-    let long = server.json("POST", "/runs", &token, Some(&request(&scenario("long", &target, 3, "60s"))), 201);
-    let short = server.json("POST", "/runs", &token, Some(&request(&scenario("short", &target, 4, "3s"))), 201);
-    let again = server.json("POST", "/runs", &token, Some(&request(&scenario("long", &target, 1, "5s"))), 409);
+    let long = server.json(
+        "POST",
+        "/runs",
+        &token,
+        Some(&request(&scenario("long", &target, 3, "60s"))),
+        201,
+    );
+    let short = server.json(
+        "POST",
+        "/runs",
+        &token,
+        Some(&request(&scenario("short", &target, 4, "3s"))),
+        201,
+    );
+    let again = server.json(
+        "POST",
+        "/runs",
+        &token,
+        Some(&request(&scenario("long", &target, 1, "5s"))),
+        409,
+    );
     assert_eq!(again["error"], "scenario_is_already_running");
-    let (long_id, short_id) = (long["id"].as_str().unwrap().to_string(), short["id"].as_str().unwrap().to_string());
-    let running: Vec<serde_json::Value> = server.json("GET", "/runs", &token, None, 200).as_array().unwrap().clone();
-    assert_eq!(running.iter().filter(|r| r["status"] == "running").count(), 2);
+    let (long_id, short_id) = (
+        long["id"].as_str().unwrap().to_string(),
+        short["id"].as_str().unwrap().to_string(),
+    );
+    let running: Vec<serde_json::Value> = server
+        .json("GET", "/runs", &token, None, 200)
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        running.iter().filter(|r| r["status"] == "running").count(),
+        2
+    );
 
     // The short one's events: points with users, then its end.
     let (status, events) = server.call("GET", &format!("/runs/{short_id}/events"), &token, None);
@@ -104,31 +155,72 @@ fn the_api_authenticates_validates_runs_streams_and_stops() {
     assert!(events.contains("event: end"), "{events}");
     let ended = server.wait_ended(&short_id, &token, Duration::from_secs(60));
     assert_eq!(ended["status"], "passed", "{ended}");
-    let result = server.json("GET", &format!("/runs/{short_id}/result"), &token, None, 200);
+    let result = server.json(
+        "GET",
+        &format!("/runs/{short_id}/result"),
+        &token,
+        None,
+        200,
+    );
     assert_eq!(result["users_succeeded"], 4, "{result}");
     let seen = http_get(target.trim_start_matches("http://"), "/seen/list");
     let visits = seen.lines().filter(|l| l.ends_with(" short")).count() as u64;
-    assert_eq!(result["iterations_ok"], visits, "every iteration the server reports reached the target");
+    assert_eq!(
+        result["iterations_ok"], visits,
+        "every iteration the server reports reached the target"
+    );
     let (status, html) = server.call("GET", &format!("/runs/{short_id}/report"), &token, None);
     assert_eq!(status, 200);
     assert!(html.contains("<svg"), "the report has its charts");
-    let late = server.json("POST", &format!("/runs/{short_id}/users"), &token, Some(r#"{"add":1}"#), 409);
+    let late = server.json(
+        "POST",
+        &format!("/runs/{short_id}/users"),
+        &token,
+        Some(r#"{"add":1}"#),
+        409,
+    );
     assert_eq!(late["error"], "run_ended");
 
     // The long one: its node is listed, users change through the API and the CLI.
     assert!(eventually(Duration::from_secs(60), || {
-        server.json("GET", &format!("/runs/{long_id}"), &token, None, 200)["live"]["active_users"] == 3
+        server.json("GET", &format!("/runs/{long_id}"), &token, None, 200)["live"]["active_users"]
+            == 3
     }));
     let nodes = server.json("GET", "/nodes", &token, None, 200);
-    assert!(nodes[0]["nodes"].as_array().unwrap().iter().any(|n| n["run_id"] == long_id.as_str()), "{nodes}");
-    let added = server.json("POST", &format!("/runs/{long_id}/users"), &token, Some(r#"{"add":2}"#), 200);
+    assert!(
+        nodes[0]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["run_id"] == long_id.as_str()),
+        "{nodes}"
+    );
+    let added = server.json(
+        "POST",
+        &format!("/runs/{long_id}/users"),
+        &token,
+        Some(r#"{"add":2}"#),
+        200,
+    );
     assert_eq!(added["target_users"], 5);
     let cli = liveload(state.path())
-        .args(["users", "add", "1", "--server", &format!("http://{}", server.address), "--run", &long_id])
+        .args([
+            "users",
+            "add",
+            "1",
+            "--server",
+            &format!("http://{}", server.address),
+            "--run",
+            &long_id,
+        ])
         .env("LIVELOAD_SERVER_TOKEN", &token)
         .output()
         .unwrap();
-    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
     assert!(String::from_utf8_lossy(&cli.stdout).contains("targets 6 users"));
     // The live status (and so the metrics) is refreshed every second.
     let mut metrics = String::new();
@@ -139,17 +231,28 @@ fn the_api_authenticates_validates_runs_streams_and_stops() {
         metrics.contains(&format!("liveload_target_users{{run=\"{long_id}\"}} 6"))
     });
     assert!(target_seen, "{metrics}");
-    assert!(metrics.contains("liveload_runs{status=\"passed\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("liveload_runs{status=\"passed\"} 1"),
+        "{metrics}"
+    );
 
     // Every route answers (none 404/405 for want of a handler).
-    server.call("PUT", "/scenarios/kept", &token, Some(&scenario("kept", &target, 1, "1s")));
+    server.call(
+        "PUT",
+        "/scenarios/kept",
+        &token,
+        Some(&scenario("kept", &target, 1, "1s")),
+    );
     for (method, path) in ROUTES {
         let path = path.replace("{id}", &short_id).replace("{name}", "kept");
         if *method == "delete" && path.starts_with("/runs") || path.ends_with("/events") {
             continue;
         }
         let (status, body) = server.call(&method.to_uppercase(), &path, &token, Some("{}"));
-        assert!(status != 404 && status != 405, "{method} {path}: {status} {body}");
+        assert!(
+            status != 404 && status != 405,
+            "{method} {path}: {status} {body}"
+        );
     }
 
     // Stop it: torn down (no agent process left), recorded as stopped.
@@ -158,8 +261,17 @@ fn the_api_authenticates_validates_runs_streams_and_stops() {
     server.json("DELETE", &format!("/runs/{long_id}"), &token, None, 202);
     let stopped = server.wait_ended(&long_id, &token, Duration::from_secs(60));
     assert_eq!(stopped["status"], "stopped", "{stopped}");
-    assert!(processes_in_groups(&groups).is_empty(), "agents left: {:?}", processes_in_groups(&groups));
-    assert_eq!(server.call("DELETE", &format!("/runs/{long_id}"), &token, None).0, 409);
+    assert!(
+        processes_in_groups(&groups).is_empty(),
+        "agents left: {:?}",
+        processes_in_groups(&groups)
+    );
+    assert_eq!(
+        server
+            .call("DELETE", &format!("/runs/{long_id}"), &token, None)
+            .0,
+        409
+    );
 
     // Logged at debug level, the token never appears.
     let log = std::fs::read_to_string(&server.log).unwrap();
@@ -173,13 +285,29 @@ fn restart_keeps_history_and_recovers(env: &[(&str, &str)]) {
     let target = demo_target();
     let token = create_token(state.path(), env, "ci");
     let server = Served::start(state.path(), env, &[]);
-    let finished = server.json("POST", "/runs", &token, Some(&request(&scenario("done", &target, 2, "2s"))), 201);
+    let finished = server.json(
+        "POST",
+        "/runs",
+        &token,
+        Some(&request(&scenario("done", &target, 2, "2s"))),
+        201,
+    );
     let finished_id = finished["id"].as_str().unwrap().to_string();
-    assert_eq!(server.wait_ended(&finished_id, &token, Duration::from_secs(60))["status"], "passed");
-    let held = server.json("POST", "/runs", &token, Some(&request(&scenario("held", &target, 2, "300s"))), 201);
+    assert_eq!(
+        server.wait_ended(&finished_id, &token, Duration::from_secs(60))["status"],
+        "passed"
+    );
+    let held = server.json(
+        "POST",
+        "/runs",
+        &token,
+        Some(&request(&scenario("held", &target, 2, "300s"))),
+        201,
+    );
     let held_id = held["id"].as_str().unwrap().to_string();
     assert!(eventually(Duration::from_secs(60), || {
-        server.json("GET", &format!("/runs/{held_id}"), &token, None, 200)["live"]["active_users"] == 2
+        server.json("GET", &format!("/runs/{held_id}"), &token, None, 200)["live"]["active_users"]
+            == 2
     }));
     let groups = agent_pids(state.path(), &held_id);
     assert!(!groups.is_empty());
@@ -190,14 +318,24 @@ fn restart_keeps_history_and_recovers(env: &[(&str, &str)]) {
     }
     server.crash();
     let listed = || {
-        let (_, nodes, _) = json_output(liveload(state.path()).args(["nodes", "--run", &held_id, "--output", "json"]));
+        let (_, nodes, _) = json_output(
+            liveload(state.path()).args(["nodes", "--run", &held_id, "--output", "json"]),
+        );
         nodes["nodes"].as_array().unwrap().len()
     };
-    assert_eq!(listed(), 1, "the provider still holds the crashed server's node");
+    assert_eq!(
+        listed(),
+        1,
+        "the provider still holds the crashed server's node"
+    );
     let server = Served::start(state.path(), env, &[]);
     let record = server.json("GET", &format!("/runs/{held_id}"), &token, None, 200);
     assert_eq!(record["status"], "interrupted", "{record}");
-    assert_eq!(listed(), 0, "the interrupted run's node is destroyed at start-up");
+    assert_eq!(
+        listed(),
+        0,
+        "the interrupted run's node is destroyed at start-up"
+    );
     assert!(
         processes_in_groups(&groups).is_empty(),
         "no agent process is left: {:?}",
@@ -205,13 +343,38 @@ fn restart_keeps_history_and_recovers(env: &[(&str, &str)]) {
     );
     let kept = server.json("GET", &format!("/runs/{finished_id}"), &token, None, 200);
     assert_eq!(kept["status"], "passed");
-    let result = server.json("GET", &format!("/runs/{finished_id}/result"), &token, None, 200);
+    let result = server.json(
+        "GET",
+        &format!("/runs/{finished_id}/result"),
+        &token,
+        None,
+        200,
+    );
     assert_eq!(result["users_succeeded"], 2);
-    let points = server.json("GET", &format!("/runs/{finished_id}/points"), &token, None, 200);
-    assert!(!points.as_array().unwrap().is_empty(), "its per-second points are kept");
+    let points = server.json(
+        "GET",
+        &format!("/runs/{finished_id}/points"),
+        &token,
+        None,
+        200,
+    );
+    assert!(
+        !points.as_array().unwrap().is_empty(),
+        "its per-second points are kept"
+    );
     // A new run of the interrupted scenario is allowed (its lock died with the old server).
-    let again = server.json("POST", "/runs", &token, Some(&request(&scenario("held", &target, 1, "1s"))), 201);
-    server.wait_ended(again["id"].as_str().unwrap(), &token, Duration::from_secs(60));
+    let again = server.json(
+        "POST",
+        "/runs",
+        &token,
+        Some(&request(&scenario("held", &target, 1, "1s"))),
+        201,
+    );
+    server.wait_ended(
+        again["id"].as_str().unwrap(),
+        &token,
+        Duration::from_secs(60),
+    );
 }
 
 #[test]
@@ -233,10 +396,21 @@ fn run_with_server_submits_follows_and_reports() {
     let target = demo_target();
     let token = create_token(state.path(), &[], "cli");
     let server = Served::start(state.path(), &[], &[]);
-    let file = scenario_file(state.path(), "remote.yaml", &scenario("remote", &target, 2, "2s"));
+    let file = scenario_file(
+        state.path(),
+        "remote.yaml",
+        &scenario("remote", &target, 2, "2s"),
+    );
     let url = format!("http://{}", server.address);
     let output = liveload(state.path())
-        .args(["run", file.to_str().unwrap(), "--server", &url, "--output", "json"])
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--server",
+            &url,
+            "--output",
+            "json",
+        ])
         .env("LIVELOAD_SERVER_TOKEN", &token)
         .output()
         .unwrap();
@@ -247,12 +421,27 @@ fn run_with_server_submits_follows_and_reports() {
     let id = report["run_id"].as_str().unwrap();
     let out = state.path().join("downloaded");
     let download = liveload(state.path())
-        .args(["report", id, "--server", &url, "--out", out.to_str().unwrap()])
+        .args([
+            "report",
+            id,
+            "--server",
+            &url,
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .env("LIVELOAD_SERVER_TOKEN", &token)
         .output()
         .unwrap();
-    assert!(download.status.success(), "{}", String::from_utf8_lossy(&download.stderr));
-    assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("<svg"));
+    assert!(
+        download.status.success(),
+        "{}",
+        String::from_utf8_lossy(&download.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(out.join("report.html"))
+            .unwrap()
+            .contains("<svg")
+    );
     // Without a token the CLI says how to get one.
     let refused = liveload(state.path())
         .args(["nodes", "--server", &url])
@@ -271,7 +460,28 @@ fn the_dashboard_shows_a_run_live_and_stops_it() {
     let target = demo_target();
     let token = create_token(state.path(), &[], "dashboard");
     let server = Served::start(state.path(), &[], &[]);
-    let run = server.json("POST", "/runs", &token, Some(&request(&scenario("watched", &target, 3, "300s"))), 201);
+    let done = server.json(
+        "POST",
+        "/runs",
+        &token,
+        Some(&request(&scenario("done", &target, 2, "2s"))),
+        201,
+    );
+    let done = done["id"].as_str().unwrap().to_string();
+    server.wait_ended(&done, &token, Duration::from_secs(60));
+    server.call(
+        "PUT",
+        "/scenarios/stored",
+        &token,
+        Some(&scenario("stored", &target, 1, "2s")),
+    );
+    let run = server.json(
+        "POST",
+        "/runs",
+        &token,
+        Some(&request(&scenario("watched", &target, 3, "300s"))),
+        201,
+    );
     let id = run["id"].as_str().unwrap();
     let steps = format!(
         r##"name: dashboard
@@ -293,6 +503,18 @@ steps:
   - wait_for: {{ selector: "#status [data-status=stopped]", timeout: 60s }}
   - navigate: /
   - wait_for: "tr[data-run='{id}'] [data-status=stopped]"
+  - navigate: /start
+  - select: {{ selector: "#scenario", value: "stored" }}
+  - fill: {{ selector: "#users-input", value: "2" }}
+  - click: "#start"
+  - wait_for: {{ selector: "#status [data-status=passed]", timeout: 60s }}
+  - wait_for: "iframe.report"
+  - navigate: /
+  - check: "#runs tbody tr:first-child input.pick"
+  - check: "tr[data-run='{done}'] input.pick"
+  - click: "#compare"
+  - wait_for: "#comparison"
+  - assert: {{ text: "iterations ok" }}
 "##,
         address = server.address
     );
@@ -301,7 +523,12 @@ steps:
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| state.path().join("shots"));
     let output = liveload(state.path())
-        .args(["try", file.to_str().unwrap(), "--screenshots", shots.to_str().unwrap()])
+        .args([
+            "try",
+            file.to_str().unwrap(),
+            "--screenshots",
+            shots.to_str().unwrap(),
+        ])
         .env("LIVELOAD_CHROMIUM", chromium())
         .output()
         .unwrap();
@@ -313,4 +540,10 @@ steps:
     );
     let record = server.json("GET", &format!("/runs/{id}"), &token, None, 200);
     assert_eq!(record["status"], "stopped", "{record}");
+    // The run started from the form ran the stored scenario with the users it was given.
+    let runs = server.json("GET", "/runs", &token, None, 200);
+    let started = &runs[0];
+    assert_eq!(started["scenario"], "stored", "{runs}");
+    assert_eq!(started["users"], 2, "{runs}");
+    assert_eq!(started["status"], "passed", "{runs}");
 }

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub state_dir: PathBuf,
     /// The caps every run is held to.
     pub limits: runs::Limits,
+    /// This server's name in the run history: servers sharing one PostgreSQL history must
+    /// have different names, since each recovers the unfinished runs of its own name.
+    pub name: String,
 }
 
 /// A PEM certificate chain and its private key.
@@ -83,7 +86,7 @@ impl Server {
         let runs = Arc::new(Runs::new(
             store.clone(),
             backends,
-            config.state_dir.clone(),
+            (config.name.clone(), config.state_dir.clone()),
             config.limits.clone(),
         ));
         runs.recover_interrupted().await?;

@@ -115,6 +115,8 @@ pub struct Runs {
     backends: Arc<dyn Backends>,
     state_dir: PathBuf,
     limits: Limits,
+    /// This server's name in the history (its runs are the ones it recovers).
+    name: String,
     active: Arc<Mutex<HashMap<String, Arc<ActiveRun>>>>,
 }
 
@@ -122,11 +124,12 @@ pub struct Runs {
 const TICK: Duration = Duration::from_secs(1);
 
 impl Runs {
-    /// Runs kept in `store`, on `backends`, locking scenarios in `state_dir`.
+    /// Runs kept in `store` under this server's `name`, on `backends`, locking scenarios in
+    /// `state_dir`.
     pub fn new(
         store: Arc<dyn Store>,
         backends: Arc<dyn Backends>,
-        state_dir: PathBuf,
+        (name, state_dir): (String, PathBuf),
         limits: Limits,
     ) -> Runs {
         Runs {
@@ -134,6 +137,7 @@ impl Runs {
             backends,
             state_dir,
             limits,
+            name,
             active: Arc::default(),
         }
     }
@@ -185,6 +189,7 @@ impl Runs {
             created_unix_s: names::unix_now_s(),
             ended_unix_s: None,
             message: None,
+            server: self.name.clone(),
         };
         // Recorded before any machine exists: should this server die now, its next start
         // finds the record and tears down whatever carries the run id.
@@ -372,7 +377,7 @@ impl Runs {
     pub async fn recover_interrupted(&self) -> Result<(), Error> {
         let unfinished = self
             .store
-            .interrupt_unfinished(names::unix_now_s())
+            .interrupt_unfinished(&self.name, names::unix_now_s())
             .await
             .map_err(|e| Error::RunFailed {
                 message: e.to_string(),

@@ -19,6 +19,7 @@ fn running(id: &str, created_unix_s: u64) -> RunRecord {
         created_unix_s,
         ended_unix_s: None,
         message: None,
+        server: "ci-server".to_string(),
     }
 }
 
@@ -173,7 +174,14 @@ async fn interrupted(store: &dyn Store) {
         .insert_run(&running("run-late", 1_700_000_200), "users: 1\n")
         .await
         .unwrap();
-    let mut marked = store.interrupt_unfinished(1_700_000_300).await.unwrap();
+    // Another server's run in a shared history: not this server's to interrupt.
+    let mut theirs = running("run-theirs", 1_700_000_250);
+    theirs.server = "other-server".into();
+    store.insert_run(&theirs, "users: 1\n").await.unwrap();
+    let mut marked = store
+        .interrupt_unfinished("ci-server", 1_700_000_300)
+        .await
+        .unwrap();
     marked.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(ids(&marked), ["run-late", "run-newer"]);
 
@@ -188,12 +196,17 @@ async fn interrupted(store: &dyn Store) {
         RunStatus::Passed
     );
     assert_eq!(
+        store.run("run-theirs").await.unwrap().unwrap().status,
+        RunStatus::Running,
+        "another server's run is left alone"
+    );
+    assert_eq!(
         store.run("run-error").await.unwrap().unwrap().status,
         RunStatus::Error
     );
     assert!(
         store
-            .interrupt_unfinished(1_700_000_400)
+            .interrupt_unfinished("ci-server", 1_700_000_400)
             .await
             .unwrap()
             .is_empty()

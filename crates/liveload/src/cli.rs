@@ -234,7 +234,13 @@ pub struct UsersArgs {
     pub name: Option<String>,
     /// A liveload server holding the run (with --run); the token comes from
     /// LIVELOAD_SERVER_TOKEN.
-    #[arg(long, global = true, env = "LIVELOAD_SERVER", value_name = "URL", requires = "run")]
+    #[arg(
+        long,
+        global = true,
+        env = "LIVELOAD_SERVER",
+        value_name = "URL",
+        requires = "run"
+    )]
     pub server: Option<String>,
     /// The server's run id.
     #[arg(long, global = true)]
@@ -270,7 +276,12 @@ pub struct ReportArgs {
     pub result: PathBuf,
     /// A liveload server to download the run's report from; the token comes from
     /// LIVELOAD_SERVER_TOKEN.
-    #[arg(long, env = "LIVELOAD_SERVER", value_name = "URL", conflicts_with = "compare")]
+    #[arg(
+        long,
+        env = "LIVELOAD_SERVER",
+        value_name = "URL",
+        conflicts_with = "compare"
+    )]
     pub server: Option<String>,
     /// A second result.json to compare with the first.
     pub compare: Option<PathBuf>,

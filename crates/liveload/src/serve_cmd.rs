@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// The most any billed run may cost, USD (a request may ask for less).
     #[arg(long, value_name = "USD")]
     pub max_cost: Option<f64>,
+    /// This server's name in the run history (default: the host name). Servers sharing one
+    /// PostgreSQL history need different names: at start-up each tears down the unfinished
+    /// runs of its own name only.
+    #[arg(long = "server-name")]
+    pub server_name: Option<String>,
     #[command(flatten)]
     pub backend: BackendArgs,
     /// Manage API tokens instead of serving.
@@ -179,6 +184,7 @@ async fn serve(args: ServeArgs, ctx: &Ctx<'_>) -> Result<(), Error> {
             _ => None,
         },
         state_dir,
+        name: args.server_name.unwrap_or_else(host_name),
         limits: Limits {
             max_allowed_nodes: args.max_allowed_nodes,
             max_cost_usd: args.max_cost,
@@ -201,6 +207,15 @@ async fn serve(args: ServeArgs, ctx: &Ctx<'_>) -> Result<(), Error> {
     signals.first().await;
     server.shutdown().await;
     Ok(())
+}
+
+/// This machine's host name (Linux's own record of it).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "liveload".into())
 }
 
 /// `liveload serve token create|list|delete`.

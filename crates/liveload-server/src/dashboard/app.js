@@ -38,10 +38,11 @@ const when = (s) => (s ? new Date(s * 1000).toLocaleString() : "");
 const fmt = (v, digits = 1) => (v == null || Number.isNaN(v) ? "–" : Number(v).toFixed(digits));
 const statusBadge = (s) => el("span", { class: "status " + s, "data-status": s }, s);
 
-// The largest p95 among the step latencies (`step:<name>`), else among all.
+// The largest p95 among the step latencies (`step:<name>`, pauses left out: a think step
+// times the pause, not the application), else among all.
 function stepP95(p95) {
   const entries = Object.entries(p95 || {});
-  const steps = entries.filter(([name]) => name.startsWith("step"));
+  const steps = entries.filter(([name]) => name.startsWith("step:") && !name.startsWith("step:think"));
   const pool = steps.length ? steps : entries;
   return pool.length ? Math.max(...pool.map(([, v]) => v)) : null;
 }

@@ -97,6 +97,9 @@ pub struct RunRecord {
     pub ended_unix_s: Option<u64>,
     /// Why it ended as it did (an error's message), when there is more to say than the status.
     pub message: Option<String>,
+    /// The server that runs it (`liveload serve --name`): several servers may share one
+    /// PostgreSQL history, and each recovers only its own runs at start-up.
+    pub server: String,
 }
 
 /// How a run ended: its status, and what it left.
@@ -155,9 +158,14 @@ pub trait Store: Send + Sync {
     async fn points(&self, id: &str) -> StoreResult<Vec<String>>;
     /// One of a run's documents.
     async fn artifact(&self, id: &str, which: Artifact) -> StoreResult<Option<String>>;
-    /// At start-up: mark every run still `running` (the server died under it) `interrupted`,
-    /// returning them so their nodes can be torn down.
-    async fn interrupt_unfinished(&self, now_unix_s: u64) -> StoreResult<Vec<RunRecord>>;
+    /// At start-up: mark every run of `server` still `running` (the server died under it)
+    /// `interrupted`, returning them so their nodes can be torn down. Other servers' runs
+    /// (a shared history) are left alone.
+    async fn interrupt_unfinished(
+        &self,
+        server: &str,
+        now_unix_s: u64,
+    ) -> StoreResult<Vec<RunRecord>>;
 }
 
 /// Open the store a `--database` value names: `postgres://…` / `postgresql://…`, else a
@@ -183,7 +191,7 @@ pub mod sql {
         "CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, scenario TEXT NOT NULL, \
          backend TEXT NOT NULL, status TEXT NOT NULL, users BIGINT NOT NULL, \
          created BIGINT NOT NULL, ended BIGINT, message TEXT, scenario_yaml TEXT NOT NULL, \
-         result TEXT, report TEXT)",
+         result TEXT, report TEXT, server TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS points (run_id TEXT NOT NULL, second BIGINT NOT NULL, \
          point TEXT NOT NULL, PRIMARY KEY (run_id, second))",
     ];
@@ -205,7 +213,7 @@ pub mod sql {
     pub const SCENARIO_NAMES: &str = "SELECT name FROM scenarios ORDER BY name";
     /// Insert a run.
     pub const INSERT_RUN: &str = "INSERT INTO runs (id, scenario, backend, status, users, \
-         created, scenario_yaml) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+         created, scenario_yaml, server) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
     /// End a run (`$1` id, `$2` status, `$3` ended, `$4` message, `$5` result, `$6` report).
     pub const END_RUN: &str = "UPDATE runs SET status = $2, ended = $3, message = $4, \
          result = $5, report = $6 WHERE id = $1";
@@ -213,19 +221,19 @@ pub mod sql {
     pub const INSERT_POINT: &str = "INSERT INTO points (run_id, second, point) VALUES ($1, $2, $3)";
     /// A run's points.
     pub const POINTS: &str = "SELECT point FROM points WHERE run_id = $1 ORDER BY second";
-    /// Mark runs still `running` interrupted (`$1`: now).
+    /// Mark a server's runs still `running` interrupted (`$1`: now, `$2`: the server).
     pub const MARK_INTERRUPTED: &str = "UPDATE runs SET status = 'interrupted', ended = $1, \
          message = 'the server stopped while this run was in progress; its nodes were torn \
-         down when the server started again' WHERE status = 'running'";
+         down when the server started again' WHERE status = 'running' AND server = $2";
     /// Every run, newest first.
-    pub const RUNS: &str = "SELECT id, scenario, backend, status, users, created, ended, message \
-         FROM runs ORDER BY created DESC, id";
+    pub const RUNS: &str = "SELECT id, scenario, backend, status, users, created, ended, message, \
+         server FROM runs ORDER BY created DESC, id";
     /// One run.
-    pub const RUN: &str = "SELECT id, scenario, backend, status, users, created, ended, message \
-         FROM runs WHERE id = $1";
-    /// Runs still running.
+    pub const RUN: &str = "SELECT id, scenario, backend, status, users, created, ended, message, \
+         server FROM runs WHERE id = $1";
+    /// A server's runs still running (`$1`: the server).
     pub const UNFINISHED: &str = "SELECT id, scenario, backend, status, users, created, ended, \
-         message FROM runs WHERE status = 'running'";
+         message, server FROM runs WHERE status = 'running' AND server = $1";
 
     /// The column holding a run's document.
     pub fn column(which: super::Artifact) -> &'static str {
@@ -237,9 +245,9 @@ pub mod sql {
     }
 }
 
-/// A run record from row (id, scenario, backend, status, users, created, ended, message).
+/// A run record from row (id, scenario, backend, status, users, created, ended, message, server).
 pub(crate) fn run_record(
-    (id, scenario, backend, status, users, created, ended, message): (
+    (id, scenario, backend, status, users, created, ended, message, server): (
         String,
         String,
         String,
@@ -248,6 +256,7 @@ pub(crate) fn run_record(
         i64,
         Option<i64>,
         Option<String>,
+        String,
     ),
 ) -> RunRecord {
     RunRecord {
@@ -259,6 +268,7 @@ pub(crate) fn run_record(
         created_unix_s: created.max(0) as u64,
         ended_unix_s: ended.map(|e| e.max(0) as u64),
         message,
+        server,
     }
 }
 

@@ -162,6 +162,7 @@ fn record(row: &Row) -> Result<RunRecord, tokio_postgres::Error> {
         row.try_get(5)?,
         row.try_get(6)?,
         row.try_get(7)?,
+        row.try_get(8)?,
     )))
 }
 
@@ -248,6 +249,7 @@ impl Store for PostgresStore {
                     &users,
                     &created,
                     &scenario_yaml,
+                    &run.server,
                 ],
             )
             .await
@@ -328,7 +330,11 @@ impl Store for PostgresStore {
         Ok(text.flatten())
     }
 
-    async fn interrupt_unfinished(&self, now_unix_s: u64) -> StoreResult<Vec<RunRecord>> {
+    async fn interrupt_unfinished(
+        &self,
+        server: &str,
+        now_unix_s: u64,
+    ) -> StoreResult<Vec<RunRecord>> {
         let doing = "marking interrupted runs";
         let now = bigint(now_unix_s);
         let mut client = self.client().await?;
@@ -342,14 +348,14 @@ impl Store for PostgresStore {
             .await
             .map_err(fail(doing))?;
         let unfinished = t
-            .query(sql::UNFINISHED, &[])
+            .query(sql::UNFINISHED, &[&server])
             .await
             .map_err(fail(doing))?
             .iter()
             .map(record)
             .collect::<Result<Vec<_>, _>>()
             .map_err(fail(doing))?;
-        t.execute(sql::MARK_INTERRUPTED, &[&now])
+        t.execute(sql::MARK_INTERRUPTED, &[&now, &server])
             .await
             .map_err(fail(doing))?;
         t.commit().await.map_err(fail(doing))?;

@@ -85,6 +85,7 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         row.get(5)?,
         row.get(6)?,
         row.get(7)?,
+        row.get(8)?,
     )))
 }
 
@@ -147,15 +148,21 @@ impl Store for SqliteStore {
     async fn scenario(&self, name: &str) -> StoreResult<Option<String>> {
         let name = name.to_string();
         self.with(
-            move |c| c.query_row(&q(sql::SCENARIO), [&name], |r| r.get(0)).optional(),
+            move |c| {
+                c.query_row(&q(sql::SCENARIO), [&name], |r| r.get(0))
+                    .optional()
+            },
             "reading a scenario",
         )
         .await
     }
 
     async fn scenario_names(&self) -> StoreResult<Vec<String>> {
-        self.with(|c| texts(c, &q(sql::SCENARIO_NAMES), None), "listing scenarios")
-            .await
+        self.with(
+            |c| texts(c, &q(sql::SCENARIO_NAMES), None),
+            "listing scenarios",
+        )
+        .await
     }
 
     async fn insert_run(&self, run: &RunRecord, scenario_yaml: &str) -> StoreResult<()> {
@@ -171,7 +178,8 @@ impl Store for SqliteStore {
                         run.status.as_str(),
                         bigint(run.users),
                         bigint(run.created_unix_s),
-                        yaml
+                        yaml,
+                        run.server
                     ],
                 )
                 .map(drop)
@@ -238,8 +246,11 @@ impl Store for SqliteStore {
 
     async fn points(&self, id: &str) -> StoreResult<Vec<String>> {
         let id = id.to_string();
-        self.with(move |c| texts(c, &q(sql::POINTS), Some(&id)), "reading points")
-            .await
+        self.with(
+            move |c| texts(c, &q(sql::POINTS), Some(&id)),
+            "reading points",
+        )
+        .await
     }
 
     async fn artifact(&self, id: &str, which: Artifact) -> StoreResult<Option<String>> {
@@ -258,15 +269,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn interrupt_unfinished(&self, now_unix_s: u64) -> StoreResult<Vec<RunRecord>> {
+    async fn interrupt_unfinished(
+        &self,
+        server: &str,
+        now_unix_s: u64,
+    ) -> StoreResult<Vec<RunRecord>> {
+        let server = server.to_string();
         self.with(
             move |c| {
                 let t = c.transaction()?;
                 let unfinished: Vec<RunRecord> = {
                     let mut statement = t.prepare(&q(sql::UNFINISHED))?;
-                    statement.query_map([], record)?.collect::<Result<_, _>>()?
+                    statement
+                        .query_map([&server], record)?
+                        .collect::<Result<_, _>>()?
                 };
-                t.execute(&q(sql::MARK_INTERRUPTED), [bigint(now_unix_s)])?;
+                t.execute(
+                    &q(sql::MARK_INTERRUPTED),
+                    params![bigint(now_unix_s), server],
+                )?;
                 t.commit()?;
                 Ok(unfinished)
             },
