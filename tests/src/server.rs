@@ -68,6 +68,15 @@ impl Served {
         self.child.id()
     }
 
+    /// Wait until it has exited by itself; whether it did within `timeout`.
+    pub fn wait_exit(&self, timeout: Duration) -> bool {
+        let pid = self.child.id();
+        eventually(timeout, || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |stat| stat.contains(") Z "))
+        })
+    }
+
     /// Kill it with SIGKILL, as a crash would, and wait for it.
     pub fn crash(mut self) {
         let _ = self.child.kill();
@@ -84,7 +93,7 @@ impl Served {
         self.raw(method, &format!("/api/v1{path}"), &headers, body)
     }
 
-    /// A request with these header lines.
+    /// A request with these header lines; the status and the body.
     pub fn raw(
         &self,
         method: &str,
@@ -92,6 +101,25 @@ impl Served {
         headers: &[String],
         body: Option<&str>,
     ) -> (u16, String) {
+        let response = self.exchange(method, path, headers, body);
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, body.to_string())
+    }
+
+    /// A request with these header lines (`Host` is the server's unless one is given); the
+    /// whole response, headers included.
+    pub fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[String],
+        body: Option<&str>,
+    ) -> String {
         let mut stream = std::net::TcpStream::connect(&self.address).expect("connects");
         let body = body.unwrap_or("");
         let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
@@ -108,13 +136,7 @@ impl Served {
         .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (status, body.to_string())
+        response
     }
 
     /// `call`, expecting `status`, the body as JSON.

@@ -354,6 +354,21 @@ pub enum Error {
         message: String,
     },
 
+    /// A liveload server (`liveload serve`) refused a request or reported a run's failure: its
+    /// own error code, message and exit code, passed on so `--server` exits as a local
+    /// command would.
+    #[error("the server answered {status} {code}: {message}")]
+    ServerRefused {
+        /// The HTTP status.
+        status: u16,
+        /// The server's error code (`scenario_invalid`, `unauthorized`, …).
+        code: String,
+        /// Its message.
+        message: String,
+        /// The exit code the same error has locally.
+        exit_code: i32,
+    },
+
     /// The run started but did not complete successfully.
     #[error("run failed: {message}")]
     RunFailed {
@@ -420,6 +435,7 @@ impl Error {
             Error::AgentRejected { .. } => "agent_rejected",
             Error::AgentConnection { .. } => "agent_connection_failed",
             Error::RunFailed { .. } => "run_failed",
+            Error::ServerRefused { .. } => "server_refused",
             Error::TeardownIncomplete { .. } => "teardown_incomplete",
             Error::Interrupted => "interrupted",
             Error::Io { .. } => "io_error",
@@ -448,6 +464,7 @@ impl Error {
             | Error::AgentRejected { .. }
             | Error::AgentConnection { .. } => exit_code::PROVISIONING,
             Error::RunFailed { .. } => exit_code::RUN_FAILED,
+            Error::ServerRefused { exit_code, .. } => *exit_code,
             Error::TeardownIncomplete { .. } => exit_code::TEARDOWN_INCOMPLETE,
             Error::Interrupted => exit_code::INTERRUPTED,
             Error::Io { .. } => exit_code::INTERNAL,

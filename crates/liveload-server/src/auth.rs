@@ -107,7 +107,8 @@ pub fn presented_token(headers: &HeaderMap) -> Option<(String, bool)> {
 
 /// The JSON error body every refusal uses.
 pub(crate) fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "error": code, "message": message });
+    // Exit code 2 (usage) for `--server` commands: a missing or wrong token is set-up.
+    let body = serde_json::json!({ "error": code, "message": message, "exit_code": 2 });
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::UNAUTHORIZED {
         response
@@ -126,12 +127,11 @@ pub struct AuthState {
     pub guard: Arc<HostGuard>,
 }
 
-/// Refuse a request to another host name (421), without a valid token (401), or a
-/// cookie-authenticated change without the dashboard's header (403); else pass it on with
-/// its [`Caller`].
-pub async fn require_token(
-    State(auth): State<AuthState>,
-    mut request: Request,
+/// Refuse a request addressed to another host name (421): a page that rebound its own name to
+/// this loopback server. Applied to every route, the dashboard's and the public ones too.
+pub async fn require_own_host(
+    State(guard): State<Arc<HostGuard>>,
+    request: Request,
     next: Next,
 ) -> Response {
     let host = request
@@ -139,13 +139,23 @@ pub async fn require_token(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
-    if !auth.guard.allows(host) {
+    if !guard.allows(host) {
         return refusal(
             StatusCode::MISDIRECTED_REQUEST,
             "unexpected_host",
             "this server answers to its own address only",
         );
     }
+    next.run(request).await
+}
+
+/// Refuse a request without a valid token (401), or a cookie-authenticated change without
+/// the dashboard's header (403); else pass it on with its [`Caller`].
+pub async fn require_token(
+    State(auth): State<AuthState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let Some((token, from_cookie)) = presented_token(request.headers()) else {
         return refusal(
             StatusCode::UNAUTHORIZED,

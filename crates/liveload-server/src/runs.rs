@@ -117,6 +117,8 @@ pub struct Runs {
     limits: Limits,
     /// This server's name in the history (its runs are the ones it recovers).
     name: String,
+    /// Set when the server shuts down: no new run starts.
+    closing: std::sync::atomic::AtomicBool,
     active: Arc<Mutex<HashMap<String, Arc<ActiveRun>>>>,
 }
 
@@ -138,6 +140,7 @@ impl Runs {
             state_dir,
             limits,
             name,
+            closing: std::sync::atomic::AtomicBool::new(false),
             active: Arc::default(),
         }
     }
@@ -164,8 +167,13 @@ impl Runs {
     /// Validate `request`, record the run and start it; its record. `caller` (the token's
     /// name) is who confirmed a billed run's cost.
     pub async fn start(&self, request: RunRequest, caller: &str) -> Result<RunRecord, Error> {
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::RunFailed {
+                message: "the server is shutting down: it starts no new run".into(),
+            });
+        }
         let (yaml, source) = self.scenario_text(&request).await?;
-        let mut scenario = Scenario::from_yaml(&source, &yaml)?;
+        let mut scenario = Scenario::from_untrusted_yaml(&source, &yaml)?;
         if let Some(base_url) = &request.base_url {
             scenario.set_base_url(base_url);
         }
@@ -173,10 +181,23 @@ impl Runs {
         let mut options = self.options_for(&scenario, &request)?;
         let lock = ScenarioLock::acquire(&self.state_dir, &scenario.name)?;
         let backend = self.backends.build(&backend_name).await?;
+        if backend.billing() == liveload_core::Billing::Billed && options.max_cost_usd.is_none() {
+            return Err(Error::InvalidOption {
+                option: "max_cost".into(),
+                message: format!(
+                    "backend '{backend_name}' bills for its machines and this server has no \
+                     --max-cost: it refuses billed runs without a cap (give max_cost, or start \
+                     the server with --max-cost)"
+                ),
+            });
+        }
         if request.confirm {
             options.cost_confirmation =
                 Some(CostConfirmation::new(format!("API token '{caller}'")));
         }
+        // The core's policies (consent to cost, the cost cap) answer the request itself, before
+        // it is recorded as a run.
+        run::check_before_creating(backend.as_ref(), &options).await?;
         let run_id = names::new_run_id(&options.cluster_name);
         options.run_id = Some(run_id.clone());
         options.state_dir = Some(self.state_dir.clone());
@@ -190,15 +211,11 @@ impl Runs {
             ended_unix_s: None,
             message: None,
             server: self.name.clone(),
+            exit_code: None,
         };
         // Recorded before any machine exists: should this server die now, its next start
         // finds the record and tears down whatever carries the run id.
-        self.store
-            .insert_run(&record, &yaml)
-            .await
-            .map_err(|e| Error::RunFailed {
-                message: e.to_string(),
-            })?;
+        self.store.insert_run(&record, &yaml).await?;
         let (control, control_end) = run::control_channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let (points, _) = broadcast::channel(64);
@@ -259,13 +276,7 @@ impl Runs {
         match (&request.scenario_yaml, &request.scenario) {
             (Some(yaml), None) => Ok((yaml.clone(), PathBuf::from("scenario.yaml"))),
             (None, Some(name)) => {
-                let stored = self
-                    .store
-                    .scenario(name)
-                    .await
-                    .map_err(|e| Error::RunFailed {
-                        message: e.to_string(),
-                    })?;
+                let stored = self.store.scenario(name).await?;
                 let yaml = stored
                     .ok_or_else(|| invalid(format!("no stored scenario is named '{name}'")))?;
                 Ok((yaml, PathBuf::from(format!("{name}.yaml"))))
@@ -356,8 +367,10 @@ impl Runs {
         true
     }
 
-    /// Stop every run and wait until each has ended.
+    /// Refuse new runs, stop every run at once, and wait until each has torn down and ended.
     pub async fn stop_all(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let runs: Vec<(String, Arc<ActiveRun>)> = self
             .active
             .lock()
@@ -365,30 +378,66 @@ impl Runs {
             .iter()
             .map(|(id, run)| (id.clone(), run.clone()))
             .collect();
-        for (id, run) in runs {
-            self.stop(&id);
+        for (id, _) in &runs {
+            self.stop(id);
+        }
+        let endings = runs.into_iter().map(|(_, run)| async move {
             let mut ended = run.ended.clone();
             let _ = ended.wait_for(|ended| *ended).await;
-        }
+        });
+        futures_util::future::join_all(endings).await;
     }
 
-    /// At start-up: every run the history still calls running was held by a server that died.
-    /// Mark it interrupted and destroy whatever its backend still holds under its id.
+    /// At start-up: every run of this server the history still calls running was held by a
+    /// process that died. Tear each down (its backend lists what still carries its id), and
+    /// only then end it `interrupted`: a run whose teardown fails stays `running`, so the
+    /// next start tries again, and the error names it and the `liveload cleanup` command. One
+    /// run's failure does not stop the others' recovery, nor the server.
     pub async fn recover_interrupted(&self) -> Result<(), Error> {
-        let unfinished = self
-            .store
-            .interrupt_unfinished(&self.name, names::unix_now_s())
-            .await
-            .map_err(|e| Error::RunFailed {
-                message: e.to_string(),
-            })?;
+        let unfinished = self.store.unfinished(&self.name).await?;
         for run in unfinished {
-            tracing::warn!(run = %run.id, "tearing down a run the previous server left");
-            let backend = self.backends.build(&run.backend).await?;
-            let nodes = backend.list(&RunFilter::Run(run.id.clone())).await?;
-            backend.destroy_all(&nodes).await?;
+            tracing::warn!(run = %run.id, "tearing down a run this server left when it stopped");
+            match self.tear_down_leftover(&run).await {
+                Ok(()) => {
+                    let end = RunEnd {
+                        status: Some(RunStatus::Interrupted),
+                        exit_code: Some(liveload_core::error::exit_code::INTERRUPTED),
+                        message: Some(
+                            "the server stopped while this run was in progress; its nodes were \
+                             torn down when the server started again"
+                                .into(),
+                        ),
+                        ..RunEnd::default()
+                    };
+                    self.store
+                        .end_run(&run.id, &end, names::unix_now_s())
+                        .await?;
+                }
+                Err(e) => tracing::error!(
+                    run = %run.id,
+                    error = %e,
+                    "could not tear down a run left by this server; it is retried at the next \
+                     start, or run `liveload cleanup --backend {} --run {}`",
+                    run.backend,
+                    run.id
+                ),
+            }
         }
         Ok(())
+    }
+
+    /// Destroy whatever the backend still holds under `run`'s id, within the teardown bound.
+    async fn tear_down_leftover(&self, run: &RunRecord) -> Result<(), Error> {
+        let backend = self.backends.build(&run.backend).await?;
+        let nothing_created = Arc::new(Mutex::new(Vec::new()));
+        run::teardown(
+            backend.as_ref(),
+            &run.id,
+            &nothing_created,
+            &run::Quiet,
+            RunOptions::new("recovery", 0, Duration::ZERO).teardown_timeout,
+        )
+        .await
     }
 
     /// Every node each offered backend holds (any run's), or why a backend could not say.
@@ -432,6 +481,18 @@ impl Job {
         run: impl std::future::Future<Output = Result<run::RunReport, Error>>,
     ) -> Result<run::RunReport, Error> {
         tokio::pin!(run);
+        // Points are written by a task of their own: a slow database must never hold the run
+        // (its future is only polled here), least of all its teardown.
+        let (to_store, mut points_to_store) =
+            tokio::sync::mpsc::unbounded_channel::<(u64, Arc<str>)>();
+        let (store, run_id) = (self.store.clone(), self.run_id.clone());
+        tokio::spawn(async move {
+            while let Some((second, json)) = points_to_store.recv().await {
+                if let Err(e) = store.add_point(&run_id, second, &json).await {
+                    tracing::warn!(error = %e, "recording a point");
+                }
+            }
+        });
         let started = tokio::time::Instant::now();
         let mut tick = tokio::time::interval_at(started + TICK, TICK);
         let mut iterations_before = 0;
@@ -443,9 +504,7 @@ impl Job {
                     let second = started.elapsed().as_secs();
                     let point = point_of(&status, second, &mut iterations_before);
                     let json: Arc<str> = serde_json::to_string(&point).expect("serialises").into();
-                    if let Err(e) = self.store.add_point(&self.run_id, second, &json).await {
-                        tracing::warn!(error = %e, "recording a point");
-                    }
+                    let _ = to_store.send((second, json.clone()));
                     let _ = self.points.send(json);
                 }
             }
@@ -494,8 +553,10 @@ fn point_of(status: &LiveStatus, second: u64, iterations_before: &mut u64) -> Li
     }
 }
 
-/// How a run's outcome is recorded.
+/// How a run's outcome is recorded: its status, and the exit code `liveload run` would have
+/// had, so a verdict here is the CLI's verdict.
 fn run_end(outcome: Result<run::RunReport, Error>) -> RunEnd {
+    use liveload_core::error::exit_code;
     let documents = |report: &run::RunReport| {
         (
             serde_json::to_string_pretty(report).ok(),
@@ -505,25 +566,37 @@ fn run_end(outcome: Result<run::RunReport, Error>) -> RunEnd {
     match outcome {
         Ok(report) => {
             let (result_json, report_html) = documents(&report);
-            let status = if report.thresholds_passed() {
-                RunStatus::Passed
-            } else {
-                RunStatus::Failed
+            let code = report.exit_code();
+            let (status, message) = match code {
+                exit_code::OK => (RunStatus::Passed, None),
+                exit_code::THRESHOLD_FAILED => (RunStatus::Failed, None),
+                exit_code::COST_CAP_REACHED => (
+                    RunStatus::Error,
+                    Some("the cost so far reached the run's max_cost: it was stopped".into()),
+                ),
+                _ => (
+                    RunStatus::Error,
+                    Some(format!(
+                        "{} of {} users failed (the report's errors say why)",
+                        report.users_failed, report.users
+                    )),
+                ),
             };
             RunEnd {
                 status: Some(status),
-                message: report.aborted.clone(),
+                message: report.aborted.clone().or(message),
                 result_json,
                 report_html,
+                exit_code: Some(code),
             }
         }
         Err(Error::Interrupted) => RunEnd {
             status: Some(RunStatus::Stopped),
             message: Some("stopped through the API; every node was torn down".into()),
+            exit_code: Some(exit_code::INTERRUPTED),
             ..RunEnd::default()
         },
         Err(error) => {
-            let message = Some(error.to_string());
             let (result_json, report_html) = match &error {
                 Error::TeardownIncomplete {
                     report: Some(report),
@@ -533,9 +606,10 @@ fn run_end(outcome: Result<run::RunReport, Error>) -> RunEnd {
             };
             RunEnd {
                 status: Some(RunStatus::Error),
-                message,
+                message: Some(error.to_string()),
                 result_json,
                 report_html,
+                exit_code: Some(error.exit_code()),
             }
         }
     }

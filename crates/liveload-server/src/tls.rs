@@ -5,12 +5,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use liveload_core::Error;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -52,14 +54,46 @@ pub(crate) fn acceptor_for(config: &ServerConfig) -> Result<Option<TlsAcceptor>,
 pub(crate) async fn serve(listener: TcpListener, acceptor: Option<TlsAcceptor>, app: Router) {
     let _ = match acceptor {
         None => axum::serve(listener, app).await,
-        Some(acceptor) => axum::serve(TlsListener { listener, acceptor }, app).await,
+        Some(acceptor) => {
+            let local = listener.local_addr();
+            let handshaken = handshakes(listener, acceptor);
+            axum::serve(TlsListener { handshaken, local }, app).await
+        }
     };
 }
 
-/// A listener whose connections are TLS streams; a failed handshake is dropped, not fatal.
-struct TlsListener {
+/// Accept connections and run each TLS handshake on a task of its own (bounded in time), so a
+/// client that connects and says nothing holds up nobody; finished handshakes come out of the
+/// channel.
+fn handshakes(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+) -> mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)> {
+    let (done, handshaken) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, address)) = listener.accept().await else {
+                // Out of descriptors and the like: wait a little rather than spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let (acceptor, done) = (acceptor.clone(), done.clone());
+            tokio::spawn(async move {
+                let handshake = acceptor.accept(stream);
+                if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), handshake).await
+                {
+                    let _ = done.send((tls, address)).await;
+                }
+            });
+        }
+    });
+    handshaken
+}
+
+/// The handshaken connections, as axum's listener.
+struct TlsListener {
+    handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: std::io::Result<SocketAddr>,
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -67,23 +101,17 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((stream, address)) = self.listener.accept().await else {
-                // Out of descriptors and the like: wait a little rather than spin.
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            };
-            // A slow handshake must not hold the accept loop: bound it.
-            let handshake = self.acceptor.accept(stream);
-            if let Ok(Ok(tls)) =
-                tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await
-            {
-                return (tls, address);
-            }
+        match self.handshaken.recv().await {
+            Some(connection) => connection,
+            // The accept task never ends while the server runs.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.listener.local_addr()
+        match &self.local {
+            Ok(address) => Ok(*address),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
     }
 }

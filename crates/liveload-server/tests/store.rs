@@ -20,6 +20,7 @@ fn running(id: &str, created_unix_s: u64) -> RunRecord {
         ended_unix_s: None,
         message: None,
         server: "ci-server".to_string(),
+        exit_code: None,
     }
 }
 
@@ -104,6 +105,7 @@ async fn runs(store: &dyn Store) {
         message: None,
         result_json: Some(r#"{"passed":true}"#.to_string()),
         report_html: Some("<html>report</html>".to_string()),
+        exit_code: Some(0),
     };
     store
         .end_run("run-older", &end, 1_700_000_060)
@@ -178,18 +180,20 @@ async fn interrupted(store: &dyn Store) {
     let mut theirs = running("run-theirs", 1_700_000_250);
     theirs.server = "other-server".into();
     store.insert_run(&theirs, "users: 1\n").await.unwrap();
-    let mut marked = store
-        .interrupt_unfinished("ci-server", 1_700_000_300)
-        .await
-        .unwrap();
-    marked.sort_by(|a, b| a.id.cmp(&b.id));
-    assert_eq!(ids(&marked), ["run-late", "run-newer"]);
-
+    let mut unfinished = store.unfinished("ci-server").await.unwrap();
+    unfinished.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(ids(&unfinished), ["run-late", "run-newer"]);
+    // Each is ended once its nodes are gone (as the server's recovery does).
+    let end = RunEnd {
+        status: Some(RunStatus::Interrupted),
+        message: Some("torn down at start-up".into()),
+        ..RunEnd::default()
+    };
     for id in ["run-late", "run-newer"] {
+        store.end_run(id, &end, 1_700_000_300).await.unwrap();
         let run = store.run(id).await.unwrap().unwrap();
         assert_eq!(run.status, RunStatus::Interrupted, "{id}");
         assert_eq!(run.ended_unix_s, Some(1_700_000_300), "{id}");
-        assert!(run.message.is_some(), "{id} says why it was interrupted");
     }
     assert_eq!(
         store.run("run-older").await.unwrap().unwrap().status,
@@ -204,16 +208,16 @@ async fn interrupted(store: &dyn Store) {
         store.run("run-error").await.unwrap().unwrap().status,
         RunStatus::Error
     );
-    assert!(
-        store
-            .interrupt_unfinished("ci-server", 1_700_000_400)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.unfinished("ci-server").await.unwrap().is_empty());
     assert_eq!(
         ids(&store.runs().await.unwrap()),
-        ["run-late", "run-newer", "run-error", "run-older"]
+        [
+            "run-theirs",
+            "run-late",
+            "run-newer",
+            "run-error",
+            "run-older"
+        ]
     );
 }
 
@@ -302,4 +306,18 @@ async fn postgres_errors_never_show_the_password() {
         error.contains(&format!("127.0.0.1:{port}/history")),
         "{error}"
     );
+}
+
+/// The PostgreSQL link has no TLS: a database on another machine is refused before any
+/// connection (its password would cross the network in clear).
+#[tokio::test]
+async fn postgres_on_another_machine_is_refused() {
+    let error = liveload_server::store::postgres::PostgresStore::connect(
+        "postgres://liveload:hunter2@db.example.com:5432/history",
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(error.0.contains("another machine"), "{error}");
+    assert!(!error.0.contains("hunter2"), "{error}");
 }

@@ -234,6 +234,14 @@ pub fn is_secret(id: &str) -> bool {
 }
 
 fn refuse_secret(entry: &Entry) -> Result<(), String> {
+    // A database URL is fine in the file, unless it carries a password.
+    if entry.id == "database" && entry.values.iter().any(|v| carries_password(v)) {
+        return Err(format!(
+            "`{}`: this URL carries a password, and secrets are not written in the config \
+             file; set LIVELOAD_DATABASE instead",
+            entry.key
+        ));
+    }
     if is_secret(&entry.id) {
         return Err(format!(
             "`{}`: secrets are not written in the config file; give a file that holds it (`{}_file`) or use the provider's environment variable",
@@ -241,6 +249,15 @@ fn refuse_secret(entry: &Entry) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Does a database URL (or libpq `key=value` string) carry a password?
+pub fn carries_password(database: &str) -> bool {
+    database.contains("password=")
+        || database
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// The environment variable of option `id`.

@@ -180,7 +180,7 @@ async fn dispatch(
 async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
     match command {
         Command::Run(args) => match &args.server {
-            Some(server) => remote::run(server, &args).await,
+            Some(server) => remote::run(server, &args, ctx.matches).await,
             None => sequence::run(&args, ctx).await,
         },
         Command::Plan(args) => {

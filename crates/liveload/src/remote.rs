@@ -38,6 +38,7 @@ impl Remote {
                  NAME` on the server makes one)"
             ),
         })?;
+        client::check_server_url(url)?;
         let server = url.trim_end_matches('/').to_string();
         Ok(Remote {
             api: format!("{server}/api/v1"),
@@ -75,15 +76,19 @@ impl Remote {
 
 /// `liveload run --server URL scenario.yaml`: submit, follow in the terminal, and exit as a
 /// local run would (0 passed, 8 a threshold failed, 7 the run failed, 130 stopped).
-pub async fn run(server: &str, args: &RunArgs) -> i32 {
+pub async fn run(server: &str, args: &RunArgs, matches: &clap::ArgMatches) -> i32 {
     let format = args.run.output;
-    match submit_and_follow(server, args).await {
+    match submit_and_follow(server, args, matches).await {
         Ok(code) => code,
         Err(e) => output::error(&e, format),
     }
 }
 
-async fn submit_and_follow(server: &str, args: &RunArgs) -> Result<i32, Error> {
+async fn submit_and_follow(
+    server: &str,
+    args: &RunArgs,
+    matches: &clap::ArgMatches,
+) -> Result<i32, Error> {
     let remote = Remote::new(server)?;
     let [path] = args.scenarios.as_slice() else {
         return Err(Error::InvalidOption {
@@ -91,7 +96,7 @@ async fn submit_and_follow(server: &str, args: &RunArgs) -> Result<i32, Error> {
             message: "a server runs one scenario per request: give one file".into(),
         });
     };
-    let request = request_of(path, args)?;
+    let request = request_of(path, args, matches)?;
     let body = serde_json::to_vec(&request).expect("serialises");
     let record: RunRecord = remote
         .send(reqwest::Method::POST, "/runs", Some(body))
@@ -108,9 +113,57 @@ async fn submit_and_follow(server: &str, args: &RunArgs) -> Result<i32, Error> {
     finish(&remote, &ended, args.run.output).await
 }
 
+/// Flags a server run cannot honour: its options are the server's (sizing, lifetimes, report
+/// files on the server). Given, they are refused rather than silently dropped.
+const LOCAL_ONLY_FLAGS: &[&str] = &[
+    "name",
+    "grace",
+    "ttl",
+    "tls",
+    "start_interval",
+    "memory_safety_factor",
+    "reserved_headroom_mib",
+    "browser_memory_mib",
+    "context_memory_mib",
+    "contexts_per_core",
+    "profile",
+    "report_dir",
+    "no_report",
+    "on_node_loss",
+    "teardown_timeout",
+    "trace",
+    "creation_timeout",
+    "reuse_cluster",
+];
+
+/// Did the user give this option (flag or variable), rather than take its default?
+fn given(matches: &clap::ArgMatches, id: &str) -> bool {
+    use clap::parser::ValueSource;
+    matches!(
+        matches
+            .try_get_raw(id)
+            .ok()
+            .flatten()
+            .and(matches.value_source(id)),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
 /// The request a run's flags make. Only what the user gave is sent: the server's defaults
 /// (and its caps) decide the rest.
-fn request_of(path: &Path, args: &RunArgs) -> Result<RunRequest, Error> {
+fn request_of(
+    path: &Path,
+    args: &RunArgs,
+    matches: &clap::ArgMatches,
+) -> Result<RunRequest, Error> {
+    if let Some(flag) = LOCAL_ONLY_FLAGS.iter().find(|id| given(matches, id)) {
+        return Err(Error::InvalidOption {
+            option: format!("--{}", flag.replace('_', "-")),
+            message: "a run on a server uses the server's settings for this; run without \
+                      --server to set it"
+                .into(),
+        });
+    }
     let yaml = std::fs::read_to_string(path).map_err(|e| Error::Scenario {
         file: path.to_path_buf(),
         line: 1,
@@ -121,11 +174,11 @@ fn request_of(path: &Path, args: &RunArgs) -> Result<RunRequest, Error> {
     Ok(RunRequest {
         scenario_yaml: Some(yaml),
         scenario: None,
-        backend: (args.backend.backend != "local").then(|| args.backend.backend.clone()),
+        backend: given(matches, "backend").then(|| args.backend.backend.clone()),
         users: flags.users,
         duration: flags.duration.map(|d| format!("{}ms", d.as_millis())),
         base_url: flags.base_url.clone(),
-        max_allowed_nodes: (flags.max_allowed_nodes != 100)
+        max_allowed_nodes: given(matches, "max_allowed_nodes")
             .then_some(flags.max_allowed_nodes.max(0) as u64),
         max_cost: flags.max_cost,
         confirm: flags.yes,
@@ -184,12 +237,13 @@ async fn finish(remote: &Remote, view: &RunView, format: OutputFormat) -> Result
     if let Some(message) = &view.run.message {
         eprintln!("{}: {message}", view.run.status.as_str());
     }
-    Ok(match view.run.status {
+    // The server recorded the exit code `liveload run` would have had.
+    Ok(view.run.exit_code.unwrap_or(match view.run.status {
         RunStatus::Passed => exit_code::OK,
         RunStatus::Failed => exit_code::THRESHOLD_FAILED,
         RunStatus::Stopped | RunStatus::Interrupted => exit_code::INTERRUPTED,
         RunStatus::Error | RunStatus::Running => exit_code::RUN_FAILED,
-    })
+    }))
 }
 
 /// `liveload users add|remove N --server URL --run ID`.

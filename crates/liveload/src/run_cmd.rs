@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use liveload_core::error::exit_code;
 use liveload_core::lock::{ScenarioLock, default_state_dir};
 use liveload_core::run::{self, Plan};
 use liveload_core::scenario::Scenario;
@@ -156,22 +155,9 @@ pub fn finish_report(
     match write_report(report, flags, format, report_root) {
         Ok(dir) => {
             output::report(report, format);
-            (report_exit_code(report), RunSummary::of(report, dir))
+            (report.exit_code(), RunSummary::of(report, dir))
         }
         Err(e) => (output::error(&e, format), RunSummary::of(report, None)),
-    }
-}
-
-/// The exit code of a run that produced its report.
-fn report_exit_code(report: &run::RunReport) -> i32 {
-    if report.cost_cap_reached {
-        exit_code::COST_CAP_REACHED
-    } else if !report.thresholds_passed() {
-        exit_code::THRESHOLD_FAILED
-    } else if report.succeeded() {
-        exit_code::OK
-    } else {
-        exit_code::RUN_FAILED
     }
 }
 

@@ -25,8 +25,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:7654")]
     pub listen: SocketAddr,
     /// The run history: a SQLite file (default: server.db in the state directory) or a
-    /// postgres:// URL. A URL with a password belongs in LIVELOAD_DATABASE or the config
-    /// file, never on the command line (where every user of the machine can read it).
+    /// postgres:// URL. A URL with a password belongs in LIVELOAD_DATABASE, never on the
+    /// command line (where every user of the machine can read it) nor in the config file.
     #[arg(long, env = "LIVELOAD_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
     /// The TLS certificate chain (PEM) to serve HTTPS with.
@@ -123,15 +123,13 @@ fn database(args: &ServeArgs, state_dir: &std::path::Path) -> Result<String, Err
 fn refuse_password_on_command_line(ctx: &Ctx<'_>, database: &str) -> Result<(), Error> {
     let from_flag =
         ctx.matches.value_source("database") == Some(clap::parser::ValueSource::CommandLine);
-    let has_password = database
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    // `user:password@` in a URL, `?password=` in its query, or libpq's `password=…`.
+    let has_password = crate::config::carries_password(database);
     if from_flag && has_password {
         return Err(Error::InvalidOption {
             option: "--database".into(),
             message: "this URL carries a password, which every user of this machine can read \
-                      on a command line; set LIVELOAD_DATABASE or `database` in the config file"
+                      on a command line; set LIVELOAD_DATABASE instead"
                 .into(),
         });
     }
@@ -154,11 +152,7 @@ async fn serve(args: ServeArgs, ctx: &Ctx<'_>) -> Result<(), Error> {
         .unwrap_or_else(default_state_dir);
     let database = database(&args, &state_dir)?;
     refuse_password_on_command_line(ctx, &database)?;
-    let store = liveload_server::store::open(&database)
-        .await
-        .map_err(|e| Error::RunFailed {
-            message: e.to_string(),
-        })?;
+    let store = liveload_server::store::open(&database).await?;
     if let Some(TokenCommand::Token(action)) = args.token {
         return tokens(store.as_ref(), action).await;
     }
@@ -195,6 +189,10 @@ async fn serve(args: ServeArgs, ctx: &Ctx<'_>) -> Result<(), Error> {
     } else {
         "http"
     };
+    // Listening for signals before anything starts: a SIGTERM during start-up's recovery
+    // still stops the server through its own shutdown.
+    let progress = Arc::new(crate::progress::Progress::new(false));
+    let signals = crate::signals::Signals::listen(progress, "liveload cleanup".into());
     let server = liveload_server::Server::start(config, store, backends).await?;
     eprintln!(
         "liveload server on {scheme}://{} (dashboard at /, API at /api/v1, OpenAPI at /api/v1/openapi.json)",
@@ -202,9 +200,8 @@ async fn serve(args: ServeArgs, ctx: &Ctx<'_>) -> Result<(), Error> {
     );
     // Ctrl-C, SIGTERM or SIGHUP: stop every run (tearing its nodes down), then exit; a
     // third signal exits at once, as for a run.
-    let progress = Arc::new(crate::progress::Progress::new(false));
-    let signals = crate::signals::Signals::listen(progress, "liveload cleanup".into());
     signals.first().await;
+    eprintln!("stopping: every run is stopped and its nodes torn down ...");
     server.shutdown().await;
     Ok(())
 }
@@ -220,14 +217,9 @@ fn host_name() -> String {
 
 /// `liveload serve token create|list|delete`.
 async fn tokens(store: &dyn liveload_server::Store, action: TokenAction) -> Result<(), Error> {
-    let failed = |e: liveload_server::store::StoreError| Error::RunFailed {
-        message: e.to_string(),
-    };
     match action {
         TokenAction::Create { name } => {
-            let token = liveload_server::auth::create_token(store, &name)
-                .await
-                .map_err(failed)?;
+            let token = liveload_server::auth::create_token(store, &name).await?;
             eprintln!(
                 "token '{name}' created; it is shown once and stored only hashed. Clients send \
                  it as `Authorization: Bearer <token>` (the CLI reads LIVELOAD_SERVER_TOKEN):"
@@ -235,12 +227,12 @@ async fn tokens(store: &dyn liveload_server::Store, action: TokenAction) -> Resu
             println!("{}", token.expose());
         }
         TokenAction::List => {
-            for name in store.token_names().await.map_err(failed)? {
+            for name in store.token_names().await? {
                 println!("{name}");
             }
         }
         TokenAction::Delete { name } => {
-            if !store.delete_token(&name).await.map_err(failed)? {
+            if !store.delete_token(&name).await? {
                 return Err(Error::InvalidOption {
                     option: "name".into(),
                     message: format!("no token is named '{name}'"),

@@ -206,7 +206,12 @@ pub async fn run_controlled(
 }
 
 /// The policies checked before any machine is created: consent to a billed run, and its
-/// estimate under `--max-cost`.
+/// estimate under `--max-cost`. [`run_controlled`] checks them itself; a caller that must
+/// answer before starting (the server's API) can ask first.
+pub async fn check_before_creating(backend: &dyn Backend, options: &RunOptions) -> Result<()> {
+    before_creating(backend, options).await
+}
+
 async fn before_creating(backend: &dyn Backend, options: &RunOptions) -> Result<()> {
     if backend.billing() == Billing::Billed && options.cost_confirmation.is_none() {
         let estimate = estimate(backend, options).await.ok().flatten();

@@ -115,6 +115,21 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The exit code of `liveload run` for this report: 10 when the cost cap stopped it, 8
+    /// when a threshold failed, 7 when users failed, else 0.
+    pub fn exit_code(&self) -> i32 {
+        use crate::error::exit_code;
+        if self.cost_cap_reached {
+            exit_code::COST_CAP_REACHED
+        } else if !self.thresholds_passed() {
+            exit_code::THRESHOLD_FAILED
+        } else if self.succeeded() {
+            exit_code::OK
+        } else {
+            exit_code::RUN_FAILED
+        }
+    }
+
     /// Did every user succeed?
     pub fn succeeded(&self) -> bool {
         self.users_failed == 0 && self.users_succeeded == self.users && self.lost_nodes.is_empty()

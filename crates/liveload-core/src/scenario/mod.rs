@@ -174,6 +174,13 @@ pub struct Throttle {
     pub parallelism: Option<u64>,
 }
 
+/// Whether parsing may open the files a scenario names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Files {
+    Read,
+    Refused,
+}
+
 impl Scenario {
     /// A scenario with defaults around `steps` (for code that builds scenarios directly).
     pub fn new(name: &str, base_url: &str, steps: Vec<Step>) -> Scenario {
@@ -314,6 +321,17 @@ impl Scenario {
     /// Parse and validate scenario text; `path` names the file in errors and anchors the data
     /// file's relative path.
     pub fn from_yaml(path: &Path, text: &str) -> Result<Scenario> {
+        Self::parse(path, text, Files::Read)
+    }
+
+    /// [`Scenario::from_yaml`] for text from someone who may not read this machine's files
+    /// (a server's API client): a `data:` file or a `mix:` of scenario files is refused, with
+    /// its line and column, before any path is opened. `path` only names the text in errors.
+    pub fn from_untrusted_yaml(path: &Path, text: &str) -> Result<Scenario> {
+        Self::parse(path, text, Files::Refused)
+    }
+
+    fn parse(path: &Path, text: &str, files: Files) -> Result<Scenario> {
         let source = Source::new(path, text);
         nesting::check(text).map_err(|(line, column, message)| Error::Scenario {
             file: path.to_path_buf(),
@@ -323,6 +341,24 @@ impl Scenario {
         })?;
         let mut raw: RawScenario =
             serde_yaml_ng::from_str(text).map_err(|e| source.parse_error(e))?;
+        if files == Files::Refused {
+            let refused = |key: &str| {
+                source.locate(lower::Located::new(
+                    format!(
+                        "`{key}:` reads files on the machine that parses the scenario, which a \
+                         scenario sent to a server may not do; put the steps (and the data's \
+                         values) in the scenario itself"
+                    ),
+                    format!("{key}:"),
+                ))
+            };
+            if raw.data.is_some() {
+                return Err(refused("data"));
+            }
+            if !raw.mix.is_empty() {
+                return Err(refused("mix"));
+            }
+        }
         let mix = std::mem::take(&mut raw.mix);
         check_outline(&raw, !mix.is_empty()).map_err(|e| source.locate(e))?;
         let mut scenario = Self::lower(raw, path).map_err(|e| source.locate(e))?;

@@ -226,3 +226,24 @@ fn thresholds_parse_and_bad_ones_are_located() {
     assert_eq!(line, 4);
     assert!(message.contains("soon"), "{message}");
 }
+
+#[test]
+fn untrusted_text_may_not_name_files_but_the_same_steps_parse() {
+    let path = std::path::Path::new("sent.yaml");
+    let inline = "name: d\nbase_url: http://x\nsteps:\n  - reload\n";
+    assert!(Scenario::from_untrusted_yaml(path, inline).is_ok());
+    for (text, line) in [
+        (
+            "name: d\nbase_url: http://x\ndata:\n  file: /etc/passwd\nsteps:\n  - reload\n",
+            3,
+        ),
+        (
+            "name: d\nmix:\n  - { scenario: ../other.yaml, users: 1 }\n",
+            2,
+        ),
+    ] {
+        let (at, _, message) = location(Scenario::from_untrusted_yaml(path, text).unwrap_err());
+        assert_eq!(at, line, "{message}");
+        assert!(message.contains("server"), "{message}");
+    }
+}

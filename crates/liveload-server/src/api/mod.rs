@@ -103,6 +103,7 @@ pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
 
 /// The whole app: the API under `/api/v1`, its document, and the dashboard.
 pub fn app(state: AppState) -> Router {
+    let guard = state.guard.clone();
     let (api, document) = api_router(&state).split_for_parts();
     let document = Arc::new(document.to_json().expect("the OpenAPI document serialises"));
     let api = api
@@ -122,6 +123,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(crate::dashboard::routes())
+        .layer(from_fn_with_state(guard, crate::auth::require_own_host))
 }
 
 /// The HTTP status of an error: the request's fault (422), a conflict with what runs (409),
@@ -138,7 +140,8 @@ pub fn status_of(error: &Error) -> StatusCode {
         | Error::CostCapExceeded { .. }
         | Error::CostUnknown { .. }
         | Error::InsecureLink { .. }
-        | Error::NecessaryNodesExceedsMaxAllowedNodes { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        | Error::NecessaryNodesExceedsMaxAllowedNodes { .. }
+        | Error::NodeTooSmall { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Error::ScenarioIsAlreadyRunning { .. } => StatusCode::CONFLICT,
         Error::Backend(_) | Error::AgentConnection { .. } | Error::AgentRejected { .. } => {
             StatusCode::BAD_GATEWAY

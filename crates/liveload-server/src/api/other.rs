@@ -121,6 +121,14 @@ pub(super) async fn put_scenario(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
+    if !valid_scenario_name(&name) {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "a stored scenario's name is 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-', not \
+             starting with '.'",
+        );
+    }
     let Ok(yaml) = String::from_utf8(body.to_vec()) else {
         return refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -129,13 +137,22 @@ pub(super) async fn put_scenario(
         );
     };
     let path = std::path::PathBuf::from(format!("{name}.yaml"));
-    if let Err(e) = liveload_core::scenario::Scenario::from_yaml(&path, &yaml) {
+    if let Err(e) = liveload_core::scenario::Scenario::from_untrusted_yaml(&path, &yaml) {
         return error_response(&e);
     }
     match state.store.put_scenario(&name, &yaml).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => store_failed(&e),
     }
+}
+
+/// A name a scenario may be stored under: a plain word, never a path.
+fn valid_scenario_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// What `POST /session` takes.
@@ -149,7 +166,20 @@ pub struct Login {
 /// cookie.
 #[utoipa::path(post, path = "/session", tag = "dashboard", request_body = Login, security(()),
     responses((status = 204, description = "Logged in: the cookie is set"), (status = 401, body = ErrorBody)))]
-pub(super) async fn login(State(state): State<AppState>, body: Bytes) -> Response {
+pub(super) async fn login(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    // A cross-site form can post text/plain, but not with a custom header: without this
+    // check another site could log a visitor in with the attacker's token.
+    if !headers.contains_key(auth::DASHBOARD_HEADER) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "missing_dashboard_header",
+            "logging in takes the header X-Liveload-Dashboard: 1 (the dashboard sends it)",
+        );
+    }
     let Ok(login) = serde_json::from_slice::<Login>(&body) else {
         return refuse(
             StatusCode::BAD_REQUEST,

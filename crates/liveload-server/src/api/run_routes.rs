@@ -56,7 +56,17 @@ pub(super) async fn create_run(
             );
         }
     };
-    match state.runs.start(request, &caller.0).await {
+    // On a task of its own: a client that hangs up mid-request must not cancel a start half
+    // done (a run recorded but never launched).
+    let runs = state.runs.clone();
+    let by = caller.0.clone();
+    let started = tokio::spawn(async move { runs.start(request, &by).await }).await;
+    let started = started.unwrap_or_else(|e| {
+        Err(liveload_core::Error::RunFailed {
+            message: format!("starting the run failed: {e}"),
+        })
+    });
+    match started {
         Ok(record) => {
             tracing::info!(run = %record.id, by = %caller.0, "run started");
             (StatusCode::CREATED, axum::Json(record)).into_response()

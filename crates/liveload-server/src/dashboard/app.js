@@ -120,7 +120,11 @@ async function runPage(id) {
     el("table", {}, el("thead", {}, el("tr", {}, ...["Node", "Users", "Capacity", "CPU (cores)", "Memory (MiB)", "Health"].map((h) => el("th", {}, h)))), nodes),
     report);
   const history = { users: [], rate: [], p95: [], errors: [] };
+  let lastSecond = -1;
   const draw = (point) => {
+    // A reconnected stream replays the run from its start: draw each second once.
+    if (point.second <= lastSecond) return;
+    lastSecond = point.second;
     const p95 = stepP95(point.p95_ms);
     const values = { users: point.active_users, rate: point.iterations_per_s, p95, errors: point.iterations_failed };
     for (const [key, value] of Object.entries(values)) {
@@ -163,7 +167,9 @@ async function comparePage() {
     return;
   }
   const [ra, rb] = await Promise.all([a, b].map((id) => api("/runs/" + encodeURIComponent(id) + "/result")));
-  const names = [...new Set([...Object.keys(ra.latencies || {}), ...Object.keys(rb.latencies || {})])].sort();
+  ra.latencies = ra.latencies || {};
+  rb.latencies = rb.latencies || {};
+  const names = [...new Set([...Object.keys(ra.latencies), ...Object.keys(rb.latencies)])].sort();
   const row = (label, va, vb, digits = 1) => el("tr", {}, el("td", {}, label), el("td", { class: "num" }, fmt(va, digits)), el("td", { class: "num" }, fmt(vb, digits)),
     el("td", { class: "num" }, va && vb != null ? (((vb - va) / va) * 100).toFixed(1) + " %" : "–"));
   const rows = [

@@ -26,6 +26,15 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// A store failure where a run was at stake (starting, recovering) is that run's failure.
+impl From<StoreError> for liveload_core::Error {
+    fn from(error: StoreError) -> Self {
+        liveload_core::Error::RunFailed {
+            message: error.to_string(),
+        }
+    }
+}
+
 /// A store operation's result.
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
@@ -97,9 +106,12 @@ pub struct RunRecord {
     pub ended_unix_s: Option<u64>,
     /// Why it ended as it did (an error's message), when there is more to say than the status.
     pub message: Option<String>,
-    /// The server that runs it (`liveload serve --name`): several servers may share one
-    /// PostgreSQL history, and each recovers only its own runs at start-up.
+    /// The server that runs it (`liveload serve --server-name`): several servers may share
+    /// one PostgreSQL history, and each recovers only its own runs at start-up.
     pub server: String,
+    /// Once it has ended: the exit code `liveload run` would have had (0 passed, 8 a
+    /// threshold failed, 7 users failed, 10 the cost cap, 130 stopped, an error's own).
+    pub exit_code: Option<i32>,
 }
 
 /// How a run ended: its status, and what it left.
@@ -113,6 +125,8 @@ pub struct RunEnd {
     pub result_json: Option<String>,
     /// `report.html`.
     pub report_html: Option<String>,
+    /// The exit code `liveload run` would have had.
+    pub exit_code: Option<i32>,
 }
 
 /// Which of a run's documents to read.
@@ -158,20 +172,20 @@ pub trait Store: Send + Sync {
     async fn points(&self, id: &str) -> StoreResult<Vec<String>>;
     /// One of a run's documents.
     async fn artifact(&self, id: &str, which: Artifact) -> StoreResult<Option<String>>;
-    /// At start-up: mark every run of `server` still `running` (the server died under it)
-    /// `interrupted`, returning them so their nodes can be torn down. Other servers' runs
-    /// (a shared history) are left alone.
-    async fn interrupt_unfinished(
-        &self,
-        server: &str,
-        now_unix_s: u64,
-    ) -> StoreResult<Vec<RunRecord>>;
+    /// The runs of `server` still `running`: at start-up, the ones a previous process of this
+    /// server left when it died (the caller tears each down, then ends it `interrupted`).
+    /// Other servers' runs (a shared history) are not listed.
+    async fn unfinished(&self, server: &str) -> StoreResult<Vec<RunRecord>>;
 }
 
-/// Open the store a `--database` value names: `postgres://…` / `postgresql://…`, else a
-/// SQLite file path.
+/// Open the store a `--database` value names: `postgres://…`, `postgresql://…` or libpq's
+/// `host=… dbname=…`, else a SQLite file path.
 pub async fn open(database: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
-    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+    // A URL, or libpq's `key=value` form (never a file name SQLite should create).
+    let postgres = database.starts_with("postgres://")
+        || database.starts_with("postgresql://")
+        || database.contains('=');
+    if postgres {
         Ok(std::sync::Arc::new(
             postgres::PostgresStore::connect(database).await?,
         ))
@@ -191,7 +205,7 @@ pub mod sql {
         "CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, scenario TEXT NOT NULL, \
          backend TEXT NOT NULL, status TEXT NOT NULL, users BIGINT NOT NULL, \
          created BIGINT NOT NULL, ended BIGINT, message TEXT, scenario_yaml TEXT NOT NULL, \
-         result TEXT, report TEXT, server TEXT NOT NULL)",
+         result TEXT, report TEXT, server TEXT NOT NULL, exit_code BIGINT)",
         "CREATE TABLE IF NOT EXISTS points (run_id TEXT NOT NULL, second BIGINT NOT NULL, \
          point TEXT NOT NULL, PRIMARY KEY (run_id, second))",
     ];
@@ -214,26 +228,23 @@ pub mod sql {
     /// Insert a run.
     pub const INSERT_RUN: &str = "INSERT INTO runs (id, scenario, backend, status, users, \
          created, scenario_yaml, server) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-    /// End a run (`$1` id, `$2` status, `$3` ended, `$4` message, `$5` result, `$6` report).
+    /// End a run (`$1` id, `$2` status, `$3` ended, `$4` message, `$5` result, `$6` report,
+    /// `$7` exit code).
     pub const END_RUN: &str = "UPDATE runs SET status = $2, ended = $3, message = $4, \
-         result = $5, report = $6 WHERE id = $1";
+         result = $5, report = $6, exit_code = $7 WHERE id = $1";
     /// Add a point.
     pub const INSERT_POINT: &str = "INSERT INTO points (run_id, second, point) VALUES ($1, $2, $3)";
     /// A run's points.
     pub const POINTS: &str = "SELECT point FROM points WHERE run_id = $1 ORDER BY second";
-    /// Mark a server's runs still `running` interrupted (`$1`: now, `$2`: the server).
-    pub const MARK_INTERRUPTED: &str = "UPDATE runs SET status = 'interrupted', ended = $1, \
-         message = 'the server stopped while this run was in progress; its nodes were torn \
-         down when the server started again' WHERE status = 'running' AND server = $2";
     /// Every run, newest first.
     pub const RUNS: &str = "SELECT id, scenario, backend, status, users, created, ended, message, \
-         server FROM runs ORDER BY created DESC, id";
+         server, exit_code FROM runs ORDER BY created DESC, id";
     /// One run.
     pub const RUN: &str = "SELECT id, scenario, backend, status, users, created, ended, message, \
-         server FROM runs WHERE id = $1";
+         server, exit_code FROM runs WHERE id = $1";
     /// A server's runs still running (`$1`: the server).
     pub const UNFINISHED: &str = "SELECT id, scenario, backend, status, users, created, ended, \
-         message, server FROM runs WHERE status = 'running' AND server = $1";
+         message, server, exit_code FROM runs WHERE status = 'running' AND server = $1";
 
     /// The column holding a run's document.
     pub fn column(which: super::Artifact) -> &'static str {
@@ -245,30 +256,36 @@ pub mod sql {
     }
 }
 
-/// A run record from row (id, scenario, backend, status, users, created, ended, message, server).
-pub(crate) fn run_record(
-    (id, scenario, backend, status, users, created, ended, message, server): (
-        String,
-        String,
-        String,
-        String,
-        i64,
-        i64,
-        Option<i64>,
-        Option<String>,
-        String,
-    ),
-) -> RunRecord {
-    RunRecord {
-        id,
-        scenario,
-        backend,
-        status: RunStatus::parse(&status),
-        users: users.max(0) as u64,
-        created_unix_s: created.max(0) as u64,
-        ended_unix_s: ended.map(|e| e.max(0) as u64),
-        message,
-        server,
+/// A `runs` row as the SQL gives it (`RUN`, `RUNS`, `UNFINISHED` select these columns in
+/// this order); [`RunRow::record`] makes the API's record of it.
+pub(crate) struct RunRow {
+    pub id: String,
+    pub scenario: String,
+    pub backend: String,
+    pub status: String,
+    pub users: i64,
+    pub created: i64,
+    pub ended: Option<i64>,
+    pub message: Option<String>,
+    pub server: String,
+    pub exit_code: Option<i64>,
+}
+
+impl RunRow {
+    /// The record (negative numbers, which liveload never writes, read as 0).
+    pub fn record(self) -> RunRecord {
+        RunRecord {
+            id: self.id,
+            scenario: self.scenario,
+            backend: self.backend,
+            status: RunStatus::parse(&self.status),
+            users: self.users.max(0) as u64,
+            created_unix_s: self.created.max(0) as u64,
+            ended_unix_s: self.ended.map(|e| e.max(0) as u64),
+            message: self.message,
+            server: self.server,
+            exit_code: self.exit_code.map(|c| i32::try_from(c).unwrap_or(1)),
+        }
     }
 }
 

@@ -12,11 +12,35 @@
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Row};
+use tokio_postgres::{Client, Config, NoTls, Row};
 
 use super::{
-    Artifact, RunEnd, RunRecord, RunStatus, Store, StoreError, StoreResult, bigint, run_record, sql,
+    Artifact, RunEnd, RunRecord, RunRow, RunStatus, Store, StoreError, StoreResult, bigint, sql,
 };
+
+/// Refuse a database across a network: this store speaks to PostgreSQL without TLS, so its
+/// password and the history would cross the network in clear. A database on this machine (a
+/// loopback address or a Unix socket) or behind a tunnel (`ssh -L 5432:db:5432 …`) is fine.
+fn only_on_this_machine(config: &Config, place: &str) -> StoreResult<()> {
+    use tokio_postgres::config::Host;
+    let remote = config.get_hosts().iter().any(|host| match host {
+        Host::Tcp(name) => {
+            name != "localhost"
+                && !name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Host::Unix(_) => false,
+    });
+    if remote {
+        return Err(StoreError(format!(
+            "PostgreSQL at {place} is on another machine, and liveload connects without TLS: \
+             reach it through a tunnel on this machine (ssh -L 5432:HOST:5432 …, then \
+             postgres://…@127.0.0.1:5432/…) or run the server next to the database"
+        )));
+    }
+    Ok(())
+}
 
 /// Run history in a PostgreSQL database.
 pub struct PostgresStore {
@@ -110,6 +134,7 @@ impl PostgresStore {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
         let place = place(&config);
+        only_on_this_machine(&config, &place)?;
         let client = open(&config, &place).await?;
         for statement in sql::SCHEMA {
             client
@@ -153,17 +178,19 @@ impl PostgresStore {
 }
 
 fn record(row: &Row) -> Result<RunRecord, tokio_postgres::Error> {
-    Ok(run_record((
-        row.try_get(0)?,
-        row.try_get(1)?,
-        row.try_get(2)?,
-        row.try_get(3)?,
-        row.try_get(4)?,
-        row.try_get(5)?,
-        row.try_get(6)?,
-        row.try_get(7)?,
-        row.try_get(8)?,
-    )))
+    Ok(RunRow {
+        id: row.try_get(0)?,
+        scenario: row.try_get(1)?,
+        backend: row.try_get(2)?,
+        status: row.try_get(3)?,
+        users: row.try_get(4)?,
+        created: row.try_get(5)?,
+        ended: row.try_get(6)?,
+        message: row.try_get(7)?,
+        server: row.try_get(8)?,
+        exit_code: row.try_get(9)?,
+    }
+    .record())
 }
 
 #[async_trait]
@@ -260,6 +287,7 @@ impl Store for PostgresStore {
     async fn end_run(&self, id: &str, end: &RunEnd, ended_unix_s: u64) -> StoreResult<()> {
         let status = end.status.unwrap_or(RunStatus::Error).as_str();
         let ended = bigint(ended_unix_s);
+        let exit_code = end.exit_code.map(i64::from);
         self.client()
             .await?
             .execute(
@@ -271,6 +299,7 @@ impl Store for PostgresStore {
                     &end.message,
                     &end.result_json,
                     &end.report_html,
+                    &exit_code,
                 ],
             )
             .await
@@ -330,35 +359,16 @@ impl Store for PostgresStore {
         Ok(text.flatten())
     }
 
-    async fn interrupt_unfinished(
-        &self,
-        server: &str,
-        now_unix_s: u64,
-    ) -> StoreResult<Vec<RunRecord>> {
-        let doing = "marking interrupted runs";
-        let now = bigint(now_unix_s);
-        let mut client = self.client().await?;
-        // One snapshot for both statements: the runs marked are exactly the runs returned
-        // (under PostgreSQL's default isolation a run inserted between the two would be
-        // marked but not returned, and its nodes never torn down).
-        let t = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .start()
-            .await
-            .map_err(fail(doing))?;
-        let unfinished = t
+    async fn unfinished(&self, server: &str) -> StoreResult<Vec<RunRecord>> {
+        let doing = "listing unfinished runs";
+        self.client()
+            .await?
             .query(sql::UNFINISHED, &[&server])
             .await
             .map_err(fail(doing))?
             .iter()
             .map(record)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(fail(doing))?;
-        t.execute(sql::MARK_INTERRUPTED, &[&now, &server])
-            .await
-            .map_err(fail(doing))?;
-        t.commit().await.map_err(fail(doing))?;
-        Ok(unfinished)
+            .map_err(fail(doing))
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::{Artifact, RunEnd, RunRecord, Store, StoreError, StoreResult, bigint, run_record, sql};
+use super::{Artifact, RunEnd, RunRecord, RunRow, Store, StoreError, StoreResult, bigint, sql};
 
 /// Run history in a SQLite file.
 #[derive(Clone)]
@@ -76,17 +76,19 @@ fn texts(connection: &Connection, query: &str, arg: Option<&str>) -> rusqlite::R
 }
 
 fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
-    Ok(run_record((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-        row.get(8)?,
-    )))
+    Ok(RunRow {
+        id: row.get(0)?,
+        scenario: row.get(1)?,
+        backend: row.get(2)?,
+        status: row.get(3)?,
+        users: row.get(4)?,
+        created: row.get(5)?,
+        ended: row.get(6)?,
+        message: row.get(7)?,
+        server: row.get(8)?,
+        exit_code: row.get(9)?,
+    }
+    .record())
 }
 
 #[async_trait]
@@ -201,7 +203,8 @@ impl Store for SqliteStore {
                         bigint(ended_unix_s),
                         end.message,
                         end.result_json,
-                        end.report_html
+                        end.report_html,
+                        end.exit_code.map(i64::from)
                     ],
                 )
                 .map(drop)
@@ -269,29 +272,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn interrupt_unfinished(
-        &self,
-        server: &str,
-        now_unix_s: u64,
-    ) -> StoreResult<Vec<RunRecord>> {
+    async fn unfinished(&self, server: &str) -> StoreResult<Vec<RunRecord>> {
         let server = server.to_string();
         self.with(
             move |c| {
-                let t = c.transaction()?;
-                let unfinished: Vec<RunRecord> = {
-                    let mut statement = t.prepare(&q(sql::UNFINISHED))?;
-                    statement
-                        .query_map([&server], record)?
-                        .collect::<Result<_, _>>()?
-                };
-                t.execute(
-                    &q(sql::MARK_INTERRUPTED),
-                    params![bigint(now_unix_s), server],
-                )?;
-                t.commit()?;
-                Ok(unfinished)
+                let mut statement = c.prepare(&q(sql::UNFINISHED))?;
+                statement.query_map([&server], record)?.collect()
             },
-            "marking interrupted runs",
+            "listing unfinished runs",
         )
         .await
     }
