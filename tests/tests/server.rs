@@ -30,6 +30,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/nodes"),
     ("get", "/runs"),
     ("get", "/runs/{id}"),
+    ("get", "/runs/{id}/charts"),
     ("get", "/runs/{id}/events"),
     ("get", "/runs/{id}/points"),
     ("get", "/runs/{id}/report"),
@@ -172,6 +173,20 @@ fn the_api_authenticates_validates_runs_streams_and_stops() {
     let (status, html) = server.call("GET", &format!("/runs/{short_id}/report"), &token, None);
     assert_eq!(status, 200);
     assert!(html.contains("<svg"), "the report has its charts");
+    // The live charts are the report's: the same four, drawn over the seconds of the run.
+    let (status, charts) = server.call("GET", &format!("/runs/{short_id}/charts"), &token, None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        charts.matches("<figure class=\"chart\"").count(),
+        4,
+        "{charts}"
+    );
+    assert!(charts.contains("Step latency, think excluded"));
+    let drawn = charts
+        .split("points=\"")
+        .skip(1)
+        .any(|rest| rest.split('"').next().unwrap_or("").split(' ').count() >= 2);
+    assert!(drawn, "a line of at least two seconds: {charts}");
     let late = server.json(
         "POST",
         &format!("/runs/{short_id}/users"),

@@ -78,6 +78,11 @@ pub struct LivePoint {
     /// Each node: id, users, capacity, and its latest memory/CPU point.
     #[schema(value_type = Vec<Object>)]
     pub nodes: serde_json::Value,
+    /// The latest second the cluster closed: its users, iterations and step percentiles
+    /// (think excluded), what the report's charts draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub step: Option<liveload_core::metrics::SecondPoint>,
 }
 
 /// A run the server is running now.
@@ -550,6 +555,7 @@ fn point_of(status: &LiveStatus, second: u64, iterations_before: &mut u64) -> Li
             .map(|(name, s)| (name.clone(), s.p95_ms))
             .collect(),
         nodes: serde_json::to_value(&status.nodes).unwrap_or_default(),
+        step: status.last_second,
     }
 }
 

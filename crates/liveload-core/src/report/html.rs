@@ -17,8 +17,9 @@ use super::{MIB, error_rate, top_errors, utc, verdict};
 use crate::run::RunReport;
 
 /// The templates, embedded so the binary needs no file at run time: (name, source).
-const TEMPLATES: [(&str, &str); 3] = [
+const TEMPLATES: [(&str, &str); 4] = [
     ("report.html", include_str!("templates/report.html")),
+    ("live.html", include_str!("templates/live.html")),
     ("chart.html", include_str!("templates/chart.html")),
     ("report.css", include_str!("templates/report.css")),
 ];
@@ -64,6 +65,21 @@ pub(super) fn render(name: &str, context: impl Serialize) -> String {
     ENV.get_template(name)
         .and_then(|t| t.render(Value::from(Serde(context))))
         .unwrap_or_else(|e| panic!("report template {name} failed: {e:#}"))
+}
+
+/// The report's "over time" charts alone, as a page of their own, for seconds of a run still
+/// going on (the server's dashboard shows it while the run lasts).
+pub fn live_charts(seconds: &[crate::metrics::SecondPoint]) -> String {
+    #[derive(Serialize)]
+    struct Live<'a> {
+        charts: Vec<Chart<'a>>,
+    }
+    render(
+        "live.html",
+        Live {
+            charts: run_charts(seconds),
+        },
+    )
 }
 
 /// The self-contained HTML report.

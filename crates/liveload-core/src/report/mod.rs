@@ -34,7 +34,7 @@ mod markdown;
 #[cfg(test)]
 mod tests;
 
-pub use html::html;
+pub use html::{html, live_charts};
 pub use markdown::{compare_markdown, markdown};
 
 use crate::run::RunReport;

@@ -56,6 +56,10 @@ pub struct LiveStatus {
     /// What the nodes have cost so far, USD, when the backend knows its price.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// The latest second the cluster has closed (every node's snapshot of it merged): users,
+    /// iterations and step percentiles of that second, as the report's charts draw them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_second: Option<crate::metrics::SecondPoint>,
 }
 
 /// One node in [`LiveStatus`].
@@ -104,6 +108,7 @@ impl LiveStatus {
             counters: metrics.counters.clone(),
             latencies: metrics.summaries(),
             cost_usd: None,
+            last_second: metrics.series.last().copied(),
         }
     }
 }

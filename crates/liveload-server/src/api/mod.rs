@@ -81,6 +81,7 @@ pub fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(run_routes::change_users))
         .routes(routes!(run_routes::run_status))
         .routes(routes!(run_routes::run_points))
+        .routes(routes!(run_routes::run_charts))
         .routes(routes!(run_routes::run_result))
         .routes(routes!(run_routes::run_report))
         .routes(routes!(events::run_events))

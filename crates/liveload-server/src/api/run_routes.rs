@@ -205,6 +205,65 @@ pub(super) async fn run_points(State(state): State<AppState>, Path(id): Path<Str
     }
 }
 
+/// The report's charts over the run's seconds so far (the dashboard shows them while it
+/// runs), as a page of their own.
+#[utoipa::path(get, path = "/runs/{id}/charts", tag = "runs", params(("id" = String, Path, description = "The run's id")),
+    responses((status = 200, content_type = "text/html", body = String), (status = 404, body = ErrorBody)))]
+pub(super) async fn run_charts(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.store.run(&id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return no_such_run(&id),
+        Err(e) => return store_failed(&e),
+    }
+    // A finished run: the seconds its result holds (every one, as its report draws them).
+    if let Ok(Some(result)) = state.store.artifact(&id, Artifact::Result).await
+        && let Ok(report) = serde_json::from_str::<liveload_core::run::RunReport>(&result)
+    {
+        return document(
+            liveload_core::report::live_charts(&report.series),
+            "text/html; charset=utf-8",
+        );
+    }
+    let points = match state.store.points(&id).await {
+        Ok(points) => points,
+        Err(e) => return store_failed(&e),
+    };
+    // A running one: the seconds closed so far, each once (a tick that found no newly closed
+    // second repeats the last one).
+    let mut seconds: Vec<liveload_core::metrics::SecondPoint> = Vec::new();
+    for point in points
+        .iter()
+        .filter_map(|p| serde_json::from_str::<LivePoint>(p).ok())
+    {
+        if let Some(step) = point.step
+            && seconds.last().is_none_or(|last| last.second < step.second)
+        {
+            seconds.push(step);
+        }
+    }
+    document(
+        liveload_core::report::live_charts(&seconds),
+        "text/html; charset=utf-8",
+    )
+}
+
+/// A document of the server's own making (a report, charts, a result), shown in the
+/// dashboard's frames: sandboxed, it runs no script and reaches no cookie, whatever a run's
+/// names put in it.
+fn document(text: String, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+            ),
+        ],
+        text,
+    )
+        .into_response()
+}
+
 /// Stored JSON documents as one JSON array, without parsing them again.
 fn json_array(items: &[String]) -> Response {
     let body = format!("[{}]", items.join(","));
@@ -232,7 +291,7 @@ async fn artifact(
     content_type: &'static str,
 ) -> Response {
     match state.store.artifact(id, which).await {
-        Ok(Some(text)) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
+        Ok(Some(text)) => document(text, content_type),
         Ok(None) => match state.store.run(id).await {
             Ok(Some(run)) => refuse(
                 StatusCode::NOT_FOUND,

@@ -108,6 +108,10 @@ async function runPage(id) {
   const cards = { users: card("users", "Active users"), rate: card("iterations", "Iterations/s"), p95: card("p95", "Step p95 (ms)"), errors: card("errors", "Failed iterations") };
   const nodes = el("tbody", { id: "nodes" });
   const report = el("div", { id: "report" });
+  // The report's own charts over the seconds so far, redrawn by the server every few seconds.
+  const chartsUrl = "/api/v1/runs/" + encodeURIComponent(id) + "/charts";
+  const charts = el("iframe", { class: "charts", id: "charts", src: chartsUrl, title: "charts" });
+  const redraw = setInterval(() => { charts.src = chartsUrl + "?t=" + Date.now(); }, 5000);
   stop.onclick = async () => {
     stop.disabled = true;
     stop.textContent = "Stopping…";
@@ -116,6 +120,7 @@ async function runPage(id) {
   show(el("div", { class: "row" }, el("h1", {}, view.scenario + " · " + id), el("div", {}, status, " ", stop)),
     message,
     el("div", { class: "cards" }, ...Object.values(cards).map((c) => c.node)),
+    el("h2", {}, "Over time"), charts,
     el("h2", {}, "Nodes"),
     el("table", {}, el("thead", {}, el("tr", {}, ...["Node", "Users", "Capacity", "CPU (cores)", "Memory (MiB)", "Health"].map((h) => el("th", {}, h)))), nodes),
     report);
@@ -125,7 +130,9 @@ async function runPage(id) {
     // A reconnected stream replays the run from its start: draw each second once.
     if (point.second <= lastSecond) return;
     lastSecond = point.second;
-    const p95 = stepP95(point.p95_ms);
+    // The step p95 of the latest closed second (think excluded), as the report draws it;
+    // before the first one closes, the slowest step's p95 so far.
+    const p95 = point.step && point.step.steps > 0 ? point.step.step_p95_ms : stepP95(point.p95_ms);
     const values = { users: point.active_users, rate: point.iterations_per_s, p95, errors: point.iterations_failed };
     for (const [key, value] of Object.entries(values)) {
       history[key].push(value || 0);
@@ -141,6 +148,8 @@ async function runPage(id) {
       el("td", { class: n.hot ? "hot" : "" }, n.hot || "ok"))));
   };
   const ended = (record) => {
+    clearInterval(redraw);
+    charts.remove();
     stop.disabled = true;
     stop.textContent = "Ended";
     if (record) {
