@@ -11,6 +11,7 @@
 //! connection to the machine named by `fly-force-instance-id` — only if that machine's config
 //! exposes the agent port as a `tls`+`http` service, as Fly's proxy requires.
 
+use crate::free_port;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -136,14 +137,6 @@ fn stop_child(mut child: Child) {
     }
     let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
     let _ = child.wait();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Start the server on a free port.

@@ -21,3 +21,13 @@ pub mod postgres;
 pub mod registry;
 #[cfg(feature = "ssh")]
 pub mod sshd;
+
+/// A port of 127.0.0.1 free now, for a service the tests start (a race with another process
+/// taking it in between is possible, and fails that start loudly).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -5,6 +5,7 @@
 //! Also a small proxy that can lose RunInstances' answer (the call reaches moto, the answer
 //! never reaches liveload), for the lost-response test.
 
+use crate::free_port;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -30,14 +31,6 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn moto_bin() -> PathBuf {

@@ -9,6 +9,7 @@
 //! it is missing; its system service is never started. PostgreSQL refuses to run as root, so
 //! under root the cluster belongs to, and the server runs as, the `postgres` system user.
 
+use crate::free_port;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -40,14 +41,6 @@ impl Drop for Postgres {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The directory with `initdb`, `postgres`, `pg_isready` and `createdb`.

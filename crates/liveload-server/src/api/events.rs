@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt as _};
 use tokio::sync::{broadcast, watch};
 
-use super::{AppState, no_such_run, store_failed};
+use super::{AppState, run_or_answer, store_failed};
 use crate::control::ErrorBody;
 use crate::runs::LivePoint;
 
@@ -30,10 +30,8 @@ pub(super) async fn run_events(State(state): State<AppState>, Path(id): Path<Str
         .runs
         .active(&id)
         .map(|run| (run.points.subscribe(), run.ended.clone()));
-    match state.store.run(&id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return no_such_run(&id),
-        Err(e) => return store_failed(&e),
+    if let Err(answer) = run_or_answer(&state, &id).await {
+        return answer;
     }
     let stored = match state.store.points(&id).await {
         Ok(points) => points,

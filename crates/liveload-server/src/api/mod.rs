@@ -170,6 +170,18 @@ pub fn no_such_run(id: &str) -> Response {
     )
 }
 
+/// The run `id` from the history, or the answer to give instead (404, or 503).
+pub async fn run_or_answer(
+    state: &AppState,
+    id: &str,
+) -> Result<crate::store::RunRecord, Response> {
+    match state.store.run(id).await {
+        Ok(Some(run)) => Ok(run),
+        Ok(None) => Err(no_such_run(id)),
+        Err(e) => Err(store_failed(&e)),
+    }
+}
+
 /// The history could not be read or written (503).
 pub fn store_failed(error: &crate::store::StoreError) -> Response {
     tracing::error!(%error, "run history");

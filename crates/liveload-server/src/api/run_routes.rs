@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, error_response, no_such_run, refuse, store_failed};
+use super::{AppState, error_response, no_such_run, refuse, run_or_answer, store_failed};
 use crate::auth::Caller;
 use crate::control::{self, ErrorBody, UsersAnswer, UsersChange};
 use crate::runs::{LivePoint, RunRequest};
@@ -89,10 +89,9 @@ pub(super) async fn list_runs(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/runs/{id}", tag = "runs", params(("id" = String, Path, description = "The run's id")),
     responses((status = 200, body = RunView), (status = 404, body = ErrorBody)))]
 pub(super) async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let run = match state.store.run(&id).await {
-        Ok(Some(run)) => run,
-        Ok(None) => return no_such_run(&id),
-        Err(e) => return store_failed(&e),
+    let run = match run_or_answer(&state, &id).await {
+        Ok(run) => run,
+        Err(answer) => return answer,
     };
     let live = state
         .runs
@@ -119,10 +118,9 @@ pub(super) async fn get_run(State(state): State<AppState>, Path(id): Path<String
         (status = 409, description = "It has already ended", body = ErrorBody),
     ))]
 pub(super) async fn stop_run(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let run = match state.store.run(&id).await {
-        Ok(Some(run)) => run,
-        Ok(None) => return no_such_run(&id),
-        Err(e) => return store_failed(&e),
+    let run = match run_or_answer(&state, &id).await {
+        Ok(run) => run,
+        Err(answer) => return answer,
     };
     if !state.runs.stop(&id) {
         return refuse(
@@ -194,10 +192,8 @@ pub(super) async fn run_status(State(state): State<AppState>, Path(id): Path<Str
 #[utoipa::path(get, path = "/runs/{id}/points", tag = "runs", params(("id" = String, Path, description = "The run's id")),
     responses((status = 200, body = Vec<LivePoint>), (status = 404, body = ErrorBody)))]
 pub(super) async fn run_points(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.store.run(&id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return no_such_run(&id),
-        Err(e) => return store_failed(&e),
+    if let Err(answer) = run_or_answer(&state, &id).await {
+        return answer;
     }
     match state.store.points(&id).await {
         Ok(points) => json_array(&points),
@@ -210,10 +206,8 @@ pub(super) async fn run_points(State(state): State<AppState>, Path(id): Path<Str
 #[utoipa::path(get, path = "/runs/{id}/charts", tag = "runs", params(("id" = String, Path, description = "The run's id")),
     responses((status = 200, content_type = "text/html", body = String), (status = 404, body = ErrorBody)))]
 pub(super) async fn run_charts(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.store.run(&id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return no_such_run(&id),
-        Err(e) => return store_failed(&e),
+    if let Err(answer) = run_or_answer(&state, &id).await {
+        return answer;
     }
     // A finished run: the seconds its result holds (every one, as its report draws them).
     if let Ok(Some(result)) = state.store.artifact(&id, Artifact::Result).await
