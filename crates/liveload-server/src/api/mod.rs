@@ -182,12 +182,13 @@ pub async fn run_or_answer(
     }
 }
 
-/// The history could not be read or written (503).
+/// The history could not be read or written (503). The database's own words (its host, its
+/// database's name) go to the server's log, not to the client.
 pub fn store_failed(error: &crate::store::StoreError) -> Response {
     tracing::error!(%error, "run history");
     refuse(
         StatusCode::SERVICE_UNAVAILABLE,
         "store_unavailable",
-        error.to_string(),
+        "the run history cannot be read or written now; the server's log says why",
     )
 }
