@@ -12,7 +12,8 @@ use liveload_core::run::{ControlHandle, ControlRequest, LiveStatus};
 use serde::{Deserialize, Serialize};
 
 /// What `POST …/users` takes: `{"add": 50}` or `{"remove": 20, "force": false}`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "full", derive(utoipa::ToSchema))]
 pub struct UsersChange {
     /// Users to add.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -26,7 +27,8 @@ pub struct UsersChange {
 }
 
 /// What a users change answers.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "full", derive(utoipa::ToSchema))]
 pub struct UsersAnswer {
     /// The users the run targets now.
     pub target_users: u64,
@@ -35,7 +37,8 @@ pub struct UsersAnswer {
 /// Every error answer of the API and the control endpoint: the document the CLI prints with
 /// `--output json` (`liveload_core::Error::to_json`), so the same `error` codes and messages;
 /// some errors add fields (a scenario error: `file`, `line`, `column`).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "full", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// A stable code (`scenario_invalid`, `unauthorized`, …).
     pub error: String,
@@ -224,7 +227,7 @@ impl ControlClient {
     ) -> Result<T, liveload_core::Error> {
         let fail = |message: String| liveload_core::Error::RunFailed { message };
         let url = format!("{}/{path}", self.base);
-        let mut request = crate::api::client::http()
+        let mut request = crate::client::http()
             .request(method, &url)
             .bearer_auth(self.token.expose());
         if let Some(body) = body {
@@ -236,6 +239,6 @@ impl ControlClient {
             .send()
             .await
             .map_err(|e| fail(format!("cannot reach {}: {e}", self.base)))?;
-        crate::api::client::decode(response).await
+        crate::client::decode(response).await
     }
 }

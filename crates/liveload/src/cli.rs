@@ -61,6 +61,7 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Serve an API, a run history and a live dashboard: a long-running controller a team
     /// starts runs on (`liveload serve token create NAME` makes its tokens).
+    #[cfg(feature = "server")]
     Serve(crate::serve_cmd::ServeArgs),
 }
 

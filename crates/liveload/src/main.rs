@@ -16,10 +16,12 @@ mod doctor_cmd;
 mod output;
 mod progress;
 mod registry;
+#[cfg(feature = "server")]
 mod remote;
 mod reuse;
 mod run_cmd;
 mod sequence;
+#[cfg(feature = "server")]
 mod serve_cmd;
 mod signals;
 mod try_cmd;
@@ -122,6 +124,10 @@ fn command_line(
         .collect();
     // The commands that talk to a backend are the ones configuration layers onto.
     for &sub in config::LAYERED {
+        // `serve` exists only in a build with the server.
+        if command.find_subcommand(sub).is_none() {
+            continue;
+        }
         command = command.mut_subcommand(sub, |c| {
             let c = c.mut_arg("backend", |a| {
                 a.value_parser(clap::builder::PossibleValuesParser::new(names.clone()))
@@ -179,10 +185,13 @@ async fn dispatch(
 
 async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
     match command {
-        Command::Run(args) => match &args.server {
-            Some(server) => remote::run(server, &args, ctx.matches).await,
-            None => sequence::run(&args, ctx).await,
-        },
+        #[cfg(feature = "server")]
+        Command::Run(args) if args.server.is_some() => {
+            let server = args.server.clone().unwrap_or_default();
+            remote::run(&server, &args, ctx.matches).await
+        }
+        Command::Run(args) if args.server.is_some() => no_server_support(args.run.output),
+        Command::Run(args) => sequence::run(&args, ctx).await,
         Command::Plan(args) => {
             let format = args.run.output;
             for path in &args.scenarios {
@@ -216,12 +225,15 @@ async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
         Command::Users(args) => users(args).await,
         Command::Report(args) => {
             let done = match &args.server {
+                #[cfg(feature = "server")]
                 Some(server) => {
                     let id = args.result.to_string_lossy();
                     remote::report(server, &id, args.out.clone())
                         .await
                         .map(|dir| eprintln!("report: {}/report.html", dir.display()))
                 }
+                #[cfg(not(feature = "server"))]
+                Some(_) => Err(no_server_error()),
                 None => output::rerender(&args),
             };
             match done {
@@ -236,6 +248,7 @@ async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
             }
             Err(e) => output::error(&e, args.output),
         },
+        #[cfg(feature = "server")]
         Command::Nodes(args) if args.server.is_some() => {
             let server = args.server.as_deref().unwrap_or_default();
             match remote::nodes(server, args.output).await {
@@ -243,6 +256,7 @@ async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
                 Err(e) => output::error(&e, args.output),
             }
         }
+        Command::Nodes(args) if args.server.is_some() => no_server_support(args.output),
         Command::Nodes(args) => {
             let listed = match ctx.backend(&args.backend).await {
                 Ok(b) => b.list(&filter(args.run)).await,
@@ -257,8 +271,24 @@ async fn run_command(command: Command, ctx: &Ctx<'_>) -> i32 {
             }
         }
         Command::Bench(args) => bench::run(args).await,
+        #[cfg(feature = "server")]
         Command::Serve(args) => serve_cmd::run(args, ctx).await,
     }
+}
+
+/// `--server` in a build without the `server` feature.
+fn no_server_error() -> Error {
+    Error::InvalidOption {
+        option: "--server".into(),
+        message: "this build of liveload has no server support (built without its `server` \
+                  feature); build it with the default features"
+            .into(),
+    }
+}
+
+/// [`no_server_error`], printed; its exit code.
+fn no_server_support(format: OutputFormat) -> i32 {
+    output::error(&no_server_error(), format)
 }
 
 fn filter(run: Option<String>) -> RunFilter {
@@ -284,7 +314,10 @@ async fn users(args: cli::UsersArgs) -> i32 {
         },
     };
     let result = match (&args.server, &args.run) {
+        #[cfg(feature = "server")]
         (Some(server), Some(run)) => remote::users(server, run, &change).await,
+        #[cfg(not(feature = "server"))]
+        (Some(_), Some(_)) => Err(no_server_error()),
         _ => match control::find(&state_dir, args.name.as_deref()) {
             Ok(endpoint) => endpoint.client().change_users(&change).await,
             Err(e) => Err(e),

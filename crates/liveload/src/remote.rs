@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use liveload_core::error::exit_code;
 use liveload_core::{Error, Secret};
-use liveload_server::api::{RunView, client};
+use liveload_server::api::RunView;
+use liveload_server::client;
 use liveload_server::control::{ControlClient, UsersChange};
 use liveload_server::runs::RunRequest;
 use liveload_server::store::{RunRecord, RunStatus};

@@ -6,7 +6,6 @@
 //! codes and messages (`liveload_core::Error::to_json`), so a scenario error carries its
 //! `line` and `column` here as it does on the terminal.
 
-pub mod client;
 mod events;
 mod other;
 mod run_routes;
