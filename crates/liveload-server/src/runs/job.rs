@@ -54,9 +54,14 @@ impl Runs {
             options,
             lock,
         } = launch;
+        let job = Arc::new(job);
         tokio::spawn(async move {
             let _lock = lock;
-            let outcome = {
+            let teardown = (backend.clone(), options.teardown_timeout);
+            // The run on a task of its own: should it panic (a bug), this task still tears
+            // down what carries the run's id and records the run's end.
+            let sampler = job.clone();
+            let run = tokio::spawn(async move {
                 let run = run::run_controlled(
                     backend,
                     &scenario,
@@ -65,7 +70,11 @@ impl Runs {
                     stopped(stop_rx),
                     Some(control_end),
                 );
-                job.sample_until(run).await
+                sampler.sample_until(run).await
+            });
+            let outcome = match run.await {
+                Ok(outcome) => outcome,
+                Err(failed) => Err(job.tear_down_after(failed, teardown).await),
             };
             job.finish(outcome).await;
         });
@@ -127,11 +136,36 @@ impl Job {
         }
     }
 
+    /// The run's task failed (a panic): destroy whatever its backend holds under its id; the
+    /// error to record.
+    async fn tear_down_after(
+        &self,
+        failed: tokio::task::JoinError,
+        (backend, timeout): (Arc<dyn Backend>, std::time::Duration),
+    ) -> Error {
+        tracing::error!(run = %self.run_id, error = %failed, "a run's task failed");
+        let nothing_created = Arc::new(Mutex::new(Vec::new()));
+        let torn_down = run::teardown(
+            backend.as_ref(),
+            &self.run_id,
+            &nothing_created,
+            &run::Quiet,
+            timeout,
+        )
+        .await;
+        match torn_down {
+            Ok(()) => Error::RunFailed {
+                message: format!(
+                    "the run failed inside the server ({failed}); its nodes were torn down"
+                ),
+            },
+            Err(e) => e,
+        }
+    }
+
     /// Record the outcome in the history, then let go of the run.
-    async fn finish(self, outcome: Result<run::RunReport, Error>) {
-        tracing::debug!(run = %self.run_id, ok = outcome.is_ok(), "run ended");
+    async fn finish(&self, outcome: Result<run::RunReport, Error>) {
         let end = run_end(outcome);
-        tracing::debug!(run = %self.run_id, "documents made");
         if let Err(e) = self
             .store
             .end_run(&self.run_id, &end, names::unix_now_s())
