@@ -219,24 +219,46 @@ pub fn http_get(address: &str, path: &str) -> String {
 /// `GET path` with extra request header lines (`Authorization: ...`); returns the status code
 /// and the body. `Host` is `address` unless a header line sets it.
 pub fn http_request(address: &str, path: &str, headers: &[&str]) -> (u16, String) {
+    status_and_body(&http_exchange(address, "GET", path, headers, None))
+}
+
+/// One HTTP/1.1 request (a JSON body when given) on its own connection; the whole response,
+/// headers included. `Host` is `address` unless a header line sets it.
+pub fn http_exchange(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: Option<&str>,
+) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).expect("connects");
-    let host = if headers
-        .iter()
-        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
-    {
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let host = if extra.to_ascii_lowercase().contains("host:") {
         String::new()
     } else {
         format!("Host: {address}\r\n")
     };
-    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let body_headers = match body {
+        Some(body) => format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ),
+        None => String::new(),
+    };
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\n{host}{extra}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\n{host}{extra}{body_headers}Connection: close\r\n\r\n{}",
+        body.unwrap_or("")
     )
     .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// A response's status code and body.
+pub fn status_and_body(response: &str) -> (u16, String) {
     let status = response
         .split_whitespace()
         .nth(1)

@@ -3,7 +3,6 @@
 //! says otherwise), its stderr kept in a file the tests read (to prove no token is logged),
 //! and killed when dropped.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -101,14 +100,7 @@ impl Served {
         headers: &[String],
         body: Option<&str>,
     ) -> (u16, String) {
-        let response = self.exchange(method, path, headers, body);
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (status, body.to_string())
+        crate::status_and_body(&self.exchange(method, path, headers, body))
     }
 
     /// A request with these header lines (`Host` is the server's unless one is given); the
@@ -120,23 +112,15 @@ impl Served {
         headers: &[String],
         body: Option<&str>,
     ) -> String {
-        let mut stream = std::net::TcpStream::connect(&self.address).expect("connects");
-        let body = body.unwrap_or("");
-        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-        let host = if extra.to_ascii_lowercase().contains("host:") {
-            String::new()
-        } else {
-            format!("Host: {}\r\n", self.address)
-        };
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\n{host}{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        // Every API request carries a body (empty when none), as a client library's would.
+        crate::http_exchange(
+            &self.address,
+            method,
+            path,
+            &headers,
+            Some(body.unwrap_or("")),
         )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
     }
 
     /// `call`, expecting `status`, the body as JSON.

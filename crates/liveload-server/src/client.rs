@@ -44,14 +44,21 @@ pub fn check_server_url(url: &str) -> Result<(), Error> {
 pub async fn decode<T: serde::de::DeserializeOwned>(
     response: reqwest::Response,
 ) -> Result<T, Error> {
+    let text = read(response).await?;
+    serde_json::from_str(&text).map_err(|e| Error::RunFailed {
+        message: format!("the server answered something else ({e}): {text:.200}"),
+    })
+}
+
+/// A successful answer's body as it is (a report's HTML), or the server's error as
+/// [`Error::ServerRefused`] with its code, message and exit code.
+pub async fn read(response: reqwest::Response) -> Result<String, Error> {
     let status = response.status();
     let text = response.text().await.map_err(|e| Error::RunFailed {
         message: format!("reading the server's answer: {e}"),
     })?;
     if status.is_success() {
-        return serde_json::from_str(&text).map_err(|e| Error::RunFailed {
-            message: format!("the server answered something else ({e}): {text:.200}"),
-        });
+        return Ok(text);
     }
     let body = serde_json::from_str::<crate::control::ErrorBody>(&text).unwrap_or_else(|_| {
         crate::control::ErrorBody::new("unexpected_answer", format!("{text:.200}"))

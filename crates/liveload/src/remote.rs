@@ -48,12 +48,13 @@ impl Remote {
         })
     }
 
-    async fn send<T: serde::de::DeserializeOwned>(
+    /// Send a request (a JSON body when given) with the token; the answer, unread.
+    async fn request(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<T, Error> {
+    ) -> Result<reqwest::Response, Error> {
         let mut request = client::http()
             .request(method, format!("{}{path}", self.api))
             .bearer_auth(self.token.expose());
@@ -62,16 +63,24 @@ impl Remote {
                 .header("content-type", "application/json")
                 .body(body);
         }
-        let response = request.send().await.map_err(|e| Error::RunFailed {
+        request.send().await.map_err(|e| Error::RunFailed {
             message: format!("cannot reach the server at {}: {e}", self.server),
-        })?;
-        client::decode(response).await
+        })
     }
 
-    /// A document of a run, as text.
+    /// A request whose JSON answer is decoded.
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, Error> {
+        client::decode(self.request(method, path, body).await?).await
+    }
+
+    /// A document of a run, as the server keeps it.
     async fn text(&self, path: &str) -> Result<String, Error> {
-        let value: serde_json::Value = self.send(reqwest::Method::GET, path, None).await?;
-        Ok(serde_json::to_string_pretty(&value).expect("serialises"))
+        client::read(self.request(reqwest::Method::GET, path, None).await?).await
     }
 }
 
@@ -292,20 +301,7 @@ pub async fn nodes(server: &str, format: OutputFormat) -> Result<(), Error> {
 pub async fn report(server: &str, id: &str, out: Option<PathBuf>) -> Result<PathBuf, Error> {
     let remote = Remote::new(server)?;
     let result = remote.text(&format!("/runs/{id}/result")).await?;
-    let html = client::http()
-        .get(format!("{}/runs/{id}/report", remote.api))
-        .bearer_auth(remote.token.expose())
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| Error::RunFailed {
-            message: format!("downloading the report: {e}"),
-        })?
-        .text()
-        .await
-        .map_err(|e| Error::RunFailed {
-            message: format!("downloading the report: {e}"),
-        })?;
+    let html = remote.text(&format!("/runs/{id}/report")).await?;
     let dir = out.unwrap_or_else(|| Path::new("liveload-reports").join(id));
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;

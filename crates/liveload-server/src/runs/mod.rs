@@ -13,7 +13,7 @@ mod job;
 mod request;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -304,15 +304,5 @@ impl Runs {
             all.push((name, listed));
         }
         all
-    }
-
-    /// The store runs are kept in.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
-    /// The state directory.
-    pub fn state_dir(&self) -> &Path {
-        &self.state_dir
     }
 }
