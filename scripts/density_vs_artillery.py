@@ -67,20 +67,23 @@ def is_browser(pid):
 
 
 def sample(root):
-    """(browser PSS KiB, browser processes, generator RSS KiB, CPU ticks) of root's tree."""
-    pss = procs = gen = ticks = 0
+    """(browser PSS KiB, browser processes, generator RSS KiB, CPU ticks, renderers' CPU
+    ticks) of root's tree."""
+    pss = procs = gen = ticks = rticks = 0
     for pid in tree(root):
         stat = read(f"/proc/{pid}/stat")
         if not stat:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
         ticks += int(fields[11]) + int(fields[12])
+        if "--type=renderer" in read(f"/proc/{pid}/cmdline"):
+            rticks += int(fields[11]) + int(fields[12])
         if is_browser(pid):
             procs += 1
             pss += kib(read(f"/proc/{pid}/smaps_rollup"), "Pss:")
         else:
             gen += kib(read(f"/proc/{pid}/status"), "VmRSS:")
-    return pss, procs, gen, ticks
+    return pss, procs, gen, ticks, rticks
 
 
 def renderers(root):
@@ -144,8 +147,9 @@ def artillery_once(artillery, chromium, target, page, users, window):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     cpu = (after[3] - before[3]) / HZ / (t1 - t0) * 100
+    rcpu = (after[4] - before[4]) / HZ / (t1 - t0) * 100
     return {"users": users, "pss": after[0] / 1024, "procs": after[1], "gen": after[2] / 1024,
-            "cpu": cpu, "live": live}
+            "cpu": cpu, "rcpu": rcpu, "live": live}
 
 
 def liveload_once(liveload, page, counts, window):
@@ -155,17 +159,19 @@ def liveload_once(liveload, page, counts, window):
     rows = {}
     for line in out.splitlines():
         cols = line.split()
-        if cols and cols[0].isdigit() and len(cols) >= 5:
+        if cols and cols[0].isdigit() and len(cols) >= 7:
             rows[int(cols[0])] = {"users": int(cols[0]), "pss": float(cols[1]),
                                   "procs": int(cols[2]), "gen": float(cols[3]),
-                                  "cpu": float(cols[4]), "live": int(cols[0])}
+                                  "cpu": float(cols[4]), "rcpu": float(cols[6]),
+                                  "live": int(cols[0])}
     return [rows[c] for c in counts]
 
 
 def marginal(rows):
     low, high = rows
     n = high["users"] - low["users"]
-    return (high["pss"] - low["pss"]) / n, (high["cpu"] - low["cpu"]) / n
+    return ((high["pss"] - low["pss"]) / n, (high["cpu"] - low["cpu"]) / n,
+            (high["rcpu"] - low["rcpu"]) / n)
 
 
 def main():
@@ -190,17 +196,21 @@ def main():
                 for r in rows:
                     print(f"{page:6} {tool:9} users {r['users']:3} (live {r['live']:3}): browser PSS "
                           f"{r['pss']:7.1f} MiB in {r['procs']:3} processes, generator RSS "
-                          f"{r['gen']:6.1f} MiB, CPU {r['cpu']:6.1f} %")
+                          f"{r['gen']:6.1f} MiB, CPU {r['cpu']:6.1f} % ({r['rcpu']:5.1f} % in "
+                          f"renderers)")
             results.append((page, ours, theirs))
     finally:
         server.terminate()
-    print("\npage   per user: liveload MiB / Artillery MiB (ratio), CPU % / CPU % (ratio); "
-          "generator RSS at the top count")
+    print("\npage   per user: liveload MiB / Artillery MiB (ratio), CPU % / CPU % (ratio), of which "
+          "in renderers (the page's own work) and elsewhere; generator RSS at the top count")
+    ratio = lambda a, b: f"{a / b:.2f}x" if b else "-"
     for page, ours, theirs in results:
-        (m1, c1), (m2, c2) = marginal(ours), marginal(theirs)
-        print(f"{page:6} {m1:6.1f} / {m2:6.1f} MiB ({m1 / m2:.2f}x), {c1:5.2f} / {c2:5.2f} % "
-              f"({c1 / c2 if c2 else float('nan'):.2f}x); generator {ours[-1]['gen']:.1f} / "
-              f"{theirs[-1]['gen']:.1f} MiB ({theirs[-1]['gen'] / max(ours[-1]['gen'], 0.1):.0f}x smaller)")
+        (m1, c1, r1), (m2, c2, r2) = marginal(ours), marginal(theirs)
+        print(f"{page:6} {m1:6.1f} / {m2:6.1f} MiB ({ratio(m1, m2)}), {c1:5.2f} / {c2:5.2f} % "
+              f"({ratio(c1, c2)}): renderers {r1:5.2f} / {r2:5.2f} % ({ratio(r1, r2)}), elsewhere "
+              f"{c1 - r1:5.2f} / {c2 - r2:5.2f} % ({ratio(c1 - r1, c2 - r2)}); generator "
+              f"{ours[-1]['gen']:.1f} / {theirs[-1]['gen']:.1f} MiB "
+              f"({theirs[-1]['gen'] / max(ours[-1]['gen'], 0.1):.0f}x smaller)")
 
 
 if __name__ == "__main__":

@@ -565,3 +565,35 @@ fn validate_exit_codes() {
         );
     }
 }
+
+/// `liveload bench users` measures pages that still behave *and render*: a Chromium switch
+/// that stops frames (`--disable-threaded-compositing`, in headless mode) cuts CPU per user
+/// threefold while the page's socket and DOM look alive, so the bench's check for two
+/// animation frames must count its user as failed, and pass the default browser's.
+#[test]
+fn bench_users_counts_a_page_that_stops_rendering_as_failed() {
+    let state = tempfile::tempdir().unwrap();
+    let failed_with = |browser_args: &str| {
+        let out = liveload(state.path())
+            .args(["bench", "users", "--users", "1", "--window", "1"])
+            .env("LIVELOAD_BROWSER_ARGS", browser_args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let row = text
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some("1"))
+            .unwrap_or_else(|| panic!("no row for 1 user in:\n{text}"));
+        let failed: u64 = row.split_whitespace().last().unwrap().parse().unwrap();
+        (failed, text)
+    };
+    let (failed, text) = failed_with("");
+    assert_eq!(failed, 0, "the default browser renders:\n{text}");
+    let (failed, text) = failed_with("--disable-threaded-compositing");
+    assert_eq!(failed, 1, "a page without frames is no measure:\n{text}");
+}

@@ -283,6 +283,10 @@ pub fn layer(
             .map(|c| c.get_name().to_string()),
     );
     for name in &names {
+        // `serve` exists only in a build with the server (the demo's build has none).
+        if command.find_subcommand(name).is_none() {
+            continue;
+        }
         command =
             command.mut_subcommand(name.as_str(), |sub| layer_command(sub, &entries, &mut seen));
     }
@@ -441,6 +445,22 @@ mod tests {
 
     fn parse(text: &str) -> Result<ConfigFile, Error> {
         ConfigFile::parse(Path::new("liveload.toml"), text, &["local", "fly"])
+    }
+
+    /// A build without the server has no `serve`; layering must skip the layered commands a
+    /// build lacks (it once panicked there, so the demo's build could not start).
+    #[test]
+    fn layering_skips_commands_this_build_lacks() {
+        let command = Command::new("liveload")
+            .subcommand(Command::new("run").arg(clap::Arg::new("users").long("users").num_args(1)));
+        let file = parse("users = 7\n").unwrap();
+        let (command, _) = layer(command, &[], Some(&file)).unwrap();
+        let matches = command.try_get_matches_from(["liveload", "run"]).unwrap();
+        let run = matches.subcommand_matches("run").unwrap();
+        assert_eq!(
+            run.get_one::<String>("users").map(String::as_str),
+            Some("7")
+        );
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub(super) struct GroupSample {
     pub cpu_ticks: u64,
     /// The agent's own CPU.
     pub agent_cpu_ticks: u64,
+    /// The renderers' CPU: the pages' own work (script, style, layout, paint, frames), which
+    /// any tool driving the same Chromium on the same page pays alike.
+    pub renderer_cpu_ticks: u64,
 }
 
 /// Sample the process group led by the agent `agent_pid`.
@@ -34,6 +37,12 @@ pub(super) fn sample_group(agent_pid: i32) -> GroupSample {
             sample.agent_cpu_ticks = process.cpu_ticks;
             sample.agent_rss_kib = status_kib(process.pid, "VmRSS:");
         } else {
+            // Chromium rewrites its helpers' command lines into one string: a substring test.
+            let cmdline =
+                std::fs::read(format!("/proc/{}/cmdline", process.pid)).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("--type=renderer") {
+                sample.renderer_cpu_ticks += process.cpu_ticks;
+            }
             sample.browser_processes += 1;
             sample.browser_pss_kib += smaps_pss_kib(process.pid);
         }

@@ -332,6 +332,11 @@ fn merge(nodes: u32, metrics: u32, seconds: u32) {
     assert_eq!(aggregate.series.len(), seconds as usize);
 }
 
+/// Resolves after two animation frames, rejects when none come within a second.
+const STILL_RENDERING: &str = "new Promise((rendered, stalled) => { \
+    requestAnimationFrame(() => requestAnimationFrame(() => rendered('rendered'))); \
+    setTimeout(() => stalled(new Error('no animation frame within 1 s')), 1000); })";
+
 struct UsersFigure {
     users: u64,
     browser_pss_mib: f64,
@@ -340,6 +345,8 @@ struct UsersFigure {
     cpu_percent: f64,
     /// The agent's own part of `cpu_percent`.
     agent_cpu_percent: f64,
+    /// The renderers' part of `cpu_percent` (the pages' own work).
+    renderer_cpu_percent: f64,
     setup: Option<LatencySummary>,
     /// WebSocket frames each user received per second in the window: the page still lives.
     frames_per_user_s: f64,
@@ -393,13 +400,14 @@ async fn users_bench(
         );
     }
     println!(
-        "{:>6} {:>14} {:>6} {:>14} {:>8} {:>11} {:>14} {:>14} {:>12} {:>7}",
+        "{:>6} {:>14} {:>6} {:>14} {:>8} {:>11} {:>14} {:>14} {:>14} {:>12} {:>7}",
         "users",
         "browser PSS MiB",
         "procs",
         "agent RSS MiB",
         "CPU %",
         "agent CPU %",
+        "renderers CPU %",
         "setup p50 ms",
         "setup p95 ms",
         "frames/user/s",
@@ -407,13 +415,14 @@ async fn users_bench(
     );
     for f in &figures {
         println!(
-            "{:>6} {:>14.1} {:>6} {:>14.1} {:>8.1} {:>11.2} {:>14} {:>14} {:>12.2} {:>7}",
+            "{:>6} {:>14.1} {:>6} {:>14.1} {:>8.1} {:>11.2} {:>14.1} {:>14} {:>14} {:>12.2} {:>7}",
             f.users,
             f.browser_pss_mib,
             f.browser_processes,
             f.agent_rss_mib,
             f.cpu_percent,
             f.agent_cpu_percent,
+            f.renderer_cpu_percent,
             f.setup.map_or("-".into(), |s| format!("{:.1}", s.p50_ms)),
             f.setup.map_or("-".into(), |s| format!("{:.1}", s.p95_ms)),
             f.frames_per_user_s,
@@ -423,10 +432,11 @@ async fn users_bench(
     if let Some(base) = figures.iter().find(|f| f.users == 0) {
         for f in figures.iter().filter(|f| f.users > 0) {
             println!(
-                "marginal per user at {}: {:.1} MiB PSS, {:.2} % CPU",
+                "marginal per user at {}: {:.1} MiB PSS, {:.2} % CPU ({:.2} % in renderers)",
                 f.users,
                 (f.browser_pss_mib - base.browser_pss_mib) / f.users as f64,
                 (f.cpu_percent - base.cpu_percent) / f.users as f64,
+                (f.renderer_cpu_percent - base.renderer_cpu_percent) / f.users as f64,
             );
         }
     }
@@ -492,6 +502,18 @@ async fn users_once(
                         timeout_ms: Some(1_000),
                     },
                 },
+                // ... and still renders: a switch that stops frames (e.g.
+                // `--disable-threaded-compositing` in headless) saves most of the CPU while the
+                // page's socket and DOM look alive, but `requestAnimationFrame` never fires and
+                // screenshots hang, so steps' actionability checks would too.
+                Step {
+                    name: "still rendering".into(),
+                    kind: StepKind::Eval {
+                        js: STILL_RENDERING.into(),
+                        var: None,
+                        secret: false,
+                    },
+                },
             ];
             let assignment = Assignment {
                 duration_ms: 600_000,
@@ -549,6 +571,11 @@ async fn users_once(
             let cpu_percent = percent(after.cpu_ticks.saturating_sub(before.cpu_ticks));
             let agent_cpu_percent =
                 percent(after.agent_cpu_ticks.saturating_sub(before.agent_cpu_ticks));
+            let renderer_cpu_percent = percent(
+                after
+                    .renderer_cpu_ticks
+                    .saturating_sub(before.renderer_cpu_ticks),
+            );
             let _ = connection.send(&ControllerMessage::Shutdown).await;
             Ok(UsersFigure {
                 users,
@@ -557,6 +584,7 @@ async fn users_once(
                 agent_rss_mib: after.agent_rss_kib as f64 / 1024.0,
                 cpu_percent,
                 agent_cpu_percent,
+                renderer_cpu_percent,
                 setup: metrics.histograms.get("user_setup").map(LatencySummary::of),
                 frames_per_user_s: frames_in_window as f64 / seconds / users.max(1) as f64,
                 failed,
