@@ -85,6 +85,8 @@ fn text_output_prints_facts_users_per_node_and_percentiles() {
         "USERS",
         "p95",
         "2 succeeded, 0 failed",
+        // The one row that is no time says its unit.
+        "page.cls is the layout-shift score in thousandths",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }

@@ -185,6 +185,10 @@ fn report_text(r: &RunReport) -> String {
             name, s.count, s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms, s.max_ms
         ));
     }
+    // The one row of the table that is not a time: say its unit where it is read.
+    if r.latencies.contains_key("page.cls") {
+        out.push_str("  (page.cls is the layout-shift score in thousandths: 13.1 means 0.0131)\n");
+    }
     if let Some(cost) = r.cost_usd {
         out.push_str(&format!(
             "\nCost: about ${cost:.2} (nodes from create to the end of the run){}\n",
