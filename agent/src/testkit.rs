@@ -78,6 +78,7 @@ impl Browser {
             iteration: 0,
             protocol: None,
             engine: liveload_proto::Engine::Browser,
+            running_step: None,
         }
     }
 

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::browser::{NodeBrowser, UserContext};
 use crate::recorder::Recorder;
 use crate::secrets::{self, Secrets};
-use crate::steps::{UserState, run_steps};
+use crate::steps::{UserState, iteration_timed_out, run_steps};
 use crate::trace::Tracer;
 
 mod gate;
@@ -82,6 +82,7 @@ impl UserEnv {
             iteration: 0,
             protocol: None,
             engine: self.assignment.engine_of(user_id),
+            running_step: None,
         }
     }
 
@@ -413,7 +414,7 @@ async fn iterate(
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(timeout, iteration) => match outcome {
                 Ok(result) => result.map(|_| ()),
-                Err(_) => Err(anyhow!("iteration timed out after {timeout:?}")),
+                Err(_) => Err(iteration_timed_out(timeout, user.running_step.take().as_deref())),
             },
             _ = stops.force() => break,
         };
@@ -488,7 +489,7 @@ pub async fn run_arrival(env: Arc<UserEnv>, user_id: u64, scheduled: Instant) {
     let outcome = tokio::select! {
         outcome = tokio::time::timeout(timeout, run_steps(&mut user, env.assignment.steps_of(user_id))) => match outcome {
             Ok(result) => result.map(|_| ()),
-            Err(_) => Err(anyhow!("iteration timed out after {timeout:?}")),
+            Err(_) => Err(iteration_timed_out(timeout, user.running_step.take().as_deref())),
         },
         _ = wait_for_force(&mut stop) => Err(anyhow!("stopped")),
     };

@@ -217,3 +217,35 @@ fn on_failure_screenshot_keeps_the_first_failures_in_the_report() {
         assert_no_secret(file, &std::fs::read_to_string(reports.join(file)).unwrap());
     }
 }
+
+/// An iteration cut by its timeout names the step it was in: a step that hangs past the
+/// iteration's timeout (here a wait with a longer timeout of its own) is where to look, and
+/// "iteration timed out" alone does not say which.
+#[test]
+fn an_iteration_timeout_names_the_step_it_cut() {
+    let _heavy = liveload_e2e::heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let target = demo_target();
+    let scenario = scenario_file(
+        dir.path(),
+        "hang.yaml",
+        "name: hang\nbase_url: http://x\nusers: 1\nduration: 1s\niteration_timeout: 2s\nsteps:\n  \
+         - navigate: /\n  - wait_for: { selector: '#never', timeout: 20s }\n",
+    );
+    let (code, report, _) = json_output(liveload(dir.path()).args([
+        "run",
+        scenario.to_str().unwrap(),
+        "--base-url",
+        &target,
+        "--output",
+        "json",
+    ]));
+    assert_eq!(code, 7, "{report}");
+    let first = report["failures"]["first"].as_object().unwrap();
+    let errors: Vec<&String> = first.keys().collect();
+    assert_eq!(
+        errors,
+        ["iteration timed out after 2s during step 'wait_for #never'"],
+        "{report}"
+    );
+}

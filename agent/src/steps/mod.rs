@@ -70,6 +70,18 @@ pub struct UserState<'a> {
     /// What the user runs as: `engine: liveview` does the element steps through its native
     /// LiveView client instead of a page.
     pub engine: liveload_proto::Engine,
+    /// The innermost step running now (not a group or repeat), so an iteration cut by its
+    /// timeout can say where it was ([`iteration_timed_out`]).
+    pub running_step: Option<String>,
+}
+
+/// The error of an iteration its timeout cut short: with the step it was in, so a step that
+/// hung (a navigation that never loads) is named, not only the iteration.
+pub fn iteration_timed_out(timeout: Duration, running_step: Option<&str>) -> anyhow::Error {
+    match running_step {
+        Some(step) => anyhow!("iteration timed out after {timeout:?} during step '{step}'"),
+        None => anyhow!("iteration timed out after {timeout:?}"),
+    }
 }
 
 /// Whether the iteration goes on after a step.
@@ -99,7 +111,13 @@ pub fn run_steps<'s, 'u: 's, 'a: 's>(
                 crate::observe::report_vitals(page).await;
             }
             let started = Instant::now();
+            if !container {
+                user.running_step = Some(step.name.clone());
+            }
             let result = run_step(user, step).await;
+            if !container {
+                user.running_step = None;
+            }
             let elapsed = started.elapsed();
             let metric = match step.kind {
                 StepKind::Group { .. } => format!("group:{}", step.name),
