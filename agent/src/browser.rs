@@ -25,7 +25,7 @@ pub struct NodeBrowser {
     /// Chromium itself: started by the agent, not by chromiumoxide (which would open a
     /// DevTools port), and killed if the agent drops it.
     child: tokio::process::Child,
-    _relay: crate::relay::Relay,
+    relay: crate::relay::Relay,
     _profile_dir: tempfile::TempDir,
     /// Keep chromiumoxide's per-page DevTools domains as they are (see [`trim_devtools`]).
     full_devtools: bool,
@@ -70,6 +70,8 @@ pub struct UserContext {
     pub page: Page,
     /// Whose iteration the page is in, for its HTTP trace records.
     pub recording: std::sync::Arc<crate::records::PageRecording>,
+    /// The way to send the page's navigations around chromiumoxide's queue.
+    pub side: crate::relay::SideChannel,
     id: BrowserContextId,
     watcher: Option<crate::observe::PageWatcher>,
 }
@@ -138,7 +140,7 @@ impl NodeBrowser {
             browser,
             handler,
             child: spawned.child,
-            _relay: relay,
+            relay,
             _profile_dir: profile_dir,
             full_devtools: tuning.full_devtools,
             hosts,
@@ -195,6 +197,7 @@ impl NodeBrowser {
         Ok(UserContext {
             page,
             recording,
+            side: self.relay.side.clone(),
             id,
             watcher,
         })
@@ -312,7 +315,7 @@ mod tests {
         let cmdline = String::from_utf8_lossy(&cmdline);
         assert!(cmdline.contains("--remote-debugging-pipe"), "{cmdline}");
         assert_eq!(listening_ports(&tree), Vec::<u16>::new(), "{tree:?}");
-        let relay = browser._relay.url.clone();
+        let relay = browser.relay.url.clone();
         let port = relay.trim_start_matches("ws://").split('/').next().unwrap();
         assert!(
             tokio::net::TcpStream::connect(port).await.is_err(),

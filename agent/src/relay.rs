@@ -37,7 +37,82 @@ const MAX_REQUEST_LINE: usize = 512;
 pub struct Relay {
     /// `ws://127.0.0.1:PORT/devtools/browser/<secret>`.
     pub url: String,
+    /// Commands sent to Chromium around chromiumoxide (see [`SideChannel`]).
+    pub side: SideChannel,
     task: JoinHandle<()>,
+}
+
+/// The first id of the relay's own commands: far above any id chromiumoxide counts to (it
+/// starts at 0 and adds one per command), so their answers are told apart by id alone; and
+/// below 2^31, as Chromium reads a command's id as a 32-bit integer (a larger one is refused
+/// without an id to answer to).
+const SIDE_IDS_FROM: u64 = 1 << 30;
+
+/// A command to Chromium that does not pass through chromiumoxide.
+///
+/// Why: chromiumoxide 0.9 takes every `Page.navigate` a page sends as one of its own
+/// navigations, queues it behind the page's previous one and sends it only once that one has
+/// completed by its own bookkeeping or its 30 s deadline passed. liveload's navigation ends on
+/// its own evidence (the `load` event, the new document's `readyState`); when chromiumoxide's
+/// bookkeeping missed a completion (seen under load), the page's next navigation waited out
+/// that deadline with the old document still in place. Sent here, a navigation goes at once;
+/// its events still reach chromiumoxide as those of any navigation the page starts itself.
+#[derive(Clone)]
+pub struct SideChannel {
+    calls: mpsc::Sender<SideCall>,
+}
+
+struct SideCall {
+    session_id: String,
+    method: &'static str,
+    params: serde_json::Value,
+    answer: tokio::sync::oneshot::Sender<serde_json::Value>,
+}
+
+impl SideChannel {
+    /// Send `method` with `params` to the target of `session_id`; its `result`, or its error's
+    /// message as the error.
+    pub async fn call(
+        &self,
+        session_id: &str,
+        method: &'static str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let call = SideCall {
+            session_id: session_id.to_string(),
+            method,
+            params,
+            answer,
+        };
+        self.calls
+            .send(call)
+            .await
+            .map_err(|_| anyhow::anyhow!("the DevTools relay is closed"))?;
+        let mut answer = answered.await.map_err(|_| {
+            anyhow::anyhow!("the DevTools relay closed before {method} was answered")
+        })?;
+        if let Some(error) = answer.get("error") {
+            let message = error["message"]
+                .as_str()
+                .unwrap_or("an error without a message");
+            anyhow::bail!("{method}: {message}");
+        }
+        Ok(answer
+            .get_mut("result")
+            .map(serde_json::Value::take)
+            .unwrap_or_default())
+    }
+}
+
+/// The id of an answer to one of the relay's own commands. Chromium writes an answer's `id`
+/// first, so only that prefix is read: the events and chromiumoxide's answers, nearly every
+/// message, pass without being parsed.
+fn side_answer_id(message: &[u8]) -> Option<u64> {
+    let digits = message.strip_prefix(b"{\"id\":")?;
+    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+    let id: u64 = std::str::from_utf8(&digits[..end]).ok()?.parse().ok()?;
+    (id >= SIDE_IDS_FROM).then_some(id)
 }
 
 impl Drop for Relay {
@@ -57,6 +132,7 @@ pub async fn start(to_chromium: pipe::Sender, from_chromium: pipe::Receiver) -> 
     let secret: [u8; 32] = rand::rng().random();
     let path = format!("/devtools/browser/{}", hex(&secret));
     let url = format!("ws://127.0.0.1:{port}{path}");
+    let (calls, side_calls) = mpsc::channel(64);
     let task = tokio::spawn(async move {
         let Some(client) = one_client(listener, &path).await else {
             return;
@@ -71,9 +147,13 @@ pub async fn start(to_chromium: pipe::Sender, from_chromium: pipe::Receiver) -> 
                 return;
             }
         };
-        relay(ws, to_chromium, from_chromium).await;
+        relay(ws, (to_chromium, side_calls), from_chromium).await;
     });
-    Ok(Relay { url, task })
+    Ok(Relay {
+        url,
+        side: SideChannel { calls },
+        task,
+    })
 }
 
 /// Accept connections until one asks for `path`, then stop listening (dropping the listener
@@ -133,22 +213,36 @@ async fn request_line(stream: &TcpStream) -> Option<Vec<u8>> {
     }
 }
 
-/// Copy messages both ways until either side ends.
+/// Copy messages both ways until either side ends; send the side channel's commands and hand
+/// their answers back.
 async fn relay<S>(
     ws: tokio_tungstenite::WebSocketStream<S>,
-    mut to_chromium: pipe::Sender,
+    (mut to_chromium, mut side_calls): (pipe::Sender, mpsc::Receiver<SideCall>),
     mut from_chromium: pipe::Receiver,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut sink, mut stream) = ws.split();
+    let waiting = std::sync::Mutex::new(std::collections::HashMap::new());
     let commands = async {
-        while let Some(Ok(message)) = stream.next().await {
-            let mut bytes = match message {
-                Message::Text(text) => text.as_bytes().to_vec(),
-                Message::Binary(bytes) => bytes.to_vec(),
-                Message::Close(_) => break,
-                _ => continue, // Pings are answered by tungstenite itself.
+        let mut next_side_id = SIDE_IDS_FROM;
+        loop {
+            let mut bytes = tokio::select! {
+                message = stream.next() => match message {
+                    Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
+                    Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                    Some(Ok(_)) => continue, // Pings are answered by tungstenite itself.
+                },
+                Some(call) = side_calls.recv() => {
+                    let id = next_side_id;
+                    next_side_id = if id >= i32::MAX as u64 { SIDE_IDS_FROM } else { id + 1 };
+                    let command = serde_json::json!({
+                        "id": id, "sessionId": call.session_id, "method": call.method, "params": call.params,
+                    });
+                    waiting.lock().expect("not poisoned").insert(id, call.answer);
+                    command.to_string().into_bytes()
+                }
             };
             bytes.push(0);
             if to_chromium.write_all(&bytes).await.is_err() {
@@ -166,6 +260,13 @@ async fn relay<S>(
             };
             // Everything one read brought goes out in one write: `feed` queues, `flush` sends.
             for message in messages.push(&chunk[..n]) {
+                if let Some(id) = side_answer_id(&message) {
+                    let caller = waiting.lock().expect("not poisoned").remove(&id);
+                    if let (Some(caller), Ok(answer)) = (caller, serde_json::from_slice(&message)) {
+                        let _ = caller.send(answer);
+                    }
+                    continue;
+                }
                 let text = String::from_utf8(message)
                     .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
                 if sink.feed(Message::text(text)).await.is_err() {
@@ -276,6 +377,44 @@ mod tests {
             matches!(end, Ok(None | Some(Ok(Message::Close(_))))),
             "{end:?}"
         );
+    }
+
+    /// The side channel's command reaches Chromium with its own id and the page's session;
+    /// its answer goes back to the caller, not to chromiumoxide, which still gets the events.
+    #[tokio::test]
+    async fn side_channel_commands_are_answered_to_their_caller_alone() {
+        let (to_chromium, mut chromium_reads) = pipe::pipe().unwrap();
+        let (mut chromium_writes, from_chromium) = pipe::pipe().unwrap();
+        let relay = start(to_chromium, from_chromium).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::connect_async(&relay.url).await.unwrap();
+        let side = relay.side.clone();
+        let call = tokio::spawn(async move {
+            let params = serde_json::json!({ "url": "http://x/" });
+            side.call("S1", "Page.navigate", params).await
+        });
+        let mut command = vec![0u8; 256];
+        let n = chromium_reads.read(&mut command).await.unwrap();
+        let sent: serde_json::Value = serde_json::from_slice(&command[..n - 1]).unwrap();
+        assert_eq!(command[n - 1], 0);
+        assert_eq!(sent["sessionId"], "S1");
+        assert_eq!(sent["method"], "Page.navigate");
+        assert_eq!(sent["params"]["url"], "http://x/");
+        let id = sent["id"].as_u64().unwrap();
+        assert!(id >= SIDE_IDS_FROM, "{id}");
+        let answer = format!(
+            "{{\"id\":{id},\"result\":{{\"frameId\":\"F\"}},\"sessionId\":\"S1\"}}\0{{\"method\":\"Page.frameStartedLoading\"}}\0"
+        );
+        chromium_writes.write_all(answer.as_bytes()).await.unwrap();
+        let result = call.await.unwrap().unwrap();
+        assert_eq!(result, serde_json::json!({ "frameId": "F" }));
+        let message = ws.next().await.unwrap().unwrap();
+        assert_eq!(
+            message,
+            Message::text(r#"{"method":"Page.frameStartedLoading"}"#)
+        );
+        // A small id is chromiumoxide's own: never taken for the side channel's.
+        assert_eq!(side_answer_id(b"{\"id\":7,\"result\":{}}"), None);
+        assert_eq!(side_answer_id(b"{\"method\":\"x\"}"), None);
     }
 
     #[test]

@@ -61,6 +61,7 @@ impl Browser {
     pub fn user(&self, step_timeout: Duration, secrets: Secrets) -> UserState<'_> {
         UserState {
             page: Some(self.page()),
+            side: self.user.as_ref().map(|u| &u.side),
             vars: HashMap::from([
                 ("user_id".into(), "0".into()),
                 ("iteration".into(), "0".into()),

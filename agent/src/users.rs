@@ -63,11 +63,12 @@ impl UserEnv {
     /// CSV row, the scenario's step timeout, the tracer if tracing.
     fn user_state<'a>(
         &'a self,
-        page: Option<&'a chromiumoxide::Page>,
+        context: Option<&'a crate::browser::UserContext>,
         user_id: u64,
     ) -> UserState<'a> {
         UserState {
-            page,
+            page: context.map(|c| &c.page),
+            side: context.map(|c| &c.side),
             vars: initial_vars(&self.assignment, user_id),
             base_url: self.assignment.base_url_of(user_id),
             allow_schemes: &self.assignment.allow_schemes,
@@ -262,7 +263,7 @@ pub async fn run_user(
         all: env.stop.clone(),
         own: own_stop,
     };
-    let mut user = env.user_state(context.as_ref().map(|c| &c.page), user_id);
+    let mut user = env.user_state(context.as_ref(), user_id);
     user.vars.insert("iteration".into(), "0".into());
     let user_loop = env.assignment.user_loop_of(user_id);
     // A user starting after the duration (a late `users add`) or already stopped does nothing,
@@ -476,7 +477,7 @@ pub async fn run_arrival(env: Arc<UserEnv>, user_id: u64, scheduled: Instant) {
         },
         None => None,
     };
-    let mut user = env.user_state(context.as_ref().map(|c| &c.page), user_id);
+    let mut user = env.user_state(context.as_ref(), user_id);
     user.vars.insert("iteration".into(), "0".into());
     user.recorded = recorder.records.sample();
     if let Some(context) = &context {

@@ -211,20 +211,20 @@ const NAVIGATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 /// Load `url` (or, `None`, reload the page) and wait for the new document's `load` event, as
 /// Playwright's `goto` does.
 ///
-/// Not chromiumoxide's `goto`, and the `load` event is what ends the wait, not the answer to
-/// `Page.navigate`: with the LiveView page under load, about one navigation in a hundred had
-/// its document committed and loaded yet no answer to its `Page.navigate` reach the agent
-/// (chromiumoxide timed the command out after 30 s; `goto` hung on it the same way). The
-/// answer still counts when it comes: an error (`net::ERR_CONNECTION_REFUSED`) fails the
-/// step, and a same-document navigation (no new loader) ends it.
+/// Not chromiumoxide's `goto`, nor its `Page.navigate`: chromiumoxide answers a navigation
+/// only once its own bookkeeping saw it complete, and queues the page's next one behind it
+/// (see [`crate::relay::SideChannel`]); under load that bookkeeping missed completions, so an
+/// answer never came and the next navigation waited 30 s. The command goes through the relay's
+/// side channel, and the `load` event ends the wait. The answer still counts when it comes: an
+/// error (`net::ERR_CONNECTION_REFUSED`) fails the step, and a same-document navigation (no
+/// new loader) ends it.
 pub async fn navigate(
     page: &Page,
+    side: Option<&crate::relay::SideChannel>,
     url: Option<&str>,
     timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
-    use chromiumoxide::cdp::browser_protocol::page::{
-        EventLoadEventFired, NavigateParams, ReloadParams,
-    };
+    use chromiumoxide::cdp::browser_protocol::page::{EventLoadEventFired, ReloadParams};
     use futures_util::StreamExt as _;
     let timeout = timeout.max(NAVIGATION_TIMEOUT);
     let deadline = tokio::time::Instant::now() + timeout;
@@ -240,9 +240,8 @@ pub async fn navigate(
     // `Some(error)`: the navigation failed; `None` with `done`: nothing to load.
     let started = async {
         match url {
-            Some(url) => match page.execute(NavigateParams::new(url)).await {
-                Ok(answer) => {
-                    let result = &answer.result;
+            Some(url) => match send_navigate(page, side, url).await {
+                Ok(result) => {
                     let error = result.error_text.clone().filter(|e| !e.is_empty());
                     (
                         error.map(|e| format!("{url}: {e}")),
@@ -285,6 +284,24 @@ pub async fn navigate(
             _ = tokio::time::sleep_until(deadline) => return Err(not_loaded(page, timeout).await),
         }
     }
+}
+
+/// Send `Page.navigate` for `page`: around chromiumoxide's navigation queue when the page
+/// has a side channel (see [`crate::relay::SideChannel`] for why), else through it.
+async fn send_navigate(
+    page: &Page,
+    side: Option<&crate::relay::SideChannel>,
+    url: &str,
+) -> anyhow::Result<chromiumoxide::cdp::browser_protocol::page::NavigateReturns> {
+    use chromiumoxide::cdp::browser_protocol::page::NavigateParams;
+    let Some(side) = side else {
+        return Ok(page.execute(NavigateParams::new(url)).await?.result);
+    };
+    let session: &str = page.session_id().as_ref();
+    let answer = side
+        .call(session, "Page.navigate", serde_json::json!({ "url": url }))
+        .await?;
+    Ok(serde_json::from_value(answer)?)
 }
 
 /// Whether the document that replaced the one marked `mark` is complete: what the load event

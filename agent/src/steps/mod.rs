@@ -73,6 +73,8 @@ pub struct UserState<'a> {
     /// The innermost step running now (not a group or repeat), so an iteration cut by its
     /// timeout can say where it was ([`iteration_timed_out`]).
     pub running_step: Option<String>,
+    /// The page's way around chromiumoxide's navigation queue (`None`: through chromiumoxide).
+    pub side: Option<&'a crate::relay::SideChannel>,
 }
 
 /// The error of an iteration its timeout cut short: with the step it was in, so a step that
@@ -242,11 +244,11 @@ async fn run_step(user: &mut UserState<'_>, step: &Step) -> Result<Flow> {
     match &step.kind {
         StepKind::Navigate { url } => {
             let url = allowed_url(&resolve_url(user.base_url, &t(url)), user.allow_schemes)?;
-            cdp::navigate(page()?, Some(&url), timeout).await?;
+            cdp::navigate(page()?, user.side, Some(&url), timeout).await?;
             record_navigation_timing(page()?, user.recorder).await;
         }
         StepKind::Reload => {
-            cdp::navigate(page()?, None, timeout).await?;
+            cdp::navigate(page()?, user.side, None, timeout).await?;
             record_navigation_timing(page()?, user.recorder).await;
         }
         StepKind::Click { selector } => actions::click(page()?, &t(selector), timeout).await?,
