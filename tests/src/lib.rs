@@ -377,3 +377,22 @@ pub fn get_as_nobody(port: u16, path: &str) -> String {
         .expect("setpriv runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `liveload run FILE --base-url TARGET --output json` with `extra` arguments, in `state`.
+pub fn run_json(
+    state: &std::path::Path,
+    file: &std::path::Path,
+    target: &str,
+    extra: &[&str],
+) -> (i32, serde_json::Value, std::process::Output) {
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--base-url",
+        target,
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    json_output(liveload(state).args(args))
+}

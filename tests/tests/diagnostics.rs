@@ -232,14 +232,7 @@ fn an_iteration_timeout_names_the_step_it_cut() {
         "name: hang\nbase_url: http://x\nusers: 1\nduration: 1s\niteration_timeout: 2s\nsteps:\n  \
          - navigate: /\n  - wait_for: { selector: '#never', timeout: 20s }\n",
     );
-    let (code, report, _) = json_output(liveload(dir.path()).args([
-        "run",
-        scenario.to_str().unwrap(),
-        "--base-url",
-        &target,
-        "--output",
-        "json",
-    ]));
+    let (code, report, _) = run_json(dir.path(), &scenario, &target, &[]);
     assert_eq!(code, 7, "{report}");
     let first = report["failures"]["first"].as_object().unwrap();
     let errors: Vec<&String> = first.keys().collect();

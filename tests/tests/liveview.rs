@@ -62,25 +62,6 @@ steps:
     )
 }
 
-/// `liveload run FILE --base-url TARGET --output json` with `extra` arguments, in `state`.
-fn run_json(
-    state: &std::path::Path,
-    file: &std::path::Path,
-    target: &str,
-    extra: &[&str],
-) -> (i32, serde_json::Value, std::process::Output) {
-    let mut args = vec![
-        "run",
-        file.to_str().unwrap(),
-        "--base-url",
-        target,
-        "--output",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    json_output(liveload(state).args(args))
-}
-
 /// Run `engine`'s scenario against a fresh demo target: the report and the server's counts.
 fn run(engine: &str) -> (serde_json::Value, serde_json::Value) {
     let state = tempfile::tempdir().unwrap();
